@@ -1,0 +1,25 @@
+//! The pure rules of wagate: no I/O, no async, no transport types; the
+//! current time is always passed in.
+
+pub mod error;
+pub mod ids;
+pub mod phone;
+pub mod placeholder;
+pub mod pricing;
+pub mod send;
+pub mod template;
+pub mod window;
+
+pub use error::{Reason, Rejection, RejectionKind};
+pub use ids::{IdempotencyKey, InboundMessageId};
+pub use phone::{Pair, PhoneNumber};
+pub use pricing::{Pricing, PricingCategory};
+pub use send::{
+    Accepted, Content, Decision, MessageKind, MessageStatus, OutboxMessage, SendRequest,
+};
+pub use template::{
+    Button, Category, SendParameters, Status, Template, TemplateContent, TemplateId,
+};
+pub use window::{
+    EntryPoint, Inbound, InboundKind, InboundOutcome, Window, WindowState, WindowView,
+};

@@ -1,0 +1,411 @@
+//! Gating an outbound send (SPEC §3): free-form needs an open window,
+//! templates need to be approved and filled exactly; then it is priced.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::error::{Reason, Rejection};
+use super::ids::IdempotencyKey;
+use super::phone::Pair;
+use super::pricing::{Pricing, price};
+use super::template::{Category, ComponentParameters, SendParameters, Template, TemplateId};
+use super::window::Window;
+
+const MAX_TEXT_CHARS: usize = 4096;
+
+/// What a send carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Text(String),
+    Template {
+        id: TemplateId,
+        parameters: SendParameters,
+    },
+}
+
+impl Content {
+    pub fn text(body: &str) -> Result<Content, Rejection> {
+        let chars = body.chars().count();
+        if !(1..=MAX_TEXT_CHARS).contains(&chars) {
+            return Err(Rejection::new(
+                Reason::InvalidText,
+                format!("must be 1-{MAX_TEXT_CHARS} characters, got {chars}"),
+            )
+            .at("text.body"));
+        }
+        Ok(Content::Text(body.to_owned()))
+    }
+
+    pub fn template_id(&self) -> Option<&TemplateId> {
+        match self {
+            Content::Template { id, .. } => Some(id),
+            Content::Text(_) => None,
+        }
+    }
+}
+
+/// A validated send request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRequest {
+    pub pair: Pair,
+    pub idempotency_key: IdempotencyKey,
+    pub content: Content,
+}
+
+/// A digest of what a send asks for (everything but the key and dry_run),
+/// stable across releases, so a reused idempotency key can be told from a retry.
+pub type Fingerprint = [u8; 32];
+
+impl SendRequest {
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut canonical = Canonical::default();
+        canonical.str(self.pair.business.as_str());
+        canonical.str(self.pair.customer.as_str());
+        match &self.content {
+            Content::Text(body) => {
+                canonical.tag(1);
+                canonical.str(body);
+            }
+            Content::Template { id, parameters } => {
+                canonical.tag(2);
+                canonical.str(id.name());
+                canonical.str(id.language());
+                canonical.component(&parameters.body);
+                canonical.component(&parameters.header);
+                canonical.len(parameters.buttons.len());
+                for (index, value) in &parameters.buttons {
+                    canonical.len(*index as usize);
+                    canonical.str(value);
+                }
+            }
+        }
+        canonical.0.finalize().into()
+    }
+}
+
+/// Length-prefixed fields, so no two different requests encode alike.
+#[derive(Default)]
+struct Canonical(Sha256);
+
+impl Canonical {
+    fn tag(&mut self, tag: u8) {
+        self.0.update([tag]);
+    }
+    fn len(&mut self, len: usize) {
+        self.0.update((len as u64).to_be_bytes());
+    }
+    fn str(&mut self, value: &str) {
+        self.len(value.len());
+        self.0.update(value.as_bytes());
+    }
+    fn component(&mut self, parameters: &ComponentParameters) {
+        self.len(parameters.positional.len());
+        for value in &parameters.positional {
+            self.str(value);
+        }
+        self.len(parameters.named.len());
+        for (name, value) in &parameters.named {
+            self.str(name);
+            self.str(value);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    FreeForm,
+    Template,
+}
+
+/// What an accepted send answers: how it renders and how it is priced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub kind: MessageKind,
+    pub rendered_text: String,
+    pub template_category: Option<Category>,
+    pub pricing: Pricing,
+    pub free_until: Option<DateTime<Utc>>,
+}
+
+/// The outcome of gating a send, with the pair's window as it must be stored
+/// afterwards when the send starts a free entry point period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub accepted: Accepted,
+    pub window_update: Option<Window>,
+}
+
+/// Gates one send against the pair's window and the named template (looked
+/// up by the caller; `None` when it does not exist).
+pub fn decide(
+    content: &Content,
+    template: Option<&Template>,
+    window: Option<&Window>,
+    now: DateTime<Utc>,
+) -> Result<Decision, Rejection> {
+    let window_open = window.is_some_and(|w| w.is_open(now));
+    let (kind, rendered_text, template_category) = match content {
+        Content::Text(body) => {
+            if !window_open {
+                return Err(Rejection::new(
+                    Reason::WindowClosed,
+                    "no customer service window is open for this pair: free-form messages need an inbound from the customer in the last 24 hours; send an approved template instead",
+                ));
+            }
+            (MessageKind::FreeForm, body.clone(), None)
+        }
+        Content::Template { id, parameters } => {
+            let template = template.ok_or_else(|| {
+                Rejection::new(
+                    Reason::TemplateNotFound,
+                    format!("no template {}/{} is registered", id.name(), id.language()),
+                )
+                .at("template.name")
+            })?;
+            template.check_sendable()?;
+            let rendered = template
+                .fill(parameters)
+                .map_err(|e| e.within("template"))?;
+            (
+                MessageKind::Template,
+                rendered,
+                Some(template.content.category),
+            )
+        }
+    };
+    let window_update = window.and_then(|w| w.after_accepted_send(now));
+    let free_until = window_update.as_ref().or(window).and_then(|w| w.free_until);
+    let in_free_period = free_until.is_some_and(|until| now < until);
+    Ok(Decision {
+        accepted: Accepted {
+            kind,
+            rendered_text,
+            template_category,
+            pricing: price(template_category, window_open, in_free_period),
+            free_until: free_until.filter(|_| in_free_period),
+        },
+        window_update,
+    })
+}
+
+/// Where an outbound message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    Accepted,
+}
+
+/// An accepted send as kept in the outbox: enough to answer an idempotent
+/// retry with the first answer and to deliver it later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub message_id: Uuid,
+    pub request: SendRequest,
+    pub fingerprint: Fingerprint,
+    pub accepted: Accepted,
+    pub accepted_at: DateTime<Utc>,
+    pub status: MessageStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhoneNumber;
+    use crate::domain::pricing::PricingCategory;
+    use crate::domain::template::{Status, TemplateDraft};
+    use crate::domain::window::{EntryPoint, Inbound, InboundKind};
+    use chrono::{TimeDelta, TimeZone};
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
+    }
+
+    fn window(entry_point: EntryPoint) -> Window {
+        let inbound = Inbound {
+            received_at: t0(),
+            kind: InboundKind::Message,
+            entry_point,
+        };
+        Window::record_inbound(None, &inbound, t0()).0.unwrap()
+    }
+
+    fn template(category: Category) -> Template {
+        let draft = TemplateDraft {
+            category: Some(category),
+            body: "Hi {{1}}".into(),
+            header_text: String::new(),
+            footer_text: String::new(),
+            buttons: vec![],
+        };
+        let id = TemplateId::parse("greet", "en").unwrap();
+        Template::upsert(None, id, draft.validate().unwrap(), t0())
+            .0
+            .with_status(Status::Approved, "", t0())
+            .unwrap()
+    }
+
+    fn template_content() -> Content {
+        Content::Template {
+            id: TemplateId::parse("greet", "en").unwrap(),
+            parameters: SendParameters {
+                body: ComponentParameters {
+                    positional: vec!["Ann".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    fn text() -> Content {
+        Content::text("hello").unwrap()
+    }
+
+    #[test]
+    fn text_length_rules() {
+        assert!(Content::text(&"é".repeat(4096)).is_ok());
+        for bad in ["", &"x".repeat(4097)] {
+            let err = Content::text(bad).unwrap_err();
+            assert_eq!(
+                (err.reason, err.field.as_deref()),
+                (Reason::InvalidText, Some("text.body"))
+            );
+        }
+    }
+
+    #[test]
+    fn free_form_needs_an_open_window() {
+        let open = window(EntryPoint::Organic);
+        let decision = decide(&text(), None, Some(&open), t0() + TimeDelta::hours(1)).unwrap();
+        assert_eq!(decision.accepted.kind, MessageKind::FreeForm);
+        assert_eq!(decision.accepted.rendered_text, "hello");
+        assert_eq!(decision.accepted.pricing.category, PricingCategory::Service);
+        assert!(!decision.accepted.pricing.billable);
+        assert_eq!(decision.window_update, None);
+
+        for (window, at) in [(None, t0()), (Some(&open), t0() + TimeDelta::hours(24))] {
+            let err = decide(&text(), None, window, at).unwrap_err();
+            assert_eq!(err.reason, Reason::WindowClosed);
+            assert_eq!(err.metadata["whatsapp_code"], "131047");
+        }
+    }
+
+    #[test]
+    fn templates_go_out_without_a_window_and_are_priced_by_category() {
+        let utility = template(Category::Utility);
+        let closed = decide(&template_content(), Some(&utility), None, t0())
+            .unwrap()
+            .accepted;
+        assert_eq!(closed.rendered_text, "Hi Ann");
+        assert_eq!(closed.template_category, Some(Category::Utility));
+        assert_eq!(
+            (closed.pricing.category, closed.pricing.billable),
+            (PricingCategory::Utility, true)
+        );
+
+        let open = window(EntryPoint::Organic);
+        let inside = decide(&template_content(), Some(&utility), Some(&open), t0())
+            .unwrap()
+            .accepted;
+        assert!(!inside.pricing.billable);
+
+        let marketing = template(Category::Marketing);
+        let inside = decide(&template_content(), Some(&marketing), Some(&open), t0())
+            .unwrap()
+            .accepted;
+        assert_eq!(
+            (inside.pricing.category, inside.pricing.billable),
+            (PricingCategory::Marketing, true)
+        );
+    }
+
+    #[test]
+    fn missing_and_unapproved_templates() {
+        let err = decide(&template_content(), None, None, t0()).unwrap_err();
+        assert_eq!(err.reason, Reason::TemplateNotFound);
+        assert_eq!(err.metadata["whatsapp_code"], "132001");
+        let paused = template(Category::Utility)
+            .with_status(Status::Paused, "", t0())
+            .unwrap();
+        let err = decide(&template_content(), Some(&paused), None, t0()).unwrap_err();
+        assert_eq!(err.reason, Reason::TemplateNotApproved);
+    }
+
+    #[test]
+    fn parameter_errors_name_the_template_field() {
+        let content = Content::Template {
+            id: TemplateId::parse("greet", "en").unwrap(),
+            parameters: SendParameters::default(),
+        };
+        let err = decide(&content, Some(&template(Category::Utility)), None, t0()).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("template.body_parameters"));
+    }
+
+    #[test]
+    fn first_reply_to_an_ad_starts_a_free_period_for_everything() {
+        let ad = window(EntryPoint::ClickToWhatsAppAd);
+        let reply_at = t0() + TimeDelta::hours(1);
+        let first = decide(&text(), None, Some(&ad), reply_at).unwrap();
+        let free_until = reply_at + TimeDelta::hours(72);
+        assert_eq!(
+            first.accepted.pricing.category,
+            PricingCategory::ReferralConversion
+        );
+        assert_eq!(first.accepted.free_until, Some(free_until));
+        let after = first.window_update.expect("free period stored");
+        assert_eq!(after.free_until, Some(free_until));
+
+        // Two days later the 24h window is closed: marketing templates are still free.
+        let later = reply_at + TimeDelta::hours(48);
+        let marketing = template(Category::Marketing);
+        let sent = decide(&template_content(), Some(&marketing), Some(&after), later).unwrap();
+        assert_eq!(
+            sent.accepted.pricing.category,
+            PricingCategory::ReferralConversion
+        );
+        assert!(!sent.accepted.pricing.billable);
+        // ...but free-form still needs the 24h window.
+        assert_eq!(
+            decide(&text(), None, Some(&after), later)
+                .unwrap_err()
+                .reason,
+            Reason::WindowClosed
+        );
+        // After 72h it is billable again.
+        let over = decide(
+            &template_content(),
+            Some(&marketing),
+            Some(&after),
+            free_until,
+        )
+        .unwrap();
+        assert!(over.accepted.pricing.billable);
+        assert_eq!(over.accepted.free_until, None);
+    }
+
+    #[test]
+    fn fingerprint_tells_requests_apart() {
+        let pair = Pair {
+            business: PhoneNumber::parse("+15550001111").unwrap(),
+            customer: PhoneNumber::parse("+27821234567").unwrap(),
+        };
+        let request = |content: Content| SendRequest {
+            pair: pair.clone(),
+            idempotency_key: IdempotencyKey::parse("k").unwrap(),
+            content,
+        };
+        let a = request(text()).fingerprint();
+        assert_eq!(a, request(text()).fingerprint());
+        assert_ne!(a, request(Content::text("hello!").unwrap()).fingerprint());
+        assert_ne!(a, request(template_content()).fingerprint());
+        let other_key = SendRequest {
+            idempotency_key: IdempotencyKey::parse("other").unwrap(),
+            ..request(text())
+        };
+        assert_eq!(
+            a,
+            other_key.fingerprint(),
+            "the key is not part of what is asked"
+        );
+    }
+}

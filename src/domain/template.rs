@@ -1,0 +1,1037 @@
+//! The template registry's rules (SPEC §5): what a well-formed template is,
+//! how its status changes, and how a send fills and renders it (SPEC §3.2).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::error::{Reason, Rejection};
+use super::phone::PhoneNumber;
+use super::placeholder::{self, ParameterFormat, Placeholders, Segment};
+
+const MAX_NAME_LEN: usize = 512;
+const MAX_BODY_CHARS: usize = 1024;
+const MAX_HEADER_CHARS: usize = 60;
+const MAX_FOOTER_CHARS: usize = 60;
+const MAX_BUTTONS: usize = 10;
+const MAX_URL_BUTTONS: usize = 2;
+const MAX_PHONE_BUTTONS: usize = 1;
+const MAX_BUTTON_TEXT_CHARS: usize = 25;
+const MAX_URL_CHARS: usize = 2000;
+const MAX_STATUS_REASON_CHARS: usize = 1024;
+const MAX_PARAMETER_CHARS: usize = 1024;
+const MAX_CONSECUTIVE_SPACES: usize = 4;
+
+fn invalid(message: impl Into<String>) -> Rejection {
+    Rejection::new(Reason::InvalidTemplate, message)
+}
+
+/// A template's identity: (name, language), both validated.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TemplateId {
+    name: String,
+    language: String,
+}
+
+impl TemplateId {
+    pub fn parse(name: &str, language: &str) -> Result<Self, Rejection> {
+        let name_ok = (1..=MAX_NAME_LEN).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok {
+            return Err(invalid(format!(
+                "must be 1-{MAX_NAME_LEN} of lowercase letters, digits and underscores"
+            ))
+            .at("name"));
+        }
+        if !is_whatsapp_locale(language) {
+            return Err(invalid(
+                "must be a WhatsApp locale code such as \"en\", \"en_US\" or \"pt_BR\"",
+            )
+            .at("language"));
+        }
+        Ok(TemplateId {
+            name: name.to_owned(),
+            language: language.to_owned(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+}
+
+/// `ll`, `lll`, or either followed by `_RR` (for example `pt_BR`).
+fn is_whatsapp_locale(code: &str) -> bool {
+    let (lang, region) = match code.split_once('_') {
+        Some((lang, region)) => (lang, Some(region)),
+        None => (code, None),
+    };
+    let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase());
+    let region_ok =
+        region.is_none_or(|r| r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase()));
+    lang_ok && region_ok
+}
+
+/// What a template is for; decides pricing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+/// Review status as WhatsApp reports it. Only `Approved` may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Approved,
+    Rejected,
+    Paused,
+    Disabled,
+    InAppeal,
+    PendingDeletion,
+    LimitExceeded,
+    Archived,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Approved => "APPROVED",
+            Status::Rejected => "REJECTED",
+            Status::Paused => "PAUSED",
+            Status::Disabled => "DISABLED",
+            Status::InAppeal => "IN_APPEAL",
+            Status::PendingDeletion => "PENDING_DELETION",
+            Status::LimitExceeded => "LIMIT_EXCEEDED",
+            Status::Archived => "ARCHIVED",
+        }
+    }
+
+    /// WhatsApp's error code for sending a template in this status.
+    fn send_error_code(self) -> Option<u32> {
+        match self {
+            Status::Paused => Some(132_015),
+            Status::Disabled => Some(132_016),
+            _ => None,
+        }
+    }
+}
+
+/// A button under the template's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Button {
+    QuickReply {
+        text: String,
+    },
+    Url {
+        text: String,
+        url: String,
+    },
+    PhoneNumber {
+        text: String,
+        phone_number: PhoneNumber,
+    },
+}
+
+/// The editable part of a template, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateContent {
+    pub category: Category,
+    pub body: String,
+    pub header_text: Option<String>,
+    pub footer_text: Option<String>,
+    pub buttons: Vec<Button>,
+}
+
+/// A button as submitted, before validation (the phone is still raw text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ButtonDraft {
+    QuickReply { text: String },
+    Url { text: String, url: String },
+    PhoneNumber { text: String, phone_number: String },
+}
+
+/// A template's content as submitted; empty header or footer means none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateDraft {
+    pub category: Option<Category>,
+    pub body: String,
+    pub header_text: String,
+    pub footer_text: String,
+    pub buttons: Vec<ButtonDraft>,
+}
+
+impl TemplateDraft {
+    /// Checks every rule of SPEC §5 and refuses with the first problem named.
+    pub fn validate(self) -> Result<TemplateContent, Rejection> {
+        let category = self.category.ok_or_else(|| {
+            invalid("is required: MARKETING, UTILITY or AUTHENTICATION").at("category")
+        })?;
+
+        let body_chars = self.body.chars().count();
+        if !(1..=MAX_BODY_CHARS).contains(&body_chars) {
+            return Err(invalid(format!(
+                "must be 1-{MAX_BODY_CHARS} characters, got {body_chars}"
+            ))
+            .at("body"));
+        }
+        let body = component_placeholders(&self.body, "body")?;
+
+        let header_text = non_empty(self.header_text);
+        let mut header = Placeholders::default();
+        if let Some(text) = &header_text {
+            check_chars(text, MAX_HEADER_CHARS, "header_text")?;
+            if text.contains(['\n', '\r']) {
+                return Err(invalid("must be a single line").at("header_text"));
+            }
+            let segments = parse_at(text, "header_text")?;
+            let occurrences = segments
+                .iter()
+                .filter(|s| !matches!(s, Segment::Text(_)))
+                .count();
+            if occurrences > 1 {
+                return Err(invalid("may hold at most one placeholder").at("header_text"));
+            }
+            header = Placeholders::of(&segments);
+            if header.positional.iter().any(|&n| n != 1) {
+                return Err(
+                    invalid("a positional header placeholder must be {{1}}").at("header_text")
+                );
+            }
+        }
+
+        let footer_text = non_empty(self.footer_text);
+        if let Some(text) = &footer_text {
+            check_chars(text, MAX_FOOTER_CHARS, "footer_text")?;
+            if Placeholders::of(&parse_at(text, "footer_text")?).count() > 0 {
+                return Err(invalid("may not hold placeholders").at("footer_text"));
+            }
+        }
+
+        if body.format() != ParameterFormat::None
+            && header.format() != ParameterFormat::None
+            && body.format() != header.format()
+        {
+            return Err(invalid(
+                "header and body mix positional {{1}} and named {{name}} placeholders; use one style",
+            )
+            .at("header_text"));
+        }
+
+        let buttons = validate_buttons(self.buttons)?;
+        Ok(TemplateContent {
+            category,
+            body: self.body,
+            header_text,
+            footer_text,
+            buttons,
+        })
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn check_chars(text: &str, max: usize, field: &str) -> Result<(), Rejection> {
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(invalid(format!("must be at most {max} characters, got {chars}")).at(field));
+    }
+    Ok(())
+}
+
+fn parse_at(text: &str, field: &str) -> Result<Vec<Segment>, Rejection> {
+    placeholder::parse(text).map_err(|problem| invalid(problem).at(field))
+}
+
+fn component_placeholders(text: &str, field: &str) -> Result<Placeholders, Rejection> {
+    let placeholders = Placeholders::of(&parse_at(text, field)?);
+    placeholders
+        .check_consistent()
+        .map_err(|problem| invalid(problem).at(field))?;
+    Ok(placeholders)
+}
+
+fn validate_buttons(drafts: Vec<ButtonDraft>) -> Result<Vec<Button>, Rejection> {
+    if drafts.len() > MAX_BUTTONS {
+        return Err(invalid(format!(
+            "at most {MAX_BUTTONS} buttons, got {}",
+            drafts.len()
+        ))
+        .at("buttons"));
+    }
+    let count = |want: fn(&ButtonDraft) -> bool| drafts.iter().filter(|b| want(b)).count();
+    if count(|b| matches!(b, ButtonDraft::Url { .. })) > MAX_URL_BUTTONS {
+        return Err(invalid(format!("at most {MAX_URL_BUTTONS} URL buttons")).at("buttons"));
+    }
+    if count(|b| matches!(b, ButtonDraft::PhoneNumber { .. })) > MAX_PHONE_BUTTONS {
+        return Err(
+            invalid(format!("at most {MAX_PHONE_BUTTONS} phone number button")).at("buttons"),
+        );
+    }
+    drafts
+        .into_iter()
+        .enumerate()
+        .map(|(index, draft)| {
+            validate_button(draft).map_err(|e| e.within(&format!("buttons[{index}]")))
+        })
+        .collect()
+}
+
+fn validate_button(draft: ButtonDraft) -> Result<Button, Rejection> {
+    let label = |text: &str| {
+        let chars = text.chars().count();
+        if !(1..=MAX_BUTTON_TEXT_CHARS).contains(&chars) {
+            return Err(invalid(format!(
+                "must be 1-{MAX_BUTTON_TEXT_CHARS} characters, got {chars}"
+            ))
+            .at("text"));
+        }
+        if text.contains("{{") || text.contains("}}") || text.contains('\n') {
+            return Err(invalid("must be a single line without placeholders").at("text"));
+        }
+        Ok(())
+    };
+    match draft {
+        ButtonDraft::QuickReply { text } => {
+            label(&text)?;
+            Ok(Button::QuickReply { text })
+        }
+        ButtonDraft::Url { text, url } => {
+            label(&text)?;
+            check_url(&url).map_err(|e| e.at("url"))?;
+            Ok(Button::Url { text, url })
+        }
+        ButtonDraft::PhoneNumber { text, phone_number } => {
+            label(&text)?;
+            let phone_number = PhoneNumber::parse(&phone_number)
+                .map_err(|e| invalid(e.message).at("phone_number"))?;
+            Ok(Button::PhoneNumber { text, phone_number })
+        }
+    }
+}
+
+/// An http(s) URL that may end in one `{{1}}` placeholder (WhatsApp's
+/// dynamic URL suffix).
+fn check_url(url: &str) -> Result<(), Rejection> {
+    check_chars(url, MAX_URL_CHARS, "url").map_err(|e| Rejection { field: None, ..e })?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must start with https:// or http://"))?;
+    if rest.is_empty() || url.chars().any(char::is_whitespace) {
+        return Err(invalid("must be a URL with a host and no spaces"));
+    }
+    let fixed = url.strip_suffix("{{1}}").unwrap_or(url);
+    if fixed.contains("{{") || fixed.contains("}}") {
+        return Err(invalid(
+            "may hold one placeholder only, {{1}} at the very end",
+        ));
+    }
+    Ok(())
+}
+
+impl Button {
+    fn has_url_parameter(&self) -> bool {
+        matches!(self, Button::Url { url, .. } if url.ends_with("{{1}}"))
+    }
+}
+
+/// A registered template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub id: TemplateId,
+    pub content: TemplateContent,
+    pub status: Status,
+    pub status_reason: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Template {
+    /// Creates a template (PENDING) or replaces an existing one's content. A
+    /// content change returns it to PENDING, as an edit does on WhatsApp; an
+    /// identical upsert returns the template unchanged. Returns whether
+    /// anything changed.
+    pub fn upsert(
+        existing: Option<Template>,
+        id: TemplateId,
+        content: TemplateContent,
+        now: DateTime<Utc>,
+    ) -> (Template, bool) {
+        match existing {
+            Some(existing) if existing.content == content => (existing, false),
+            Some(existing) => (
+                Template {
+                    content,
+                    status: Status::Pending,
+                    status_reason: String::new(),
+                    updated_at: now,
+                    ..existing
+                },
+                true,
+            ),
+            None => (
+                Template {
+                    id,
+                    content,
+                    status: Status::Pending,
+                    status_reason: String::new(),
+                    created_at: now,
+                    updated_at: now,
+                },
+                true,
+            ),
+        }
+    }
+
+    pub fn with_status(
+        self,
+        status: Status,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Template, Rejection> {
+        check_chars(reason, MAX_STATUS_REASON_CHARS, "reason")
+            .map_err(|e| Rejection::new(Reason::InvalidTemplateStatus, e.message).at("reason"))?;
+        Ok(Template {
+            status,
+            status_reason: reason.to_owned(),
+            updated_at: now,
+            ..self
+        })
+    }
+
+    /// Positional or named, across header and body.
+    pub fn parameter_format(&self) -> ParameterFormat {
+        let mut all = self.placeholders_of(&self.content.body);
+        if let Some(header) = &self.content.header_text {
+            all.merge(&self.placeholders_of(header));
+        }
+        all.format()
+    }
+
+    fn placeholders_of(&self, text: &str) -> Placeholders {
+        Placeholders::of(&segments(text))
+    }
+
+    /// Only APPROVED templates may be sent (WhatsApp 132015 when paused,
+    /// 132016 when disabled).
+    pub fn check_sendable(&self) -> Result<(), Rejection> {
+        if self.status == Status::Approved {
+            return Ok(());
+        }
+        let mut rejection = Rejection::new(
+            Reason::TemplateNotApproved,
+            format!(
+                "template {}/{} is {}; only APPROVED templates may be sent",
+                self.id.name,
+                self.id.language,
+                self.status.as_str()
+            ),
+        )
+        .with_metadata("status", self.status.as_str());
+        if let Some(code) = self.status.send_error_code() {
+            rejection = rejection.with_metadata("whatsapp_code", code.to_string());
+        }
+        Err(rejection)
+    }
+
+    /// Checks the send's parameters against the placeholders (SPEC §3.2) and
+    /// renders the text exactly as the customer will read it: header, body
+    /// and footer, each on its own line.
+    pub fn fill(&self, parameters: &SendParameters) -> Result<String, Rejection> {
+        let body = segments(&self.content.body);
+        let header = self
+            .content
+            .header_text
+            .as_deref()
+            .map(segments)
+            .unwrap_or_default();
+        parameters
+            .body
+            .check_matches(&Placeholders::of(&body), "body_parameters")?;
+        parameters
+            .header
+            .check_matches(&Placeholders::of(&header), "header_parameters")?;
+        self.check_button_parameters(&parameters.buttons)?;
+
+        parameters.body.check_values("body_parameters")?;
+        parameters.header.check_values("header_parameters")?;
+        for (index, value) in &parameters.buttons {
+            check_value(value).map_err(|e| e.at(format!("button_parameters[{index}].value")))?;
+        }
+
+        let mut parts = Vec::with_capacity(3);
+        if !header.is_empty() {
+            parts.push(placeholder::render(&header, |s| parameters.header.value(s)));
+        }
+        parts.push(placeholder::render(&body, |s| parameters.body.value(s)));
+        if let Some(footer) = &self.content.footer_text {
+            parts.push(footer.clone());
+        }
+        Ok(parts.join("\n"))
+    }
+
+    fn check_button_parameters(&self, given: &BTreeMap<u32, String>) -> Result<(), Rejection> {
+        let expected: BTreeSet<u32> = (0u32..)
+            .zip(&self.content.buttons)
+            .filter(|(_, button)| button.has_url_parameter())
+            .map(|(index, _)| index)
+            .collect();
+        let given: BTreeSet<u32> = given.keys().copied().collect();
+        if expected != given {
+            return Err(mismatch(format!(
+                "template expects values for URL buttons at indexes {expected:?}; got indexes {given:?}"
+            ))
+            .at("button_parameters"));
+        }
+        Ok(())
+    }
+}
+
+/// Template text is validated before it is stored, so parsing it again cannot fail.
+fn segments(text: &str) -> Vec<Segment> {
+    placeholder::parse(text).unwrap_or_else(|_| vec![Segment::Text(text.to_owned())])
+}
+
+fn mismatch(message: String) -> Rejection {
+    Rejection::new(Reason::TemplateParameterMismatch, message)
+}
+
+/// The values a send supplies for one component's placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ComponentParameters {
+    pub positional: Vec<String>,
+    pub named: BTreeMap<String, String>,
+}
+
+/// Everything a template send supplies.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendParameters {
+    pub body: ComponentParameters,
+    pub header: ComponentParameters,
+    /// URL button index -> value for its `{{1}}`.
+    pub buttons: BTreeMap<u32, String>,
+}
+
+impl ComponentParameters {
+    fn check_matches(&self, expected: &Placeholders, field: &str) -> Result<(), Rejection> {
+        let given_named: BTreeSet<&String> = self.named.keys().collect();
+        let expected_named: BTreeSet<&String> = expected.named.iter().collect();
+        let problem = if !self.positional.is_empty() && !self.named.is_empty() {
+            Some("give positional or named values, not both".to_owned())
+        } else if self.positional.len() != expected.positional.len() {
+            Some(format!(
+                "template expects {} positional values, got {}",
+                expected.positional.len(),
+                self.positional.len()
+            ))
+        } else if given_named != expected_named {
+            let missing: Vec<_> = expected_named.difference(&given_named).collect();
+            let unexpected: Vec<_> = given_named.difference(&expected_named).collect();
+            Some(format!(
+                "template expects named values {expected_named:?}; missing {missing:?}, unexpected {unexpected:?}"
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(mismatch(problem).at(field)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_values(&self, field: &str) -> Result<(), Rejection> {
+        for (index, value) in self.positional.iter().enumerate() {
+            check_value(value).map_err(|e| e.at(format!("{field}.positional[{index}]")))?;
+        }
+        for (name, value) in &self.named {
+            check_value(value).map_err(|e| e.at(format!("{field}.named[{name}]")))?;
+        }
+        Ok(())
+    }
+
+    fn value(&self, segment: &Segment) -> Option<&str> {
+        match segment {
+            Segment::Positional(n) => self.positional.get(*n as usize - 1).map(String::as_str),
+            Segment::Named(name) => self.named.get(name).map(String::as_str),
+            Segment::Text(_) => None,
+        }
+    }
+}
+
+/// WhatsApp's rules for a parameter value: non-empty, at most 1024
+/// characters, no newline or tab, at most 4 consecutive spaces.
+pub fn check_value(value: &str) -> Result<(), Rejection> {
+    let bad = |rule: &str| {
+        Err(Rejection::new(
+            Reason::InvalidTemplateParameter,
+            rule.to_owned(),
+        ))
+    };
+    if value.is_empty() {
+        return bad("must not be empty");
+    }
+    if value.chars().count() > MAX_PARAMETER_CHARS {
+        return bad("must be at most 1024 characters");
+    }
+    if value.contains(['\n', '\r', '\t']) {
+        return bad("must not contain newlines or tabs");
+    }
+    if value.contains(&" ".repeat(MAX_CONSECUTIVE_SPACES + 1)) {
+        return bad("must not contain more than 4 consecutive spaces");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
+    }
+
+    fn draft(body: &str) -> TemplateDraft {
+        TemplateDraft {
+            category: Some(Category::Utility),
+            body: body.to_owned(),
+            header_text: String::new(),
+            footer_text: String::new(),
+            buttons: vec![],
+        }
+    }
+
+    fn problem(draft: TemplateDraft) -> (String, String) {
+        let err = draft.validate().unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTemplate);
+        (err.field.unwrap_or_default(), err.message)
+    }
+
+    fn approved(draft: TemplateDraft) -> Template {
+        let id = TemplateId::parse("order_update", "en_US").unwrap();
+        let (template, _) = Template::upsert(None, id, draft.validate().unwrap(), t0());
+        template.with_status(Status::Approved, "", t0()).unwrap()
+    }
+
+    fn positional(values: &[&str]) -> ComponentParameters {
+        ComponentParameters {
+            positional: values.iter().map(|v| v.to_string()).collect(),
+            named: BTreeMap::new(),
+        }
+    }
+
+    fn named(pairs: &[(&str, &str)]) -> ComponentParameters {
+        ComponentParameters {
+            positional: vec![],
+            named: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn body_only(body: ComponentParameters) -> SendParameters {
+        SendParameters {
+            body,
+            ..SendParameters::default()
+        }
+    }
+
+    #[test]
+    fn names_and_languages() {
+        assert!(TemplateId::parse("order_update_2", "en").is_ok());
+        assert!(TemplateId::parse(&"a".repeat(512), "pt_BR").is_ok());
+        assert!(TemplateId::parse("fil_x", "fil").is_ok());
+        for (name, language, field) in [
+            ("", "en", "name"),
+            ("Order", "en", "name"),
+            ("order-update", "en", "name"),
+            (&"a".repeat(513), "en", "name"),
+            ("ok", "", "language"),
+            ("ok", "EN", "language"),
+            ("ok", "en_us", "language"),
+            ("ok", "en-US", "language"),
+            ("ok", "english", "language"),
+            ("ok", "en_USA", "language"),
+        ] {
+            let err = TemplateId::parse(name, language).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{name:?}/{language:?}");
+        }
+    }
+
+    #[test]
+    fn body_length_and_placeholders() {
+        assert!(draft(&"x".repeat(1024)).validate().is_ok());
+        assert_eq!(problem(draft("")).0, "body");
+        assert!(problem(draft(&"x".repeat(1025))).1.contains("1025"));
+        assert!(
+            problem(draft("Hi {{1}} {{3}}"))
+                .1
+                .contains("{{2}} is missing")
+        );
+        assert!(problem(draft("Hi {{1}} {{name}}")).1.contains("mixes"));
+        assert!(problem(draft("Hi {{1")).1.contains("without a closing"));
+        assert!(draft("Hi {{name}}, {{order_id}}").validate().is_ok());
+    }
+
+    #[test]
+    fn category_is_required() {
+        let mut d = draft("x");
+        d.category = None;
+        assert_eq!(problem(d).0, "category");
+    }
+
+    #[test]
+    fn header_rules() {
+        let header = |text: &str| TemplateDraft {
+            header_text: text.to_owned(),
+            ..draft("Body {{1}}")
+        };
+        assert!(header("Order {{1}}").validate().is_ok());
+        assert!(header(&"h".repeat(60)).validate().is_ok());
+        assert_eq!(problem(header(&"h".repeat(61))).0, "header_text");
+        assert!(problem(header("{{1}} and {{1}}")).1.contains("at most one"));
+        assert!(problem(header("{{2}}")).1.contains("must be {{1}}"));
+        assert!(problem(header("{{name}}")).1.contains("mix"));
+        assert!(problem(header("two\nlines")).1.contains("single line"));
+        let named = TemplateDraft {
+            header_text: "For {{name}}".to_owned(),
+            ..draft("Hi {{name}}")
+        };
+        assert!(named.validate().is_ok());
+    }
+
+    #[test]
+    fn footer_rules() {
+        let footer = |text: &str| TemplateDraft {
+            footer_text: text.to_owned(),
+            ..draft("Body")
+        };
+        assert!(footer("Reply STOP to opt out").validate().is_ok());
+        assert_eq!(problem(footer(&"f".repeat(61))).0, "footer_text");
+        assert!(
+            problem(footer("Hi {{1}}"))
+                .1
+                .contains("may not hold placeholders")
+        );
+    }
+
+    #[test]
+    fn button_rules() {
+        let with = |buttons: Vec<ButtonDraft>| TemplateDraft {
+            buttons,
+            ..draft("Body")
+        };
+        let quick = |text: &str| ButtonDraft::QuickReply {
+            text: text.to_owned(),
+        };
+        let url = |url: &str| ButtonDraft::Url {
+            text: "Track".to_owned(),
+            url: url.to_owned(),
+        };
+        let phone = |number: &str| ButtonDraft::PhoneNumber {
+            text: "Call us".to_owned(),
+            phone_number: number.to_owned(),
+        };
+        let ok = with(vec![
+            quick("Yes"),
+            url("https://x.co/t/{{1}}"),
+            phone("+27 82 123 4567"),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(
+            ok.buttons[2],
+            Button::PhoneNumber {
+                text: "Call us".to_owned(),
+                phone_number: PhoneNumber::parse("+27821234567").unwrap()
+            }
+        );
+        assert_eq!(problem(with(vec![quick("")])).0, "buttons[0].text");
+        assert_eq!(
+            problem(with(vec![quick(&"q".repeat(26))])).0,
+            "buttons[0].text"
+        );
+        assert_eq!(problem(with(vec![quick("Hi {{1}}")])).0, "buttons[0].text");
+        assert_eq!(problem(with(vec![quick("a"); 11])).0, "buttons");
+        assert_eq!(problem(with(vec![url("https://a.co"); 3])).0, "buttons");
+        assert_eq!(problem(with(vec![phone("+27821234567"); 2])).0, "buttons");
+        assert_eq!(
+            problem(with(vec![quick("a"), url("ftp://x")])).0,
+            "buttons[1].url"
+        );
+        assert_eq!(problem(with(vec![url("https://")])).0, "buttons[0].url");
+        assert_eq!(
+            problem(with(vec![url("https://x.co/{{1}}/a")])).0,
+            "buttons[0].url"
+        );
+        assert_eq!(
+            problem(with(vec![url("https://x.co/{{2}}")])).0,
+            "buttons[0].url"
+        );
+        assert_eq!(
+            problem(with(vec![url("https://x.co/{{1}}{{1}}")])).0,
+            "buttons[0].url"
+        );
+        let long = format!("https://x.co/{}", "p".repeat(2000));
+        assert_eq!(problem(with(vec![url(&long)])).0, "buttons[0].url");
+        assert_eq!(
+            problem(with(vec![phone("12")])).0,
+            "buttons[0].phone_number"
+        );
+    }
+
+    #[test]
+    fn upsert_creates_pending_and_edit_returns_to_pending() {
+        let id = TemplateId::parse("promo", "en").unwrap();
+        let content = draft("Sale {{1}}").validate().unwrap();
+        let (created, changed) = Template::upsert(None, id.clone(), content.clone(), t0());
+        assert!(changed);
+        assert_eq!(created.status, Status::Pending);
+        let approved = created.with_status(Status::Approved, "", t0()).unwrap();
+
+        let later = t0() + chrono::TimeDelta::hours(1);
+        let (same, changed) = Template::upsert(Some(approved.clone()), id.clone(), content, later);
+        assert!(!changed);
+        assert_eq!(same, approved, "an identical upsert keeps the approval");
+
+        let edited = draft("Big sale {{1}}").validate().unwrap();
+        let (edited, changed) = Template::upsert(Some(approved), id, edited, later);
+        assert!(changed);
+        assert_eq!(edited.status, Status::Pending);
+        assert_eq!(edited.created_at, t0());
+        assert_eq!(edited.updated_at, later);
+    }
+
+    #[test]
+    fn status_reason_is_bounded() {
+        let template = approved(draft("x"));
+        let paused = template
+            .clone()
+            .with_status(Status::Paused, "low quality", t0())
+            .unwrap();
+        assert_eq!(paused.status_reason, "low quality");
+        let err = template
+            .with_status(Status::Rejected, &"r".repeat(1025), t0())
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidTemplateStatus);
+    }
+
+    #[test]
+    fn only_approved_is_sendable_with_whatsapp_codes() {
+        let template = approved(draft("x"));
+        assert!(template.check_sendable().is_ok());
+        for (status, code) in [
+            (Status::Paused, Some("132015")),
+            (Status::Disabled, Some("132016")),
+            (Status::Pending, None),
+            (Status::Rejected, None),
+            (Status::InAppeal, None),
+        ] {
+            let err = template
+                .clone()
+                .with_status(status, "", t0())
+                .unwrap()
+                .check_sendable()
+                .unwrap_err();
+            assert_eq!(err.reason, Reason::TemplateNotApproved);
+            assert_eq!(err.metadata["status"], status.as_str());
+            assert_eq!(
+                err.metadata.get("whatsapp_code").map(String::as_str),
+                code,
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn positional_fill_renders_header_body_footer() {
+        let template = approved(TemplateDraft {
+            header_text: "Order {{1}}".to_owned(),
+            footer_text: "Thanks".to_owned(),
+            ..draft("Hi {{1}}, order {{2}} ships {{1}}.")
+        });
+        let parameters = SendParameters {
+            body: positional(&["Ann", "A-7"]),
+            header: positional(&["A-7"]),
+            buttons: BTreeMap::new(),
+        };
+        assert_eq!(template.parameter_format(), ParameterFormat::Positional);
+        assert_eq!(
+            template.fill(&parameters).unwrap(),
+            "Order A-7\nHi Ann, order A-7 ships Ann.\nThanks"
+        );
+    }
+
+    #[test]
+    fn named_fill() {
+        let template = approved(draft("Hi {{name}}, order {{order_id}}"));
+        let filled = template
+            .fill(&body_only(named(&[("order_id", "42"), ("name", "Ann")])))
+            .unwrap();
+        assert_eq!(filled, "Hi Ann, order 42");
+        assert_eq!(template.parameter_format(), ParameterFormat::Named);
+    }
+
+    #[test]
+    fn mismatched_parameters_are_refused() {
+        let positional_template = approved(draft("Hi {{1}} {{2}}"));
+        let named_template = approved(draft("Hi {{name}}"));
+        let cases = [
+            (
+                &positional_template,
+                body_only(positional(&["a"])),
+                "body_parameters",
+            ),
+            (
+                &positional_template,
+                body_only(positional(&["a", "b", "c"])),
+                "body_parameters",
+            ),
+            (
+                &positional_template,
+                body_only(named(&[("name", "a")])),
+                "body_parameters",
+            ),
+            (&named_template, body_only(named(&[])), "body_parameters"),
+            (
+                &named_template,
+                body_only(named(&[("nam", "a")])),
+                "body_parameters",
+            ),
+            (
+                &named_template,
+                body_only(named(&[("name", "a"), ("x", "b")])),
+                "body_parameters",
+            ),
+            (
+                &named_template,
+                body_only(positional(&["a"])),
+                "body_parameters",
+            ),
+            (
+                &named_template,
+                SendParameters {
+                    body: named(&[("name", "a")]),
+                    header: positional(&["h"]),
+                    ..SendParameters::default()
+                },
+                "header_parameters",
+            ),
+        ];
+        for (template, parameters, field) in cases {
+            let err = template.fill(&parameters).unwrap_err();
+            assert_eq!(
+                err.reason,
+                Reason::TemplateParameterMismatch,
+                "{parameters:?}"
+            );
+            assert_eq!(err.metadata["whatsapp_code"], "132000");
+            assert_eq!(err.field.as_deref(), Some(field));
+        }
+        let both = ComponentParameters {
+            positional: vec!["a".into(), "b".into()],
+            named: [("x".to_string(), "y".to_string())].into(),
+        };
+        let err = positional_template.fill(&body_only(both)).unwrap_err();
+        assert!(err.message.contains("not both"));
+    }
+
+    #[test]
+    fn url_button_parameters() {
+        let template = approved(TemplateDraft {
+            buttons: vec![
+                ButtonDraft::QuickReply {
+                    text: "Stop".into(),
+                },
+                ButtonDraft::Url {
+                    text: "Track".into(),
+                    url: "https://x.co/t/{{1}}".into(),
+                },
+            ],
+            ..draft("Your parcel")
+        });
+        let with_buttons = |buttons: &[(u32, &str)]| SendParameters {
+            buttons: buttons.iter().map(|(i, v)| (*i, v.to_string())).collect(),
+            ..SendParameters::default()
+        };
+        assert_eq!(
+            template.fill(&with_buttons(&[(1, "abc")])).unwrap(),
+            "Your parcel"
+        );
+        for wrong in [&[][..], &[(0, "abc")], &[(1, "abc"), (2, "x")]] {
+            let err = template.fill(&with_buttons(wrong)).unwrap_err();
+            assert_eq!(err.reason, Reason::TemplateParameterMismatch);
+            assert_eq!(err.field.as_deref(), Some("button_parameters"));
+        }
+        let err = template.fill(&with_buttons(&[(1, "a\tb")])).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("button_parameters[1].value"));
+    }
+
+    #[test]
+    fn parameter_value_rules() {
+        assert!(check_value("Ann    Lee").is_ok(), "4 spaces are allowed");
+        assert!(check_value(&"v".repeat(1024)).is_ok());
+        assert!(
+            check_value(&"é".repeat(1024)).is_ok(),
+            "characters, not bytes"
+        );
+        for bad in ["", "a\nb", "a\tb", "a\rb", "Ann     Lee", &"v".repeat(1025)] {
+            let err = check_value(bad).unwrap_err();
+            assert_eq!(err.reason, Reason::InvalidTemplateParameter, "{bad:?}");
+        }
+        let template = approved(draft("Hi {{1}}"));
+        let err = template
+            .fill(&body_only(positional(&["a\nb"])))
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("body_parameters.positional[0]"));
+        let template = approved(draft("Hi {{who}}"));
+        let err = template
+            .fill(&body_only(named(&[("who", "")])))
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("body_parameters.named[who]"));
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        // Printable text, braces included, within the parameter rules.
+        "[a-zA-Z0-9{}é ]{1,30}".prop_filter("parameter rules", |v| check_value(v).is_ok())
+    }
+
+    proptest! {
+        /// render(parse(t), params) contains every parameter value, for any
+        /// positional template text and any valid values.
+        #[test]
+        fn rendering_contains_every_value(
+            literals in proptest::collection::vec("[a-z ,.!]{0,12}", 2..6),
+            values in proptest::collection::vec(value(), 5),
+            picks in proptest::collection::vec(0usize..5, 1..8),
+        ) {
+            let count = picks.iter().max().unwrap() + 1;
+            // Every position 1..=count appears at least once, then the picks.
+            let mut body = String::new();
+            let order: Vec<usize> = (0..count).chain(picks.iter().copied()).collect();
+            for (i, pick) in order.iter().enumerate() {
+                body.push_str(&literals[i % literals.len()]);
+                body.push_str(&format!("{{{{{}}}}}", pick + 1));
+            }
+            let template = approved(draft(&body));
+            let given: Vec<&str> = values[..count].iter().map(String::as_str).collect();
+            let rendered = template.fill(&body_only(positional(&given))).unwrap();
+            for value in &values[..count] {
+                prop_assert!(rendered.contains(value.as_str()), "{rendered:?} lacks {value:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! wagate: the gate every internal service calls before it messages a
+//! WhatsApp customer. See SPEC.md for the behaviour contract.
+
+pub mod domain;
+
+/// Generated protobuf and tonic code for `wagate.v1`.
+pub mod pb {
+    tonic::include_proto!("wagate.v1");
+
+    /// Encoded descriptors of the API and its imports, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wagate_descriptor");
+}
