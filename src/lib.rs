@@ -2,6 +2,7 @@
 //! WhatsApp customer. See SPEC.md for the behaviour contract.
 
 pub mod domain;
+pub mod store;
 
 /// Generated protobuf and tonic code for `wagate.v1`.
 pub mod pb {

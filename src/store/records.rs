@@ -1,0 +1,501 @@
+//! On-disk values: one version byte, then a postcard-encoded record. The
+//! records are the store's own types with stable numeric codes, so the API
+//! and the domain can evolve without silently changing what is on disk; a
+//! later release reads the version byte and migrates.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::domain::send::Fingerprint;
+use crate::domain::template::ComponentParameters;
+use crate::domain::{
+    Accepted, Button, Category, Content, EntryPoint, IdempotencyKey, InboundKind, MessageKind,
+    MessageStatus, OutboxMessage, Pair, PhoneNumber, Pricing, PricingCategory, SendParameters,
+    SendRequest, Status, Template, TemplateContent, TemplateId, Window,
+};
+
+/// The only value encoding so far.
+const ENCODING_V1: u8 = 1;
+
+/// Why a stored value could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty value")]
+    Empty,
+    #[error("unknown encoding version {0}")]
+    UnknownVersion(u8),
+    #[error("undecodable record: {0}")]
+    Postcard(#[from] postcard::Error),
+    #[error("invalid field: {0}")]
+    Invalid(String),
+}
+
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut out = vec![ENCODING_V1];
+    // Serialising plain structs into a Vec cannot fail.
+    postcard::to_io(record, &mut out).expect("postcard encodes into a Vec");
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    match bytes.split_first() {
+        None => Err(DecodeError::Empty),
+        Some((&ENCODING_V1, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&version, _)) => Err(DecodeError::UnknownVersion(version)),
+    }
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>, DecodeError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| DecodeError::Invalid(format!("timestamp {micros} out of range")))
+}
+
+fn phone(number: &str) -> Result<PhoneNumber, DecodeError> {
+    PhoneNumber::parse(number).map_err(|e| DecodeError::Invalid(e.description()))
+}
+
+fn code_error(what: &str, code: u8) -> DecodeError {
+    DecodeError::Invalid(format!("unknown {what} code {code}"))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct WindowRecord {
+    last_inbound_at: i64,
+    expires_at: i64,
+    free_entry_deadline: Option<i64>,
+    free_until: Option<i64>,
+}
+
+impl WindowRecord {
+    pub fn expires_at_micros(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+impl From<&Window> for WindowRecord {
+    fn from(window: &Window) -> Self {
+        WindowRecord {
+            last_inbound_at: micros(window.last_inbound_at),
+            expires_at: micros(window.expires_at),
+            free_entry_deadline: window.free_entry_deadline.map(micros),
+            free_until: window.free_until.map(micros),
+        }
+    }
+}
+
+impl TryFrom<WindowRecord> for Window {
+    type Error = DecodeError;
+    fn try_from(record: WindowRecord) -> Result<Self, DecodeError> {
+        Ok(Window {
+            last_inbound_at: time(record.last_inbound_at)?,
+            expires_at: time(record.expires_at)?,
+            free_entry_deadline: record.free_entry_deadline.map(time).transpose()?,
+            free_until: record.free_until.map(time).transpose()?,
+        })
+    }
+}
+
+/// A seen inbound message id, kept for dedupe.
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+pub struct InboundRecord {
+    pub business: String,
+    pub customer: String,
+    pub received_at: i64,
+    pub recorded_at: i64,
+    kind: u8,
+    entry_point: u8,
+}
+
+impl InboundRecord {
+    pub fn new(
+        pair: &Pair,
+        received_at: DateTime<Utc>,
+        kind: InboundKind,
+        entry_point: EntryPoint,
+        recorded_at: DateTime<Utc>,
+    ) -> Self {
+        InboundRecord {
+            business: pair.business.as_str().to_owned(),
+            customer: pair.customer.as_str().to_owned(),
+            received_at: micros(received_at),
+            recorded_at: micros(recorded_at),
+            kind: match kind {
+                InboundKind::Message => 1,
+                InboundKind::VoiceCall => 2,
+            },
+            entry_point: match entry_point {
+                EntryPoint::Organic => 0,
+                EntryPoint::ClickToWhatsAppAd => 1,
+                EntryPoint::FacebookPageCta => 2,
+            },
+        }
+    }
+
+    pub fn is_for(&self, pair: &Pair) -> bool {
+        self.business == pair.business.as_str() && self.customer == pair.customer.as_str()
+    }
+}
+
+/// An idempotency key's first accepted send.
+#[derive(Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub fingerprint: Fingerprint,
+    pub message_id: [u8; 16],
+    pub created_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ButtonRecord {
+    QuickReply { text: String },
+    Url { text: String, url: String },
+    PhoneNumber { text: String, phone_number: String },
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct TemplateRecord {
+    name: String,
+    language: String,
+    category: u8,
+    status: u8,
+    status_reason: String,
+    body: String,
+    header_text: Option<String>,
+    footer_text: Option<String>,
+    buttons: Vec<ButtonRecord>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn category_code(category: Category) -> u8 {
+    match category {
+        Category::Marketing => 1,
+        Category::Utility => 2,
+        Category::Authentication => 3,
+    }
+}
+
+fn category(code: u8) -> Result<Category, DecodeError> {
+    Ok(match code {
+        1 => Category::Marketing,
+        2 => Category::Utility,
+        3 => Category::Authentication,
+        _ => return Err(code_error("category", code)),
+    })
+}
+
+const STATUS_CODES: [(Status, u8); 9] = [
+    (Status::Pending, 1),
+    (Status::Approved, 2),
+    (Status::Rejected, 3),
+    (Status::Paused, 4),
+    (Status::Disabled, 5),
+    (Status::InAppeal, 6),
+    (Status::PendingDeletion, 7),
+    (Status::LimitExceeded, 8),
+    (Status::Archived, 9),
+];
+
+fn status_code(status: Status) -> u8 {
+    STATUS_CODES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or(0, |(_, c)| *c)
+}
+
+fn status(code: u8) -> Result<Status, DecodeError> {
+    STATUS_CODES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map(|(s, _)| *s)
+        .ok_or_else(|| code_error("status", code))
+}
+
+impl From<&Template> for TemplateRecord {
+    fn from(template: &Template) -> Self {
+        let content = &template.content;
+        TemplateRecord {
+            name: template.id.name().to_owned(),
+            language: template.id.language().to_owned(),
+            category: category_code(content.category),
+            status: status_code(template.status),
+            status_reason: template.status_reason.clone(),
+            body: content.body.clone(),
+            header_text: content.header_text.clone(),
+            footer_text: content.footer_text.clone(),
+            buttons: content
+                .buttons
+                .iter()
+                .map(|button| match button {
+                    Button::QuickReply { text } => ButtonRecord::QuickReply { text: text.clone() },
+                    Button::Url { text, url } => ButtonRecord::Url {
+                        text: text.clone(),
+                        url: url.clone(),
+                    },
+                    Button::PhoneNumber { text, phone_number } => ButtonRecord::PhoneNumber {
+                        text: text.clone(),
+                        phone_number: phone_number.as_str().to_owned(),
+                    },
+                })
+                .collect(),
+            created_at: micros(template.created_at),
+            updated_at: micros(template.updated_at),
+        }
+    }
+}
+
+impl TryFrom<TemplateRecord> for Template {
+    type Error = DecodeError;
+    fn try_from(record: TemplateRecord) -> Result<Self, DecodeError> {
+        let buttons = record
+            .buttons
+            .into_iter()
+            .map(|button| {
+                Ok(match button {
+                    ButtonRecord::QuickReply { text } => Button::QuickReply { text },
+                    ButtonRecord::Url { text, url } => Button::Url { text, url },
+                    ButtonRecord::PhoneNumber { text, phone_number } => Button::PhoneNumber {
+                        text,
+                        phone_number: phone(&phone_number)?,
+                    },
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Template {
+            id: TemplateId::parse(&record.name, &record.language)
+                .map_err(|e| DecodeError::Invalid(e.description()))?,
+            content: TemplateContent {
+                category: category(record.category)?,
+                body: record.body,
+                header_text: record.header_text,
+                footer_text: record.footer_text,
+                buttons,
+            },
+            status: status(record.status)?,
+            status_reason: record.status_reason,
+            created_at: time(record.created_at)?,
+            updated_at: time(record.updated_at)?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ComponentRecord {
+    positional: Vec<String>,
+    named: Vec<(String, String)>,
+}
+
+impl From<&ComponentParameters> for ComponentRecord {
+    fn from(parameters: &ComponentParameters) -> Self {
+        ComponentRecord {
+            positional: parameters.positional.clone(),
+            named: parameters
+                .named
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl From<ComponentRecord> for ComponentParameters {
+    fn from(record: ComponentRecord) -> Self {
+        ComponentParameters {
+            positional: record.positional,
+            named: record.named.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum ContentRecord {
+    Text(String),
+    Template {
+        name: String,
+        language: String,
+        body: ComponentRecord,
+        header: ComponentRecord,
+        buttons: Vec<(u32, String)>,
+    },
+}
+
+/// An accepted send in the outbox.
+#[derive(Serialize, Deserialize)]
+pub struct OutboxRecord {
+    message_id: [u8; 16],
+    business: String,
+    customer: String,
+    idempotency_key: String,
+    content: ContentRecord,
+    fingerprint: Fingerprint,
+    kind: u8,
+    rendered_text: String,
+    template_category: Option<u8>,
+    pricing_category: u8,
+    billable: bool,
+    free_until: Option<i64>,
+    accepted_at: i64,
+    status: u8,
+}
+
+const PRICING_CODES: [(PricingCategory, u8); 5] = [
+    (PricingCategory::Service, 1),
+    (PricingCategory::ReferralConversion, 2),
+    (PricingCategory::Utility, 3),
+    (PricingCategory::Marketing, 4),
+    (PricingCategory::Authentication, 5),
+];
+
+impl From<&OutboxMessage> for OutboxRecord {
+    fn from(message: &OutboxMessage) -> Self {
+        let request = &message.request;
+        let accepted = &message.accepted;
+        OutboxRecord {
+            message_id: message.message_id.into_bytes(),
+            business: request.pair.business.as_str().to_owned(),
+            customer: request.pair.customer.as_str().to_owned(),
+            idempotency_key: request.idempotency_key.as_str().to_owned(),
+            content: match &request.content {
+                Content::Text(body) => ContentRecord::Text(body.clone()),
+                Content::Template { id, parameters } => ContentRecord::Template {
+                    name: id.name().to_owned(),
+                    language: id.language().to_owned(),
+                    body: (&parameters.body).into(),
+                    header: (&parameters.header).into(),
+                    buttons: parameters
+                        .buttons
+                        .iter()
+                        .map(|(i, v)| (*i, v.clone()))
+                        .collect(),
+                },
+            },
+            fingerprint: message.fingerprint,
+            kind: match accepted.kind {
+                MessageKind::FreeForm => 1,
+                MessageKind::Template => 2,
+            },
+            rendered_text: accepted.rendered_text.clone(),
+            template_category: accepted.template_category.map(category_code),
+            pricing_category: PRICING_CODES
+                .iter()
+                .find(|(p, _)| *p == accepted.pricing.category)
+                .map_or(0, |(_, c)| *c),
+            billable: accepted.pricing.billable,
+            free_until: accepted.free_until.map(micros),
+            accepted_at: micros(message.accepted_at),
+            status: match message.status {
+                MessageStatus::Accepted => 1,
+            },
+        }
+    }
+}
+
+impl TryFrom<OutboxRecord> for OutboxMessage {
+    type Error = DecodeError;
+    fn try_from(record: OutboxRecord) -> Result<Self, DecodeError> {
+        let invalid = |e: crate::domain::Rejection| DecodeError::Invalid(e.description());
+        let content = match record.content {
+            ContentRecord::Text(body) => Content::Text(body),
+            ContentRecord::Template {
+                name,
+                language,
+                body,
+                header,
+                buttons,
+            } => Content::Template {
+                id: TemplateId::parse(&name, &language).map_err(invalid)?,
+                parameters: SendParameters {
+                    body: body.into(),
+                    header: header.into(),
+                    buttons: buttons.into_iter().collect::<BTreeMap<_, _>>(),
+                },
+            },
+        };
+        Ok(OutboxMessage {
+            message_id: Uuid::from_bytes(record.message_id),
+            request: SendRequest {
+                pair: Pair {
+                    business: phone(&record.business)?,
+                    customer: phone(&record.customer)?,
+                },
+                idempotency_key: IdempotencyKey::parse(&record.idempotency_key).map_err(invalid)?,
+                content,
+            },
+            fingerprint: record.fingerprint,
+            accepted: Accepted {
+                kind: match record.kind {
+                    1 => MessageKind::FreeForm,
+                    2 => MessageKind::Template,
+                    code => return Err(code_error("message kind", code)),
+                },
+                rendered_text: record.rendered_text,
+                template_category: record.template_category.map(category).transpose()?,
+                pricing: Pricing {
+                    category: PRICING_CODES
+                        .iter()
+                        .find(|(_, c)| *c == record.pricing_category)
+                        .map(|(p, _)| *p)
+                        .ok_or_else(|| code_error("pricing category", record.pricing_category))?,
+                    billable: record.billable,
+                },
+                free_until: record.free_until.map(time).transpose()?,
+            },
+            accepted_at: time(record.accepted_at)?,
+            status: match record.status {
+                1 => MessageStatus::Accepted,
+                code => return Err(code_error("message status", code)),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_carry_a_version_byte() {
+        let record = IdempotencyRecord {
+            fingerprint: [7; 32],
+            message_id: [1; 16],
+            created_at: 42,
+        };
+        let bytes = encode(&record);
+        assert_eq!(bytes[0], ENCODING_V1);
+        let back: IdempotencyRecord = decode(&bytes).unwrap();
+        assert_eq!(
+            (back.fingerprint, back.message_id, back.created_at),
+            ([7; 32], [1; 16], 42)
+        );
+
+        let mut future = bytes.clone();
+        future[0] = 2;
+        assert!(matches!(
+            decode::<IdempotencyRecord>(&future),
+            Err(DecodeError::UnknownVersion(2))
+        ));
+        assert!(matches!(
+            decode::<IdempotencyRecord>(&[]),
+            Err(DecodeError::Empty)
+        ));
+        assert!(
+            decode::<IdempotencyRecord>(&bytes[..10]).is_err(),
+            "truncated"
+        );
+    }
+
+    #[test]
+    fn status_codes_round_trip() {
+        for (s, code) in STATUS_CODES {
+            assert_eq!(status(status_code(s)).unwrap(), s);
+            assert_eq!(status_code(s), code);
+        }
+        assert!(status(0).is_err());
+    }
+}
