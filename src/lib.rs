@@ -1,7 +1,10 @@
 //! wagate: the gate every internal service calls before it messages a
 //! WhatsApp customer. See SPEC.md for the behaviour contract.
 
+pub mod config;
 pub mod domain;
+pub mod grpc;
+pub mod server;
 pub mod store;
 
 /// Generated protobuf and tonic code for `wagate.v1`.

@@ -37,10 +37,12 @@ pub enum Reason {
     InvalidTemplateStatus,
     InvalidPageSize,
     InvalidPageToken,
+    InvalidTimestamp,
+    InvalidEnumValue,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -58,6 +60,8 @@ impl Reason {
         Reason::InvalidTemplateStatus,
         Reason::InvalidPageSize,
         Reason::InvalidPageToken,
+        Reason::InvalidTimestamp,
+        Reason::InvalidEnumValue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,8 @@ impl Reason {
             Reason::InvalidTemplateStatus => "INVALID_TEMPLATE_STATUS",
             Reason::InvalidPageSize => "INVALID_PAGE_SIZE",
             Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Reason::InvalidTimestamp => "INVALID_TIMESTAMP",
+            Reason::InvalidEnumValue => "INVALID_ENUM_VALUE",
         }
     }
 

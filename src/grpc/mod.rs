@@ -1,0 +1,10 @@
+//! The tonic services: protobuf in, domain rules and store in the middle,
+//! protobuf or a rich status out.
+
+mod convert;
+mod gateway;
+pub mod status;
+mod templates;
+
+pub use gateway::GatewayService;
+pub use templates::TemplateRegistryService;

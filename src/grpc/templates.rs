@@ -1,0 +1,238 @@
+//! The `wagate.v1.TemplateRegistry` service.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use tonic::{Request, Response, Status};
+
+use super::{convert, status};
+use crate::domain::{Reason, Rejection, Template, TemplateId};
+use crate::pb;
+use crate::store::Store;
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
+/// Page tokens are versioned so their format can change without confusing
+/// clients that hold an old one.
+const PAGE_TOKEN_PREFIX: &str = "v1:";
+
+pub struct TemplateRegistryService {
+    store: Store,
+}
+
+impl TemplateRegistryService {
+    pub fn new(store: Store) -> Self {
+        TemplateRegistryService { store }
+    }
+}
+
+fn not_found(id: &TemplateId) -> Status {
+    status::rejection(
+        Rejection::new(
+            Reason::TemplateNotFound,
+            format!("no template {}/{} is registered", id.name(), id.language()),
+        )
+        .at("name"),
+    )
+}
+
+fn page_token(after: &TemplateId) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{PAGE_TOKEN_PREFIX}{}\n{}",
+        after.name(),
+        after.language()
+    ))
+}
+
+fn parse_page_token(token: &str) -> Result<Option<TemplateId>, Rejection> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (name, language) = text.strip_prefix(PAGE_TOKEN_PREFIX)?.split_once('\n')?;
+            TemplateId::parse(name, language).ok()
+        })
+        .map(Some)
+        .ok_or_else(|| {
+            Rejection::new(
+                Reason::InvalidPageToken,
+                "is not a token this service issued; pass next_page_token unchanged",
+            )
+            .at("page_token")
+        })
+}
+
+fn page_size(requested: i32) -> Result<usize, Rejection> {
+    match usize::try_from(requested) {
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(size) => Ok(size.min(MAX_PAGE_SIZE)),
+        Err(_) => {
+            Err(Rejection::new(Reason::InvalidPageSize, "must not be negative").at("page_size"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService {
+    async fn upsert_template(
+        &self,
+        request: Request<pb::UpsertTemplateRequest>,
+    ) -> Result<Response<pb::UpsertTemplateResponse>, Status> {
+        let template = request.into_inner().template.ok_or_else(|| {
+            status::rejection(Rejection::new(Reason::InvalidTemplate, "is required").at("template"))
+        })?;
+        let (id, draft) = convert::template_draft(template)
+            .map_err(|e| status::rejection(e.within("template")))?;
+        let content = draft
+            .validate()
+            .map_err(|e| status::rejection(e.within("template")))?;
+        let (template, created) = self
+            .store
+            .upsert_template(&id, &content, Utc::now())
+            .await
+            .map_err(status::store)?;
+        tracing::info!(
+            name = id.name(),
+            language = id.language(),
+            created,
+            status = template.status.as_str(),
+            "template upserted"
+        );
+        Ok(Response::new(pb::UpsertTemplateResponse {
+            template: Some(convert::template(&template)),
+            created,
+        }))
+    }
+
+    async fn get_template(
+        &self,
+        request: Request<pb::GetTemplateRequest>,
+    ) -> Result<Response<pb::GetTemplateResponse>, Status> {
+        let request = request.into_inner();
+        let id = TemplateId::parse(&request.name, &request.language).map_err(status::rejection)?;
+        let template = self
+            .store
+            .template(&id)
+            .map_err(status::store)?
+            .ok_or_else(|| not_found(&id))?;
+        Ok(Response::new(pb::GetTemplateResponse {
+            template: Some(convert::template(&template)),
+        }))
+    }
+
+    async fn list_templates(
+        &self,
+        request: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        let request = request.into_inner();
+        let limit = page_size(request.page_size).map_err(status::rejection)?;
+        let after = parse_page_token(&request.page_token).map_err(status::rejection)?;
+        let wanted_status = convert::status(request.status, "status").map_err(status::rejection)?;
+        let wanted_category =
+            convert::category(request.category, "category").map_err(status::rejection)?;
+        let keep = |t: &Template| {
+            wanted_status.is_none_or(|s| t.status == s)
+                && wanted_category.is_none_or(|c| t.content.category == c)
+        };
+        let page = self
+            .store
+            .list_templates(after.as_ref(), limit, keep)
+            .map_err(status::store)?;
+        Ok(Response::new(pb::ListTemplatesResponse {
+            templates: page.templates.iter().map(convert::template).collect(),
+            next_page_token: page.next_after.as_ref().map(page_token).unwrap_or_default(),
+        }))
+    }
+
+    async fn set_template_status(
+        &self,
+        request: Request<pb::SetTemplateStatusRequest>,
+    ) -> Result<Response<pb::SetTemplateStatusResponse>, Status> {
+        let request = request.into_inner();
+        let id = TemplateId::parse(&request.name, &request.language).map_err(status::rejection)?;
+        let new_status = convert::status(request.status, "status")
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                status::rejection(
+                    Rejection::new(
+                        Reason::InvalidTemplateStatus,
+                        "is required: a defined status such as TEMPLATE_STATUS_APPROVED",
+                    )
+                    .at("status"),
+                )
+            })?;
+        let template = self
+            .store
+            .set_template_status(&id, new_status, &request.reason, Utc::now())
+            .await
+            .map_err(status::store)?
+            .ok_or_else(|| not_found(&id))?;
+        tracing::info!(
+            name = id.name(),
+            language = id.language(),
+            status = new_status.as_str(),
+            "template status set"
+        );
+        Ok(Response::new(pb::SetTemplateStatusResponse {
+            template: Some(convert::template(&template)),
+        }))
+    }
+
+    async fn delete_template(
+        &self,
+        request: Request<pb::DeleteTemplateRequest>,
+    ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
+        let request = request.into_inner();
+        let id = TemplateId::parse(&request.name, &request.language).map_err(status::rejection)?;
+        if !self
+            .store
+            .delete_template(&id)
+            .await
+            .map_err(status::store)?
+        {
+            return Err(not_found(&id));
+        }
+        tracing::info!(
+            name = id.name(),
+            language = id.language(),
+            "template deleted"
+        );
+        Ok(Response::new(pb::DeleteTemplateResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let id = TemplateId::parse("order_update", "pt_BR").unwrap();
+        assert_eq!(parse_page_token(&page_token(&id)).unwrap(), Some(id));
+        assert_eq!(parse_page_token("").unwrap(), None);
+        for bad in [
+            "!!",
+            "bm90IGEgdG9rZW4",
+            &URL_SAFE_NO_PAD.encode("v1:Bad\nen"),
+        ] {
+            assert_eq!(
+                parse_page_token(bad).unwrap_err().reason,
+                Reason::InvalidPageToken,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn page_size_defaults_and_clamps() {
+        assert_eq!(page_size(0).unwrap(), 50);
+        assert_eq!(page_size(7).unwrap(), 7);
+        assert_eq!(page_size(5000).unwrap(), 1000);
+        assert_eq!(page_size(-1).unwrap_err().reason, Reason::InvalidPageSize);
+    }
+}

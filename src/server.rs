@@ -1,0 +1,96 @@
+//! Wiring: open the store, start the sweeper, serve gRPC with health and
+//! reflection, and shut down gracefully.
+
+use std::future::Future;
+
+use chrono::TimeDelta;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::config::Config;
+use crate::grpc::{GatewayService, TemplateRegistryService};
+use crate::pb::gateway_server::GatewayServer;
+use crate::pb::template_registry_server::TemplateRegistryServer;
+use crate::store::{Retention, Store, StoreConfig};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs wagate until `shutdown` resolves, then stops taking new calls,
+/// finishes the calls in flight and flushes the store.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+    let store = Store::open(&StoreConfig {
+        path: config.data_dir.clone(),
+        cache_capacity_bytes: config.cache_mb << 20,
+    })?;
+    let retention = Retention {
+        closed_windows: TimeDelta::from_std(config.window_retention)?,
+        inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,
+    };
+    let sweeper = store.spawn_sweeper(retention, config.sweep_interval);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Lets grpcurl decode the ErrorInfo and BadRequest details of refusals.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+
+    let listener = TcpListener::bind(config.listen).await?;
+    let address = listener.local_addr()?;
+    health.set_serving::<GatewayServer<GatewayService>>().await;
+    health
+        .set_serving::<TemplateRegistryServer<TemplateRegistryService>>()
+        .await;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "listening on {address}");
+
+    let draining = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing calls in flight");
+            health
+                .set_not_serving::<GatewayServer<GatewayService>>()
+                .await;
+            health
+                .set_not_serving::<TemplateRegistryServer<TemplateRegistryService>>()
+                .await;
+        }
+    };
+    let served = Server::builder()
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(GatewayServer::new(GatewayService::new(store.clone())))
+        .add_service(TemplateRegistryServer::new(TemplateRegistryService::new(
+            store.clone(),
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        .await;
+
+    sweeper.abort();
+    store.flush().await?;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
