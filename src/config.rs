@@ -39,6 +39,11 @@ pub struct Config {
     #[arg(long, env = "WAGATE_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
 
+    /// On SIGTERM/SIGINT, how long calls in flight may take to finish before
+    /// wagate flushes and exits anyway.
+    #[arg(long, env = "WAGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// sled page cache size in MiB.
     #[arg(long, env = "WAGATE_CACHE_MB", default_value_t = 128)]
     pub cache_mb: u64,

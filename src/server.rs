@@ -46,6 +46,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "listening on {address}");
 
+    let (drain_started, mut draining_since) = tokio::sync::watch::channel(false);
     let draining = {
         let health = health.clone();
         async move {
@@ -57,9 +58,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             health
                 .set_not_serving::<TemplateRegistryServer<TemplateRegistryService>>()
                 .await;
+            let _ = drain_started.send(true);
         }
     };
-    let served = Server::builder()
+    let serving = Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
@@ -68,8 +70,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .add_service(TemplateRegistryServer::new(TemplateRegistryService::new(
             store.clone(),
         )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
+    // A client that never closes its connection must not hold shutdown forever.
+    let grace_expired = async {
+        let _ = draining_since.wait_for(|started| *started).await;
+        tokio::time::sleep(config.shutdown_grace).await;
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = grace_expired => {
+            tracing::warn!(grace = ?config.shutdown_grace, "calls still in flight after the shutdown grace period; stopping anyway");
+            Ok(())
+        }
+    };
 
     sweeper.abort();
     store.flush().await?;

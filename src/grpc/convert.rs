@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 use crate::domain::placeholder::ParameterFormat;
 use crate::domain::template::{ButtonDraft, ComponentParameters, TemplateDraft};
@@ -13,6 +13,15 @@ use crate::domain::{
     Template, TemplateId, WindowState, WindowView,
 };
 use crate::pb;
+
+/// Times are kept to the microsecond, the store's precision, so an answer
+/// given now and one read back later (a replay, GetWindow) agree exactly.
+const PRECISION_DIGITS: u16 = 6;
+
+/// The server clock, at the precision wagate keeps.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(PRECISION_DIGITS)
+}
 
 pub fn pair(business: &str, customer: &str) -> Result<Pair, Rejection> {
     Ok(Pair {
@@ -26,6 +35,7 @@ pub fn time(timestamp: &prost_types::Timestamp, field: &str) -> Result<DateTime<
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
         .filter(|_| (0..1_000_000_000).contains(&timestamp.nanos))
+        .map(|at| at.trunc_subsecs(PRECISION_DIGITS))
         .ok_or_else(|| {
             Rejection::new(Reason::InvalidTimestamp, "is not a valid timestamp").at(field)
         })

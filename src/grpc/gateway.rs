@@ -1,6 +1,5 @@
 //! The `wagate.v1.Gateway` service: inbound, windows, sends.
 
-use chrono::Utc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -26,7 +25,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let request = request.into_inner();
-        let now = Utc::now();
+        let now = convert::now();
         let send = SendRequest {
             pair: convert::pair(&request.business_number, &request.customer_number)
                 .map_err(status::rejection)?,
@@ -69,7 +68,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::RecordInboundRequest>,
     ) -> Result<Response<pb::RecordInboundResponse>, Status> {
         let request = request.into_inner();
-        let now = Utc::now();
+        let now = convert::now();
         let pair = convert::pair(&request.business_number, &request.customer_number)
             .map_err(status::rejection)?;
         let message_id = InboundMessageId::parse(&request.message_id).map_err(status::rejection)?;
@@ -113,7 +112,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let pair = convert::pair(&request.business_number, &request.customer_number)
             .map_err(status::rejection)?;
         let window = self.store.window(&pair).map_err(status::store)?;
-        let view = Window::view(window.as_ref(), Utc::now());
+        let view = Window::view(window.as_ref(), convert::now());
         Ok(Response::new(pb::GetWindowResponse {
             window: Some(convert::window(&pair, &view)),
         }))

@@ -2,7 +2,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
@@ -92,7 +91,7 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
             .map_err(|e| status::rejection(e.within("template")))?;
         let (template, created) = self
             .store
-            .upsert_template(&id, &content, Utc::now())
+            .upsert_template(&id, &content, convert::now())
             .await
             .map_err(status::store)?;
         tracing::info!(
@@ -168,7 +167,7 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
             })?;
         let template = self
             .store
-            .set_template_status(&id, new_status, &request.reason, Utc::now())
+            .set_template_status(&id, new_status, &request.reason, convert::now())
             .await
             .map_err(status::store)?
             .ok_or_else(|| not_found(&id))?;

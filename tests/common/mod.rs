@@ -1,0 +1,303 @@
+//! Starts the real wagate binary on an ephemeral port with a temporary data
+//! directory, and hands out generated tonic clients connected to it.
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+use wagate::pb::gateway_client::GatewayClient;
+use wagate::pb::template_registry_client::TemplateRegistryClient;
+
+pub use wagate::pb;
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    extra_args: Vec<String>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("data");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, addr, logs) = spawn(&data_dir, &extra_args);
+        Server {
+            child,
+            addr,
+            data_dir,
+            _temp: Some(temp),
+            extra_args,
+            logs,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to wagate")
+    }
+
+    pub async fn gateway(&self) -> GatewayClient<Channel> {
+        GatewayClient::new(self.channel().await)
+    }
+
+    pub async fn templates(&self) -> TemplateRegistryClient<Channel> {
+        TemplateRegistryClient::new(self.channel().await)
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the process to exit by itself. Async, so the test's own
+    /// client connections keep being driven (and can answer GOAWAY).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wagate did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops gracefully (SIGTERM) and starts again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(15)).await;
+        assert!(status.success(), "graceful stop exited with {status}");
+        self.start_again();
+    }
+
+    /// Kills with SIGKILL (no chance to flush) and starts again.
+    pub fn crash_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
+        let (child, addr, logs) = spawn(&self.data_dir, &self.extra_args);
+        self.child = child;
+        self.addr = addr;
+        self.logs = logs;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--log-level",
+            "info",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args)
+        .env_remove("WAGATE_LISTEN")
+        .env_remove("WAGATE_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wagate");
+    let stderr = child.stderr.take().unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (listening, address) = mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = listening.send(addr);
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = address.recv_timeout(STARTUP_TIMEOUT).unwrap_or_else(|_| {
+        panic!(
+            "wagate did not start; logs:\n{}",
+            logs.lock().unwrap().join("\n")
+        )
+    });
+    (child, addr.parse().expect("listening address"), logs)
+}
+
+/// The pieces of a refusal tests check: code, ErrorInfo and field violations.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: tonic::Code,
+    pub message: String,
+    pub reason: String,
+    pub domain: String,
+    pub metadata: std::collections::HashMap<String, String>,
+    pub fields: Vec<String>,
+}
+
+pub fn refusal<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Refusal {
+    let status = result.expect_err("expected the call to be refused");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
+        .clone();
+    Refusal {
+        code: status.code(),
+        message: status.message().to_owned(),
+        reason: info.reason,
+        domain: info.domain,
+        metadata: info.metadata,
+        fields: details
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+pub const BUSINESS: &str = "+15550001111";
+
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn time(ts: &prost_types::Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32).unwrap()
+}
+
+pub fn inbound(customer: &str, message_id: &str) -> pb::RecordInboundRequest {
+    pb::RecordInboundRequest {
+        business_number: BUSINESS.into(),
+        customer_number: customer.into(),
+        message_id: message_id.into(),
+        ..Default::default()
+    }
+}
+
+pub fn text(customer: &str, key: &str, body: &str) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        business_number: BUSINESS.into(),
+        customer_number: customer.into(),
+        idempotency_key: key.into(),
+        content: Some(pb::send_message_request::Content::Text(pb::TextContent {
+            body: body.into(),
+        })),
+        dry_run: false,
+    }
+}
+
+pub fn template_send(
+    customer: &str,
+    key: &str,
+    name: &str,
+    positional: &[&str],
+) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        content: Some(pb::send_message_request::Content::Template(
+            pb::TemplateContent {
+                name: name.into(),
+                language: "en_US".into(),
+                body_parameters: Some(pb::TemplateParameters {
+                    positional: positional.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
+        ..text(customer, key, "")
+    }
+}
+
+pub fn template(name: &str, category: pb::TemplateCategory, body: &str) -> pb::Template {
+    pb::Template {
+        name: name.into(),
+        language: "en_US".into(),
+        category: category as i32,
+        body: body.into(),
+        ..Default::default()
+    }
+}
+
+/// Registers a template and approves it, as the review webhook would.
+pub async fn approved_template(
+    server: &Server,
+    name: &str,
+    category: pb::TemplateCategory,
+    body: &str,
+) {
+    let mut templates = server.templates().await;
+    templates
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(template(name, category, body)),
+        })
+        .await
+        .expect("upsert");
+    templates
+        .set_template_status(pb::SetTemplateStatusRequest {
+            name: name.into(),
+            language: "en_US".into(),
+            status: pb::TemplateStatus::Approved as i32,
+            reason: String::new(),
+        })
+        .await
+        .expect("approve");
+}
