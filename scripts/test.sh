@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of wagate. Installs the client tools the tests drive wagate
+# with (grpcurl and grpcio, pinned in tests/python/requirements.txt) into
+# .venv, then runs cargo test. Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if ! cmp -s tests/python/requirements.txt .venv/installed-requirements.txt; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    cp tests/python/requirements.txt .venv/installed-requirements.txt
+fi
+
+export WAGATE_GRPCURL="$PWD/.venv/bin/grpcurl"
+export WAGATE_PYTHON="$PWD/.venv/bin/python"
+exec cargo test --locked "$@"
