@@ -318,9 +318,15 @@ mod tests {
     fn timestamps_are_checked() {
         let ok = prost_types::Timestamp {
             seconds: 1_764_000_000,
-            nanos: 5,
+            nanos: 5_000,
         };
         assert_eq!(timestamp(time(&ok, "received_at").unwrap()), ok);
+        let finer = prost_types::Timestamp {
+            seconds: 1_764_000_000,
+            nanos: 5_999,
+        };
+        let kept = timestamp(time(&finer, "received_at").unwrap());
+        assert_eq!(kept, ok, "kept to the microsecond");
         for bad in [
             prost_types::Timestamp {
                 seconds: 0,
