@@ -49,12 +49,18 @@ pub struct Config {
     pub cache_mb: u64,
 
     /// Log filter, in tracing's EnvFilter syntax (for example "info" or "wagate=debug").
-    #[arg(long, env = "WAGATE_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "WAGATE_LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
     pub log_level: String,
 
     /// Log line format.
     #[arg(long, env = "WAGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_inbound_id_retention(value: &str) -> Result<Duration, String> {
@@ -96,5 +102,7 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(Config::try_parse_from(["wagate", "--inbound-id-retention", "6d"]).is_err());
         assert!(Config::try_parse_from(["wagate", "--window-retention", "soon"]).is_err());
+        assert!(Config::try_parse_from(["wagate", "--log-level", "wagate=debug,info"]).is_ok());
+        assert!(Config::try_parse_from(["wagate", "--log-level", "wagate=loud"]).is_err());
     }
 }

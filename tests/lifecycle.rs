@@ -416,3 +416,54 @@ async fn a_second_server_on_the_same_data_dir_fails_cleanly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("wagate failed"), "{stderr}");
 }
+
+#[tokio::test]
+async fn configured_by_environment_alone_with_json_logs() {
+    let server = Server::start_with_env(&[
+        ("WAGATE_LOG_FORMAT", "json"),
+        ("WAGATE_LOG_LEVEL", "info"),
+        ("WAGATE_WINDOW_RETENTION", "2h"),
+    ]);
+    server
+        .gateway()
+        .await
+        .record_inbound(inbound(CUSTOMER, "json-1"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let started = &lines[0]["fields"];
+    assert_eq!(
+        started["data_dir"],
+        server.data_dir().display().to_string(),
+        "WAGATE_DATA_DIR used"
+    );
+    let recorded = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "inbound recorded")
+        .unwrap_or_else(|| panic!("no inbound log line:\n{logs}"));
+    assert_eq!(recorded["fields"]["customer"], "+2782*****67");
+    assert_eq!(
+        recorded["span"]["method"],
+        "/wagate.v1.Gateway/RecordInbound"
+    );
+    assert!(!logs.contains("27821234567"), "{logs}");
+}
+
+#[test]
+fn every_error_reason_is_exercised_by_an_integration_test() {
+    let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let sources: String = ["gateway.rs", "templates.rs", "lifecycle.rs", "clients.rs"]
+        .iter()
+        .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())
+        .collect();
+    for reason in wagate::domain::Reason::ALL {
+        let quoted = format!("\"{}\"", reason.as_str());
+        let uses = sources.matches(&quoted).count();
+        assert!(uses > 0, "no integration test checks {quoted}");
+    }
+}

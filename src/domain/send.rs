@@ -1,7 +1,7 @@
 //! Gating an outbound send (SPEC §3): free-form needs an open window,
 //! templates need to be approved and filled exactly; then it is priced.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -13,6 +13,8 @@ use super::template::{Category, ComponentParameters, SendParameters, Template, T
 use super::window::Window;
 
 const MAX_TEXT_CHARS: usize = 4096;
+/// How long an idempotency key answers with its first send (SPEC §3.4).
+pub const IDEMPOTENCY_TTL: TimeDelta = TimeDelta::hours(24);
 
 /// What a send carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,34 @@ impl Canonical {
             self.str(value);
         }
     }
+}
+
+/// What a send's idempotency key means, given the key's first accepted send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// The same request within 24h: answer with the first send again.
+    Replay,
+    /// The first use is older than 24h: this send takes the key over.
+    Expired,
+}
+
+pub fn check_key_reuse(
+    first: &Fingerprint,
+    first_at: DateTime<Utc>,
+    request: &Fingerprint,
+    now: DateTime<Utc>,
+) -> Result<KeyUse, Rejection> {
+    if now >= first_at + IDEMPOTENCY_TTL {
+        return Ok(KeyUse::Expired);
+    }
+    if first != request {
+        return Err(Rejection::new(
+            Reason::IdempotencyKeyReused,
+            "was already used within 24 hours for a different request",
+        )
+        .at("idempotency_key"));
+    }
+    Ok(KeyUse::Replay)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +411,30 @@ mod tests {
         .unwrap();
         assert!(over.accepted.pricing.billable);
         assert_eq!(over.accepted.free_until, None);
+    }
+
+    #[test]
+    fn idempotency_keys_replay_for_24h_and_refuse_other_requests() {
+        let (first, other) = ([1u8; 32], [2u8; 32]);
+        let within = t0() + IDEMPOTENCY_TTL - TimeDelta::microseconds(1);
+        assert_eq!(
+            check_key_reuse(&first, t0(), &first, within),
+            Ok(KeyUse::Replay)
+        );
+        let err = check_key_reuse(&first, t0(), &other, within).unwrap_err();
+        assert_eq!(
+            (err.reason, err.field.as_deref()),
+            (Reason::IdempotencyKeyReused, Some("idempotency_key"))
+        );
+        let after = t0() + IDEMPOTENCY_TTL;
+        assert_eq!(
+            check_key_reuse(&first, t0(), &other, after),
+            Ok(KeyUse::Expired)
+        );
+        assert_eq!(
+            check_key_reuse(&first, t0(), &first, after),
+            Ok(KeyUse::Expired)
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::error::{Reason, Rejection};
+use super::phone::Pair;
 
 /// How long one inbound keeps the window open.
 pub const WINDOW_LENGTH: TimeDelta = TimeDelta::hours(24);
@@ -80,6 +81,19 @@ pub struct Window {
     /// comes before this instant, starts a free period.
     pub free_entry_deadline: Option<DateTime<Utc>>,
     pub free_until: Option<DateTime<Utc>>,
+}
+
+/// A message id seen again: a retry for the same pair changes nothing; the
+/// same id for another pair is a caller bug, refused rather than ignored.
+pub fn repeated_inbound(recorded_for: &Pair, pair: &Pair) -> Result<InboundOutcome, Rejection> {
+    if recorded_for == pair {
+        return Ok(InboundOutcome::Duplicate);
+    }
+    Err(Rejection::new(
+        Reason::InboundMessageIdReused,
+        "was already recorded for a different business number or customer",
+    )
+    .at("message_id"))
 }
 
 /// What recording an inbound changed.
@@ -397,6 +411,28 @@ mod tests {
         assert_eq!(
             next.unwrap().free_entry_deadline,
             Some(t0() + TimeDelta::hours(24))
+        );
+    }
+
+    #[test]
+    fn repeated_inbound_is_a_duplicate_only_for_its_own_pair() {
+        let phone = |s: &str| crate::domain::PhoneNumber::parse(s).unwrap();
+        let pair = Pair {
+            business: phone("+15550001111"),
+            customer: phone("+27821234567"),
+        };
+        assert_eq!(
+            repeated_inbound(&pair, &pair.clone()),
+            Ok(InboundOutcome::Duplicate)
+        );
+        let other = Pair {
+            customer: phone("+27820000000"),
+            ..pair.clone()
+        };
+        let err = repeated_inbound(&pair, &other).unwrap_err();
+        assert_eq!(
+            (err.reason, err.field.as_deref()),
+            (Reason::InboundMessageIdReused, Some("message_id"))
         );
     }
 

@@ -10,16 +10,17 @@ mod sweep;
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use uuid::Uuid;
 
+use crate::domain::send::KeyUse;
 use crate::domain::{Inbound, MessageStatus, Status};
 use crate::domain::{
-    InboundMessageId, InboundOutcome, OutboxMessage, Pair, Reason, Rejection, SendRequest,
-    Template, TemplateContent, TemplateId, Window, send,
+    InboundMessageId, InboundOutcome, OutboxMessage, Pair, Rejection, SendRequest, Template,
+    TemplateContent, TemplateId, Window, send, window,
 };
 
 pub use commit::CommitCounts;
@@ -29,9 +30,6 @@ use records::{
     decode, encode,
 };
 pub use sweep::{Retention, SweepCounts};
-
-/// How long an idempotency key answers with its first send (SPEC §3.4).
-pub const IDEMPOTENCY_TTL: TimeDelta = TimeDelta::hours(24);
 
 /// The on-disk layout this build writes. Trees carry their layout version in
 /// their names; a later layout gets new trees and migrates into them.
@@ -251,42 +249,36 @@ impl Store {
         let t = &*self.trees;
         let pair_key = keys::pair(pair);
         let id = message_id.as_str().as_bytes();
-        let result =
-            (&t.inbound_ids, &t.inbound_age, &t.windows, &t.window_expiry).transaction(
-                |(ids, age, windows, expiry)| {
-                    let current: Option<Window> =
-                        read::<WindowRecord, _>(WINDOWS, windows.get(&pair_key)?)?;
-                    if let Some(seen) = read_record::<InboundRecord>(INBOUND_IDS, ids.get(id)?)? {
-                        if !seen.is_for(pair) {
-                            return abort(Rejection::new(
-                            Reason::InboundMessageIdReused,
-                            "was already recorded for a different business number or customer",
-                        )
-                        .at("message_id"));
-                        }
-                        return Ok((InboundOutcome::Duplicate, current));
-                    }
-                    let (next, outcome) = Window::record_inbound(current.as_ref(), inbound, now);
-                    let record = InboundRecord::new(
-                        pair,
-                        inbound.received_at,
-                        inbound.kind,
-                        inbound.entry_point,
-                        now,
-                    );
-                    ids.insert(id, encode(&record))?;
-                    age.insert(keys::timed(now, id), &[])?;
-                    let Some(next) = next else {
-                        return Ok((outcome, current));
-                    };
-                    if let Some(current) = &current {
-                        expiry.remove(keys::timed(current.expires_at, &pair_key))?;
-                    }
-                    expiry.insert(keys::timed(next.expires_at, &pair_key), &[])?;
-                    windows.insert(pair_key.as_slice(), encode(&WindowRecord::from(&next)))?;
-                    Ok((outcome, Some(next)))
-                },
-            );
+        let result = (&t.inbound_ids, &t.inbound_age, &t.windows, &t.window_expiry).transaction(
+            |(ids, age, windows, expiry)| {
+                let current: Option<Window> =
+                    read::<WindowRecord, _>(WINDOWS, windows.get(&pair_key)?)?;
+                if let Some(seen) = read_record::<InboundRecord>(INBOUND_IDS, ids.get(id)?)? {
+                    let recorded_for = seen.pair().map_err(corrupt(INBOUND_IDS))?;
+                    let outcome = window::repeated_inbound(&recorded_for, pair).or_else(abort)?;
+                    return Ok((outcome, current));
+                }
+                let (next, outcome) = Window::record_inbound(current.as_ref(), inbound, now);
+                let record = InboundRecord::new(
+                    pair,
+                    inbound.received_at,
+                    inbound.kind,
+                    inbound.entry_point,
+                    now,
+                );
+                ids.insert(id, encode(&record))?;
+                age.insert(keys::timed(now, id), &[])?;
+                let Some(next) = next else {
+                    return Ok((outcome, current));
+                };
+                if let Some(current) = &current {
+                    expiry.remove(keys::timed(current.expires_at, &pair_key))?;
+                }
+                expiry.insert(keys::timed(next.expires_at, &pair_key), &[])?;
+                windows.insert(pair_key.as_slice(), encode(&WindowRecord::from(&next)))?;
+                Ok((outcome, Some(next)))
+            },
+        );
         let outcome = finish(result)?;
         // Duplicates wait too: the first recording may still be in flight.
         self.durable().await?;
@@ -324,31 +316,31 @@ impl Store {
                     let first =
                         read_record::<IdempotencyRecord>(IDEMPOTENCY, idempotency.get(key)?)?;
                     if let Some(first) = first {
-                        let created_at = DateTime::from_timestamp_micros(first.created_at)
-                            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-                        if now < created_at + IDEMPOTENCY_TTL {
-                            if first.fingerprint != fingerprint {
-                                return abort(
-                                    Rejection::new(
-                                        Reason::IdempotencyKeyReused,
-                                        "was already used within 24 hours for a different request",
-                                    )
-                                    .at("idempotency_key"),
-                                );
+                        let first_at = DateTime::from_timestamp_micros(first.created_at)
+                            .ok_or_else(|| StoreError::Corrupt {
+                                tree: IDEMPOTENCY,
+                                detail: format!("created_at {} out of range", first.created_at),
+                            })?;
+                        match send::check_key_reuse(&first.fingerprint, first_at, &fingerprint, now)
+                            .or_else(abort)?
+                        {
+                            KeyUse::Replay => {
+                                let stored = outbox.get(first.message_id)?;
+                                let Some(message) =
+                                    read::<OutboxRecord, OutboxMessage>(OUTBOX, stored)?
+                                else {
+                                    return abort(StoreError::Corrupt {
+                                        tree: OUTBOX,
+                                        detail: "idempotency record names a missing message".into(),
+                                    });
+                                };
+                                return Ok(SendOutcome::Replayed(message));
                             }
-                            let stored = outbox.get(first.message_id)?;
-                            let Some(message) =
-                                read::<OutboxRecord, OutboxMessage>(OUTBOX, stored)?
-                            else {
-                                return abort(StoreError::Corrupt {
-                                    tree: OUTBOX,
-                                    detail: "idempotency record names a missing message".into(),
-                                });
-                            };
-                            return Ok(SendOutcome::Replayed(message));
-                        }
-                        // Expired but not yet swept: this send takes the key over.
-                        idempotency_age.remove(keys::timed(created_at, key))?;
+                            // Not swept yet: this send takes the key over.
+                            KeyUse::Expired => {
+                                idempotency_age.remove(keys::timed(first_at, key))?
+                            }
+                        };
                     }
                     let window = read::<WindowRecord, Window>(WINDOWS, windows.get(&pair_key)?)?;
                     let template = match &template_key {

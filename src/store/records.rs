@@ -103,7 +103,7 @@ impl TryFrom<WindowRecord> for Window {
 }
 
 /// A seen inbound message id, kept for dedupe.
-#[derive(Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Serialize, Deserialize)]
 pub struct InboundRecord {
     pub business: String,
     pub customer: String,
@@ -138,8 +138,11 @@ impl InboundRecord {
         }
     }
 
-    pub fn is_for(&self, pair: &Pair) -> bool {
-        self.business == pair.business.as_str() && self.customer == pair.customer.as_str()
+    pub fn pair(&self) -> Result<Pair, DecodeError> {
+        Ok(Pair {
+            business: phone(&self.business)?,
+            customer: phone(&self.customer)?,
+        })
     }
 }
 

@@ -9,7 +9,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sled::Transactional;
 
 use super::records::{IdempotencyRecord, InboundRecord, WindowRecord, decode};
-use super::{IDEMPOTENCY_TTL, Store, StoreError, TxResult, abort, finish, keys};
+use super::{Store, StoreError, TxResult, abort, finish, keys};
+use crate::domain::send::IDEMPOTENCY_TTL;
 
 /// Entries removed per transaction.
 const CHUNK: usize = 512;

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{TimeZone, Utc};
+use chrono::{TimeDelta, TimeZone, Utc};
 
 use super::*;
 use crate::domain::template::{ComponentParameters, TemplateDraft};
 use crate::domain::{
-    Category, Content, EntryPoint, IdempotencyKey, InboundKind, PhoneNumber, SendParameters,
+    Category, Content, EntryPoint, IdempotencyKey, InboundKind, PhoneNumber, Reason, SendParameters,
 };
 
 fn t0() -> DateTime<Utc> {

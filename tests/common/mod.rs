@@ -22,9 +22,16 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     data_dir: PathBuf,
-    _temp: Option<tempfile::TempDir>,
-    extra_args: Vec<String>,
+    _temp: tempfile::TempDir,
+    launch: Launch,
     logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// How the binary is started: its arguments and `WAGATE_*` environment.
+#[derive(Clone, Default)]
+struct Launch {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -32,17 +39,52 @@ impl Server {
         Server::start_with(&[])
     }
 
+    /// Starts with flags: an ephemeral port, a temp data dir, text logs, then `extra_args`.
     pub fn start_with(extra_args: &[&str]) -> Server {
+        Server::launch(|data_dir| {
+            let mut args: Vec<String> = [
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "text",
+                "--log-level",
+                "info",
+            ]
+            .map(String::from)
+            .into();
+            args.extend(["--data-dir".to_owned(), data_dir.display().to_string()]);
+            args.extend(extra_args.iter().map(|s| s.to_string()));
+            Launch { args, env: vec![] }
+        })
+    }
+
+    /// Starts with no flags at all: `WAGATE_LISTEN` (an ephemeral port),
+    /// `WAGATE_DATA_DIR` (a temp dir) and then `env`.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Server::launch(|data_dir| {
+            let mut vars = vec![
+                ("WAGATE_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+                ("WAGATE_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            ];
+            vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            Launch {
+                args: vec![],
+                env: vars,
+            }
+        })
+    }
+
+    fn launch(configure: impl FnOnce(&Path) -> Launch) -> Server {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
-        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, addr, logs) = spawn(&data_dir, &extra_args);
+        let launch = configure(&data_dir);
+        let (child, addr, logs) = spawn(&launch);
         Server {
             child,
             addr,
             data_dir,
-            _temp: Some(temp),
-            extra_args,
+            _temp: temp,
+            launch,
             logs,
         }
     }
@@ -120,7 +162,7 @@ impl Server {
     }
 
     fn start_again(&mut self) {
-        let (child, addr, logs) = spawn(&self.data_dir, &self.extra_args);
+        let (child, addr, logs) = spawn(&self.launch);
         self.child = child;
         self.addr = addr;
         self.logs = logs;
@@ -134,21 +176,16 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-            "--log-level",
-            "info",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra_args)
-        .env_remove("WAGATE_LISTEN")
-        .env_remove("WAGATE_DATA_DIR")
+fn spawn(launch: &Launch) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+    // Only the launch configures the server: the test tools' own variables
+    // (WAGATE_GRPCURL, ...) and anything else inherited are dropped.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WAGATE_")) {
+        command.env_remove(key);
+    }
+    let mut child = command
+        .args(&launch.args)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -161,11 +198,12 @@ fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, SocketAddr, Arc<Mute
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
+                // Text or JSON logs: the address runs until the first character
+                // that cannot be part of one.
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                    .collect();
                 let _ = listening.send(addr);
             }
             sink.lock().unwrap().push(line);
