@@ -9,21 +9,6 @@ use tonic::Code;
 
 const CUSTOMER: &str = "+27821234567";
 
-async fn window(server: &Server, customer: &str) -> pb::Window {
-    server
-        .gateway()
-        .await
-        .get_window(pb::GetWindowRequest {
-            business_number: BUSINESS.into(),
-            customer_number: customer.into(),
-        })
-        .await
-        .expect("get window")
-        .into_inner()
-        .window
-        .expect("window")
-}
-
 #[tokio::test]
 async fn inbound_opens_extends_and_dedupes_the_window() {
     let server = Server::start();

@@ -15,22 +15,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 const CUSTOMER: &str = "+27821234567";
 
-async fn window_state(server: &Server, customer: &str) -> WindowState {
-    server
-        .gateway()
-        .await
-        .get_window(pb::GetWindowRequest {
-            business_number: BUSINESS.into(),
-            customer_number: customer.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .window
-        .unwrap()
-        .state()
-}
-
 #[tokio::test]
 async fn state_survives_a_restart() {
     let mut server = Server::start();
@@ -50,29 +34,11 @@ async fn state_survives_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    let window_before = gateway
-        .get_window(pb::GetWindowRequest {
-            business_number: BUSINESS.into(),
-            customer_number: CUSTOMER.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .window
-        .unwrap();
+    let window_before = window(&server, CUSTOMER).await;
 
     server.restart().await;
     let mut gateway = server.gateway().await;
-    let window_after = gateway
-        .get_window(pb::GetWindowRequest {
-            business_number: BUSINESS.into(),
-            customer_number: CUSTOMER.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .window
-        .unwrap();
+    let window_after = window(&server, CUSTOMER).await;
     assert_eq!(window_after.expires_at, window_before.expires_at);
     assert_eq!(window_after.last_inbound_at, window_before.last_inbound_at);
     assert_eq!(window_after.state(), WindowState::Open);
@@ -147,7 +113,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut gateway = server.gateway().await;
     for (i, customer, sent) in acknowledged {
         assert_eq!(
-            window_state(&server, &customer).await,
+            window(&server, &customer).await.state(),
             WindowState::Open,
             "{customer}"
         );
@@ -385,11 +351,11 @@ async fn closed_windows_are_swept_after_retention() {
         .record_inbound(inbound("+27820000002", "open"))
         .await
         .unwrap();
-    assert_eq!(window_state(&server, CUSTOMER).await, WindowState::Open);
+    assert_eq!(window(&server, CUSTOMER).await.state(), WindowState::Open);
 
     // Closed after 0.5s, swept 1s later; poll rather than guess the timing.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while window_state(&server, CUSTOMER).await != WindowState::NeverOpened {
+    while window(&server, CUSTOMER).await.state() != WindowState::NeverOpened {
         assert!(
             std::time::Instant::now() < deadline,
             "window was never swept"
@@ -397,7 +363,7 @@ async fn closed_windows_are_swept_after_retention() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        window_state(&server, "+27820000002").await,
+        window(&server, "+27820000002").await.state(),
         WindowState::Open,
         "open windows stay"
     );

@@ -100,18 +100,6 @@ fn corrupt(tree: &'static str) -> impl Fn(DecodeError) -> StoreError {
     }
 }
 
-/// Decodes a stored value into its domain type.
-fn read<R, D>(tree: &'static str, bytes: Option<sled::IVec>) -> Result<Option<D>, StoreError>
-where
-    R: DeserializeOwned,
-    D: TryFrom<R, Error = DecodeError>,
-{
-    bytes
-        .map(|bytes| decode::<R>(&bytes).and_then(D::try_from))
-        .transpose()
-        .map_err(corrupt(tree))
-}
-
 /// Decodes a stored value that is its own record type.
 fn read_record<R: DeserializeOwned>(
     tree: &'static str,
@@ -123,13 +111,26 @@ fn read_record<R: DeserializeOwned>(
         .map_err(corrupt(tree))
 }
 
+/// Decodes a stored value into its domain type.
+fn read<R, D>(tree: &'static str, bytes: Option<sled::IVec>) -> Result<Option<D>, StoreError>
+where
+    R: DeserializeOwned,
+    D: TryFrom<R, Error = DecodeError>,
+{
+    read_record::<R>(tree, bytes)?
+        .map(D::try_from)
+        .transpose()
+        .map_err(corrupt(tree))
+}
+
 fn finish<T>(result: Result<T, TransactionError<Abort>>) -> Result<T, StoreError> {
     match result {
         Ok(value) => Ok(value),
         Err(TransactionError::Abort(Abort::Error(error))) => Err(error),
-        Err(TransactionError::Abort(Abort::DryRun(_))) => {
-            unreachable!("dry runs are unwrapped by send")
-        }
+        // Only `send` aborts for a dry run, and it takes that result first.
+        Err(TransactionError::Abort(Abort::DryRun(_))) => Err(StoreError::Backend(
+            "a dry run reached a write path".to_owned(),
+        )),
         Err(TransactionError::Storage(error)) => Err(error.into()),
     }
 }

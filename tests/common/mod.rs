@@ -315,6 +315,22 @@ pub fn template(name: &str, category: pb::TemplateCategory, body: &str) -> pb::T
     }
 }
 
+/// The (BUSINESS, customer) window as GetWindow answers it now.
+pub async fn window(server: &Server, customer: &str) -> pb::Window {
+    server
+        .gateway()
+        .await
+        .get_window(pb::GetWindowRequest {
+            business_number: BUSINESS.into(),
+            customer_number: customer.into(),
+        })
+        .await
+        .expect("get window")
+        .into_inner()
+        .window
+        .expect("window")
+}
+
 /// Registers a template and approves it, as the review webhook would.
 pub async fn approved_template(
     server: &Server,
