@@ -1,0 +1,165 @@
+//! Crash safety (SPEC §7): writers go as fast as they can while the server is
+//! killed with SIGKILL at random moments; after every restart each write the
+//! server acknowledged must be there, and the store must open cleanly.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use pb::WindowState;
+
+const ROUNDS: usize = 5;
+const WRITERS: usize = 32;
+
+/// One acknowledged write: the inbound that opened the customer's window and
+/// the send accepted right after it.
+#[derive(Clone)]
+struct Acknowledged {
+    customer: String,
+    last_inbound_at: prost_types::Timestamp,
+    key: String,
+    message_id: String,
+}
+
+/// xorshift64*: enough randomness to vary the kill moment, and reproducible
+/// from the seed the test prints.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+async fn write_until_killed(
+    server: &Server,
+    round: usize,
+    acknowledged: Arc<Mutex<Vec<Acknowledged>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let gateway = server.gateway().await;
+    (0..WRITERS)
+        .map(|writer| {
+            let mut gateway = gateway.clone();
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let customer = format!("+1{round}{writer:03}{n:06}");
+                    let key = format!("crash-{round}-{writer}-{n}");
+                    let Ok(recorded) = gateway.record_inbound(inbound(&customer, &key)).await
+                    else {
+                        return;
+                    };
+                    let window = recorded.into_inner().window.unwrap();
+                    let Ok(sent) = gateway
+                        .send_message(text(&customer, &key, "still there?"))
+                        .await
+                    else {
+                        return;
+                    };
+                    acknowledged.lock().unwrap().push(Acknowledged {
+                        customer,
+                        last_inbound_at: window.last_inbound_at.unwrap(),
+                        key,
+                        message_id: sent.into_inner().message_id,
+                    });
+                }
+            })
+        })
+        .collect()
+}
+
+/// Checks every acknowledged write; returns how many were lost.
+async fn lost(server: &Server, acknowledged: &[Acknowledged]) -> usize {
+    let gateway = server.gateway().await;
+    let chunks: Vec<Vec<Acknowledged>> = acknowledged
+        .chunks(acknowledged.len().div_ceil(WRITERS).max(1))
+        .map(<[_]>::to_vec)
+        .collect();
+    let checks: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let mut gateway = gateway.clone();
+            tokio::spawn(async move {
+                let mut lost = 0;
+                for write in chunk {
+                    let window = gateway
+                        .get_window(pb::GetWindowRequest {
+                            business_number: BUSINESS.into(),
+                            customer_number: write.customer.clone(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .window
+                        .unwrap();
+                    let replay = gateway
+                        .send_message(text(&write.customer, &write.key, "still there?"))
+                        .await;
+                    let window_kept = window.state() == WindowState::Open
+                        && window.last_inbound_at.as_ref() == Some(&write.last_inbound_at);
+                    let send_kept =
+                        replay.is_ok_and(|r| r.into_inner().message_id == write.message_id);
+                    if !(window_kept && send_kept) {
+                        eprintln!(
+                            "lost: {} window_kept={window_kept} send_kept={send_kept}",
+                            write.customer
+                        );
+                        lost += 1;
+                    }
+                }
+                lost
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for check in checks {
+        total += check.await.unwrap();
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_repeated_sigkill() {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rng = Rng(seed);
+    let mut server = Server::start();
+    let mut all: Vec<Acknowledged> = Vec::new();
+    for round in 0..ROUNDS {
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let writers = write_until_killed(&server, round, acknowledged.clone()).await;
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(600))).await;
+        // SIGKILL mid-stream, then a restart that must open the store cleanly.
+        server.crash_and_restart();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let this_round = acknowledged.lock().unwrap().clone();
+        assert!(
+            !this_round.is_empty(),
+            "round {round} acknowledged nothing before the kill"
+        );
+        all.extend(this_round);
+        let lost = lost(&server, &all).await;
+        eprintln!(
+            "crash round {round}: {} acknowledged writes so far, {lost} lost (seed {seed})",
+            all.len()
+        );
+        assert_eq!(
+            lost, 0,
+            "acknowledged writes lost after SIGKILL (seed {seed})"
+        );
+    }
+    eprintln!(
+        "crash test: N = {} acknowledged inbound+send pairs over {ROUNDS} SIGKILLs, 0 lost",
+        all.len()
+    );
+}
