@@ -1,0 +1,500 @@
+//! Load benchmark: wagate against a no-op tonic server with the same API and
+//! message sizes (the framework's ceiling on this machine), in one run.
+//!
+//! `cargo bench --bench load` (or `bench/run.sh`). Prints a table: requests
+//! per second, latency percentiles, server CPU and peak RSS, and each
+//! wagate figure as a ratio of the no-op server's at the same load.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tonic::{Request, Response, Status};
+use wagate::pb;
+
+const WARMUP: Duration = Duration::from_secs(1);
+const RUN: Duration = Duration::from_secs(5);
+const STREAMS: [usize; 3] = [1, 16, 256];
+/// Streams per HTTP/2 connection; hyper's server allows 200 by default.
+const STREAMS_PER_CONNECTION: usize = 64;
+/// Windows opened before the runs, read by GetWindow and mixed loads.
+const SEEDED: u64 = 10_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Workload {
+    GetWindow,
+    RecordInbound,
+    SendMessage,
+    /// 80% GetWindow, 15% RecordInbound, 5% SendMessage.
+    Mixed,
+}
+
+impl Workload {
+    const ALL: [Workload; 4] = [
+        Workload::GetWindow,
+        Workload::RecordInbound,
+        Workload::SendMessage,
+        Workload::Mixed,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::GetWindow => "GetWindow",
+            Workload::RecordInbound => "RecordInbound (durable)",
+            Workload::SendMessage => "SendMessage template (durable)",
+            Workload::Mixed => "mixed 80/15/5",
+        }
+    }
+}
+
+/// Every call gets a fresh sequence number: distinct customers for inbound,
+/// distinct idempotency keys for sends, spread reads over the seeded set.
+static SEQUENCE: AtomicU64 = AtomicU64::new(1_000_000);
+
+async fn call(
+    client: &mut pb::gateway_client::GatewayClient<tonic::transport::Channel>,
+    workload: Workload,
+) -> Result<(), Status> {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let kind = match workload {
+        Workload::Mixed => match n % 20 {
+            0..16 => Workload::GetWindow,
+            16..19 => Workload::RecordInbound,
+            _ => Workload::SendMessage,
+        },
+        other => other,
+    };
+    match kind {
+        Workload::GetWindow => client
+            .get_window(get_window(customer(n % SEEDED)))
+            .await
+            .map(drop),
+        Workload::RecordInbound => client
+            .record_inbound(record_inbound(customer(n), format!("wamid.{n}"), None))
+            .await
+            .map(drop),
+        Workload::SendMessage => client
+            .send_message(send_template(customer(n % SEEDED), format!("bench-{n}")))
+            .await
+            .map(drop),
+        Workload::Mixed => unreachable!("resolved above"),
+    }
+}
+
+/// Closed loop: `streams` callers, each issuing its next call when the last returns.
+async fn closed_loop(
+    server: &Process,
+    workload: Workload,
+    streams: usize,
+    duration: Duration,
+) -> Sample {
+    let clients = channels(server.addr, streams.div_ceil(STREAMS_PER_CONNECTION)).await;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..streams)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            tokio::spawn(async move {
+                let mut sample = Sample::new();
+                while Instant::now() < deadline {
+                    let began = Instant::now();
+                    match call(&mut client, workload).await {
+                        Ok(()) => sample
+                            .latencies
+                            .record(began.elapsed().as_micros().max(1) as u64)
+                            .unwrap(),
+                        Err(_) => sample.errors += 1,
+                    }
+                }
+                sample
+            })
+        })
+        .collect();
+    let mut total = Sample::new();
+    for task in tasks {
+        total.merge(&task.await.unwrap());
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// Open loop at a fixed rate: latency counts from when each call was due, so
+/// a stall shows up in the percentiles instead of slowing the load.
+async fn open_loop(server: &Process, workload: Workload, rate: f64, duration: Duration) -> Sample {
+    let clients = channels(server.addr, 4).await;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let total = (duration.as_secs_f64() * rate) as u64;
+    let sample = Arc::new(std::sync::Mutex::new(Sample::new()));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let mut client = clients[i as usize % clients.len()].clone();
+        let sample = sample.clone();
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let result = call(&mut client, workload).await;
+            let mut sample = sample.lock().unwrap();
+            match result {
+                Ok(()) => sample
+                    .latencies
+                    .record(due.elapsed().as_micros().max(1) as u64)
+                    .unwrap(),
+                Err(_) => sample.errors += 1,
+            }
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut sample = Arc::try_unwrap(sample).ok().unwrap().into_inner().unwrap();
+    sample.elapsed = start.elapsed();
+    sample
+}
+
+struct Row {
+    workload: Workload,
+    streams: usize,
+    wagate: Sample,
+    wagate_cpu: f64,
+    noop: Sample,
+    noop_cpu: f64,
+}
+
+async fn measure(server: &Process, workload: Workload, streams: usize) -> (Sample, f64) {
+    closed_loop(server, workload, streams, WARMUP).await;
+    let cpu_before = server.cpu();
+    let sample = closed_loop(server, workload, streams, RUN).await;
+    let cpu = (server.cpu() - cpu_before).as_secs_f64() / sample.elapsed.as_secs_f64() * 100.0;
+    (sample, cpu)
+}
+
+async fn seed(server: &Process) {
+    let mut templates = pb::template_registry_client::TemplateRegistryClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .unwrap();
+    let template = pb::Template {
+        name: TEMPLATE.into(),
+        language: "en_US".into(),
+        category: pb::TemplateCategory::Utility as i32,
+        body: "Hi {{1}}, your order {{2}} has shipped.".into(),
+        ..Default::default()
+    };
+    templates
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(template),
+        })
+        .await
+        .unwrap();
+    templates
+        .set_template_status(pb::SetTemplateStatusRequest {
+            name: TEMPLATE.into(),
+            language: "en_US".into(),
+            status: pb::TemplateStatus::Approved as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let clients = channels(server.addr, 4).await;
+    let tasks: Vec<_> = (0..64u64)
+        .map(|worker| {
+            let mut client = clients[worker as usize % 4].clone();
+            tokio::spawn(async move {
+                for n in (worker..SEEDED).step_by(64) {
+                    client
+                        .record_inbound(record_inbound(customer(n), format!("seed.{n}"), None))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// h2load drives GetWindow with a prebuilt gRPC frame; it reports throughput
+/// (its latency figures are means, so percentiles come from the tonic runs).
+fn h2load_get_window(server: &Process, streams: usize, frame: &std::path::Path) -> Option<f64> {
+    let connections = streams.div_ceil(STREAMS_PER_CONNECTION);
+    let output = std::process::Command::new("h2load")
+        .args(["-D", &RUN.as_secs().to_string(), "--warm-up-time", "1"])
+        .args([
+            "-c",
+            &connections.to_string(),
+            "-m",
+            &(streams / connections).to_string(),
+        ])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("-d")
+        .arg(frame)
+        .arg(format!(
+            "http://{}/wagate.v1.Gateway/GetWindow",
+            server.addr
+        ))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let succeeded = text.lines().find(|l| l.starts_with("requests:"))?;
+    if !succeeded.contains(" 0 failed") || !succeeded.contains(" 0 errored") {
+        eprintln!("h2load reported failures: {succeeded}");
+        return None;
+    }
+    text
+        .lines()
+        .find(|l| l.starts_with("finished in"))?
+        .split(", ")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn frame_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use prost::Message;
+    let body = get_window(customer(42)).encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let path = dir.join("get_window.grpc");
+    std::fs::write(&path, frame).unwrap();
+    path
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--noop-server") {
+        return noop::serve();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+/// Workloads whose name contains any non-flag argument (all when none is given).
+fn selected() -> Vec<Workload> {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| a.to_lowercase())
+        .collect();
+    Workload::ALL
+        .into_iter()
+        .filter(|w| {
+            filters.is_empty() || filters.iter().any(|f| w.name().to_lowercase().contains(f))
+        })
+        .collect()
+}
+
+async fn run() {
+    let data = tempfile::tempdir().unwrap();
+    let wagate = Process::wagate(data.path(), &[]);
+    let noop = Process::start({
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.arg("--noop-server");
+        command
+    });
+    seed(&wagate).await;
+    println!(
+        "machine: {} cores; wagate and the load generator share it",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "each figure: {}s after {}s warm-up; closed loop unless noted\n",
+        RUN.as_secs(),
+        WARMUP.as_secs()
+    );
+
+    let mut rows = Vec::new();
+    for workload in selected() {
+        for streams in STREAMS {
+            let (wagate_sample, wagate_cpu) = measure(&wagate, workload, streams).await;
+            let (noop_sample, noop_cpu) = measure(&noop, workload, streams).await;
+            rows.push(Row {
+                workload,
+                streams,
+                wagate: wagate_sample,
+                wagate_cpu,
+                noop: noop_sample,
+                noop_cpu,
+            });
+        }
+    }
+
+    println!(
+        "| workload | streams | server | req/s | p50 ms | p99 ms | p99.9 ms | server CPU % | errors | ratio to no-op |"
+    );
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in &rows {
+        for (name, sample, cpu) in [
+            ("wagate", &row.wagate, row.wagate_cpu),
+            ("no-op", &row.noop, row.noop_cpu),
+        ] {
+            let ratio = if name == "wagate" {
+                format!("{:.2}", row.wagate.rps() / row.noop.rps())
+            } else {
+                String::new()
+            };
+            println!(
+                "| {} | {} | {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {ratio} |",
+                row.workload.name(),
+                row.streams,
+                sample.rps(),
+                sample.ms(0.5),
+                sample.ms(0.99),
+                sample.ms(0.999),
+                cpu,
+                sample.errors,
+            );
+        }
+    }
+
+    println!("\nh2load, GetWindow with a prebuilt gRPC frame:");
+    let frames = tempfile::tempdir().unwrap();
+    let frame = frame_file(frames.path());
+    println!("| streams | wagate req/s | no-op req/s | ratio |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for streams in STREAMS {
+        match (
+            h2load_get_window(&wagate, streams, &frame),
+            h2load_get_window(&noop, streams, &frame),
+        ) {
+            (Some(w), Some(n)) => println!("| {streams} | {w:.0} | {n:.0} | {:.2} |", w / n),
+            _ => println!("| {streams} | h2load unavailable or failed | | |"),
+        }
+    }
+
+    println!("\nopen loop at half of wagate's peak (256 streams) rate:");
+    println!("| workload | rate req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for workload in selected() {
+        let peak = rows
+            .iter()
+            .filter(|r| r.workload == workload)
+            .map(|r| r.wagate.rps())
+            .fold(0.0, f64::max);
+        let rate = peak / 2.0;
+        let sample = open_loop(&wagate, workload, rate, RUN).await;
+        println!(
+            "| {} | {rate:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            workload.name(),
+            sample.rps(),
+            sample.ms(0.5),
+            sample.ms(0.99),
+            sample.ms(0.999),
+            sample.errors
+        );
+    }
+
+    println!(
+        "\npeak RSS: wagate {:.1} MiB, no-op {:.1} MiB",
+        wagate.peak_rss_mib(),
+        noop.peak_rss_mib()
+    );
+    wagate.stop();
+    noop.stop();
+}
+
+/// The baseline: the same Gateway API answering canned responses of the
+/// sizes wagate sends, with no store and no rules.
+mod noop {
+    use super::*;
+
+    struct Noop {
+        window: pb::Window,
+        sent: pb::SendMessageResponse,
+    }
+
+    #[tonic::async_trait]
+    impl pb::gateway_server::Gateway for Noop {
+        async fn send_message(
+            &self,
+            _: Request<pb::SendMessageRequest>,
+        ) -> Result<Response<pb::SendMessageResponse>, Status> {
+            Ok(Response::new(self.sent.clone()))
+        }
+        async fn record_inbound(
+            &self,
+            _: Request<pb::RecordInboundRequest>,
+        ) -> Result<Response<pb::RecordInboundResponse>, Status> {
+            Ok(Response::new(pb::RecordInboundResponse {
+                outcome: pb::InboundOutcome::Opened as i32,
+                window: Some(self.window.clone()),
+            }))
+        }
+        async fn get_window(
+            &self,
+            _: Request<pb::GetWindowRequest>,
+        ) -> Result<Response<pb::GetWindowResponse>, Status> {
+            Ok(Response::new(pb::GetWindowResponse {
+                window: Some(self.window.clone()),
+            }))
+        }
+    }
+
+    pub fn serve() {
+        let now = prost_types::Timestamp {
+            seconds: 1_795_000_000,
+            nanos: 123_456_000,
+        };
+        let window = pb::Window {
+            business_number: BUSINESS.into(),
+            customer_number: customer(42),
+            state: pb::WindowState::Open as i32,
+            last_inbound_at: Some(now),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: now.seconds + 86_400,
+                ..now
+            }),
+            remaining: Some(prost_types::Duration {
+                seconds: 86_399,
+                nanos: 876_544_000,
+            }),
+            free_until: None,
+        };
+        let sent = pb::SendMessageResponse {
+            message_id: "01a21000-0000-7000-8000-000000000000".into(),
+            kind: pb::MessageKind::Template as i32,
+            rendered_text: "Hi Ann, your order A-1001 has shipped.".into(),
+            template_category: pb::TemplateCategory::Utility as i32,
+            pricing_category: pb::PricingCategory::Utility as i32,
+            billable: true,
+            accepted_at: Some(now),
+            status: pb::MessageStatus::Accepted as i32,
+            dry_run: false,
+            free_until: None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            eprintln!("listening on {}", listener.local_addr().unwrap());
+            tonic::transport::Server::builder()
+                .add_service(pb::gateway_server::GatewayServer::new(Noop {
+                    window,
+                    sent,
+                }))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                )
+                .await
+                .unwrap();
+        });
+    }
+}

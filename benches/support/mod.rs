@@ -1,0 +1,226 @@
+//! Shared by the benchmarks: starting servers, measuring processes, driving
+//! load with the generated tonic client.
+#![allow(dead_code)] // Each bench uses a different part.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+use wagate::pb;
+use wagate::pb::gateway_client::GatewayClient;
+
+pub const BUSINESS: &str = "+15550001111";
+
+/// A server process under measurement.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub startup: Duration,
+}
+
+impl Process {
+    /// Starts `program` and waits for its "listening on ADDR" log line.
+    pub fn start(mut command: Command) -> Process {
+        let started = Instant::now();
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | ':'))
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                if line.contains("ERROR") || line.contains("WARN") {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("server did not start");
+        Process {
+            startup: started.elapsed(),
+            child,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    pub fn wagate(data_dir: &Path, extra: &[&str]) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "warn,wagate::server=info",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra);
+        Process::start(command)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the ")" that closes the command name; utime and stime
+        // are fields 14 and 15 of the whole line.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 1000 / clock_ticks_per_second())
+    }
+
+    /// Peak resident set size so far (VmHWM), MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        status_kib(self.pid(), "VmHWM:") as f64 / 1024.0
+    }
+
+    /// Current resident set size (VmRSS), MiB.
+    pub fn rss_mib(&self) -> f64 {
+        status_kib(self.pid(), "VmRSS:") as f64 / 1024.0
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn clock_ticks_per_second() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+pub fn customer(n: u64) -> String {
+    format!("+2{:011}", n)
+}
+
+pub fn get_window(customer: String) -> pb::GetWindowRequest {
+    pb::GetWindowRequest {
+        business_number: BUSINESS.into(),
+        customer_number: customer,
+    }
+}
+
+pub fn record_inbound(
+    customer: String,
+    message_id: String,
+    received_at: Option<prost_types::Timestamp>,
+) -> pb::RecordInboundRequest {
+    pb::RecordInboundRequest {
+        business_number: BUSINESS.into(),
+        customer_number: customer,
+        message_id,
+        received_at,
+        ..Default::default()
+    }
+}
+
+pub const TEMPLATE: &str = "bench_order_update";
+
+pub fn send_template(customer: String, key: String) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        business_number: BUSINESS.into(),
+        customer_number: customer,
+        idempotency_key: key,
+        content: Some(pb::send_message_request::Content::Template(
+            pb::TemplateContent {
+                name: TEMPLATE.into(),
+                language: "en_US".into(),
+                body_parameters: Some(pb::TemplateParameters {
+                    positional: vec!["Ann".into(), "A-1001".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
+        dry_run: false,
+    }
+}
+
+pub async fn channels(addr: SocketAddr, count: usize) -> Vec<GatewayClient<Channel>> {
+    let mut clients = Vec::new();
+    for _ in 0..count {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(GatewayClient::new(channel));
+    }
+    clients
+}
+
+/// Latencies in microseconds, with the count of failed calls.
+pub struct Sample {
+    pub latencies: Histogram<u64>,
+    pub errors: u64,
+    pub elapsed: Duration,
+}
+
+impl Sample {
+    pub fn new() -> Sample {
+        Sample {
+            latencies: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            errors: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Sample) {
+        self.latencies.add(&other.latencies).unwrap();
+        self.errors += other.errors;
+    }
+
+    pub fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn ms(&self, quantile: f64) -> f64 {
+        self.latencies.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
