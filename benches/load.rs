@@ -250,8 +250,7 @@ fn h2load_get_window(server: &Process, streams: usize, frame: &std::path::Path) 
         eprintln!("h2load reported failures: {succeeded}");
         return None;
     }
-    text
-        .lines()
+    text.lines()
         .find(|l| l.starts_with("finished in"))?
         .split(", ")
         .nth(1)?
