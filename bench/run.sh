@@ -2,11 +2,17 @@
 # Load benchmark: a release wagate on a temp data dir and a no-op tonic
 # server with the same API, driven over loopback by h2load and a tonic
 # client in one run. Arguments filter workloads by name (e.g. "inbound").
+# `bench/run.sh --scale` runs the scale benchmark instead (1M windows,
+# 10k templates, startup, RSS, a 1M-window sweep under load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v h2load >/dev/null; then
     echo "installing h2load (Debian nghttp2-client)" >&2
     apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null
+fi
+if [ "${1:-}" = "--scale" ]; then
+    shift
+    exec cargo bench --locked --bench scale -- "$@"
 fi
 exec cargo bench --locked --bench load -- "$@"

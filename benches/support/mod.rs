@@ -21,6 +21,8 @@ pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
     pub startup: Duration,
+    /// Every stderr line, until taken by [`Process::log_lines`].
+    log: Option<mpsc::Receiver<String>>,
 }
 
 impl Process {
@@ -34,6 +36,7 @@ impl Process {
             .expect("start server");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let (log_tx, log) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
@@ -46,6 +49,7 @@ impl Process {
                 if line.contains("ERROR") || line.contains("WARN") {
                     eprintln!("server: {line}");
                 }
+                let _ = log_tx.send(line);
             }
         });
         let addr = rx
@@ -55,22 +59,27 @@ impl Process {
             startup: started.elapsed(),
             child,
             addr: addr.parse().unwrap(),
+            log: Some(log),
         }
     }
 
     pub fn wagate(data_dir: &Path, extra: &[&str]) -> Process {
+        Process::wagate_logging(data_dir, "warn,wagate::server=info", extra)
+    }
+
+    pub fn wagate_logging(data_dir: &Path, log_level: &str, extra: &[&str]) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                "warn,wagate::server=info",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--log-level", log_level])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra);
         Process::start(command)
+    }
+
+    /// The server's stderr lines from startup on; once.
+    pub fn log_lines(&mut self) -> mpsc::Receiver<String> {
+        self.log.take().expect("log lines already taken")
     }
 
     pub fn pid(&self) -> u32 {

@@ -553,3 +553,30 @@ async fn a_newer_schema_is_refused_and_corrupt_values_are_errors() {
     .expect("newer schema refused");
     assert!(matches!(err, StoreError::SchemaTooNew { found: 9 }));
 }
+
+#[tokio::test]
+async fn the_background_sweeper_drains_a_backlog_larger_than_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let backlog = 3 * 128 + 7;
+    let long_ago = Utc::now() - TimeDelta::days(3);
+    for n in 0..backlog {
+        store
+            .record_inbound(
+                &pair(&format!("+2782{n:07}")),
+                &id(&format!("old.{n}")),
+                &inbound(long_ago),
+                long_ago,
+            )
+            .await
+            .unwrap();
+    }
+    let retention = Retention {
+        closed_windows: TimeDelta::days(1),
+        ..Retention::default()
+    };
+    let swept = store.paced_sweep(Utc::now(), retention).await.unwrap();
+    assert_eq!(swept.windows, backlog as u64);
+    assert_eq!(store.window(&pair("+27820000000")).unwrap(), None);
+    assert_eq!(store.trees.window_expiry.len(), 0, "the index is empty too");
+}
