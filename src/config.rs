@@ -17,7 +17,8 @@ pub enum LogFormat {
 
 /// wagate: WhatsApp customer service windows, templates and sends, over gRPC.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about)]
+// The last of a repeated flag wins, as wrappers that append flags expect.
+#[command(version, about, args_override_self = true)]
 pub struct Config {
     /// Address to serve gRPC on; port 0 picks a free port.
     #[arg(long, env = "WAGATE_LISTEN", default_value = "127.0.0.1:50051")]
@@ -55,6 +56,53 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "WAGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Address of the Prometheus endpoint (`/metrics`, plain HTTP); port 0 picks a free port.
+    #[arg(long, env = "WAGATE_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
+
+    /// PEM certificate chain to serve gRPC over TLS (needs --tls-key).
+    #[arg(long, env = "WAGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WAGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "WAGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// File of `caller-name:token` lines; when set, every call but health and
+    /// reflection needs `authorization: Bearer <token>`.
+    #[arg(long, env = "WAGATE_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Calls served at once; beyond it calls are refused at once with
+    /// RESOURCE_EXHAUSTED rather than queued.
+    #[arg(long, env = "WAGATE_MAX_CONCURRENT_CALLS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_calls: u32,
+
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "WAGATE_MAX_REQUEST_BYTES", default_value_t = 256 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Longest a call may take; a shorter `grpc-timeout` from the caller wins.
+    #[arg(long, env = "WAGATE_CALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub call_timeout: Duration,
+
+    /// Interval of HTTP/2 keepalive pings on idle connections.
+    #[arg(long, env = "WAGATE_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "WAGATE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// On SIGTERM, how long health reports NOT_SERVING while calls are still
+    /// served, so the mesh stops routing here before the listener closes.
+    #[arg(long, env = "WAGATE_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {
@@ -83,6 +131,31 @@ mod tests {
         assert_eq!(config.window_retention, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.inbound_id_retention, MIN_INBOUND_ID_RETENTION);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.metrics_listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(config.tls_cert, None);
+        assert_eq!(config.auth_tokens_file, None);
+        assert_eq!(config.max_concurrent_calls, 512);
+        assert_eq!(config.max_request_bytes, 256 * 1024);
+        assert_eq!(config.call_timeout, Duration::from_secs(10));
+        assert_eq!(config.http2_keepalive_interval, Duration::from_secs(30));
+        assert_eq!(config.http2_keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(config.drain_delay, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tls_needs_both_halves_and_mtls_needs_tls() {
+        assert!(Config::try_parse_from(["wagate", "--tls-cert", "c.pem"]).is_err());
+        assert!(Config::try_parse_from(["wagate", "--tls-key", "k.pem"]).is_err());
+        assert!(Config::try_parse_from(["wagate", "--tls-client-ca", "ca.pem"]).is_err());
+        let config =
+            Config::try_parse_from(["wagate", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
+                .unwrap();
+        assert_eq!(config.tls_key, Some(PathBuf::from("k.pem")));
+        assert!(Config::try_parse_from(["wagate", "--max-concurrent-calls", "0"]).is_err());
+        let config =
+            Config::try_parse_from(["wagate", "--drain-delay", "0s", "--drain-delay", "2s"])
+                .unwrap();
+        assert_eq!(config.drain_delay, Duration::from_secs(2));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod grpc;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 /// Generated protobuf and tonic code for `wagate.v1`.
 pub mod pb {

@@ -4,7 +4,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use wagate::config::{Config, LogFormat};
-use wagate::server;
+use wagate::{server, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -19,7 +19,14 @@ async fn main() -> std::process::ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    match server::run(config, server::termination_signal()).await {
+    let metrics = match telemetry::install() {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::error!(%error, "cannot install the metrics recorder");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match server::run(config, metrics, server::termination_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "wagate failed");

@@ -4,21 +4,40 @@
 use std::future::Future;
 
 use chrono::TimeDelta;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
+use crate::grpc::auth::Callers;
+use crate::grpc::edge::{EdgeLayer, EdgePolicy};
 use crate::grpc::{GatewayService, TemplateRegistryService};
 use crate::pb::gateway_server::GatewayServer;
 use crate::pb::template_registry_server::TemplateRegistryServer;
 use crate::store::{Retention, Store, StoreConfig};
+use crate::telemetry;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Runs wagate until `shutdown` resolves, then stops taking new calls,
-/// finishes the calls in flight and flushes the store.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
+/// Runs wagate until `shutdown` resolves; then reports NOT_SERVING for the
+/// drain delay while still serving, stops taking new calls, finishes the
+/// calls in flight and flushes the store.
+pub async fn run(
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
+    let callers = match &config.auth_tokens_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let callers = Callers::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(callers)
+        }
+        None => None,
+    };
+    let tls = tls_config(&config)?;
     let store = Store::open(&StoreConfig {
         path: config.data_dir.clone(),
         cache_capacity_bytes: config.cache_mb << 20,
@@ -28,6 +47,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,
     };
     let sweeper = store.spawn_sweeper(retention, config.sweep_interval);
+    let gauge_store = store.clone();
+    let (metrics_address, metrics_server) =
+        telemetry::serve(config.metrics_listen, metrics, move || {
+            refresh_store_gauges(&gauge_store)
+        })
+        .await?;
+    let metrics_server = tokio::spawn(metrics_server);
+    tracing::info!(%metrics_address, "serving metrics on http://{metrics_address}/metrics");
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = || {
@@ -44,32 +71,60 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     health
         .set_serving::<TemplateRegistryServer<TemplateRegistryService>>()
         .await;
-    tracing::info!(%address, data_dir = %config.data_dir.display(), "listening on {address}");
+    tracing::info!(
+        %address,
+        data_dir = %config.data_dir.display(),
+        tls = tls.is_some(),
+        mtls = config.tls_client_ca.is_some(),
+        authenticated = callers.is_some(),
+        "listening on {address}"
+    );
 
     let (drain_started, mut draining_since) = tokio::sync::watch::channel(false);
     let draining = {
         let health = health.clone();
         async move {
             shutdown.await;
-            tracing::info!("shutting down: finishing calls in flight");
+            tracing::info!(drain_delay = ?config.drain_delay, "shutting down: reporting NOT_SERVING, still serving");
             health
                 .set_not_serving::<GatewayServer<GatewayService>>()
                 .await;
             health
                 .set_not_serving::<TemplateRegistryServer<TemplateRegistryService>>()
                 .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            // Probes and the mesh's endpoint updates need time to route away;
+            // calls arriving meanwhile are still served.
+            tokio::time::sleep(config.drain_delay).await;
+            tracing::info!("closing the listener: finishing calls in flight");
             let _ = drain_started.send(true);
         }
     };
-    let serving = Server::builder()
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let serving = builder
+        .layer(EdgeLayer::new(EdgePolicy {
+            callers,
+            max_concurrent_calls: config.max_concurrent_calls as usize,
+            call_timeout: config.call_timeout,
+        }))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(GatewayServer::new(GatewayService::new(store.clone())))
-        .add_service(TemplateRegistryServer::new(TemplateRegistryService::new(
-            store.clone(),
-        )))
+        .add_service(
+            GatewayServer::new(GatewayService::new(store.clone()))
+                .max_decoding_message_size(config.max_request_bytes),
+        )
+        .add_service(
+            TemplateRegistryServer::new(TemplateRegistryService::new(store.clone()))
+                .max_decoding_message_size(config.max_request_bytes),
+        )
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY, small gRPC frames wait on Nagle and delayed
             // ACKs: ~40 ms stalls at moderate concurrency.
@@ -90,10 +145,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
 
     sweeper.abort();
+    metrics_server.abort();
     store.flush().await?;
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, BoxError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Sets the gauges that are read from the store: open windows (a walk of the
+/// open part of the expiry index) and size on disk.
+fn refresh_store_gauges(store: &Store) {
+    match store.open_windows(chrono::Utc::now()) {
+        Ok(open) => metrics::gauge!(telemetry::OPEN_WINDOWS).set(open as f64),
+        Err(error) => tracing::warn!(%error, "cannot count open windows"),
+    }
+    match store.size_on_disk() {
+        Ok(bytes) => metrics::gauge!(telemetry::STORE_BYTES).set(bytes as f64),
+        Err(error) => tracing::warn!(%error, "cannot read the store size"),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

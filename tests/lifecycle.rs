@@ -402,7 +402,14 @@ async fn configured_by_environment_alone_with_json_logs() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect();
-    let started = &lines[0]["fields"];
+    let started = &lines
+        .iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening on"))
+        })
+        .unwrap_or_else(|| panic!("no listening line:\n{logs}"))["fields"];
     assert_eq!(
         started["data_dir"],
         server.data_dir().display().to_string(),

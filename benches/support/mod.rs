@@ -71,6 +71,7 @@ impl Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
         command
             .args(["--listen", "127.0.0.1:0", "--log-level", log_level])
+            .args(["--metrics-listen", "127.0.0.1:0", "--drain-delay", "0s"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra);

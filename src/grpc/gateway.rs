@@ -3,10 +3,13 @@
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use tonic_types::StatusExt;
+
 use super::{convert, status};
 use crate::domain::{IdempotencyKey, Inbound, InboundMessageId, SendRequest, Window};
 use crate::pb;
 use crate::store::{SendOutcome, Store};
+use crate::telemetry;
 
 pub struct GatewayService {
     store: Store,
@@ -16,15 +19,11 @@ impl GatewayService {
     pub fn new(store: Store) -> Self {
         GatewayService { store }
     }
-}
 
-#[tonic::async_trait]
-impl pb::gateway_server::Gateway for GatewayService {
-    async fn send_message(
+    async fn send(
         &self,
-        request: Request<pb::SendMessageRequest>,
-    ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::SendMessageRequest,
+    ) -> Result<(pb::SendMessageResponse, &'static str), Status> {
         let now = convert::now();
         let send = SendRequest {
             pair: convert::pair(&request.business_number, &request.customer_number)
@@ -57,17 +56,18 @@ impl pb::gateway_server::Gateway for GatewayService {
             dry_run = request.dry_run,
             "send accepted"
         );
-        Ok(Response::new(convert::send_response(
-            message,
-            request.dry_run,
-        )))
+        let outcome = match outcome {
+            SendOutcome::Accepted(_) => "ACCEPTED",
+            SendOutcome::Replayed(_) => "REPLAYED",
+            SendOutcome::DryRun(_) => "DRY_RUN",
+        };
+        Ok((convert::send_response(message, request.dry_run), outcome))
     }
 
-    async fn record_inbound(
+    async fn inbound(
         &self,
-        request: Request<pb::RecordInboundRequest>,
-    ) -> Result<Response<pb::RecordInboundResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::RecordInboundRequest,
+    ) -> Result<pb::RecordInboundResponse, Status> {
         let now = convert::now();
         let pair = convert::pair(&request.business_number, &request.customer_number)
             .map_err(status::rejection)?;
@@ -98,10 +98,47 @@ impl pb::gateway_server::Gateway for GatewayService {
             ?outcome,
             "inbound recorded"
         );
-        Ok(Response::new(pb::RecordInboundResponse {
+        Ok(pb::RecordInboundResponse {
             outcome: convert::inbound_outcome(outcome) as i32,
             window: Some(convert::window(&pair, &Window::view(window.as_ref(), now))),
-        }))
+        })
+    }
+}
+
+/// The ErrorInfo reason of a refusal, for metrics labels.
+fn refusal_reason(status: &Status) -> String {
+    status.get_error_details().error_info().map_or_else(
+        || format!("{:?}", status.code()),
+        |info| info.reason.clone(),
+    )
+}
+
+#[tonic::async_trait]
+impl pb::gateway_server::Gateway for GatewayService {
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let decided = self.send(request.into_inner()).await;
+        let decision = match &decided {
+            Ok((_, outcome)) => (*outcome).to_owned(),
+            Err(status) => refusal_reason(status),
+        };
+        metrics::counter!(telemetry::SEND_DECISIONS, "decision" => decision).increment(1);
+        decided.map(|(response, _)| Response::new(response))
+    }
+
+    async fn record_inbound(
+        &self,
+        request: Request<pb::RecordInboundRequest>,
+    ) -> Result<Response<pb::RecordInboundResponse>, Status> {
+        let recorded = self.inbound(request.into_inner()).await;
+        let outcome = match &recorded {
+            Ok(response) => format!("{:?}", response.outcome()),
+            Err(status) => refusal_reason(status),
+        };
+        metrics::counter!(telemetry::INBOUND_OUTCOMES, "outcome" => outcome).increment(1);
+        recorded.map(Response::new)
     }
 
     async fn get_window(

@@ -1,7 +1,9 @@
 //! The tonic services: protobuf in, domain rules and store in the middle,
 //! protobuf or a rich status out.
 
+pub mod auth;
 mod convert;
+pub mod edge;
 mod gateway;
 pub mod status;
 mod templates;

@@ -67,6 +67,7 @@ impl GroupCommit {
                 task_stats.flushes.fetch_add(1, Ordering::Relaxed);
                 task_stats.writes.fetch_add(size, Ordering::Relaxed);
                 task_stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+                metrics::histogram!(crate::telemetry::GROUP_COMMIT_BATCH).record(size as f64);
                 for (_, waiter) in batch.drain(..) {
                     // A waiter whose RPC was cancelled has gone; nothing to tell it.
                     let _ = waiter.send(result.clone());

@@ -504,6 +504,19 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+
+    /// Windows still open at `now`: the expiry index entries after it. Walks
+    /// the open windows' index entries, so it is for a periodic gauge, not a
+    /// request path.
+    pub fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let after = keys::instant(now + chrono::TimeDelta::microseconds(1));
+        let mut open = 0;
+        for entry in self.trees.window_expiry.range(after.as_slice()..).keys() {
+            entry?;
+            open += 1;
+        }
+        Ok(open)
+    }
 }
 
 #[cfg(test)]

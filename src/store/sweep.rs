@@ -11,6 +11,7 @@ use sled::Transactional;
 use super::records::{IdempotencyRecord, InboundRecord, WindowRecord, decode};
 use super::{Store, StoreError, TxResult, abort, finish, keys};
 use crate::domain::send::IDEMPOTENCY_TTL;
+use crate::telemetry;
 
 /// Index entries visited per transaction. Small, because a sled
 /// transaction holds its global lock and every request waits behind it.
@@ -126,7 +127,18 @@ impl Store {
             loop {
                 ticks.tick().await;
                 let started = Instant::now();
-                match store.paced_sweep(Utc::now(), retention).await {
+                let swept = store.paced_sweep(Utc::now(), retention).await;
+                if let Ok(counts) = &swept {
+                    metrics::counter!(telemetry::SWEEPER_RUNS).increment(1);
+                    for (kind, count) in [
+                        ("window", counts.windows),
+                        ("inbound_id", counts.inbound_ids),
+                        ("idempotency_key", counts.idempotency_keys),
+                    ] {
+                        metrics::counter!(telemetry::SWEPT_ITEMS, "kind" => kind).increment(count);
+                    }
+                }
+                match swept {
                     Ok(counts) if counts != SweepCounts::default() => {
                         tracing::info!(?counts, took = ?started.elapsed(), "sweep removed expired records");
                     }

@@ -39,7 +39,8 @@ impl Server {
         Server::start_with(&[])
     }
 
-    /// Starts with flags: an ephemeral port, a temp data dir, text logs, then `extra_args`.
+    /// Starts with flags: ephemeral gRPC and metrics ports, a temp data dir,
+    /// text logs, no drain delay, then `extra_args` (which may override them).
     pub fn start_with(extra_args: &[&str]) -> Server {
         Server::launch(|data_dir| {
             let mut args: Vec<String> = [
@@ -49,6 +50,10 @@ impl Server {
                 "text",
                 "--log-level",
                 "info",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--drain-delay",
+                "0s",
             ]
             .map(String::from)
             .into();
@@ -58,13 +63,16 @@ impl Server {
         })
     }
 
-    /// Starts with no flags at all: `WAGATE_LISTEN` (an ephemeral port),
-    /// `WAGATE_DATA_DIR` (a temp dir) and then `env`.
+    /// Starts with no flags at all: `WAGATE_LISTEN` and `WAGATE_METRICS_LISTEN`
+    /// (ephemeral ports), `WAGATE_DATA_DIR` (a temp dir), no drain delay, and
+    /// then `env`.
     pub fn start_with_env(env: &[(&str, &str)]) -> Server {
         Server::launch(|data_dir| {
             let mut vars = vec![
                 ("WAGATE_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
                 ("WAGATE_DATA_DIR".to_owned(), data_dir.display().to_string()),
+                ("WAGATE_METRICS_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+                ("WAGATE_DRAIN_DELAY".to_owned(), "0s".to_owned()),
             ];
             vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             Launch {

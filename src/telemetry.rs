@@ -1,0 +1,98 @@
+//! Prometheus metrics: the recorder, the `/metrics` endpoint on its own
+//! port, and the names every part of wagate records under.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Calls by method, gRPC status code and caller.
+pub const GRPC_REQUESTS: &str = "wagate_grpc_requests_total";
+/// Call latency by method, seconds.
+pub const GRPC_DURATION: &str = "wagate_grpc_request_duration_seconds";
+/// SendMessage outcomes: `ACCEPTED`, `REPLAYED`, `DRY_RUN` or the refusal reason.
+pub const SEND_DECISIONS: &str = "wagate_send_decisions_total";
+/// RecordInbound outcomes.
+pub const INBOUND_OUTCOMES: &str = "wagate_inbound_outcomes_total";
+/// Windows open now (refreshed every few seconds).
+pub const OPEN_WINDOWS: &str = "wagate_open_windows";
+/// Bytes the store occupies on disk.
+pub const STORE_BYTES: &str = "wagate_store_size_bytes";
+/// Completed sweeps.
+pub const SWEEPER_RUNS: &str = "wagate_sweeper_runs_total";
+/// Records removed by the sweeper, by kind.
+pub const SWEPT_ITEMS: &str = "wagate_swept_items_total";
+/// Writes made durable by one group-commit flush.
+pub const GROUP_COMMIT_BATCH: &str = "wagate_group_commit_batch_size";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Installs the process-wide recorder. Call once, before anything records.
+pub fn install() -> Result<PrometheusHandle, Box<dyn std::error::Error + Send + Sync>> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(GRPC_DURATION.to_owned()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_BATCH.to_owned()), BATCH_BUCKETS)?
+        .install_recorder()?;
+    metrics::describe_counter!(
+        GRPC_REQUESTS,
+        "gRPC calls by method, status code and caller"
+    );
+    metrics::describe_histogram!(GRPC_DURATION, metrics::Unit::Seconds, "gRPC call latency");
+    metrics::describe_counter!(
+        SEND_DECISIONS,
+        "SendMessage decisions by outcome or refusal reason"
+    );
+    metrics::describe_counter!(INBOUND_OUTCOMES, "RecordInbound outcomes");
+    metrics::describe_gauge!(OPEN_WINDOWS, "customer service windows open now");
+    metrics::describe_gauge!(STORE_BYTES, metrics::Unit::Bytes, "store size on disk");
+    metrics::describe_counter!(SWEEPER_RUNS, "completed sweeps");
+    metrics::describe_counter!(SWEPT_ITEMS, "records removed by the sweeper");
+    metrics::describe_histogram!(GROUP_COMMIT_BATCH, "writes made durable per flush");
+    Ok(handle)
+}
+
+pub fn record_call(method: &str, code: tonic::Code, caller: &str, elapsed: Duration) {
+    metrics::counter!(
+        GRPC_REQUESTS,
+        "method" => method.to_owned(),
+        "code" => format!("{code:?}"),
+        "caller" => caller.to_owned()
+    )
+    .increment(1);
+    metrics::histogram!(GRPC_DURATION, "method" => method.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// Binds the metrics port; the returned future serves `/metrics` until dropped.
+pub async fn serve(
+    listen: SocketAddr,
+    handle: PrometheusHandle,
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
+    let listener = TcpListener::bind(listen).await?;
+    let address = listener.local_addr()?;
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                handle.run_upkeep();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    Ok((address, async move { axum::serve(listener, app).await }))
+}
