@@ -17,7 +17,7 @@ pub const GRPC_DURATION: &str = "wagate_grpc_request_duration_seconds";
 pub const SEND_DECISIONS: &str = "wagate_send_decisions_total";
 /// RecordInbound outcomes.
 pub const INBOUND_OUTCOMES: &str = "wagate_inbound_outcomes_total";
-/// Windows open now (refreshed every few seconds).
+/// Windows open now (read at each scrape).
 pub const OPEN_WINDOWS: &str = "wagate_open_windows";
 /// Bytes the store occupies on disk.
 pub const STORE_BYTES: &str = "wagate_store_size_bytes";
@@ -68,10 +68,13 @@ pub fn record_call(method: &str, code: tonic::Code, caller: &str, elapsed: Durat
     metrics::histogram!(GRPC_DURATION, "method" => method.to_owned()).record(elapsed.as_secs_f64());
 }
 
-/// Binds the metrics port; the returned future serves `/metrics` until dropped.
+/// Binds the metrics port; the returned future serves `/metrics` until
+/// dropped. `refresh` runs (on a blocking thread) before each scrape, for
+/// gauges that are read from the store rather than counted as they happen.
 pub async fn serve(
     listen: SocketAddr,
     handle: PrometheusHandle,
+    refresh: impl Fn() + Clone + Send + Sync + 'static,
 ) -> std::io::Result<(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
@@ -82,7 +85,11 @@ pub async fn serve(
         "/metrics",
         get(move || {
             let handle = handle.clone();
+            let refresh = refresh.clone();
             async move {
+                if let Err(error) = tokio::task::spawn_blocking(refresh).await {
+                    tracing::warn!(%error, "refreshing gauges failed");
+                }
                 handle.run_upkeep();
                 (
                     [(
