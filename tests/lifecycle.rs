@@ -234,39 +234,6 @@ async fn logs_mask_phone_numbers() {
     }
 }
 
-/// Opens a raw HTTP/2 stream for GetWindow and sends only its headers, so the
-/// call is in flight until the body follows.
-async fn start_slow_get_window(
-    server: &Server,
-) -> (
-    h2::client::ResponseFuture,
-    h2::SendStream<bytes::Bytes>,
-    h2::client::SendRequest<bytes::Bytes>,
-) {
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::post(format!(
-        "http://{}/wagate.v1.Gateway/GetWindow",
-        server.addr
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .unwrap();
-    let (response, stream) = client.send_request(request, false).unwrap();
-    (response, stream, client)
-}
-
-fn grpc_frame(message: &impl Message) -> bytes::Bytes {
-    let body = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    frame.into()
-}
-
 async fn graceful_shutdown_finishes_the_call_in_flight(signal: &str) {
     let mut server = Server::start();
     server
@@ -275,7 +242,7 @@ async fn graceful_shutdown_finishes_the_call_in_flight(signal: &str) {
         .record_inbound(inbound(CUSTOMER, "in"))
         .await
         .unwrap();
-    let (response, mut stream, _client) = start_slow_get_window(&server).await;
+    let (response, mut stream, _client) = start_slow_get_window(&server, &[]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     server.signal(signal);
@@ -322,7 +289,7 @@ async fn sigint_finishes_calls_in_flight() {
 #[tokio::test]
 async fn shutdown_gives_up_on_a_call_that_never_finishes_after_the_grace_period() {
     let mut server = Server::start_with(&["--shutdown-grace", "1s"]);
-    let (_response, _stream, _client) = start_slow_get_window(&server).await;
+    let (_response, _stream, _client) = start_slow_get_window(&server, &[]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal("TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -140,14 +140,14 @@ where
             parent_span_id = tracing::field::Empty,
         );
         if let Some(trace) = &trace {
-            span.record("trace_id", trace.trace_id.as_str());
-            span.record("parent_span_id", trace.parent_id.as_str());
+            span.record("trace_id", tracing::field::display(&trace.trace_id));
+            span.record("parent_span_id", tracing::field::display(&trace.parent_id));
         }
         let caller_label = match &caller {
             Ok(name) => name.clone(),
             Err(_) => "unauthenticated".to_owned(),
         };
-        span.record("caller", caller_label.as_str());
+        span.record("caller", tracing::field::display(&caller_label));
         let permit = match caller {
             Ok(_) if open => Ok(None),
             Ok(_) => self
@@ -192,7 +192,7 @@ where
                 telemetry::record_call(&method, code, &caller_label, elapsed);
                 tracing::info!(
                     code = ?code,
-                    latency_ms = elapsed.as_secs_f64() * 1000.0,
+                    latency_ms = elapsed.as_micros() as f64 / 1000.0,
                     "call finished"
                 );
                 Ok(response)

@@ -363,3 +363,50 @@ pub async fn approved_template(
         .await
         .expect("approve");
 }
+
+/// Opens a raw HTTP/2 stream for GetWindow and sends only its headers (plus
+/// `headers`), so the call is in flight until the body follows.
+pub async fn start_slow_get_window(
+    server: &Server,
+    headers: &[(&str, &str)],
+) -> (
+    h2::client::ResponseFuture,
+    h2::SendStream<bytes::Bytes>,
+    h2::client::SendRequest<bytes::Bytes>,
+) {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut request = http::Request::post(format!(
+        "http://{}/wagate.v1.Gateway/GetWindow",
+        server.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, stream) = client
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    (response, stream, client)
+}
+
+pub fn grpc_frame(message: &impl prost::Message) -> bytes::Bytes {
+    let body = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame.into()
+}
+
+/// The address of the Prometheus endpoint, from the server's log.
+pub fn metrics_url(server: &Server) -> String {
+    let logs = server.logs();
+    let at = logs
+        .split("serving metrics on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no metrics line in:\n{logs}"));
+    at.split_whitespace().next().unwrap().to_owned()
+}
