@@ -57,6 +57,11 @@ pub struct Config {
     #[arg(long, env = "WAGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// OTLP/gRPC endpoint (e.g. http://otel-collector:4317) to export call
+    /// spans to; none by default.
+    #[arg(long, env = "WAGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Address of the Prometheus endpoint (`/metrics`, plain HTTP); port 0 picks a free port.
     #[arg(long, env = "WAGATE_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,

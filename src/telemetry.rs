@@ -1,5 +1,7 @@
-//! Prometheus metrics: the recorder, the `/metrics` endpoint on its own
-//! port, and the names every part of wagate records under.
+//! Logs, traces and metrics: the tracing subscriber (text or JSON logs, and
+//! OTLP span export when an endpoint is configured), the Prometheus recorder
+//! with the `/metrics` endpoint on its own port, and the names every part of
+//! wagate records metrics under.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,7 +9,61 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::net::TcpListener;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{Config, LogFormat};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Installs the process-wide subscriber: logs on stderr in the configured
+/// format, and call spans exported over OTLP when `--otlp-endpoint` is set.
+/// Returns the tracer provider to shut down (flush) on exit. Must run inside
+/// the tokio runtime, which carries the exporter's gRPC client.
+pub fn init_tracing(config: &Config) -> Result<Option<SdkTracerProvider>, BoxError> {
+    use std::io::IsTerminal;
+    // Config parsing has already refused a malformed filter.
+    let filter = EnvFilter::new(&config.log_level);
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let logs = match config.log_format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    let provider = match &config.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name("wagate")
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+    };
+    let spans = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("wagate")));
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .with(filter)
+        .try_init()?;
+    Ok(provider)
+}
 
 /// Calls by method, gRPC status code and caller.
 pub const GRPC_REQUESTS: &str = "wagate_grpc_requests_total";
@@ -33,8 +89,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
-/// Installs the process-wide recorder. Call once, before anything records.
-pub fn install() -> Result<PrometheusHandle, Box<dyn std::error::Error + Send + Sync>> {
+/// Installs the process-wide metrics recorder. Call once, before anything records.
+pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(GRPC_DURATION.to_owned()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_BATCH.to_owned()), BATCH_BUCKETS)?

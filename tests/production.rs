@@ -610,3 +610,96 @@ async fn sigterm_reports_not_serving_while_draining_then_finishes_the_call_in_fl
     let exit = server.wait_exit(Duration::from_secs(10)).await;
     assert!(exit.success(), "exit status {exit}");
 }
+
+mod otlp {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    /// An OTLP/gRPC collector on an ephemeral port that keeps what it gets.
+    #[derive(Clone, Default)]
+    pub struct Collector {
+        pub spans: Arc<Mutex<Vec<Span>>>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.spans.lock().unwrap();
+            for resource in request.into_inner().resource_spans {
+                for scope in resource.scope_spans {
+                    spans.extend(scope.spans);
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    pub async fn start() -> (Collector, std::net::SocketAddr) {
+        let collector = Collector::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(collector.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (collector, addr)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn call_spans_are_exported_over_otlp_as_children_of_the_callers_span() {
+    let (collector, collector_addr) = otlp::start().await;
+    let endpoint = format!("http://{collector_addr}");
+    let mut server = Server::start_with(&["--otlp-endpoint", &endpoint]);
+    let mut request = tonic::Request::new(inbound(CUSTOMER, "otlp-1"));
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    server
+        .gateway()
+        .await
+        .record_inbound(request)
+        .await
+        .unwrap();
+    // Shutdown flushes the batched spans.
+    server.signal("TERM");
+    let exit = server.wait_exit(Duration::from_secs(15)).await;
+    assert!(exit.success(), "exit status {exit}\n{}", server.logs());
+
+    let spans = collector.spans.lock().unwrap().clone();
+    let rpc = spans
+        .iter()
+        .find(|span| {
+            span.name == "rpc"
+                && span.attributes.iter().any(|kv| {
+                    kv.key == "method"
+                        && format!("{:?}", kv.value).contains("/wagate.v1.Gateway/RecordInbound")
+                })
+        })
+        .unwrap_or_else(|| panic!("no RecordInbound span among {spans:#?}"));
+    assert_eq!(hex(&rpc.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&rpc.parent_span_id), "00f067aa0ba902b7");
+    assert!(
+        !format!("{spans:?}").contains("27821234567"),
+        "a phone number was exported"
+    );
+}

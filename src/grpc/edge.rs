@@ -19,6 +19,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::auth::Callers;
 use super::status::ERROR_DOMAIN;
@@ -142,6 +143,9 @@ where
         if let Some(trace) = &trace {
             span.record("trace_id", tracing::field::display(&trace.trace_id));
             span.record("parent_span_id", tracing::field::display(&trace.parent_id));
+            // Without an OTLP exporter there is no OpenTelemetry layer to
+            // take the parent; the ids above still join the logs to the trace.
+            let _ = span.set_parent(trace.context());
         }
         let caller_label = match &caller {
             Ok(name) => name.clone(),
@@ -263,6 +267,26 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
+    /// The caller's span as a remote OpenTelemetry parent.
+    fn context(&self) -> opentelemetry::Context {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let parent = SpanContext::new(
+            TraceId::from_hex(&self.trace_id).unwrap_or(TraceId::INVALID),
+            SpanId::from_hex(&self.parent_id).unwrap_or(SpanId::INVALID),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(parent)
+    }
+
     fn from_headers(headers: &HeaderMap) -> Option<TraceParent> {
         TraceParent::parse(headers.get("traceparent")?.to_str().ok()?)
     }
