@@ -18,6 +18,9 @@ use crate::pb::template_registry_server::TemplateRegistryServer;
 use crate::store::{Retention, Store, StoreConfig};
 use crate::telemetry;
 
+/// The health service name for liveness probes.
+pub const LIVENESS: &str = "liveness";
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs wagate until `shutdown` resolves; then reports NOT_SERVING for the
@@ -70,6 +73,12 @@ pub async fn run(
     health.set_serving::<GatewayServer<GatewayService>>().await;
     health
         .set_serving::<TemplateRegistryServer<TemplateRegistryService>>()
+        .await;
+    // Liveness stays SERVING while the process runs, draining included, so a
+    // liveness probe does not restart an instance that is shutting down
+    // cleanly; readiness ("" and the API services) goes NOT_SERVING.
+    health
+        .set_service_status(LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
     tracing::info!(
         %address,

@@ -397,12 +397,27 @@ async fn configured_by_environment_alone_with_json_logs() {
 #[test]
 fn every_error_reason_is_exercised_by_an_integration_test() {
     let tests_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let sources: String = ["gateway.rs", "templates.rs", "lifecycle.rs", "clients.rs"]
-        .iter()
-        .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())
-        .collect();
-    for reason in wagate::domain::Reason::ALL {
-        let quoted = format!("\"{}\"", reason.as_str());
+    let sources: String = [
+        "gateway.rs",
+        "templates.rs",
+        "lifecycle.rs",
+        "clients.rs",
+        "production.rs",
+    ]
+    .iter()
+    .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())
+    .collect();
+    use wagate::grpc::edge;
+    let edge_reasons = [
+        edge::MISSING_CREDENTIALS,
+        edge::INVALID_CREDENTIALS,
+        edge::OVERLOADED,
+        edge::REQUEST_TOO_LARGE,
+        edge::DEADLINE_EXCEEDED,
+    ];
+    let domain_reasons = wagate::domain::Reason::ALL.iter().map(|r| r.as_str());
+    for reason in domain_reasons.chain(edge_reasons) {
+        let quoted = format!("\"{reason}\"");
         let uses = sources.matches(&quoted).count();
         assert!(uses > 0, "no integration test checks {quoted}");
     }

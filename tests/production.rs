@@ -527,11 +527,17 @@ async fn an_oversized_request_is_refused_with_resource_exhausted() {
     assert_eq!(refused.reason, "WINDOW_CLOSED");
 }
 
-/// Reads a raw HTTP/2 gRPC response's status, from headers or trailers.
+/// Reads a raw HTTP/2 gRPC response's status code, from headers or
+/// trailers, and its body; a trailers-only refusal also yields its reason.
 async fn grpc_status(response: h2::client::ResponseFuture) -> (String, Vec<u8>) {
     let response = response.await.expect("response headers");
-    if let Some(status) = response.headers().get("grpc-status") {
-        return (status.to_str().unwrap().to_owned(), Vec::new());
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        let reason = refusal::<()>(Err(status)).reason;
+        let code = response.headers()["grpc-status"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        return (code, reason.into_bytes());
     }
     let mut body = response.into_body();
     let mut bytes = Vec::new();
@@ -554,6 +560,7 @@ async fn a_call_past_the_callers_grpc_timeout_gets_deadline_exceeded() {
         .await
         .expect("the deadline must end the call");
     assert_eq!(answered.0, (Code::DeadlineExceeded as i32).to_string());
+    assert_eq!(answered.1, b"DEADLINE_EXCEEDED");
 }
 
 #[tokio::test]
@@ -564,6 +571,7 @@ async fn the_servers_call_timeout_bounds_calls_without_a_deadline() {
         .await
         .expect("the call timeout must end the call");
     assert_eq!(answered.0, (Code::DeadlineExceeded as i32).to_string());
+    assert_eq!(answered.1, b"DEADLINE_EXCEEDED");
 }
 
 #[tokio::test]
@@ -593,6 +601,15 @@ async fn sigterm_reports_not_serving_while_draining_then_finishes_the_call_in_fl
             .status();
         assert_eq!(status, ServingStatus::NotServing, "{service:?}");
     }
+    let live = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(live, ServingStatus::Serving, "alive while draining");
     // Not ready, but alive: calls that still arrive during the drain are served.
     pb::gateway_client::GatewayClient::new(channel)
         .get_window(get_window(CUSTOMER))
@@ -701,5 +718,59 @@ async fn call_spans_are_exported_over_otlp_as_children_of_the_callers_span() {
     assert!(
         !format!("{spans:?}").contains("27821234567"),
         "a phone number was exported"
+    );
+}
+
+/// Reads one HTTP/2 frame: (type, flags, payload); `None` at end of stream.
+async fn read_frame(tcp: &mut tokio::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    let mut header = [0u8; 9];
+    tcp.read_exact(&mut header).await.ok()?;
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    tcp.read_exact(&mut payload).await.ok()?;
+    Some((header[3], header[4], payload))
+}
+
+#[tokio::test]
+async fn keepalive_pings_idle_connections_and_drops_a_peer_that_never_answers() {
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const GOAWAY: u8 = 0x7;
+    let server = Server::start_with(&[
+        "--http2-keepalive-interval",
+        "300ms",
+        "--http2-keepalive-timeout",
+        "300ms",
+    ]);
+    // A bare HTTP/2 peer: preface and empty SETTINGS, then silence.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+
+    let mut pinged = false;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some((kind, flags, _)) = read_frame(&mut tcp).await {
+            match kind {
+                // Acknowledge the server's settings, as any peer must.
+                SETTINGS if flags & 1 == 0 => tcp
+                    .write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0])
+                    .await
+                    .unwrap(),
+                PING if flags & 1 == 0 => pinged = true,
+                GOAWAY => return "goaway",
+                _ => {}
+            }
+        }
+        "closed"
+    })
+    .await;
+    assert!(pinged, "no keepalive PING on an idle connection");
+    assert!(
+        outcome.is_ok(),
+        "the connection stayed open though the PING was never answered"
     );
 }

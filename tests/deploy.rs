@@ -1,0 +1,216 @@
+//! The deployment files agree with the server: the Kubernetes manifests
+//! parse, their probes, ports and environment match what wagate serves, and
+//! the Dockerfile runs it as a non-root user with the store on a volume.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+use wagate::config::Config;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn manifests() -> Vec<Value> {
+    let dir = root().join("deploy/k8s");
+    let mut documents = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for document in serde_yaml_ng::Deserializer::from_str(&text) {
+                let value = Value::deserialize(document)
+                    .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+                documents.push(value);
+            }
+        }
+    }
+    documents
+}
+
+fn kind<'a>(documents: &'a [Value], kind: &str) -> &'a Value {
+    documents
+        .iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind} manifest"))
+}
+
+fn env<'a>(container: &'a Value, name: &str) -> &'a str {
+    container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("{name} is not set"))
+}
+
+fn port_named(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port {name}"))
+}
+
+/// The configuration the container runs with: defaults plus its environment.
+fn container_config(container: &Value) -> Config {
+    let mut args = vec!["wagate".to_owned()];
+    for entry in container["env"].as_sequence().unwrap() {
+        let name = entry["name"].as_str().unwrap();
+        let flag = name
+            .strip_prefix("WAGATE_")
+            .unwrap_or_else(|| panic!("{name} is not a wagate variable"))
+            .to_lowercase()
+            .replace('_', "-");
+        args.push(format!("--{flag}"));
+        args.push(entry["value"].as_str().unwrap().to_owned());
+    }
+    Config::try_parse_from(&args).unwrap_or_else(|e| panic!("the manifest's env is refused: {e}"))
+}
+
+#[test]
+fn statefulset_probes_ports_and_env_match_the_server() {
+    let documents = manifests();
+    let set = kind(&documents, "StatefulSet");
+    let pod = &set["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let config = container_config(container);
+    let defaults = Config::try_parse_from(["wagate"]).unwrap();
+
+    // Same ports as the defaults, but reachable from outside the pod.
+    assert_eq!(config.listen.port(), defaults.listen.port());
+    assert!(config.listen.ip().is_unspecified());
+    assert_eq!(config.metrics_listen.port(), defaults.metrics_listen.port());
+    assert!(config.metrics_listen.ip().is_unspecified());
+    let grpc = port_named(container, "grpc");
+    let metrics = port_named(container, "metrics");
+    assert_eq!(grpc, u64::from(config.listen.port()));
+    assert_eq!(metrics, u64::from(config.metrics_listen.port()));
+
+    // gRPC health probes: readiness on the overall status, liveness on the
+    // service that stays SERVING while draining.
+    let readiness = &container["readinessProbe"]["grpc"];
+    assert_eq!(readiness["port"].as_u64(), Some(grpc));
+    assert!(
+        readiness["service"].is_null(),
+        "readiness uses the overall status"
+    );
+    for probe in ["livenessProbe", "startupProbe"] {
+        let probe = &container[probe]["grpc"];
+        assert_eq!(probe["port"].as_u64(), Some(grpc));
+        assert_eq!(probe["service"].as_str(), Some(wagate::server::LIVENESS));
+    }
+
+    // Prometheus finds the metrics port.
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(metrics.to_string().as_str())
+    );
+    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
+
+    // The store lives on the claimed volume.
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(mount["mountPath"].as_str(), config.data_dir.to_str());
+    let claim = &set["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claim["metadata"]["name"], mount["name"]);
+    assert_eq!(
+        set["spec"]["replicas"].as_u64(),
+        Some(1),
+        "sled is single-process"
+    );
+
+    // Kubernetes waits for the drain and the in-flight grace before SIGKILL.
+    let termination = Duration::from_secs(
+        pod["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap(),
+    );
+    assert!(termination > config.drain_delay + config.shutdown_grace);
+
+    let security = &pod["spec"]["securityContext"];
+    assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+    assert_ne!(security["runAsUser"].as_u64(), Some(0));
+}
+
+#[test]
+fn service_speaks_grpc_to_the_container_ports() {
+    let documents = manifests();
+    let service = kind(&documents, "Service");
+    let set = kind(&documents, "StatefulSet");
+    assert_eq!(
+        service["spec"]["selector"], set["spec"]["selector"]["matchLabels"],
+        "the Service selects the StatefulSet's pods"
+    );
+    let ports = service["spec"]["ports"].as_sequence().unwrap();
+    let grpc = ports
+        .iter()
+        .find(|p| p["name"].as_str() == Some("grpc"))
+        .unwrap();
+    assert_eq!(grpc["appProtocol"].as_str(), Some("grpc"));
+    assert_eq!(grpc["targetPort"].as_str(), Some("grpc"));
+    let defaults = Config::try_parse_from(["wagate"]).unwrap();
+    assert_eq!(
+        grpc["port"].as_u64(),
+        Some(u64::from(defaults.listen.port()))
+    );
+    let metrics = ports
+        .iter()
+        .find(|p| p["name"].as_str() == Some("metrics"))
+        .unwrap();
+    assert_eq!(metrics["targetPort"].as_str(), Some("metrics"));
+}
+
+#[test]
+fn dockerfile_builds_in_stages_and_runs_non_root_with_a_data_volume() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let instructions: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&&str> = instructions
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(froms.len() >= 2, "multi-stage build");
+    assert!(froms[0].contains(" AS build"));
+    assert!(
+        froms.last().unwrap().contains("distroless") || froms.last().unwrap().contains("slim"),
+        "a small runtime image"
+    );
+    let user = instructions
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER");
+    assert!(!matches!(user, "root" | "0" | "0:0"), "runs as {user}");
+    assert!(text.contains("WAGATE_DATA_DIR=/data"));
+    assert!(
+        instructions
+            .iter()
+            .any(|l| l.starts_with("VOLUME") && l.contains("/data"))
+    );
+    let defaults = Config::try_parse_from(["wagate"]).unwrap();
+    let expose = instructions
+        .iter()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("EXPOSE");
+    for port in [defaults.listen.port(), defaults.metrics_listen.port()] {
+        assert!(
+            expose.split_whitespace().any(|p| p == port.to_string()),
+            "{port} exposed"
+        );
+    }
+    assert!(
+        text.contains("WAGATE_LISTEN=0.0.0.0:"),
+        "listens beyond loopback"
+    );
+}
