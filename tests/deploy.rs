@@ -38,16 +38,6 @@ fn kind<'a>(documents: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} manifest"))
 }
 
-fn env<'a>(container: &'a Value, name: &str) -> &'a str {
-    container["env"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"].as_str() == Some(name))
-        .and_then(|e| e["value"].as_str())
-        .unwrap_or_else(|| panic!("{name} is not set"))
-}
-
 fn port_named(container: &Value, name: &str) -> u64 {
     container["ports"]
         .as_sequence()
