@@ -443,6 +443,20 @@ mod noop {
                 window: Some(self.window.clone()),
             }))
         }
+        // Not measured: the baseline only needs the measured RPCs.
+        async fn get_message(
+            &self,
+            _: Request<pb::GetMessageRequest>,
+        ) -> Result<Response<pb::GetMessageResponse>, Status> {
+            Err(Status::unimplemented("not in the baseline"))
+        }
+        type WatchMessagesStream = tokio_stream::Empty<Result<pb::WatchMessagesResponse, Status>>;
+        async fn watch_messages(
+            &self,
+            _: Request<pb::WatchMessagesRequest>,
+        ) -> Result<Response<Self::WatchMessagesStream>, Status> {
+            Err(Status::unimplemented("not in the baseline"))
+        }
     }
 
     pub fn serve() {

@@ -187,6 +187,7 @@ async fn seed(path: &Path, windows: u64) {
     let store = Store::open(&StoreConfig {
         path: path.to_owned(),
         cache_capacity_bytes: DEFAULT_CACHE,
+        deliver: false,
     })
     .unwrap();
     let now = Utc::now();

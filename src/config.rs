@@ -108,6 +108,150 @@ pub struct Config {
     /// served, so the mesh stops routing here before the listener closes.
     #[arg(long, env = "WAGATE_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_delay: Duration,
+
+    #[command(flatten)]
+    pub cloud: CloudConfig,
+}
+
+/// A credential: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(Secret(value.trim().to_owned()))
+}
+
+/// The WhatsApp Cloud API: delivery out, webhooks in. Secrets come from the
+/// environment or from files (the `*_FILE` forms), never from logs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloudConfig {
+    /// Deliver accepted messages through the Cloud API. Off by default:
+    /// wagate then only decides and records.
+    #[arg(long = "delivery", env = "WAGATE_DELIVERY", default_value_t = false)]
+    pub delivery: bool,
+
+    /// Graph API base URL.
+    #[arg(
+        long,
+        env = "WAGATE_GRAPH_BASE_URL",
+        default_value = "https://graph.facebook.com"
+    )]
+    pub graph_base_url: String,
+
+    /// Graph API version in the request path.
+    #[arg(long, env = "WAGATE_GRAPH_API_VERSION", default_value = "v23.0")]
+    pub graph_api_version: String,
+
+    /// Which Cloud API phone number id sends for each business number:
+    /// `+15550001111=106540352242922`, comma-separated.
+    #[arg(long, env = "WAGATE_PHONE_NUMBER_IDS", value_delimiter = ',', value_parser = parse_phone_number_id)]
+    pub phone_number_ids: Vec<(String, String)>,
+
+    /// System-user access token for the Cloud API.
+    #[arg(long, env = "WAGATE_ACCESS_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub access_token: Option<Secret>,
+
+    /// File holding the access token.
+    #[arg(
+        long,
+        env = "WAGATE_ACCESS_TOKEN_FILE",
+        conflicts_with = "access_token"
+    )]
+    pub access_token_file: Option<PathBuf>,
+
+    /// Sends per second per business number.
+    #[arg(long, env = "WAGATE_DELIVERY_RATE", default_value_t = 80, value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_rate: u32,
+
+    /// Longest a Cloud API call may take before it counts as failed (and is retried).
+    #[arg(long, env = "WAGATE_DELIVERY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
+
+    /// First retry delay; doubles per attempt, with full jitter.
+    #[arg(long, env = "WAGATE_DELIVERY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub delivery_backoff: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "WAGATE_DELIVERY_BACKOFF_MAX", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub delivery_backoff_max: Duration,
+
+    /// Attempts before a message is marked FAILED.
+    #[arg(long, env = "WAGATE_DELIVERY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_max_attempts: u32,
+
+    /// Address of the webhook receiver (plain HTTP; put TLS in front). It
+    /// runs when an app secret and a verify token are configured.
+    #[arg(long, env = "WAGATE_WEBHOOK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub webhook_listen: SocketAddr,
+
+    /// The Meta app secret that signs webhook bodies (X-Hub-Signature-256).
+    #[arg(long, env = "WAGATE_APP_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub app_secret: Option<Secret>,
+
+    /// File holding the app secret.
+    #[arg(long, env = "WAGATE_APP_SECRET_FILE", conflicts_with = "app_secret")]
+    pub app_secret_file: Option<PathBuf>,
+
+    /// The token Meta echoes in the webhook verification handshake.
+    #[arg(long, env = "WAGATE_WEBHOOK_VERIFY_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub webhook_verify_token: Option<Secret>,
+
+    /// File holding the verify token.
+    #[arg(
+        long,
+        env = "WAGATE_WEBHOOK_VERIFY_TOKEN_FILE",
+        conflicts_with = "webhook_verify_token"
+    )]
+    pub webhook_verify_token_file: Option<PathBuf>,
+}
+
+fn parse_phone_number_id(value: &str) -> Result<(String, String), String> {
+    let (number, id) = value
+        .split_once('=')
+        .ok_or("expected business_number=phone_number_id")?;
+    let number = crate::domain::PhoneNumber::parse(number)
+        .map_err(|e| format!("{number}: {}", e.description()))?;
+    let id = id.trim();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("phone number id {id:?} must be digits"));
+    }
+    Ok((number.as_str().to_owned(), id.to_owned()))
+}
+
+/// A secret from its value or its file (trailing whitespace trimmed).
+pub fn resolve_secret(
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> Result<Option<Secret>, String> {
+    if let Some(secret) = value {
+        return Ok(Some(secret.clone()));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+    parse_secret(&text)
+        .map(Some)
+        .map_err(|e| format!("the {what} file {}: {e}", path.display()))
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {
@@ -145,6 +289,56 @@ mod tests {
         assert_eq!(config.http2_keepalive_interval, Duration::from_secs(30));
         assert_eq!(config.http2_keepalive_timeout, Duration::from_secs(10));
         assert_eq!(config.drain_delay, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn cloud_api_defaults_to_record_only_and_parses_number_ids() {
+        let config = Config::try_parse_from(["wagate"]).unwrap();
+        assert!(!config.cloud.delivery);
+        assert_eq!(config.cloud.graph_base_url, "https://graph.facebook.com");
+        assert_eq!(config.cloud.delivery_rate, 80);
+        assert!(config.cloud.app_secret.is_none());
+        let config = Config::try_parse_from([
+            "wagate",
+            "--delivery",
+            "--phone-number-ids",
+            "+1 555 000 1111=106540352242922,27820000000=2",
+            "--access-token",
+            "EAAG-secret",
+        ])
+        .unwrap();
+        assert!(config.cloud.delivery);
+        assert_eq!(
+            config.cloud.phone_number_ids,
+            vec![
+                ("+15550001111".to_owned(), "106540352242922".to_owned()),
+                ("+27820000000".to_owned(), "2".to_owned())
+            ]
+        );
+        assert!(
+            !format!("{config:?}").contains("EAAG-secret"),
+            "secrets are not printed"
+        );
+        for bad in ["+15550001111", "+15550001111=abc", "12=1"] {
+            assert!(
+                Config::try_parse_from(["wagate", "--phone-number-ids", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        let secret = resolve_secret(&None, &Some(path), "token")
+            .unwrap()
+            .unwrap();
+        assert_eq!(secret.expose(), "from-a-file");
+        let missing = resolve_secret(&None, &Some(dir.path().join("nope")), "token");
+        assert!(missing.is_err());
+        assert_eq!(resolve_secret(&None, &None, "token"), Ok(None));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! wagate: the gate every internal service calls before it messages a
 //! WhatsApp customer. See SPEC.md for the behaviour contract.
 
+pub mod cloud;
 pub mod config;
 pub mod domain;
 pub mod grpc;

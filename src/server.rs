@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::cloud;
 use crate::config::Config;
 use crate::grpc::auth::Callers;
 use crate::grpc::edge::{EdgeLayer, EdgePolicy};
@@ -44,12 +45,14 @@ pub async fn run(
     let store = Store::open(&StoreConfig {
         path: config.data_dir.clone(),
         cache_capacity_bytes: config.cache_mb << 20,
+        deliver: config.cloud.delivery,
     })?;
     let retention = Retention {
         closed_windows: TimeDelta::from_std(config.window_retention)?,
         inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,
     };
     let sweeper = store.spawn_sweeper(retention, config.sweep_interval);
+    let cloud = cloud::start(&config.cloud, &store).await?;
     let gauge_store = store.clone();
     let (metrics_address, metrics_server) =
         telemetry::serve(config.metrics_listen, metrics, move || {
@@ -154,6 +157,8 @@ pub async fn run(
     };
 
     sweeper.abort();
+    // An attempt cut off here keeps its claim, which the next start releases.
+    cloud.stop();
     metrics_server.abort();
     store.flush().await?;
     served?;

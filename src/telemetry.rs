@@ -83,6 +83,10 @@ pub const SWEEPER_RUNS: &str = "wagate_sweeper_runs_total";
 pub const SWEPT_ITEMS: &str = "wagate_swept_items_total";
 /// Writes made durable by one group-commit flush.
 pub const GROUP_COMMIT_BATCH: &str = "wagate_group_commit_batch_size";
+/// Cloud API delivery attempts by outcome.
+pub const DELIVERIES: &str = "wagate_deliveries_total";
+/// Webhook events by kind and whether they were acted on.
+pub const WEBHOOK_EVENTS: &str = "wagate_webhook_events_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -110,7 +114,25 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     metrics::describe_counter!(SWEEPER_RUNS, "completed sweeps");
     metrics::describe_counter!(SWEPT_ITEMS, "records removed by the sweeper");
     metrics::describe_histogram!(GROUP_COMMIT_BATCH, "writes made durable per flush");
+    metrics::describe_counter!(DELIVERIES, "Cloud API delivery attempts by outcome");
+    metrics::describe_counter!(
+        WEBHOOK_EVENTS,
+        "webhook events by kind and whether they were acted on"
+    );
     Ok(handle)
+}
+
+pub fn record_delivery(outcome: &'static str) {
+    metrics::counter!(DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+pub fn record_webhook(event: &str, handled: bool) {
+    metrics::counter!(
+        WEBHOOK_EVENTS,
+        "event" => event.to_owned(),
+        "handled" => if handled { "true" } else { "false" }
+    )
+    .increment(1);
 }
 
 pub fn record_call(method: &str, code: tonic::Code, caller: &str, elapsed: Duration) {

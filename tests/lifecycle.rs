@@ -403,6 +403,7 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         "lifecycle.rs",
         "clients.rs",
         "production.rs",
+        "delivery.rs",
     ]
     .iter()
     .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())

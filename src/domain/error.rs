@@ -39,10 +39,11 @@ pub enum Reason {
     InvalidPageToken,
     InvalidTimestamp,
     InvalidEnumValue,
+    MessageNotFound,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -62,6 +63,7 @@ impl Reason {
         Reason::InvalidPageToken,
         Reason::InvalidTimestamp,
         Reason::InvalidEnumValue,
+        Reason::MessageNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,13 +87,14 @@ impl Reason {
             Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
             Reason::InvalidTimestamp => "INVALID_TIMESTAMP",
             Reason::InvalidEnumValue => "INVALID_ENUM_VALUE",
+            Reason::MessageNotFound => "MESSAGE_NOT_FOUND",
         }
     }
 
     pub fn kind(self) -> RejectionKind {
         match self {
             Reason::WindowClosed | Reason::TemplateNotApproved => RejectionKind::Precondition,
-            Reason::TemplateNotFound => RejectionKind::NotFound,
+            Reason::TemplateNotFound | Reason::MessageNotFound => RejectionKind::NotFound,
             Reason::IdempotencyKeyReused | Reason::InboundMessageIdReused => {
                 RejectionKind::Conflict
             }

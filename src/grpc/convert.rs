@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
+use crate::domain::delivery::DeliveryStatus;
 use crate::domain::placeholder::ParameterFormat;
 use crate::domain::template::{ButtonDraft, ComponentParameters, TemplateDraft};
 use crate::domain::{
@@ -13,6 +14,7 @@ use crate::domain::{
     Template, TemplateId, WindowState, WindowView,
 };
 use crate::pb;
+use crate::store::MessageState;
 
 /// Times are kept to the microsecond, the store's precision, so an answer
 /// given now and one read back later (a replay, GetWindow) agree exactly.
@@ -181,6 +183,52 @@ pub fn send_response(message: &OutboxMessage, dry_run: bool) -> pb::SendMessageR
         } as i32,
         dry_run,
         free_until: accepted.free_until.map(timestamp),
+    }
+}
+
+/// A message id as the API carries it (a UUID string), parsed once here.
+pub fn message_id(value: &str, field: &str) -> Result<uuid::Uuid, Rejection> {
+    uuid::Uuid::parse_str(value.trim()).map_err(|_| {
+        Rejection::new(
+            Reason::InvalidMessageId,
+            "is not a message id SendMessage returned (a UUID)",
+        )
+        .at(field)
+    })
+}
+
+pub fn outbound_message(state: &MessageState) -> pb::OutboundMessage {
+    let message = &state.message;
+    let delivery = state.delivery.as_ref();
+    let status = delivery.map_or(pb::MessageStatus::Accepted, |d| match d.status {
+        DeliveryStatus::Accepted => pb::MessageStatus::Accepted,
+        DeliveryStatus::Submitted => pb::MessageStatus::Submitted,
+        DeliveryStatus::Sent => pb::MessageStatus::Sent,
+        DeliveryStatus::Delivered => pb::MessageStatus::Delivered,
+        DeliveryStatus::Read => pb::MessageStatus::Read,
+        DeliveryStatus::Failed => pb::MessageStatus::Failed,
+    });
+    let error = delivery.and_then(|d| d.error.as_ref());
+    pb::OutboundMessage {
+        message_id: message.message_id.to_string(),
+        business_number: message.request.pair.business.as_str().to_owned(),
+        customer_number: message.request.pair.customer.as_str().to_owned(),
+        kind: match message.accepted.kind {
+            MessageKind::FreeForm => pb::MessageKind::FreeForm,
+            MessageKind::Template => pb::MessageKind::Template,
+        } as i32,
+        rendered_text: message.accepted.rendered_text.clone(),
+        status: status as i32,
+        wamid: delivery.and_then(|d| d.wamid.clone()).unwrap_or_default(),
+        accepted_at: Some(timestamp(message.accepted_at)),
+        updated_at: Some(timestamp(
+            delivery.map_or(message.accepted_at, |d| d.updated_at),
+        )),
+        attempts: delivery.map_or(0, |d| d.attempts),
+        next_attempt_at: delivery.and_then(|d| d.next_attempt_at).map(timestamp),
+        error_code: error.map_or(0, |e| e.code),
+        error_title: error.map(|e| e.title.clone()).unwrap_or_default(),
+        idempotency_key: message.request.idempotency_key.as_str().to_owned(),
     }
 }
 

@@ -1,14 +1,22 @@
 //! The `wagate.v1.Gateway` service: inbound, windows, sends.
 
-use tonic::{Request, Response, Status};
+use std::collections::HashSet;
+use std::pin::Pin;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use tonic_types::StatusExt;
 
 use super::{convert, status};
-use crate::domain::{IdempotencyKey, Inbound, InboundMessageId, SendRequest, Window};
+use crate::domain::{
+    IdempotencyKey, Inbound, InboundMessageId, Reason, Rejection, SendRequest, Window,
+};
 use crate::pb;
-use crate::store::{SendOutcome, Store};
+use crate::store::{MessageState, SendOutcome, Store};
 use crate::telemetry;
 
 pub struct GatewayService {
@@ -105,6 +113,20 @@ impl GatewayService {
     }
 }
 
+impl GatewayService {
+    fn known_message(&self, id: Uuid) -> Result<MessageState, Status> {
+        self.store
+            .message_state(id)
+            .map_err(status::store)?
+            .ok_or_else(|| {
+                status::rejection(
+                    Rejection::new(Reason::MessageNotFound, format!("no message {id}"))
+                        .at("message_id"),
+                )
+            })
+    }
+}
+
 /// The ErrorInfo reason of a refusal, for metrics labels.
 fn refusal_reason(status: &Status) -> String {
     status.get_error_details().error_info().map_or_else(
@@ -139,6 +161,87 @@ impl pb::gateway_server::Gateway for GatewayService {
         };
         metrics::counter!(telemetry::INBOUND_OUTCOMES, "outcome" => outcome).increment(1);
         recorded.map(Response::new)
+    }
+
+    async fn get_message(
+        &self,
+        request: Request<pb::GetMessageRequest>,
+    ) -> Result<Response<pb::GetMessageResponse>, Status> {
+        let id = convert::message_id(&request.get_ref().message_id, "message_id")
+            .map_err(status::rejection)?;
+        let state = self.known_message(id)?;
+        Ok(Response::new(pb::GetMessageResponse {
+            message: Some(convert::outbound_message(&state)),
+        }))
+    }
+
+    type WatchMessagesStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchMessagesResponse, Status>> + Send>>;
+
+    async fn watch_messages(
+        &self,
+        request: Request<pb::WatchMessagesRequest>,
+    ) -> Result<Response<Self::WatchMessagesStream>, Status> {
+        let ids = request
+            .get_ref()
+            .message_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| convert::message_id(id, &format!("message_ids[{i}]")))
+            .collect::<Result<HashSet<Uuid>, _>>()
+            .map_err(status::rejection)?;
+        // Subscribe before reading the current states, so no change falls
+        // between the two.
+        let mut updates = self.store.subscribe();
+        let mut current = Vec::with_capacity(ids.len());
+        for id in &ids {
+            current.push(self.known_message(*id)?);
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for state in current {
+                let message = Some(convert::outbound_message(&state));
+                if sender
+                    .send(Ok(pb::WatchMessagesResponse { message }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            loop {
+                let update = tokio::select! {
+                    () = sender.closed() => return,
+                    update = updates.recv() => update,
+                };
+                let state = match update {
+                    Ok(state) => state,
+                    Err(RecvError::Lagged(missed)) => {
+                        let _ = sender
+                            .send(Err(status::service(
+                                Code::Aborted,
+                                status::WATCH_LAGGED,
+                                format!("this watcher fell {missed} updates behind; read the messages again and watch anew"),
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if !ids.is_empty() && !ids.contains(&state.message.message_id) {
+                    continue;
+                }
+                let message = Some(convert::outbound_message(&state));
+                if sender
+                    .send(Ok(pb::WatchMessagesResponse { message }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn get_window(

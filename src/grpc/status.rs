@@ -17,6 +17,14 @@ pub const ERROR_DOMAIN: &str = "wagate";
 pub const STORE_FAILURE: &str = "STORE_FAILURE";
 /// A stored record could not be decoded.
 pub const CORRUPT_RECORD: &str = "CORRUPT_RECORD";
+/// A WatchMessages stream fell too far behind the updates and was ended.
+pub const WATCH_LAGGED: &str = "WATCH_LAGGED";
+
+/// A refusal that comes from the service itself rather than a domain rule.
+pub fn service(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(code, message, details)
+}
 
 pub fn rejection(rejection: Rejection) -> Status {
     let code = match rejection.kind() {

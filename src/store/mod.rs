@@ -4,6 +4,7 @@
 //! [`commit::GroupCommit`] so it answers only once the change is on disk.
 
 mod commit;
+mod delivery;
 mod keys;
 mod records;
 mod sweep;
@@ -16,6 +17,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use uuid::Uuid;
 
+use crate::domain::delivery::Delivery;
 use crate::domain::send::KeyUse;
 use crate::domain::{Inbound, MessageStatus, Status};
 use crate::domain::{
@@ -25,9 +27,10 @@ use crate::domain::{
 
 pub use commit::CommitCounts;
 use commit::GroupCommit;
+pub use delivery::{MessageState, StatusReport};
 use records::{
-    DecodeError, IdempotencyRecord, InboundRecord, OutboxRecord, TemplateRecord, WindowRecord,
-    decode, encode,
+    DecodeError, DeliveryRecord, IdempotencyRecord, InboundRecord, OutboxRecord, TemplateRecord,
+    WindowRecord, decode, encode,
 };
 pub use sweep::{Retention, SweepCounts};
 
@@ -35,10 +38,15 @@ pub use sweep::{Retention, SweepCounts};
 /// their names; a later layout gets new trees and migrates into them.
 const SCHEMA_VERSION: u8 = 1;
 
+/// Message updates a slow watcher may fall behind by before it is dropped.
+const UPDATES_BUFFERED: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
     pub cache_capacity_bytes: u64,
+    /// Queue accepted sends for the delivery worker. Off: record-only.
+    pub deliver: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +152,11 @@ struct Trees {
     outbox: sled::Tree,
     idempotency: sled::Tree,
     idempotency_age: sled::Tree,
+    deliveries: sled::Tree,
+    delivery_queue: sled::Tree,
+    wamids: sled::Tree,
+    early_statuses: sled::Tree,
+    early_status_age: sled::Tree,
 }
 
 const WINDOWS: &str = "windows/v1";
@@ -151,6 +164,9 @@ const INBOUND_IDS: &str = "inbound_ids/v1";
 const TEMPLATES: &str = "templates/v1";
 const OUTBOX: &str = "outbox/v1";
 const IDEMPOTENCY: &str = "idempotency/v1";
+const DELIVERIES: &str = "deliveries/v1";
+const WAMIDS: &str = "wamids/v1";
+const EARLY_STATUSES: &str = "early_statuses/v1";
 
 /// What SendMessage did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +198,9 @@ pub struct Store {
     db: sled::Db,
     trees: std::sync::Arc<Trees>,
     commit: GroupCommit,
+    deliver: bool,
+    /// Every stored change to an outbound message, for watchers.
+    updates: tokio::sync::broadcast::Sender<MessageState>,
 }
 
 impl Store {
@@ -220,12 +239,19 @@ impl Store {
             outbox: db.open_tree(OUTBOX)?,
             idempotency: db.open_tree(IDEMPOTENCY)?,
             idempotency_age: db.open_tree("idempotency_age/v1")?,
+            deliveries: db.open_tree(DELIVERIES)?,
+            delivery_queue: db.open_tree("delivery_queue/v1")?,
+            wamids: db.open_tree(WAMIDS)?,
+            early_statuses: db.open_tree(EARLY_STATUSES)?,
+            early_status_age: db.open_tree("early_status_age/v1")?,
         };
         let commit = GroupCommit::start(db.clone());
         Ok(Store {
             db,
             trees: std::sync::Arc::new(trees),
             commit,
+            deliver: config.deliver,
+            updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
         })
     }
 
@@ -315,9 +341,19 @@ impl Store {
             &t.outbox,
             &t.windows,
             &t.templates,
+            &t.deliveries,
+            &t.delivery_queue,
         )
             .transaction(
-                |(idempotency, idempotency_age, outbox, windows, templates)| {
+                |(
+                    idempotency,
+                    idempotency_age,
+                    outbox,
+                    windows,
+                    templates,
+                    deliveries,
+                    delivery_queue,
+                )| {
                     let first =
                         read_record::<IdempotencyRecord>(IDEMPOTENCY, idempotency.get(key)?)?;
                     if let Some(first) = first {
@@ -380,6 +416,14 @@ impl Store {
                     if let Some(window) = &decision.window_update {
                         windows.insert(pair_key.as_slice(), encode(&WindowRecord::from(window)))?;
                     }
+                    if self.deliver {
+                        let queued = Delivery::queued(now);
+                        deliveries.insert(
+                            &message_id.into_bytes(),
+                            encode(&DeliveryRecord::new(&queued, false)),
+                        )?;
+                        delivery_queue.insert(keys::timed(now, &message_id.into_bytes()), &[])?;
+                    }
                     Ok(SendOutcome::Accepted(message))
                 },
             );
@@ -391,6 +435,12 @@ impl Store {
         };
         // Replays wait too: the first send may still be in flight.
         self.durable().await?;
+        if let SendOutcome::Accepted(message) = &outcome {
+            self.publish(MessageState {
+                message: message.clone(),
+                delivery: self.deliver.then(|| Delivery::queued(now)),
+            });
+        }
         Ok(outcome)
     }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus};
 use crate::domain::send::Fingerprint;
 use crate::domain::template::ComponentParameters;
 use crate::domain::{
@@ -455,6 +456,101 @@ impl TryFrom<OutboxRecord> for OutboxMessage {
                 code => return Err(code_error("message status", code)),
             },
         })
+    }
+}
+
+/// The delivery state of an outbox message.
+#[derive(Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    status: u8,
+    wamid: Option<String>,
+    attempts: u32,
+    next_attempt_at: Option<i64>,
+    error: Option<(i64, String)>,
+    updated_at: i64,
+    /// A worker took it at `next_attempt_at - lease`; a restart releases it.
+    pub claimed: bool,
+}
+
+const DELIVERY_STATUS_CODES: [(DeliveryStatus, u8); 6] = [
+    (DeliveryStatus::Accepted, 1),
+    (DeliveryStatus::Submitted, 2),
+    (DeliveryStatus::Sent, 3),
+    (DeliveryStatus::Delivered, 4),
+    (DeliveryStatus::Read, 5),
+    (DeliveryStatus::Failed, 6),
+];
+
+fn delivery_status_code(status: DeliveryStatus) -> u8 {
+    DELIVERY_STATUS_CODES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or(0, |(_, c)| *c)
+}
+
+fn delivery_status(code: u8) -> Result<DeliveryStatus, DecodeError> {
+    DELIVERY_STATUS_CODES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map(|(s, _)| *s)
+        .ok_or_else(|| code_error("delivery status", code))
+}
+
+impl DeliveryRecord {
+    pub fn new(delivery: &Delivery, claimed: bool) -> Self {
+        DeliveryRecord {
+            status: delivery_status_code(delivery.status),
+            wamid: delivery.wamid.clone(),
+            attempts: delivery.attempts,
+            next_attempt_at: delivery.next_attempt_at.map(micros),
+            error: delivery.error.as_ref().map(|e| (e.code, e.title.clone())),
+            updated_at: micros(delivery.updated_at),
+            claimed,
+        }
+    }
+}
+
+impl TryFrom<DeliveryRecord> for Delivery {
+    type Error = DecodeError;
+    fn try_from(record: DeliveryRecord) -> Result<Self, DecodeError> {
+        Ok(Delivery {
+            status: delivery_status(record.status)?,
+            wamid: record.wamid,
+            attempts: record.attempts,
+            next_attempt_at: record.next_attempt_at.map(time).transpose()?,
+            error: record
+                .error
+                .map(|(code, title)| DeliveryError { code, title }),
+            updated_at: time(record.updated_at)?,
+        })
+    }
+}
+
+/// A status webhook for a wamid not stored yet (it can beat the Cloud API's
+/// answer to the worker), kept until the wamid arrives or it ages out.
+#[derive(Serialize, Deserialize)]
+pub struct EarlyStatusRecord {
+    status: u8,
+    error: Option<(i64, String)>,
+    pub received_at: i64,
+}
+
+impl EarlyStatusRecord {
+    pub fn new(status: DeliveryStatus, error: Option<&DeliveryError>, now: DateTime<Utc>) -> Self {
+        EarlyStatusRecord {
+            status: delivery_status_code(status),
+            error: error.map(|e| (e.code, e.title.clone())),
+            received_at: micros(now),
+        }
+    }
+
+    pub fn report(&self) -> Result<(DeliveryStatus, Option<DeliveryError>), DecodeError> {
+        Ok((
+            delivery_status(self.status)?,
+            self.error
+                .clone()
+                .map(|(code, title)| DeliveryError { code, title }),
+        ))
     }
 }
 

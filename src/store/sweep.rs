@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use sled::Transactional;
 
-use super::records::{IdempotencyRecord, InboundRecord, WindowRecord, decode};
+use super::records::{EarlyStatusRecord, IdempotencyRecord, InboundRecord, WindowRecord, decode};
 use super::{Store, StoreError, TxResult, abort, finish, keys};
 use crate::domain::send::IDEMPOTENCY_TTL;
 use crate::telemetry;
@@ -21,6 +21,10 @@ const CHUNK: usize = 128;
 /// time: it gets at most a quarter of one core, which still removes tens of
 /// thousands of records a second, far beyond any real expiry rate.
 const REST_PER_WORK: u32 = 3;
+
+/// How long a status webhook for an unknown wamid waits for its message. A
+/// wamid that never arrives was sent by something other than wagate.
+const EARLY_STATUS_TTL: TimeDelta = TimeDelta::hours(24);
 
 /// How long swept things are kept.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +50,7 @@ pub struct SweepCounts {
     pub windows: u64,
     pub inbound_ids: u64,
     pub idempotency_keys: u64,
+    pub early_statuses: u64,
 }
 
 impl std::ops::AddAssign for SweepCounts {
@@ -53,6 +58,7 @@ impl std::ops::AddAssign for SweepCounts {
         self.windows += other.windows;
         self.inbound_ids += other.inbound_ids;
         self.idempotency_keys += other.idempotency_keys;
+        self.early_statuses += other.early_statuses;
     }
 }
 
@@ -102,13 +108,20 @@ impl Store {
             now - IDEMPOTENCY_TTL,
             |v| Ok(decode::<IdempotencyRecord>(v)?.created_at),
         )?;
+        let (visited_early, early_statuses) = sweep_chunk(
+            &t.early_status_age,
+            &t.early_statuses,
+            now - EARLY_STATUS_TTL,
+            |v| Ok(decode::<EarlyStatusRecord>(v)?.received_at),
+        )?;
         Ok(Step {
             removed: SweepCounts {
                 windows,
                 inbound_ids,
                 idempotency_keys,
+                early_statuses,
             },
-            visited: visited_windows + visited_ids + visited_keys,
+            visited: visited_windows + visited_ids + visited_keys + visited_early,
         })
     }
 
@@ -134,6 +147,7 @@ impl Store {
                         ("window", counts.windows),
                         ("inbound_id", counts.inbound_ids),
                         ("idempotency_key", counts.idempotency_keys),
+                        ("early_status", counts.early_statuses),
                     ] {
                         metrics::counter!(telemetry::SWEPT_ITEMS, "kind" => kind).increment(count);
                     }

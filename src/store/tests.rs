@@ -19,6 +19,7 @@ fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&StoreConfig {
         path: dir.path().join("db"),
         cache_capacity_bytes: 8 << 20,
+        deliver: true,
     })
     .unwrap()
 }
@@ -548,6 +549,7 @@ async fn a_newer_schema_is_refused_and_corrupt_values_are_errors() {
     let err = Store::open(&StoreConfig {
         path: dir.path().join("db"),
         cache_capacity_bytes: 8 << 20,
+        deliver: true,
     })
     .err()
     .expect("newer schema refused");
@@ -579,4 +581,196 @@ async fn the_background_sweeper_drains_a_backlog_larger_than_one_step() {
     assert_eq!(swept.windows, backlog as u64);
     assert_eq!(store.window(&pair("+27820000000")).unwrap(), None);
     assert_eq!(store.trees.window_expiry.len(), 0, "the index is empty too");
+}
+
+mod delivery {
+    use super::*;
+    use crate::domain::delivery::{DeliveryError, DeliveryStatus};
+
+    async fn accepted(store: &Store, customer: &str, key: &str) -> Uuid {
+        store
+            .record_inbound(
+                &pair(customer),
+                &id(&format!("in.{key}")),
+                &inbound(t0()),
+                t0(),
+            )
+            .await
+            .unwrap();
+        let message_id = Uuid::now_v7();
+        store
+            .send(&text_request(customer, key, "hi"), message_id, t0(), false)
+            .await
+            .unwrap();
+        message_id
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_exclusive_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let message_id = accepted(&store, "+27820000001", "k1").await;
+        let lease = TimeDelta::seconds(30);
+        let claimed = store.claim_due(t0(), lease, 10).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].0.message_id, message_id);
+        assert!(
+            store.claim_due(t0(), lease, 10).unwrap().is_empty(),
+            "claimed twice"
+        );
+        // Due again once the lease lapses, or at once after a restart.
+        assert_eq!(store.claim_due(t0() + lease, lease, 10).unwrap().len(), 1);
+        assert_eq!(store.release_claims(t0()).unwrap(), 1);
+        assert_eq!(store.claim_due(t0(), lease, 10).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_are_due_at_their_time_and_done_messages_leave_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let message_id = accepted(&store, "+27820000001", "k1").await;
+        let (_, delivery) = store
+            .claim_due(t0(), TimeDelta::seconds(30), 10)
+            .unwrap()
+            .remove(0);
+        let retry_at = t0() + TimeDelta::seconds(5);
+        store
+            .finish_attempt(message_id, &delivery.retry(retry_at, t0()), t0())
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_due(retry_at - TimeDelta::seconds(1), TimeDelta::seconds(30), 10)
+                .unwrap()
+                .is_empty()
+        );
+        let (_, delivery) = store
+            .claim_due(retry_at, TimeDelta::seconds(30), 10)
+            .unwrap()
+            .remove(0);
+        assert_eq!(delivery.attempts, 1);
+        let state = store
+            .finish_attempt(
+                message_id,
+                &delivery.submitted("wamid.1".into(), retry_at),
+                retry_at,
+            )
+            .await
+            .unwrap();
+        assert_eq!(state.delivery.unwrap().status, DeliveryStatus::Submitted);
+        assert!(
+            store
+                .claim_due(t0() + TimeDelta::days(1), TimeDelta::seconds(30), 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_status_that_beats_the_api_answer_is_applied_when_the_wamid_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let message_id = accepted(&store, "+27820000001", "k1").await;
+        let (_, delivery) = store
+            .claim_due(t0(), TimeDelta::seconds(30), 10)
+            .unwrap()
+            .remove(0);
+        let early = store
+            .report_status("wamid.early", DeliveryStatus::Delivered, None, t0())
+            .await
+            .unwrap();
+        assert_eq!(early, StatusReport::Early);
+        // An older report for the same wamid does not replace it.
+        let sent = store
+            .report_status("wamid.early", DeliveryStatus::Sent, None, t0())
+            .await
+            .unwrap();
+        assert_eq!(sent, StatusReport::Unchanged);
+        let state = store
+            .finish_attempt(
+                message_id,
+                &delivery.submitted("wamid.early".into(), t0()),
+                t0(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(state.delivery.unwrap().status, DeliveryStatus::Delivered);
+        let failed = store
+            .report_status(
+                "wamid.early",
+                DeliveryStatus::Failed,
+                Some(&DeliveryError {
+                    code: 131026,
+                    title: "x".into(),
+                }),
+                t0(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            failed,
+            StatusReport::Unchanged,
+            "delivered beats a late failure"
+        );
+        let read = store
+            .report_status("wamid.early", DeliveryStatus::Read, None, t0())
+            .await
+            .unwrap();
+        let StatusReport::Applied(state) = read else {
+            panic!("read was not applied: {read:?}");
+        };
+        assert_eq!(state.delivery.unwrap().status, DeliveryStatus::Read);
+    }
+
+    #[tokio::test]
+    async fn watchers_hear_every_stored_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut updates = store.subscribe();
+        let message_id = accepted(&store, "+27820000001", "k1").await;
+        let first = updates.recv().await.unwrap();
+        assert_eq!(first.message.message_id, message_id);
+        assert_eq!(first.delivery.unwrap().status, DeliveryStatus::Accepted);
+        let (_, delivery) = store
+            .claim_due(t0(), TimeDelta::seconds(30), 10)
+            .unwrap()
+            .remove(0);
+        store
+            .finish_attempt(
+                message_id,
+                &delivery.submitted("wamid.1".into(), t0()),
+                t0(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            updates.recv().await.unwrap().delivery.unwrap().status,
+            DeliveryStatus::Submitted
+        );
+    }
+}
+
+#[tokio::test]
+async fn statuses_for_wamids_that_never_arrive_are_swept_after_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .report_status(
+            "wamid.elsewhere",
+            crate::domain::delivery::DeliveryStatus::Sent,
+            None,
+            t0(),
+        )
+        .await
+        .unwrap();
+    let retention = Retention::default();
+    let early = store
+        .sweep(t0() + TimeDelta::hours(23), &retention)
+        .unwrap();
+    assert_eq!(early.early_statuses, 0);
+    let late = store
+        .sweep(t0() + TimeDelta::hours(24), &retention)
+        .unwrap();
+    assert_eq!(late.early_statuses, 1);
+    assert_eq!(store.trees.early_statuses.len(), 0);
 }

@@ -1,0 +1,270 @@
+//! The webhook receiver Meta calls: the verification handshake (GET) and
+//! signed notifications (POST), turned into inbound records, delivery
+//! statuses and template review updates.
+//!
+//! Every event is stored before the 200, so a 200 means "kept"; a storage
+//! failure answers 500 and Meta delivers again. Repeats are harmless:
+//! inbound ids dedupe, statuses only move forward, template statuses are
+//! set, not toggled.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+use crate::config::Secret;
+use crate::domain::cloud_api::{self, WebhookEvent};
+use crate::domain::{Inbound, InboundKind, InboundMessageId, Pair, PhoneNumber, TemplateId};
+use crate::store::{StatusReport, Store, StoreError};
+use crate::telemetry;
+
+pub struct WebhookSettings {
+    pub app_secret: Secret,
+    pub verify_token: Secret,
+    /// Cloud API phone number id -> business number (E.164).
+    pub business_numbers: HashMap<String, String>,
+}
+
+struct Receiver {
+    store: Store,
+    settings: WebhookSettings,
+}
+
+/// Binds the webhook port; the returned future serves until dropped.
+pub async fn serve(
+    listen: SocketAddr,
+    store: Store,
+    settings: WebhookSettings,
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
+    let listener = TcpListener::bind(listen).await?;
+    let address = listener.local_addr()?;
+    let receiver = Arc::new(Receiver { store, settings });
+    let app = Router::new()
+        .route("/webhook", get(verify).post(notify))
+        .with_state(receiver);
+    Ok((address, async move { axum::serve(listener, app).await }))
+}
+
+/// `GET /webhook?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...`
+async fn verify(
+    State(receiver): State<Arc<Receiver>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> (StatusCode, String) {
+    let mode = query.get("hub.mode").map(String::as_str);
+    let token = query
+        .get("hub.verify_token")
+        .map(String::as_str)
+        .unwrap_or("");
+    let challenge = query.get("hub.challenge").cloned().unwrap_or_default();
+    let expected = receiver.settings.verify_token.expose().as_bytes();
+    let token_ok = bool::from(token.as_bytes().ct_eq(expected));
+    if mode == Some("subscribe") && token_ok {
+        tracing::info!("webhook subscription verified");
+        (StatusCode::OK, challenge)
+    } else {
+        tracing::warn!("webhook verification refused: wrong mode or verify token");
+        (StatusCode::FORBIDDEN, "verification failed".to_owned())
+    }
+}
+
+/// Checks `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`.
+fn check_signature(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), StatusCode> {
+    let header = headers
+        .get("x-hub-signature-256")
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let signature = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|hex_digest| hex::decode(hex_digest).ok())
+        .ok_or(StatusCode::FORBIDDEN)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    mac.update(body);
+    // Constant time.
+    mac.verify_slice(&signature)
+        .map_err(|_| StatusCode::FORBIDDEN)
+}
+
+async fn notify(
+    State(receiver): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if let Err(status) = check_signature(&receiver.settings.app_secret, &headers, &body) {
+        tracing::warn!(%status, "webhook refused: missing or wrong signature");
+        telemetry::record_webhook("unsigned", false);
+        return (status, "bad signature");
+    }
+    let Ok(notification) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        telemetry::record_webhook("malformed", false);
+        return (StatusCode::BAD_REQUEST, "not JSON");
+    };
+    for event in cloud_api::webhook_events(&notification) {
+        if let Err(error) = receiver.handle(event).await {
+            tracing::error!(%error, "cannot store a webhook event; Meta will deliver it again");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "try again");
+        }
+    }
+    (StatusCode::OK, "EVENT_RECEIVED")
+}
+
+impl Receiver {
+    /// Stores one event. Only storage failures are errors; anything else
+    /// that cannot be used is counted and logged.
+    async fn handle(&self, event: WebhookEvent) -> Result<(), StoreError> {
+        let now = Utc::now();
+        match event {
+            WebhookEvent::Inbound {
+                phone_number_id,
+                display_phone_number,
+                customer,
+                wamid,
+                received_at,
+                entry_point,
+            } => {
+                let business = self
+                    .settings
+                    .business_numbers
+                    .get(&phone_number_id)
+                    .cloned()
+                    .unwrap_or(display_phone_number);
+                let parsed = (|| {
+                    let pair = Pair {
+                        business: PhoneNumber::parse(&business)?,
+                        customer: PhoneNumber::parse(&customer)?,
+                    };
+                    let id = InboundMessageId::parse(&wamid)?;
+                    let inbound =
+                        Inbound::new(Some(received_at), InboundKind::Message, entry_point, now)?;
+                    Ok::<_, crate::domain::Rejection>((pair, id, inbound))
+                })();
+                let (pair, id, inbound) = match parsed {
+                    Ok(parsed) => parsed,
+                    Err(rejection) => {
+                        tracing::warn!(%rejection, "webhook message not recorded");
+                        telemetry::record_webhook("message", false);
+                        return Ok(());
+                    }
+                };
+                match self.store.record_inbound(&pair, &id, &inbound, now).await {
+                    Ok((outcome, _)) => {
+                        tracing::info!(business = %pair.business, customer = %pair.customer, ?outcome, ?entry_point, "webhook inbound recorded");
+                        telemetry::record_webhook("message", true);
+                    }
+                    Err(StoreError::Rejected(rejection)) => {
+                        tracing::warn!(%rejection, "webhook message not recorded");
+                        telemetry::record_webhook("message", false);
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            WebhookEvent::Status {
+                wamid,
+                status,
+                error,
+            } => {
+                let report = self
+                    .store
+                    .report_status(&wamid, status, error.as_ref(), now)
+                    .await?;
+                tracing::info!(%wamid, ?status, outcome = ?report_name(&report), "webhook status");
+                telemetry::record_webhook("status", !matches!(report, StatusReport::Early));
+            }
+            WebhookEvent::TemplateStatus {
+                name,
+                language,
+                status,
+                reason,
+            } => {
+                let Ok(id) = TemplateId::parse(&name, &language) else {
+                    telemetry::record_webhook("template_status", false);
+                    return Ok(());
+                };
+                let updated = match self
+                    .store
+                    .set_template_status(&id, status, &reason, now)
+                    .await
+                {
+                    Ok(updated) => updated,
+                    Err(StoreError::Rejected(rejection)) => {
+                        tracing::warn!(%rejection, "template status not applied");
+                        telemetry::record_webhook("template_status", false);
+                        return Ok(());
+                    }
+                    Err(other) => return Err(other),
+                };
+                tracing::info!(template = %name, %language, status = status.as_str(), known = updated.is_some(), "webhook template status");
+                telemetry::record_webhook("template_status", updated.is_some());
+            }
+            WebhookEvent::Unhandled { kind } => {
+                tracing::info!(%kind, "webhook event not handled");
+                telemetry::record_webhook(&kind, false);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn report_name(report: &StatusReport) -> &'static str {
+    match report {
+        StatusReport::Applied(_) => "applied",
+        StatusReport::Unchanged => "unchanged",
+        StatusReport::Early => "kept until the message is known",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(secret: &str, body: &[u8]) -> HeaderMap {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let mut headers = HeaderMap::new();
+        let value = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        headers.insert("x-hub-signature-256", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn signatures_are_checked_over_the_raw_body() {
+        let secret = Secret::new("app-secret");
+        let body = br#"{"object":"whatsapp_business_account"}"#;
+        assert_eq!(
+            check_signature(&secret, &signed("app-secret", body), body),
+            Ok(())
+        );
+        assert_eq!(
+            check_signature(&secret, &signed("other-secret", body), body),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check_signature(&secret, &signed("app-secret", body), b"{}"),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check_signature(&secret, &HeaderMap::new(), body),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        let mut malformed = HeaderMap::new();
+        malformed.insert("x-hub-signature-256", "sha1=abcd".parse().unwrap());
+        assert_eq!(
+            check_signature(&secret, &malformed, body),
+            Err(StatusCode::FORBIDDEN)
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! The delivery worker: claims due messages from the store, POSTs each to
+//! the Cloud API, and stores what happened. At least once: a message is
+//! claimed before the call and its outcome stored after, so a crash between
+//! the two sends it again after restart, and never otherwise.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use rand::Rng;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::config::Secret;
+use crate::domain::OutboxMessage;
+use crate::domain::cloud_api;
+use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, SendRate};
+use crate::store::Store;
+use crate::telemetry;
+
+/// Messages claimed per pass.
+const BATCH: usize = 64;
+/// Cloud API calls in flight at once.
+const IN_FLIGHT: usize = 16;
+/// How long a claim holds a message; longer than any one call may take.
+const LEASE_OVER_TIMEOUT: TimeDelta = TimeDelta::seconds(30);
+/// Pause when nothing is due.
+const IDLE: Duration = Duration::from_millis(100);
+
+pub struct DeliverySettings {
+    /// `{graph_base_url}/{version}`, without a trailing slash.
+    pub api_root: String,
+    pub access_token: Secret,
+    /// Business number (E.164) -> Cloud API phone number id.
+    pub phone_number_ids: HashMap<String, String>,
+    pub rate_per_second: u32,
+    pub timeout: Duration,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    pub max_attempts: u32,
+}
+
+struct Worker {
+    store: Store,
+    http: reqwest::Client,
+    settings: DeliverySettings,
+    rate: Mutex<SendRate>,
+}
+
+/// Starts delivering; the handle stops it when aborted.
+pub fn spawn(
+    store: Store,
+    settings: DeliverySettings,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let http = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let released = store
+        .release_claims(Utc::now())
+        .map_err(|e| format!("cannot release stale delivery claims: {e}"))?;
+    if released > 0 {
+        tracing::info!(released, "resuming deliveries claimed before the last stop");
+    }
+    let worker = Arc::new(Worker {
+        store,
+        http,
+        rate: Mutex::new(SendRate::new(settings.rate_per_second)),
+        settings,
+    });
+    Ok(tokio::spawn(async move { worker.run().await }))
+}
+
+impl Worker {
+    async fn run(self: Arc<Self>) {
+        let lease = TimeDelta::from_std(self.settings.timeout).unwrap_or(TimeDelta::MAX)
+            + LEASE_OVER_TIMEOUT;
+        let mut calls = JoinSet::new();
+        loop {
+            let room = IN_FLIGHT.saturating_sub(calls.len()).min(BATCH);
+            let claimed = if room == 0 {
+                Vec::new()
+            } else {
+                let store = self.store.clone();
+                let now = Utc::now();
+                match tokio::task::spawn_blocking(move || store.claim_due(now, lease, room)).await {
+                    Ok(Ok(claimed)) => claimed,
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "cannot claim due deliveries");
+                        Vec::new()
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "claiming deliveries failed");
+                        Vec::new()
+                    }
+                }
+            };
+            let idle = claimed.is_empty();
+            for (message, delivery) in claimed {
+                let worker = self.clone();
+                calls.spawn(async move { worker.deliver(message, delivery).await });
+            }
+            if idle {
+                tokio::select! {
+                    Some(_) = calls.join_next() => {}
+                    () = tokio::time::sleep(IDLE) => {}
+                }
+            } else {
+                // Reap what finished without waiting.
+                while calls.try_join_next().is_some() {}
+            }
+        }
+    }
+
+    async fn deliver(&self, message: OutboxMessage, delivery: Delivery) {
+        let id = message.message_id;
+        let business = message.request.pair.business.as_str().to_owned();
+        let next = match self.rate.lock().await.take(&business, Utc::now()) {
+            // Over the number's rate: due again when a token frees up; not an attempt.
+            Err(wait) => Delivery {
+                next_attempt_at: Some(Utc::now() + wait),
+                ..delivery
+            },
+            Ok(()) => self.attempt(&message, &delivery).await,
+        };
+        if let Err(error) = self.store.finish_attempt(id, &next, Utc::now()).await {
+            // The claim lapses and the message is tried again.
+            tracing::error!(%error, message_id = %id, "cannot store a delivery outcome");
+        }
+    }
+
+    async fn attempt(&self, message: &OutboxMessage, delivery: &Delivery) -> Delivery {
+        let id = message.message_id;
+        let business = message.request.pair.business.as_str();
+        let now = || Utc::now();
+        let Some(phone_number_id) = self.settings.phone_number_ids.get(business) else {
+            tracing::warn!(message_id = %id, %business, "no phone number id configured for this business number");
+            telemetry::record_delivery("no_phone_number_id");
+            return delivery.refused(
+                DeliveryError {
+                    code: 0,
+                    title: format!("no phone number id configured for {business}"),
+                },
+                now(),
+            );
+        };
+        let url = format!("{}/{phone_number_id}/messages", self.settings.api_root);
+        let body = cloud_api::message_body(message);
+        let answer = self
+            .http
+            .post(&url)
+            .bearer_auth(self.settings.access_token.expose())
+            .json(&body)
+            .send()
+            .await;
+        let outcome = match answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                delivery::classify(status, &text)
+            }
+            Err(error) => Attempt::Retry {
+                why: if error.is_timeout() {
+                    "timed out".to_owned()
+                } else {
+                    format!("transport: {error}")
+                },
+            },
+        };
+        match outcome {
+            Attempt::Submitted { wamid } => {
+                tracing::info!(message_id = %id, %wamid, "submitted to the Cloud API");
+                telemetry::record_delivery("submitted");
+                delivery.submitted(wamid, now())
+            }
+            Attempt::Refused(error) => {
+                tracing::warn!(message_id = %id, code = error.code, title = %error.title, "the Cloud API refused the message");
+                telemetry::record_delivery("refused");
+                delivery.refused(error, now())
+            }
+            Attempt::Retry { why } if delivery.attempts + 1 >= self.settings.max_attempts => {
+                tracing::warn!(message_id = %id, %why, attempts = delivery.attempts + 1, "giving up");
+                telemetry::record_delivery("gave_up");
+                delivery.refused(
+                    DeliveryError {
+                        code: 0,
+                        title: format!(
+                            "gave up after {} attempts; last: {why}",
+                            delivery.attempts + 1
+                        ),
+                    },
+                    now(),
+                )
+            }
+            Attempt::Retry { why } => {
+                let wait = delivery::backoff(
+                    delivery.attempts + 1,
+                    self.settings.backoff,
+                    self.settings.backoff_max,
+                    rand::rng().random::<f64>(),
+                );
+                tracing::info!(message_id = %id, %why, retry_in = ?wait, "delivery will be retried");
+                telemetry::record_delivery("retry");
+                let at = now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
+                delivery.retry(at, now())
+            }
+        }
+    }
+}

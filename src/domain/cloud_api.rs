@@ -1,0 +1,454 @@
+//! The WhatsApp Cloud API's formats: the JSON body that sends an outbox
+//! message, and the events in a webhook notification. Pure translation; the
+//! HTTP lives in `crate::cloud`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::delivery::{DeliveryError, DeliveryStatus};
+use super::template::{ComponentParameters, Status};
+use super::{Content, EntryPoint, OutboxMessage};
+
+/// The `POST /{phone_number_id}/messages` body for an accepted message.
+pub fn message_body(message: &OutboxMessage) -> Value {
+    let to = message
+        .request
+        .pair
+        .customer
+        .as_str()
+        .trim_start_matches('+')
+        .to_owned();
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+    });
+    match &message.request.content {
+        Content::Text(text) => {
+            body["type"] = json!("text");
+            body["text"] = json!({ "preview_url": false, "body": text });
+        }
+        Content::Template { id, parameters } => {
+            let mut components = Vec::new();
+            if let Some(header) = component("header", &parameters.header) {
+                components.push(header);
+            }
+            if let Some(body) = component("body", &parameters.body) {
+                components.push(body);
+            }
+            for (index, value) in &parameters.buttons {
+                components.push(json!({
+                    "type": "button",
+                    "sub_type": "url",
+                    "index": index.to_string(),
+                    "parameters": [{ "type": "text", "text": value }],
+                }));
+            }
+            let mut template = json!({
+                "name": id.name(),
+                "language": { "code": id.language() },
+            });
+            if !components.is_empty() {
+                template["components"] = Value::Array(components);
+            }
+            body["type"] = json!("template");
+            body["template"] = template;
+        }
+    }
+    body
+}
+
+fn component(kind: &str, values: &ComponentParameters) -> Option<Value> {
+    let parameters: Vec<Value> = if values.named.is_empty() {
+        values
+            .positional
+            .iter()
+            .map(|text| json!({ "type": "text", "text": text }))
+            .collect()
+    } else {
+        values
+            .named
+            .iter()
+            .map(|(name, text)| json!({ "type": "text", "parameter_name": name, "text": text }))
+            .collect()
+    };
+    (!parameters.is_empty()).then(|| json!({ "type": kind, "parameters": parameters }))
+}
+
+/// One thing a webhook notification reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookEvent {
+    /// A customer's message to a business number.
+    Inbound {
+        phone_number_id: String,
+        /// The business number as WhatsApp displays it (digits, maybe spaces).
+        display_phone_number: String,
+        customer: String,
+        wamid: String,
+        received_at: DateTime<Utc>,
+        entry_point: EntryPoint,
+    },
+    /// A status report for a message the business sent.
+    Status {
+        wamid: String,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+    },
+    /// WhatsApp's review changed a template's status.
+    TemplateStatus {
+        name: String,
+        language: String,
+        status: Status,
+        reason: String,
+    },
+    /// Seen but not acted on; `kind` says what it was, for counting.
+    Unhandled { kind: String },
+}
+
+/// Every event in a webhook notification body. Anything not understood
+/// becomes `Unhandled`, never an error: WhatsApp must get its 200.
+pub fn webhook_events(notification: &Value) -> Vec<WebhookEvent> {
+    let mut events = Vec::new();
+    let Some(entries) = notification["entry"].as_array() else {
+        events.push(unhandled("malformed"));
+        return events;
+    };
+    for entry in entries {
+        for change in entry["changes"].as_array().into_iter().flatten() {
+            let value = &change["value"];
+            match change["field"].as_str() {
+                Some("messages") => message_events(value, &mut events),
+                Some("message_template_status_update") => events.push(template_event(value)),
+                Some(other) => events.push(unhandled(&format!("field:{other}"))),
+                None => events.push(unhandled("malformed")),
+            }
+        }
+    }
+    events
+}
+
+fn unhandled(kind: &str) -> WebhookEvent {
+    WebhookEvent::Unhandled {
+        kind: kind.to_owned(),
+    }
+}
+
+fn timestamp(value: &Value) -> Option<DateTime<Utc>> {
+    let seconds = match value {
+        Value::String(s) => s.parse().ok()?,
+        Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    DateTime::from_timestamp(seconds, 0)
+}
+
+fn message_events(value: &Value, events: &mut Vec<WebhookEvent>) {
+    let metadata = &value["metadata"];
+    for message in value["messages"].as_array().into_iter().flatten() {
+        let kind = message["type"].as_str().unwrap_or("unknown");
+        // "system" messages (a customer changed number) and "unsupported"
+        // ones are not the customer writing in; "errors" carries no message.
+        if matches!(kind, "system" | "unsupported") {
+            events.push(unhandled(&format!("message:{kind}")));
+            continue;
+        }
+        let parsed = (|| {
+            Some(WebhookEvent::Inbound {
+                phone_number_id: metadata["phone_number_id"].as_str()?.to_owned(),
+                display_phone_number: metadata["display_phone_number"].as_str()?.to_owned(),
+                customer: message["from"].as_str()?.to_owned(),
+                wamid: message["id"].as_str()?.to_owned(),
+                received_at: timestamp(&message["timestamp"])?,
+                entry_point: match message["referral"]["source_type"].as_str() {
+                    Some("ad") => EntryPoint::ClickToWhatsAppAd,
+                    Some("post") => EntryPoint::FacebookPageCta,
+                    _ if message["referral"]["ctwa_clid"].is_string() => {
+                        EntryPoint::ClickToWhatsAppAd
+                    }
+                    _ => EntryPoint::Organic,
+                },
+            })
+        })();
+        events.push(parsed.unwrap_or_else(|| unhandled("message:malformed")));
+    }
+    for status in value["statuses"].as_array().into_iter().flatten() {
+        let name = status["status"].as_str().unwrap_or("missing");
+        let parsed = (|| {
+            let reported = DeliveryStatus::from_webhook(name)?;
+            let error = status["errors"][0].as_object().map(|error| DeliveryError {
+                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+                title: error
+                    .get("title")
+                    .or(error.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            });
+            Some(WebhookEvent::Status {
+                wamid: status["id"].as_str()?.to_owned(),
+                status: reported,
+                error,
+            })
+        })();
+        events.push(parsed.unwrap_or_else(|| unhandled(&format!("status:{name}"))));
+    }
+}
+
+fn template_event(value: &Value) -> WebhookEvent {
+    let event = value["event"].as_str().unwrap_or("missing");
+    let status = match event {
+        "APPROVED" | "REINSTATED" => Status::Approved,
+        "REJECTED" => Status::Rejected,
+        "PENDING" => Status::Pending,
+        "PAUSED" => Status::Paused,
+        "DISABLED" => Status::Disabled,
+        "IN_APPEAL" => Status::InAppeal,
+        "PENDING_DELETION" => Status::PendingDeletion,
+        "LIMIT_EXCEEDED" => Status::LimitExceeded,
+        "ARCHIVED" => Status::Archived,
+        // FLAGGED warns about quality; the status itself does not change.
+        other => return unhandled(&format!("template:{other}")),
+    };
+    let (Some(name), Some(language)) = (
+        value["message_template_name"].as_str(),
+        value["message_template_language"].as_str(),
+    ) else {
+        return unhandled("template:malformed");
+    };
+    let reason = match value["reason"].as_str() {
+        None | Some("NONE") => String::new(),
+        Some(reason) => reason.to_owned(),
+    };
+    WebhookEvent::TemplateStatus {
+        name: name.to_owned(),
+        language: language.to_owned(),
+        status,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::send::{Accepted, MessageKind, MessageStatus};
+    use crate::domain::template::SendParameters;
+    use crate::domain::{
+        IdempotencyKey, Pair, PhoneNumber, Pricing, PricingCategory, SendRequest, TemplateId,
+    };
+
+    fn message(content: Content) -> OutboxMessage {
+        OutboxMessage {
+            message_id: uuid::Uuid::nil(),
+            request: SendRequest {
+                pair: Pair {
+                    business: PhoneNumber::parse("+15550001111").unwrap(),
+                    customer: PhoneNumber::parse("+27821234567").unwrap(),
+                },
+                idempotency_key: IdempotencyKey::parse("k").unwrap(),
+                content,
+            },
+            fingerprint: [0; 32],
+            accepted: Accepted {
+                kind: MessageKind::FreeForm,
+                rendered_text: String::new(),
+                template_category: None,
+                pricing: Pricing {
+                    category: PricingCategory::Service,
+                    billable: false,
+                },
+                free_until: None,
+            },
+            accepted_at: Utc::now(),
+            status: MessageStatus::Accepted,
+        }
+    }
+
+    #[test]
+    fn text_body() {
+        let body = message_body(&message(Content::Text("Hi there".into())));
+        assert_eq!(
+            body,
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "27821234567",
+                "type": "text",
+                "text": { "preview_url": false, "body": "Hi there" }
+            })
+        );
+    }
+
+    #[test]
+    fn template_body_with_header_body_and_url_button() {
+        let parameters = SendParameters {
+            header: ComponentParameters {
+                positional: vec!["A-1001".into()],
+                ..Default::default()
+            },
+            body: ComponentParameters {
+                named: BTreeMap::from([("first_name".into(), "Ann".into())]),
+                ..Default::default()
+            },
+            buttons: BTreeMap::from([(0, "track/A-1001".into())]),
+        };
+        let body = message_body(&message(Content::Template {
+            id: TemplateId::parse("order_update", "en_US").unwrap(),
+            parameters,
+        }));
+        assert_eq!(
+            body["template"],
+            json!({
+                "name": "order_update",
+                "language": { "code": "en_US" },
+                "components": [
+                    { "type": "header", "parameters": [{ "type": "text", "text": "A-1001" }] },
+                    { "type": "body", "parameters": [
+                        { "type": "text", "parameter_name": "first_name", "text": "Ann" }
+                    ] },
+                    { "type": "button", "sub_type": "url", "index": "0",
+                      "parameters": [{ "type": "text", "text": "track/A-1001" }] }
+                ]
+            })
+        );
+        assert_eq!(body["type"], "template");
+    }
+
+    #[test]
+    fn template_without_parameters_has_no_components() {
+        let body = message_body(&message(Content::Template {
+            id: TemplateId::parse("hello_world", "en_US").unwrap(),
+            parameters: SendParameters::default(),
+        }));
+        assert!(body["template"].get("components").is_none());
+    }
+
+    #[test]
+    fn webhook_messages_statuses_and_template_updates() {
+        let notification = json!({
+            "object": "whatsapp_business_account",
+            "entry": [{
+                "id": "102290129340398",
+                "changes": [
+                    { "field": "messages", "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": { "display_phone_number": "15550001111", "phone_number_id": "106540352242922" },
+                        "contacts": [{ "profile": { "name": "Ann" }, "wa_id": "27821234567" }],
+                        "messages": [
+                            { "from": "27821234567", "id": "wamid.in1", "timestamp": "1764061200",
+                              "type": "text", "text": { "body": "hi" } },
+                            { "from": "27821234568", "id": "wamid.in2", "timestamp": "1764061201",
+                              "type": "text", "text": { "body": "from the ad" },
+                              "referral": { "source_url": "https://fb.me/x", "source_id": "120", "source_type": "ad",
+                                            "ctwa_clid": "ARAk" } },
+                            { "from": "27821234569", "id": "wamid.in3", "timestamp": "1764061202", "type": "system",
+                              "system": { "body": "changed number" } }
+                        ],
+                        "statuses": [
+                            { "id": "wamid.out1", "status": "delivered", "timestamp": "1764061203", "recipient_id": "27821234567" },
+                            { "id": "wamid.out2", "status": "failed", "timestamp": "1764061204", "recipient_id": "27821234567",
+                              "errors": [{ "code": 131026, "title": "Message undeliverable" }] },
+                            { "id": "wamid.out3", "status": "deleted", "timestamp": "1764061205" }
+                        ]
+                    }},
+                    { "field": "message_template_status_update", "value": {
+                        "event": "PAUSED", "message_template_id": 594425479261596_i64,
+                        "message_template_name": "order_update", "message_template_language": "en_US",
+                        "reason": "Low quality" } },
+                    { "field": "message_template_status_update", "value": {
+                        "event": "APPROVED", "message_template_name": "welcome",
+                        "message_template_language": "pt_BR", "reason": "NONE" } },
+                    { "field": "account_update", "value": { "event": "VERIFIED_ACCOUNT" } }
+                ]
+            }]
+        });
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let events = webhook_events(&notification);
+        assert_eq!(
+            events,
+            vec![
+                WebhookEvent::Inbound {
+                    phone_number_id: "106540352242922".into(),
+                    display_phone_number: "15550001111".into(),
+                    customer: "27821234567".into(),
+                    wamid: "wamid.in1".into(),
+                    received_at: at(1764061200),
+                    entry_point: EntryPoint::Organic,
+                },
+                WebhookEvent::Inbound {
+                    phone_number_id: "106540352242922".into(),
+                    display_phone_number: "15550001111".into(),
+                    customer: "27821234568".into(),
+                    wamid: "wamid.in2".into(),
+                    received_at: at(1764061201),
+                    entry_point: EntryPoint::ClickToWhatsAppAd,
+                },
+                WebhookEvent::Unhandled {
+                    kind: "message:system".into()
+                },
+                WebhookEvent::Status {
+                    wamid: "wamid.out1".into(),
+                    status: DeliveryStatus::Delivered,
+                    error: None,
+                },
+                WebhookEvent::Status {
+                    wamid: "wamid.out2".into(),
+                    status: DeliveryStatus::Failed,
+                    error: Some(DeliveryError {
+                        code: 131026,
+                        title: "Message undeliverable".into()
+                    }),
+                },
+                WebhookEvent::Unhandled {
+                    kind: "status:deleted".into()
+                },
+                WebhookEvent::TemplateStatus {
+                    name: "order_update".into(),
+                    language: "en_US".into(),
+                    status: Status::Paused,
+                    reason: "Low quality".into(),
+                },
+                WebhookEvent::TemplateStatus {
+                    name: "welcome".into(),
+                    language: "pt_BR".into(),
+                    status: Status::Approved,
+                    reason: String::new(),
+                },
+                WebhookEvent::Unhandled {
+                    kind: "field:account_update".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_notifications_are_unhandled_not_errors() {
+        assert_eq!(
+            webhook_events(&json!({ "object": "page" })),
+            vec![WebhookEvent::Unhandled {
+                kind: "malformed".into()
+            }]
+        );
+        let missing_id = json!({ "entry": [{ "changes": [{ "field": "messages", "value": {
+            "metadata": { "display_phone_number": "15550001111", "phone_number_id": "1" },
+            "messages": [{ "from": "27821234567", "timestamp": "1764061200", "type": "text" }]
+        }}]}]});
+        assert_eq!(
+            webhook_events(&missing_id),
+            vec![WebhookEvent::Unhandled {
+                kind: "message:malformed".into()
+            }]
+        );
+        let flagged = json!({ "entry": [{ "changes": [{ "field": "message_template_status_update",
+            "value": { "event": "FLAGGED", "message_template_name": "x", "message_template_language": "en" } }]}]});
+        assert_eq!(
+            webhook_events(&flagged),
+            vec![WebhookEvent::Unhandled {
+                kind: "template:FLAGGED".into()
+            }]
+        );
+    }
+}

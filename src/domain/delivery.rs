@@ -1,0 +1,400 @@
+//! Delivery rules: a message's status as WhatsApp reports it (statuses only
+//! move forward, so duplicated and out-of-order webhooks are harmless), how a
+//! Cloud API answer is classified, the retry backoff, and the per-number
+//! send rate. Pure: time and randomness are passed in.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Where an accepted message is on its way to the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// In the outbox, not yet handed to the Cloud API.
+    Accepted,
+    /// The Cloud API took it and gave it a wamid.
+    Submitted,
+    /// WhatsApp sent it (webhook `sent`).
+    Sent,
+    /// It reached the customer's device (webhook `delivered`).
+    Delivered,
+    /// The customer read it (webhook `read`).
+    Read,
+    /// It will not be delivered: a permanent Cloud API error or a `failed` webhook.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Order of progress. Failed ranks above Sent (a sent message can still
+    /// fail) but below Delivered: once delivered, a late failure changes nothing.
+    fn rank(self) -> u8 {
+        match self {
+            DeliveryStatus::Accepted => 0,
+            DeliveryStatus::Submitted => 1,
+            DeliveryStatus::Sent => 2,
+            DeliveryStatus::Failed => 3,
+            DeliveryStatus::Delivered => 4,
+            DeliveryStatus::Read => 5,
+        }
+    }
+
+    /// Whether a report of `next` moves a message that is at `self`.
+    pub fn advances_to(self, next: DeliveryStatus) -> bool {
+        next.rank() > self.rank()
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, DeliveryStatus::Read | DeliveryStatus::Failed)
+    }
+
+    /// The webhook `status` value, if it is one WhatsApp sends for messages.
+    pub fn from_webhook(status: &str) -> Option<DeliveryStatus> {
+        Some(match status {
+            "sent" => DeliveryStatus::Sent,
+            "delivered" => DeliveryStatus::Delivered,
+            "read" => DeliveryStatus::Read,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Why WhatsApp refused or failed a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryError {
+    pub code: i64,
+    pub title: String,
+}
+
+/// The delivery state kept beside an outbox message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub status: DeliveryStatus,
+    /// WhatsApp's message id, once the Cloud API answered.
+    pub wamid: Option<String>,
+    /// Cloud API calls made so far.
+    pub attempts: u32,
+    /// When the next attempt is due; `None` once handed over or failed.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub error: Option<DeliveryError>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Delivery {
+    /// A newly accepted message, due for delivery at once.
+    pub fn queued(now: DateTime<Utc>) -> Delivery {
+        Delivery {
+            status: DeliveryStatus::Accepted,
+            wamid: None,
+            attempts: 0,
+            next_attempt_at: Some(now),
+            error: None,
+            updated_at: now,
+        }
+    }
+
+    /// Applies a status report; `None` when it changes nothing (a duplicate,
+    /// or older than what is already known).
+    pub fn report(
+        &self,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+        now: DateTime<Utc>,
+    ) -> Option<Delivery> {
+        if !self.status.advances_to(status) {
+            return None;
+        }
+        Some(Delivery {
+            status,
+            error: if status == DeliveryStatus::Failed {
+                error
+            } else {
+                None
+            },
+            next_attempt_at: None,
+            updated_at: now,
+            ..self.clone()
+        })
+    }
+
+    /// The Cloud API took the message.
+    pub fn submitted(&self, wamid: String, now: DateTime<Utc>) -> Delivery {
+        Delivery {
+            // A webhook may have arrived first and already moved it further.
+            status: if self.status.advances_to(DeliveryStatus::Submitted) {
+                DeliveryStatus::Submitted
+            } else {
+                self.status
+            },
+            wamid: Some(wamid),
+            attempts: self.attempts + 1,
+            next_attempt_at: None,
+            error: self.error.clone(),
+            updated_at: now,
+        }
+    }
+
+    /// An attempt failed in a way worth retrying at `retry_at`.
+    pub fn retry(&self, retry_at: DateTime<Utc>, now: DateTime<Utc>) -> Delivery {
+        Delivery {
+            attempts: self.attempts + 1,
+            next_attempt_at: Some(retry_at),
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+
+    /// The Cloud API refused the message for good.
+    pub fn refused(&self, error: DeliveryError, now: DateTime<Utc>) -> Delivery {
+        Delivery {
+            status: DeliveryStatus::Failed,
+            attempts: self.attempts + 1,
+            next_attempt_at: None,
+            error: Some(error),
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+}
+
+/// What to do after one Cloud API call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Taken; WhatsApp's id for the message.
+    Submitted { wamid: String },
+    /// Worth trying again later (rate limits, WhatsApp-side trouble, timeouts).
+    Retry { why: String },
+    /// Will never succeed as sent; the message fails with this error.
+    Refused(DeliveryError),
+}
+
+/// Cloud API error codes that mean "not now" rather than "never": generic
+/// and service errors, throttling, and per-pair or spam rate limits.
+const RETRYABLE_CODES: &[i64] = &[
+    1, 2, 4, 17, 341, 80007, 130429, 131000, 131016, 131048, 131056, 133004,
+];
+
+/// Classifies a Cloud API answer: its HTTP status and body.
+pub fn classify(http_status: u16, body: &str) -> Attempt {
+    let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    if (200..300).contains(&http_status) {
+        let wamid = json
+            .as_ref()
+            .and_then(|j| j["messages"][0]["id"].as_str())
+            .map(str::to_owned);
+        return match wamid {
+            Some(wamid) => Attempt::Submitted { wamid },
+            // Success without an id: the send may have happened; retrying
+            // could send twice, and there is nothing to track. Fail loudly.
+            None => Attempt::Refused(DeliveryError {
+                code: 0,
+                title: format!("HTTP {http_status} without a message id"),
+            }),
+        };
+    }
+    let error = json.as_ref().map(|j| &j["error"]);
+    let code = error.and_then(|e| e["code"].as_i64());
+    let title = error
+        .and_then(|e| {
+            e["error_data"]["details"]
+                .as_str()
+                .or(e["message"].as_str())
+        })
+        .unwrap_or("")
+        .to_owned();
+    let retryable = http_status == 429
+        || http_status >= 500
+        || code.is_some_and(|c| RETRYABLE_CODES.contains(&c));
+    if retryable {
+        return Attempt::Retry {
+            why: format!(
+                "HTTP {http_status}{}",
+                code.map_or(String::new(), |c| format!(", code {c}"))
+            ),
+        };
+    }
+    Attempt::Refused(DeliveryError {
+        code: code.unwrap_or(i64::from(http_status)),
+        title: if title.is_empty() {
+            format!("HTTP {http_status}")
+        } else {
+            title
+        },
+    })
+}
+
+/// Retry spacing: exponential from `base`, capped, with full jitter
+/// (`jitter` in [0, 1) picks the point in [0, ceiling]), so retries of many
+/// messages spread out instead of arriving together.
+pub fn backoff(attempts: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(20);
+    let ceiling = base.saturating_mul(1 << exponent).min(cap);
+    // Never zero: a retry always waits a little.
+    ceiling
+        .mul_f64(jitter.clamp(0.0, 1.0))
+        .max(Duration::from_millis(10))
+}
+
+/// A token bucket per business number: `rate` sends a second, bursts of up
+/// to one second's worth.
+pub struct SendRate {
+    rate: f64,
+    buckets: HashMap<String, (f64, DateTime<Utc>)>,
+}
+
+impl SendRate {
+    pub fn new(per_second: u32) -> SendRate {
+        SendRate {
+            rate: f64::from(per_second.max(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes a token for `business` at `now`, or says how long until one is free.
+    pub fn take(&mut self, business: &str, now: DateTime<Utc>) -> Result<(), TimeDelta> {
+        let rate = self.rate;
+        let (tokens, at) = self
+            .buckets
+            .entry(business.to_owned())
+            .or_insert((rate, now));
+        let elapsed = (now - *at).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
+        *tokens = (*tokens + elapsed * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - *tokens) / rate;
+            Err(TimeDelta::microseconds((wait * 1e6).ceil() as i64))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn statuses_only_move_forward() {
+        use DeliveryStatus::*;
+        let submitted = Delivery::queued(t0()).submitted("wamid.1".into(), t0());
+        let read = submitted.report(Read, None, t0()).unwrap();
+        assert_eq!(read.status, Read);
+        // Late and duplicate reports change nothing.
+        assert_eq!(read.report(Delivered, None, t0()), None);
+        assert_eq!(read.report(Sent, None, t0()), None);
+        assert_eq!(read.report(Read, None, t0()), None);
+        let failure = DeliveryError {
+            code: 131026,
+            title: "Message undeliverable".into(),
+        };
+        assert_eq!(read.report(Failed, Some(failure.clone()), t0()), None);
+        // A sent message can still fail, and keeps the error.
+        let sent = submitted.report(Sent, None, t0()).unwrap();
+        let failed = sent.report(Failed, Some(failure.clone()), t0()).unwrap();
+        assert_eq!((failed.status, failed.error), (Failed, Some(failure)));
+        assert!(Accepted.advances_to(Submitted) && !Submitted.advances_to(Accepted));
+    }
+
+    #[test]
+    fn a_webhook_before_the_api_answer_is_kept() {
+        let early = Delivery::queued(t0())
+            .report(DeliveryStatus::Delivered, None, t0())
+            .unwrap();
+        let submitted = early.submitted("wamid.1".into(), t0());
+        assert_eq!(submitted.status, DeliveryStatus::Delivered);
+        assert_eq!(submitted.wamid.as_deref(), Some("wamid.1"));
+    }
+
+    #[test]
+    fn webhook_status_names() {
+        assert_eq!(
+            DeliveryStatus::from_webhook("delivered"),
+            Some(DeliveryStatus::Delivered)
+        );
+        assert_eq!(DeliveryStatus::from_webhook("deleted"), None);
+    }
+
+    #[test]
+    fn classifies_cloud_api_answers() {
+        let ok = r#"{"messaging_product":"whatsapp","contacts":[{"input":"27821234567","wa_id":"27821234567"}],"messages":[{"id":"wamid.HBgL"}]}"#;
+        assert_eq!(
+            classify(200, ok),
+            Attempt::Submitted {
+                wamid: "wamid.HBgL".into()
+            }
+        );
+        assert!(matches!(classify(200, "{}"), Attempt::Refused(_)));
+        assert!(matches!(classify(429, ""), Attempt::Retry { .. }));
+        assert!(matches!(classify(503, "<html>"), Attempt::Retry { .. }));
+        let throttled = r#"{"error":{"message":"(#130429) Rate limit hit","type":"OAuthException","code":130429}}"#;
+        assert!(matches!(classify(400, throttled), Attempt::Retry { .. }));
+        for code in [131047, 132000, 132001, 132015, 132016, 131026] {
+            let body = format!(
+                r#"{{"error":{{"message":"(#{code}) problem","type":"OAuthException","code":{code},"error_data":{{"messaging_product":"whatsapp","details":"detail {code}"}}}}}}"#
+            );
+            assert_eq!(
+                classify(400, &body),
+                Attempt::Refused(DeliveryError {
+                    code,
+                    title: format!("detail {code}")
+                }),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            classify(401, "nope"),
+            Attempt::Refused(DeliveryError {
+                code: 401,
+                title: "HTTP 401".into()
+            })
+        );
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_to_a_cap_with_full_jitter() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(60);
+        assert_eq!(
+            backoff(1, base, cap, 0.999_999),
+            Duration::from_micros(999_999)
+        );
+        assert_eq!(backoff(3, base, cap, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(30, base, cap, 0.5), Duration::from_secs(30));
+        assert_eq!(backoff(3, base, cap, 0.0), Duration::from_millis(10));
+        for attempts in 1..40 {
+            assert!(backoff(attempts, base, cap, 0.999) <= cap);
+        }
+    }
+
+    #[test]
+    fn send_rate_is_per_business_number() {
+        let mut rate = SendRate::new(2);
+        assert_eq!(rate.take("+1555", t0()), Ok(()));
+        assert_eq!(rate.take("+1555", t0()), Ok(()));
+        let wait = rate.take("+1555", t0()).unwrap_err();
+        assert_eq!(wait, TimeDelta::milliseconds(500));
+        // Another number has its own budget.
+        assert_eq!(rate.take("+1666", t0()), Ok(()));
+        // Half a second refills one token.
+        assert_eq!(
+            rate.take("+1555", t0() + TimeDelta::milliseconds(500)),
+            Ok(())
+        );
+        assert!(
+            rate.take("+1555", t0() + TimeDelta::milliseconds(500))
+                .is_err()
+        );
+        // Idle time never banks more than a second's worth.
+        let later = t0() + TimeDelta::hours(1);
+        assert!(rate.take("+1555", later).is_ok());
+        assert!(rate.take("+1555", later).is_ok());
+        assert!(rate.take("+1555", later).is_err());
+    }
+}

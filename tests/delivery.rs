@@ -1,0 +1,714 @@
+//! Talking to WhatsApp, against the real binary and a local HTTP server that
+//! speaks the Cloud API's formats: delivery out (JSON bodies, retries,
+//! permanent errors, rate limit, restart), webhooks in (handshake,
+//! signatures, messages, statuses, template reviews), and following a
+//! message with GetMessage and WatchMessages.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chrono::Utc;
+use common::*;
+use hmac::{Hmac, Mac};
+use pb::{MessageStatus, WindowState};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tonic::Code;
+
+const CUSTOMER: &str = "+27821234567";
+const PHONE_NUMBER_ID: &str = "106540352242922";
+const TOKEN: &str = "EAAG-test-access-token";
+const APP_SECRET: &str = "app-secret-for-tests";
+const VERIFY_TOKEN: &str = "verify-me-please";
+
+/// One request the fake Cloud API received.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    authorization: String,
+    body: Value,
+    at: Instant,
+    /// The status it answered.
+    answered: u16,
+}
+
+/// A local stand-in for `graph.facebook.com`: records every POST and
+/// answers from a script, then with success.
+#[derive(Clone, Default)]
+struct FakeGraph {
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+    /// While set, every call is answered 503.
+    down: Arc<Mutex<bool>>,
+}
+
+impl FakeGraph {
+    async fn start() -> (FakeGraph, String) {
+        let graph = FakeGraph::default();
+        let app = Router::new()
+            .route("/{version}/{phone_number_id}/messages", post(answer))
+            .with_state(graph.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (graph, url)
+    }
+
+    fn then(&self, status: u16, body: Value) {
+        self.script.lock().unwrap().push_back((status, body));
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn to(&self, customer: &str) -> Vec<Received> {
+        let to = customer.trim_start_matches('+');
+        self.received()
+            .into_iter()
+            .filter(|r| r.body["to"] == to)
+            .collect()
+    }
+}
+
+async fn answer(
+    State(graph): State<FakeGraph>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let body: Value = serde_json::from_str(&body).expect("the Cloud API gets JSON");
+    let scripted = graph.script.lock().unwrap().pop_front();
+    let (status, reply) = if *graph.down.lock().unwrap() {
+        (
+            503,
+            json!({ "error": { "message": "Service temporarily unavailable", "code": 2 } }),
+        )
+    } else {
+        scripted.unwrap_or_else(|| {
+            let n = graph.received.lock().unwrap().len();
+            (
+                200,
+                json!({
+                    "messaging_product": "whatsapp",
+                    "contacts": [{ "input": body["to"], "wa_id": body["to"] }],
+                    "messages": [{ "id": format!("wamid.fake{n}") }]
+                }),
+            )
+        })
+    };
+    graph.received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        authorization: headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default(),
+        body,
+        at: Instant::now(),
+        answered: status,
+    });
+    (StatusCode::from_u16(status).unwrap(), reply.to_string())
+}
+
+fn cloud_args(graph_url: &str) -> Vec<String> {
+    [
+        "--delivery",
+        "--graph-base-url",
+        graph_url,
+        "--graph-api-version",
+        "v23.0",
+        "--phone-number-ids",
+        &format!("{BUSINESS}={PHONE_NUMBER_ID}"),
+        "--access-token",
+        TOKEN,
+        "--delivery-backoff",
+        "20ms",
+        "--delivery-backoff-max",
+        "100ms",
+        "--app-secret",
+        APP_SECRET,
+        "--webhook-verify-token",
+        VERIFY_TOKEN,
+        "--webhook-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .into()
+}
+
+fn start(graph_url: &str, extra: &[&str]) -> Server {
+    let mut args = cloud_args(graph_url);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_with(&args)
+}
+
+fn webhook_url(server: &Server) -> String {
+    let logs = server.logs();
+    let at = logs
+        .split("receiving webhooks on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no webhook line in:\n{logs}"));
+    at.split_whitespace().next().unwrap().to_owned()
+}
+
+async fn get_message(server: &Server, id: &str) -> pb::OutboundMessage {
+    server
+        .gateway()
+        .await
+        .get_message(pb::GetMessageRequest {
+            message_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap()
+}
+
+/// Polls until the message reaches `status`; the Cloud API side is async.
+async fn wait_for(server: &Server, id: &str, status: MessageStatus) -> pb::OutboundMessage {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let message = get_message(server, id).await;
+        if message.status() == status {
+            return message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "message stayed {:?}, wanted {status:?}: {message:?}\n{}",
+            message.status(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn send(server: &Server, request: pb::SendMessageRequest) -> String {
+    server
+        .gateway()
+        .await
+        .send_message(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id
+}
+
+async fn open_window(server: &Server, customer: &str) {
+    server
+        .gateway()
+        .await
+        .record_inbound(inbound(customer, &format!("wamid.in.{customer}")))
+        .await
+        .unwrap();
+}
+
+fn signature(body: &str, secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs a notification as Meta does: signed with the app secret.
+async fn notify(server: &Server, notification: &Value) -> u16 {
+    let body = notification.to_string();
+    reqwest::Client::new()
+        .post(webhook_url(server))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature(&body, APP_SECRET))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn change(field: &str, value: Value) -> Value {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": field, "value": value }] }]
+    })
+}
+
+fn statuses(list: Value) -> Value {
+    change(
+        "messages",
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550001111", "phone_number_id": PHONE_NUMBER_ID },
+            "statuses": list
+        }),
+    )
+}
+
+#[tokio::test]
+async fn delivers_text_and_templates_as_cloud_api_json_and_keeps_the_wamid() {
+    let (graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    open_window(&server, CUSTOMER).await;
+    approved_template(
+        &server,
+        "order_update",
+        pb::TemplateCategory::Utility,
+        "Hi {{1}}, order {{2}} shipped.",
+    )
+    .await;
+
+    let text_id = send(&server, text(CUSTOMER, "t-1", "Your order shipped")).await;
+    let text_message = wait_for(&server, &text_id, MessageStatus::Submitted).await;
+    let template_id = send(
+        &server,
+        template_send("+27821234568", "t-2", "order_update", &["Ann", "A-1001"]),
+    )
+    .await;
+    let template_message = wait_for(&server, &template_id, MessageStatus::Submitted).await;
+
+    let received = graph.received();
+    assert_eq!(received.len(), 2, "{received:#?}");
+    for request in &received {
+        assert_eq!(request.path, format!("/v23.0/{PHONE_NUMBER_ID}/messages"));
+        assert_eq!(request.authorization, format!("Bearer {TOKEN}"));
+    }
+    assert_eq!(
+        received[0].body,
+        json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "27821234567",
+            "type": "text",
+            "text": { "preview_url": false, "body": "Your order shipped" }
+        })
+    );
+    assert_eq!(
+        received[1].body,
+        json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "27821234568",
+            "type": "template",
+            "template": {
+                "name": "order_update",
+                "language": { "code": "en_US" },
+                "components": [{ "type": "body", "parameters": [
+                    { "type": "text", "text": "Ann" },
+                    { "type": "text", "text": "A-1001" }
+                ] }]
+            }
+        })
+    );
+    assert_eq!(text_message.wamid, "wamid.fake0");
+    assert_eq!(text_message.attempts, 1);
+    assert_eq!(template_message.wamid, "wamid.fake1");
+    assert_eq!(
+        template_message.rendered_text,
+        "Hi Ann, order A-1001 shipped."
+    );
+    assert!(
+        !server.logs().contains(TOKEN),
+        "the access token was logged"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_until_accepted() {
+    let (graph, url) = FakeGraph::start().await;
+    graph.then(
+        429,
+        json!({ "error": { "message": "(#130429) Rate limit hit", "code": 130429 } }),
+    );
+    graph.then(
+        500,
+        json!({ "error": { "message": "An unknown error occurred", "code": 1 } }),
+    );
+    graph.then(503, json!({}));
+    let server = start(&url, &[]);
+    open_window(&server, CUSTOMER).await;
+    let id = send(&server, text(CUSTOMER, "r-1", "hello")).await;
+    let message = wait_for(&server, &id, MessageStatus::Submitted).await;
+    assert_eq!(message.attempts, 4);
+    let answers: Vec<u16> = graph.to(CUSTOMER).iter().map(|r| r.answered).collect();
+    assert_eq!(answers, vec![429, 500, 503, 200]);
+    // Each retry waited longer than none at all: the backoff is in force.
+    let times: Vec<Instant> = graph.to(CUSTOMER).iter().map(|r| r.at).collect();
+    assert!(times.windows(2).all(|w| w[1] > w[0]));
+}
+
+#[tokio::test]
+async fn permanent_errors_fail_the_message_with_the_code_and_are_not_retried() {
+    let (graph, url) = FakeGraph::start().await;
+    graph.then(
+        400,
+        json!({ "error": {
+            "message": "(#132001) Template name does not exist in the translation",
+            "type": "OAuthException", "code": 132001,
+            "error_data": { "messaging_product": "whatsapp", "details": "template name (order_update) does not exist in en_US" },
+            "fbtrace_id": "AbCdEf"
+        }}),
+    );
+    let server = start(&url, &[]);
+    open_window(&server, CUSTOMER).await;
+    let id = send(&server, text(CUSTOMER, "p-1", "hello")).await;
+    let failed = wait_for(&server, &id, MessageStatus::Failed).await;
+    assert_eq!(failed.error_code, 132001);
+    assert_eq!(
+        failed.error_title,
+        "template name (order_update) does not exist in en_US"
+    );
+    assert_eq!(failed.attempts, 1);
+    // A later message still goes out: one failure does not stop the worker.
+    let next = send(&server, text(CUSTOMER, "p-2", "hello again")).await;
+    wait_for(&server, &next, MessageStatus::Submitted).await;
+    assert_eq!(
+        graph.to(CUSTOMER).len(),
+        2,
+        "the refused message was sent once"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_resumes_pending_deliveries_and_sends_each_once() {
+    let (graph, url) = FakeGraph::start().await;
+    *graph.down.lock().unwrap() = true;
+    let mut server = start(&url, &[]);
+    let customers: Vec<String> = (0..5).map(|n| format!("+2782555000{n}")).collect();
+    let mut ids = Vec::new();
+    for (n, customer) in customers.iter().enumerate() {
+        open_window(&server, customer).await;
+        ids.push(send(&server, text(customer, &format!("k-{n}"), "hello")).await);
+    }
+    // Every message has been tried (and refused with 503) at least once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !customers.iter().all(|c| !graph.to(c).is_empty()) {
+        assert!(Instant::now() < deadline, "not every message was tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.crash_and_restart();
+    *graph.down.lock().unwrap() = false;
+    for id in &ids {
+        wait_for(&server, id, MessageStatus::Submitted).await;
+    }
+    for customer in &customers {
+        let accepted = graph
+            .to(customer)
+            .iter()
+            .filter(|r| r.answered == 200)
+            .count();
+        assert_eq!(accepted, 1, "{customer} got {accepted} accepted sends");
+    }
+}
+
+#[tokio::test]
+async fn sends_per_business_number_stay_under_the_rate() {
+    let (graph, url) = FakeGraph::start().await;
+    let server = start(&url, &["--delivery-rate", "5"]);
+    let mut ids = Vec::new();
+    for n in 0..15 {
+        let customer = format!("+2782666{n:04}");
+        open_window(&server, &customer).await;
+        ids.push(send(&server, text(&customer, &format!("rate-{n}"), "hello")).await);
+    }
+    for id in &ids {
+        wait_for(&server, id, MessageStatus::Submitted).await;
+    }
+    let times: Vec<Instant> = graph.received().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), 15, "each message sent once");
+    // A bucket of 5 that refills at 5/s allows at most 10 in any second.
+    let busiest = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && t.duration_since(*start) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(busiest <= 10, "{busiest} sends within one second");
+}
+
+#[tokio::test]
+async fn record_only_by_default() {
+    let server = Server::start();
+    open_window(&server, CUSTOMER).await;
+    let id = send(&server, text(CUSTOMER, "ro-1", "hello")).await;
+    let message = get_message(&server, &id).await;
+    assert_eq!(message.status(), MessageStatus::Accepted);
+    assert_eq!((message.attempts, message.wamid.as_str()), (0, ""));
+    assert!(
+        server.logs().contains("delivery is off"),
+        "{}",
+        server.logs()
+    );
+    assert!(!server.logs().contains("receiving webhooks"));
+}
+
+#[tokio::test]
+async fn get_message_refuses_unknown_and_malformed_ids() {
+    let server = Server::start();
+    let mut gateway = server.gateway().await;
+    let missing = refusal(
+        gateway
+            .get_message(pb::GetMessageRequest {
+                message_id: uuid::Uuid::now_v7().to_string(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (missing.code, missing.reason.as_str()),
+        (Code::NotFound, "MESSAGE_NOT_FOUND")
+    );
+    let malformed = refusal(
+        gateway
+            .get_message(pb::GetMessageRequest {
+                message_id: "wamid.123".into(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (malformed.code, malformed.reason.as_str(), malformed.fields),
+        (
+            Code::InvalidArgument,
+            "INVALID_MESSAGE_ID",
+            vec!["message_id".to_owned()]
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_handshake_echoes_the_challenge_for_the_right_token() {
+    let (_graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    let http = reqwest::Client::new();
+    let verify = |token: &str| {
+        http.get(webhook_url(&server))
+            .query(&[
+                ("hub.mode", "subscribe"),
+                ("hub.verify_token", token),
+                ("hub.challenge", "1158201444"),
+            ])
+            .send()
+    };
+    let ok = verify(VERIFY_TOKEN).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    assert_eq!(verify("wrong-token").await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn unsigned_or_badly_signed_notifications_are_refused() {
+    let (_graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    let body = statuses(json!([])).to_string();
+    let post = |signature: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .post(webhook_url(&server))
+            .body(body.clone());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        request.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some(signature(&body, "not-the-secret")))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(post(Some("sha256=zz".into())).await.unwrap().status(), 403);
+    assert_eq!(
+        post(Some(signature(&body, APP_SECRET)))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn inbound_webhooks_open_windows_and_ad_referrals_start_the_free_period() {
+    let (_graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    let at = Utc::now().timestamp() - 60;
+    let messages = change(
+        "messages",
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550001111", "phone_number_id": PHONE_NUMBER_ID },
+            "contacts": [{ "profile": { "name": "Ann" }, "wa_id": "27821234567" }],
+            "messages": [
+                { "from": "27821234567", "id": "wamid.in.organic", "timestamp": at.to_string(),
+                  "type": "text", "text": { "body": "hi" } },
+                { "from": "27821234568", "id": "wamid.in.ad", "timestamp": at.to_string(),
+                  "type": "text", "text": { "body": "I saw your ad" },
+                  "referral": { "source_url": "https://fb.me/ad", "source_id": "120", "source_type": "ad",
+                                "headline": "Sale", "ctwa_clid": "ARAkLkA8" } }
+            ]
+        }),
+    );
+    assert_eq!(notify(&server, &messages).await, 200);
+    // Meta delivers at least once: the same notification again changes nothing.
+    assert_eq!(notify(&server, &messages).await, 200);
+
+    let organic = window(&server, CUSTOMER).await;
+    assert_eq!(organic.state(), WindowState::Open);
+    assert_eq!(organic.last_inbound_at.unwrap().seconds, at);
+    let free = server
+        .gateway()
+        .await
+        .send_message(text("+27821234568", "ad-1", "Thanks for writing!"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        free.pricing_category(),
+        pb::PricingCategory::ReferralConversion
+    );
+    assert!(free.free_until.is_some());
+    assert!(!free.billable);
+}
+
+#[tokio::test]
+async fn status_webhooks_move_messages_forward_and_watchers_see_each_change() {
+    let (_graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    open_window(&server, CUSTOMER).await;
+    let id = send(&server, text(CUSTOMER, "s-1", "hello")).await;
+    let submitted = wait_for(&server, &id, MessageStatus::Submitted).await;
+    let wamid = submitted.wamid.clone();
+
+    let mut watch = server
+        .gateway()
+        .await
+        .watch_messages(pb::WatchMessagesRequest {
+            message_ids: vec![id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap().message.unwrap();
+    assert_eq!(first.status(), MessageStatus::Submitted);
+
+    let report = |status: &str| {
+        json!({ "id": wamid, "status": status, "timestamp": Utc::now().timestamp().to_string(),
+                "recipient_id": "27821234567" })
+    };
+    // Out of order and duplicated, as webhooks may come.
+    assert_eq!(
+        notify(&server, &statuses(json!([report("delivered")]))).await,
+        200
+    );
+    assert_eq!(
+        notify(&server, &statuses(json!([report("sent")]))).await,
+        200
+    );
+    assert_eq!(
+        notify(&server, &statuses(json!([report("read"), report("read")]))).await,
+        200
+    );
+    assert_eq!(
+        notify(&server, &statuses(json!([report("delivered")]))).await,
+        200
+    );
+
+    let mut seen = Vec::new();
+    while seen.last() != Some(&MessageStatus::Read) {
+        let update = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("a watch update")
+            .unwrap()
+            .unwrap();
+        seen.push(update.message.unwrap().status());
+    }
+    assert_eq!(seen, vec![MessageStatus::Delivered, MessageStatus::Read]);
+    assert_eq!(
+        get_message(&server, &id).await.status(),
+        MessageStatus::Read
+    );
+
+    // A failure report carries WhatsApp's code.
+    let other = send(&server, text(CUSTOMER, "s-2", "again")).await;
+    let other_wamid = wait_for(&server, &other, MessageStatus::Submitted)
+        .await
+        .wamid;
+    let failed = json!([{ "id": other_wamid, "status": "failed", "timestamp": Utc::now().timestamp().to_string(),
+                          "recipient_id": "27821234567",
+                          "errors": [{ "code": 131026, "title": "Message undeliverable" }] }]);
+    assert_eq!(notify(&server, &statuses(failed)).await, 200);
+    let failed = wait_for(&server, &other, MessageStatus::Failed).await;
+    assert_eq!(
+        (failed.error_code, failed.error_title.as_str()),
+        (131026, "Message undeliverable")
+    );
+}
+
+#[tokio::test]
+async fn template_review_webhooks_update_the_registry_and_unknown_events_are_counted() {
+    let (_graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    approved_template(
+        &server,
+        "order_update",
+        pb::TemplateCategory::Utility,
+        "Hi {{1}}",
+    )
+    .await;
+    let paused = change(
+        "message_template_status_update",
+        json!({ "event": "PAUSED", "message_template_id": 594425479261596_i64,
+                "message_template_name": "order_update", "message_template_language": "en_US",
+                "reason": "Low quality rating" }),
+    );
+    assert_eq!(notify(&server, &paused).await, 200);
+    let template = server
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: "order_update".into(),
+            language: "en_US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(template.status(), pb::TemplateStatus::Paused);
+    let refused = refusal(
+        server
+            .gateway()
+            .await
+            .send_message(template_send(CUSTOMER, "tp-1", "order_update", &["Ann"]))
+            .await,
+    );
+    assert_eq!(refused.reason, "TEMPLATE_NOT_APPROVED");
+    assert_eq!(refused.metadata["whatsapp_code"], "132015");
+
+    let unknown = change("account_update", json!({ "event": "VERIFIED_ACCOUNT" }));
+    assert_eq!(notify(&server, &unknown).await, 200);
+    let metrics = http_get_text(&metrics_url(&server)).await;
+    assert!(
+        metrics.contains(
+            r#"wagate_webhook_events_total{event="field:account_update",handled="false"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"wagate_webhook_events_total{event="template_status",handled="true"} 1"#),
+        "{metrics}"
+    );
+}
+
+async fn http_get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
