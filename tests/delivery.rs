@@ -47,6 +47,8 @@ struct FakeGraph {
     script: Arc<Mutex<VecDeque<(u16, Value)>>>,
     /// While set, every call is answered 503.
     down: Arc<Mutex<bool>>,
+    /// This many next calls hang for longer than any sane client timeout.
+    hang: Arc<Mutex<u32>>,
 }
 
 impl FakeGraph {
@@ -85,6 +87,15 @@ async fn answer(
     body: String,
 ) -> (StatusCode, String) {
     let body: Value = serde_json::from_str(&body).expect("the Cloud API gets JSON");
+    let hang = {
+        let mut hang = graph.hang.lock().unwrap();
+        let now = *hang > 0;
+        *hang = hang.saturating_sub(1);
+        now
+    };
+    if hang {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     let scripted = graph.script.lock().unwrap().pop_front();
     let (status, reply) = if *graph.down.lock().unwrap() {
         (
@@ -711,4 +722,16 @@ async fn template_review_webhooks_update_the_registry_and_unknown_events_are_cou
 
 async fn http_get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_call_that_times_out_is_retried() {
+    let (graph, url) = FakeGraph::start().await;
+    *graph.hang.lock().unwrap() = 1;
+    let server = start(&url, &["--delivery-timeout", "300ms"]);
+    open_window(&server, CUSTOMER).await;
+    let id = send(&server, text(CUSTOMER, "to-1", "hello")).await;
+    let message = wait_for(&server, &id, MessageStatus::Submitted).await;
+    assert_eq!(message.attempts, 2, "the hung call counts as one attempt");
+    assert!(server.logs().contains("timed out"), "{}", server.logs());
 }
