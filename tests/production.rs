@@ -713,6 +713,13 @@ async fn call_spans_are_exported_over_otlp_as_children_of_the_callers_span() {
                 })
         })
         .unwrap_or_else(|| panic!("no RecordInbound span among {spans:#?}"));
+    for attribute in ["code", "latency_ms", "caller"] {
+        assert!(
+            rpc.attributes.iter().any(|kv| kv.key == attribute),
+            "no {attribute} on {rpc:#?}"
+        );
+    }
+    assert!(format!("{:?}", rpc.attributes).contains("Ok"), "{rpc:#?}");
     assert_eq!(hex(&rpc.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(hex(&rpc.parent_span_id), "00f067aa0ba902b7");
     assert!(

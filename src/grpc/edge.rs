@@ -139,6 +139,8 @@ where
             caller = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             parent_span_id = tracing::field::Empty,
+            code = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
         );
         if let Some(trace) = &trace {
             span.record("trace_id", tracing::field::display(&trace.trace_id));
@@ -194,11 +196,11 @@ where
                 let code = response_code(response.headers());
                 let elapsed = started.elapsed();
                 telemetry::record_call(&method, code, &caller_label, elapsed);
-                tracing::info!(
-                    code = ?code,
-                    latency_ms = elapsed.as_micros() as f64 / 1000.0,
-                    "call finished"
-                );
+                // On the span, so exported traces carry them too.
+                let span = tracing::Span::current();
+                span.record("code", tracing::field::debug(code));
+                span.record("latency_ms", elapsed.as_micros() as f64 / 1000.0);
+                tracing::info!("call finished");
                 Ok(response)
             }
             .instrument(span),
