@@ -88,6 +88,9 @@ pub const DELIVERIES: &str = "wagate_deliveries_total";
 /// Webhook events by kind and whether they were acted on.
 pub const WEBHOOK_EVENTS: &str = "wagate_webhook_events_total";
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -159,6 +162,7 @@ pub async fn serve(
 )> {
     let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
+    let drained = handle.clone();
     let app = Router::new().route(
         "/metrics",
         get(move || {
@@ -179,5 +183,19 @@ pub async fn serve(
             }
         }),
     );
-    Ok((address, async move { axum::serve(listener, app).await }))
+    // Histogram samples pile up in memory until drained; scrapes drain
+    // them, but nothing may be scraping.
+    let upkeep = async move {
+        let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            drained.run_upkeep();
+        }
+    };
+    Ok((address, async move {
+        tokio::select! {
+            served = axum::serve(listener, app) => served,
+            () = upkeep => Ok(()),
+        }
+    }))
 }
