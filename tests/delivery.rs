@@ -276,6 +276,10 @@ async fn delivers_text_and_templates_as_cloud_api_json_and_keeps_the_wamid() {
 
     let text_id = send(&server, text(CUSTOMER, "t-1", "Your order shipped")).await;
     let text_message = wait_for(&server, &text_id, MessageStatus::Submitted).await;
+    // A caller's retry with the same idempotency key is the same message:
+    // answered again, not sent again.
+    let retried = send(&server, text(CUSTOMER, "t-1", "Your order shipped")).await;
+    assert_eq!(retried, text_id);
     let template_id = send(
         &server,
         template_send("+27821234568", "t-2", "order_update", &["Ann", "A-1001"]),
@@ -694,6 +698,7 @@ async fn template_review_webhooks_update_the_registry_and_unknown_events_are_cou
         .template
         .unwrap();
     assert_eq!(template.status(), pb::TemplateStatus::Paused);
+    assert_eq!(template.status_reason, "Low quality rating");
     let refused = refusal(
         server
             .gateway()
