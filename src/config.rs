@@ -105,7 +105,8 @@ pub struct Config {
     pub http2_keepalive_timeout: Duration,
 
     /// On SIGTERM, how long health reports NOT_SERVING while calls are still
-    /// served, so the mesh stops routing here before the listener closes.
+    /// served, so the mesh stops routing here before the listener closes
+    /// (SIGINT, from a terminal, skips it).
     #[arg(long, env = "WAGATE_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_delay: Duration,
 

@@ -30,7 +30,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub async fn run(
     config: Config,
     metrics: PrometheusHandle,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Stop>,
 ) -> Result<(), BoxError> {
     let callers = match &config.auth_tokens_file {
         Some(path) => {
@@ -96,8 +96,14 @@ pub async fn run(
     let draining = {
         let health = health.clone();
         async move {
-            shutdown.await;
-            tracing::info!(drain_delay = ?config.drain_delay, "shutting down: reporting NOT_SERVING, still serving");
+            let drain_delay = match shutdown.await {
+                Stop::Drain => config.drain_delay,
+                Stop::Now => std::time::Duration::ZERO,
+            };
+            tracing::info!(
+                ?drain_delay,
+                "shutting down: reporting NOT_SERVING, still serving"
+            );
             health
                 .set_not_serving::<GatewayServer<GatewayService>>()
                 .await;
@@ -109,7 +115,7 @@ pub async fn run(
                 .await;
             // Probes and the mesh's endpoint updates need time to route away;
             // calls arriving meanwhile are still served.
-            tokio::time::sleep(config.drain_delay).await;
+            tokio::time::sleep(drain_delay).await;
             tracing::info!("closing the listener: finishing calls in flight");
             let _ = drain_started.send(true);
         }
@@ -193,30 +199,46 @@ fn refresh_store_gauges(store: &Store) {
     }
 }
 
+/// How to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// An orchestrator asked (SIGTERM): report NOT_SERVING for the drain
+    /// delay first, so traffic moves away before the listener closes.
+    Drain,
+    /// Someone at a terminal asked (SIGINT): nothing routes here through a
+    /// mesh, so skip the drain delay; calls in flight still finish.
+    Now,
+}
+
 /// Resolves on SIGTERM or SIGINT.
-pub async fn termination_signal() {
+pub async fn termination_signal() -> Stop {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for SIGINT");
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    () = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
-                interrupt.await;
-            }
+    tokio::select! {
+        () = interrupt => Stop::Now,
+        () = sigterm() => Stop::Drain,
+    }
+}
+
+#[cfg(unix)]
+async fn sigterm() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            terminate.recv().await;
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
+            std::future::pending::<()>().await;
         }
     }
-    #[cfg(not(unix))]
-    interrupt.await;
+}
+
+#[cfg(not(unix))]
+async fn sigterm() {
+    std::future::pending::<()>().await;
 }

@@ -781,3 +781,17 @@ async fn keepalive_pings_idle_connections_and_drops_a_peer_that_never_answers() 
         "the connection stayed open though the PING was never answered"
     );
 }
+
+#[tokio::test]
+async fn sigint_from_a_terminal_skips_the_drain_delay() {
+    let mut server = Server::start_with(&["--drain-delay", "1h"]);
+    server.signal("INT");
+    // Far less than the hour SIGTERM would report NOT_SERVING for.
+    let exit = server.wait_exit(Duration::from_secs(20)).await;
+    assert!(exit.success(), "exit status {exit}");
+    assert!(
+        server.logs().contains("drain_delay=0ns"),
+        "{}",
+        server.logs()
+    );
+}
