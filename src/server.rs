@@ -210,35 +210,41 @@ pub enum Stop {
     Now,
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn termination_signal() -> Stop {
-    let interrupt = async {
+/// Listens for SIGTERM and SIGINT from the moment it is called (so a signal
+/// that arrives while wagate starts up is not lost to the default handler);
+/// the future resolves on the first.
+pub fn termination_signal() -> impl Future<Output = Stop> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &'static str| {
+            signal(kind)
+                .map_err(|error| tracing::error!(%error, "cannot listen for {name}"))
+                .ok()
+        };
+        let terminate = listen(SignalKind::terminate(), "SIGTERM");
+        let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+        async move {
+            let next = |listener: Option<tokio::signal::unix::Signal>| async move {
+                match listener {
+                    Some(mut listener) => {
+                        listener.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = next(interrupt) => Stop::Now,
+                () = next(terminate) => Stop::Drain,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
+            tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    tokio::select! {
-        () = interrupt => Stop::Now,
-        () = sigterm() => Stop::Drain,
+        Stop::Now
     }
-}
-
-#[cfg(unix)]
-async fn sigterm() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            terminate.recv().await;
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn sigterm() {
-    std::future::pending::<()>().await;
 }

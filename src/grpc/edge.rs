@@ -32,6 +32,12 @@ pub const OVERLOADED: &str = "OVERLOADED";
 pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 pub const REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
 
+/// tonic also enforces `grpc-timeout`, outside this layer, answering a bare
+/// CANCELLED; ending the call this much earlier makes ours the answer (with
+/// DEADLINE_EXCEEDED, its reason, and the call's metrics), as tonic polls
+/// the call before its own timer.
+const CALLER_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
 /// What the edge enforces.
 pub struct EdgePolicy {
     /// `None`: callers are not authenticated.
@@ -110,7 +116,9 @@ where
         let open = is_infrastructure(&method);
         let trace = TraceParent::from_headers(request.headers());
         let deadline = grpc_timeout(request.headers()).map_or(self.shared.call_timeout, |asked| {
-            asked.min(self.shared.call_timeout)
+            asked
+                .saturating_sub(CALLER_DEADLINE_MARGIN)
+                .min(self.shared.call_timeout)
         });
 
         let caller = match (&self.shared.callers, open) {
