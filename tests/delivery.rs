@@ -436,7 +436,9 @@ async fn sends_per_business_number_stay_under_the_rate() {
     }
     let times: Vec<Instant> = graph.received().iter().map(|r| r.at).collect();
     assert_eq!(times.len(), 15, "each message sent once");
-    // A bucket of 5 that refills at 5/s allows at most 10 in any second.
+    // A bucket of 5 that refills at 5/s lets at most 9 start within one
+    // second (5 at once, then one every 200 ms); 11 leaves room for arrival
+    // jitter at the fake server, while no limit sends all 15 at once.
     let busiest = times
         .iter()
         .map(|start| {
@@ -447,7 +449,7 @@ async fn sends_per_business_number_stay_under_the_rate() {
         })
         .max()
         .unwrap();
-    assert!(busiest <= 10, "{busiest} sends within one second");
+    assert!(busiest <= 11, "{busiest} sends within one second");
 }
 
 #[tokio::test]

@@ -96,7 +96,24 @@ async fn metrics_count_calls_decisions_windows_sweeps_and_commits() {
         .await;
     assert_eq!(refusal(pending).reason, "TEMPLATE_NOT_APPROVED");
 
+    // A made-up method: UNIMPLEMENTED, counted without minting a label.
+    call_unknown_method(&server, "/wagate.v1.Gateway/MadeUp").await;
+
     let scrape = scrape(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "wagate_grpc_requests_total",
+            &[("method", "unknown"), ("code", "Unimplemented")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !scrape
+            .samples
+            .iter()
+            .any(|s| s.labels.get("method") == Some("/wagate.v1.Gateway/MadeUp"))
+    );
     let send = "/wagate.v1.Gateway/SendMessage";
     assert_eq!(
         sample(
@@ -794,4 +811,22 @@ async fn sigint_from_a_terminal_skips_the_drain_delay() {
         "{}",
         server.logs()
     );
+}
+
+async fn call_unknown_method(server: &Server, path: &str) {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("http://{}{path}", server.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "12", "UNIMPLEMENTED");
 }

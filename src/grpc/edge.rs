@@ -5,7 +5,7 @@
 //! Health and reflection stay open: probes and grpcurl need no token, and
 //! they are never shed, so an overloaded instance still answers its probes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,6 +55,34 @@ struct Shared {
     callers: Option<Callers>,
     permits: Arc<Semaphore>,
     call_timeout: Duration,
+    /// Paths of the methods served; any other path is labelled "unknown" in
+    /// metrics, so a caller cannot mint new time series.
+    methods: HashSet<String>,
+}
+
+/// `/package.Service/Method` for every method wagate serves.
+fn served_methods() -> HashSet<String> {
+    use prost::Message;
+    let mut methods: HashSet<String> = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .map(String::from)
+    .into();
+    // The descriptors are compiled in; they decode or the build is broken.
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET) {
+        for file in set.file {
+            let package = file.package().to_owned();
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+    }
+    methods
 }
 
 impl EdgeLayer {
@@ -64,6 +92,7 @@ impl EdgeLayer {
                 callers: policy.callers,
                 permits: Arc::new(Semaphore::new(policy.max_concurrent_calls)),
                 call_timeout: policy.call_timeout,
+                methods: served_methods(),
             }),
         }
     }
@@ -180,6 +209,12 @@ where
             Err(status) => Err(status),
         };
 
+        let method_label = if self.shared.methods.contains(&method) {
+            method.clone()
+        } else {
+            "unknown".to_owned()
+        };
+
         // Take the service that was polled ready; leave a clone for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -203,7 +238,7 @@ where
                 };
                 let code = response_code(response.headers());
                 let elapsed = started.elapsed();
-                telemetry::record_call(&method, code, &caller_label, elapsed);
+                telemetry::record_call(&method_label, code, &caller_label, elapsed);
                 // On the span, so exported traces carry them too.
                 let span = tracing::Span::current();
                 span.record("code", tracing::field::debug(code));
@@ -371,6 +406,20 @@ mod tests {
         assert_eq!(response_code(&headers), Code::Ok);
         headers.insert("grpc-status", "8".parse().unwrap());
         assert_eq!(response_code(&headers), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn served_methods_come_from_the_descriptors() {
+        let methods = served_methods();
+        for path in [
+            "/wagate.v1.Gateway/SendMessage",
+            "/wagate.v1.Gateway/WatchMessages",
+            "/wagate.v1.TemplateRegistry/ListTemplates",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert!(methods.contains(path), "{path}");
+        }
+        assert!(!methods.contains("/wagate.v1.Gateway/Nope"));
     }
 
     #[test]
