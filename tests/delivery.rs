@@ -742,3 +742,58 @@ async fn a_call_that_times_out_is_retried() {
     assert_eq!(message.attempts, 2, "the hung call counts as one attempt");
     assert!(server.logs().contains("timed out"), "{}", server.logs());
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_far_behind_is_told_so() {
+    const SENT: usize = 6000;
+    let server = Server::start();
+    open_window(&server, CUSTOMER).await;
+    // A tiny flow-control window makes the server's sends block almost at
+    // once, so the watcher's place in the update buffer stops moving.
+    let slow_reader = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = pb::gateway_client::GatewayClient::new(slow_reader)
+        .watch_messages(pb::WatchMessagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let gateway = server.gateway().await;
+    let senders: Vec<_> = (0..32)
+        .map(|worker| {
+            let mut gateway = gateway.clone();
+            tokio::spawn(async move {
+                for n in (worker..SENT).step_by(32) {
+                    gateway
+                        .send_message(text(CUSTOMER, &format!("lag-{n}"), "hello"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let mut seen = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => seen += 1,
+                Ok(None) => panic!("the stream ended without saying why after {seen}"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the stream kept going after {seen} without a lag error"));
+    let refused = refusal::<()>(Err(ended));
+    assert_eq!(
+        (refused.code, refused.reason.as_str()),
+        (Code::Aborted, "WATCH_LAGGED")
+    );
+    assert!(seen < SENT, "it fell behind, so it cannot have seen all");
+}

@@ -415,6 +415,7 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         edge::OVERLOADED,
         edge::REQUEST_TOO_LARGE,
         edge::DEADLINE_EXCEEDED,
+        wagate::grpc::status::WATCH_LAGGED,
     ];
     let domain_reasons = wagate::domain::Reason::ALL.iter().map(|r| r.as_str());
     for reason in domain_reasons.chain(edge_reasons) {
