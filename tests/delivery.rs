@@ -797,3 +797,51 @@ async fn a_watcher_that_falls_far_behind_is_told_so() {
     );
     assert!(seen < SENT, "it fell behind, so it cannot have seen all");
 }
+
+#[tokio::test]
+async fn secrets_from_files_and_the_environment_are_used_and_never_logged() {
+    let (graph, url) = FakeGraph::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("access-token");
+    let verify_file = secrets.path().join("verify-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::write(&verify_file, VERIFY_TOKEN).unwrap();
+    let phone_number_ids = format!("{BUSINESS}={PHONE_NUMBER_ID}");
+    let server = Server::start_with_env(&[
+        ("WAGATE_LOG_LEVEL", "debug"),
+        ("WAGATE_LOG_FORMAT", "text"),
+        ("WAGATE_DELIVERY", "true"),
+        ("WAGATE_GRAPH_BASE_URL", &url),
+        ("WAGATE_PHONE_NUMBER_IDS", &phone_number_ids),
+        ("WAGATE_ACCESS_TOKEN_FILE", token_file.to_str().unwrap()),
+        ("WAGATE_APP_SECRET", APP_SECRET),
+        (
+            "WAGATE_WEBHOOK_VERIFY_TOKEN_FILE",
+            verify_file.to_str().unwrap(),
+        ),
+        ("WAGATE_WEBHOOK_LISTEN", "127.0.0.1:0"),
+    ]);
+    open_window(&server, CUSTOMER).await;
+    let id = send(&server, text(CUSTOMER, "secret-1", "hello")).await;
+    wait_for(&server, &id, MessageStatus::Submitted).await;
+    assert_eq!(graph.received()[0].authorization, format!("Bearer {TOKEN}"));
+
+    let handshake = reqwest::Client::new()
+        .get(webhook_url(&server))
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", VERIFY_TOKEN),
+            ("hub.challenge", "42"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handshake.status(), 200);
+    assert_eq!(notify(&server, &statuses(json!([]))).await, 200);
+
+    let logs = server.logs();
+    assert!(logs.contains("DEBUG"), "debug logging was on: {logs}");
+    for secret in [TOKEN, APP_SECRET, VERIFY_TOKEN] {
+        assert!(!logs.contains(secret), "{secret} was logged:\n{logs}");
+    }
+}
