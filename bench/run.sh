@@ -4,12 +4,17 @@
 # client in one run. Arguments filter workloads by name (e.g. "inbound").
 # `bench/run.sh --scale` runs the scale benchmark instead (1M windows,
 # 10k templates, startup, RSS, a 1M-window sweep under load).
+# `bench/run.sh --store-ceiling` measures how fast sled alone commits
+# RecordInbound's transaction, with durability off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v h2load >/dev/null; then
     echo "installing h2load (Debian nghttp2-client)" >&2
     apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null
+fi
+if [ "${1:-}" = "--store-ceiling" ]; then
+    exec cargo bench --locked --bench store_ceiling
 fi
 if [ "${1:-}" = "--scale" ]; then
     shift
