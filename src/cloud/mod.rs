@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::config::{CloudConfig, resolve_secret};
+use crate::domain::delivery::RetryPolicy;
 use crate::store::Store;
 
 /// What is running, to stop on shutdown.
@@ -52,9 +53,11 @@ pub async fn start(config: &CloudConfig, store: &Store) -> Result<Running, Strin
             phone_number_ids: config.phone_number_ids.iter().cloned().collect(),
             rate_per_second: config.delivery_rate,
             timeout: config.delivery_timeout,
-            backoff: config.delivery_backoff,
-            backoff_max: config.delivery_backoff_max,
-            max_attempts: config.delivery_max_attempts,
+            retry: RetryPolicy {
+                base: config.delivery_backoff,
+                cap: config.delivery_backoff_max,
+                max_attempts: config.delivery_max_attempts,
+            },
         };
         tracing::info!(
             graph = %settings.api_root,

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::Secret;
 use crate::domain::OutboxMessage;
 use crate::domain::cloud_api;
-use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, SendRate};
+use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -36,9 +36,7 @@ pub struct DeliverySettings {
     pub phone_number_ids: HashMap<String, String>,
     pub rate_per_second: u32,
     pub timeout: Duration,
-    pub backoff: Duration,
-    pub backoff_max: Duration,
-    pub max_attempts: u32,
+    pub retry: RetryPolicy,
 }
 
 struct Worker {
@@ -180,31 +178,20 @@ impl Worker {
                 telemetry::record_delivery("refused");
                 delivery.refused(error, now())
             }
-            Attempt::Retry { why } if delivery.attempts + 1 >= self.settings.max_attempts => {
-                tracing::warn!(message_id = %id, %why, attempts = delivery.attempts + 1, "giving up");
-                telemetry::record_delivery("gave_up");
-                delivery.refused(
-                    DeliveryError {
-                        code: 0,
-                        title: format!(
-                            "gave up after {} attempts; last: {why}",
-                            delivery.attempts + 1
-                        ),
-                    },
-                    now(),
-                )
-            }
             Attempt::Retry { why } => {
-                let wait = delivery::backoff(
-                    delivery.attempts + 1,
-                    self.settings.backoff,
-                    self.settings.backoff_max,
-                    rand::rng().random::<f64>(),
-                );
-                tracing::info!(message_id = %id, %why, retry_in = ?wait, "delivery will be retried");
-                telemetry::record_delivery("retry");
-                let at = now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
-                delivery.retry(at, now())
+                let jitter = rand::rng().random::<f64>();
+                let next = delivery.retry_or_give_up(&why, &self.settings.retry, jitter, now());
+                match next.next_attempt_at {
+                    Some(at) => {
+                        tracing::info!(message_id = %id, %why, retry_at = %at, "delivery will be retried");
+                        telemetry::record_delivery("retry");
+                    }
+                    None => {
+                        tracing::warn!(message_id = %id, %why, attempts = next.attempts, "giving up");
+                        telemetry::record_delivery("gave_up");
+                    }
+                }
+                next
             }
         }
     }

@@ -145,6 +145,32 @@ impl Delivery {
         }
     }
 
+    /// An attempt failed for a reason worth retrying (`why`): due again after
+    /// the backoff, or FAILED with code 0 once it was the last attempt the
+    /// policy allows.
+    pub fn retry_or_give_up(
+        &self,
+        why: &str,
+        policy: &RetryPolicy,
+        jitter: f64,
+        now: DateTime<Utc>,
+    ) -> Delivery {
+        let attempts = self.attempts + 1;
+        if attempts >= policy.max_attempts {
+            let error = DeliveryError {
+                code: 0,
+                title: format!("gave up after {attempts} attempts; last: {why}"),
+            };
+            return self.refused(error, now);
+        }
+        let wait = backoff(attempts, policy.base, policy.cap, jitter);
+        let retry_at = TimeDelta::from_std(wait)
+            .ok()
+            .and_then(|wait| now.checked_add_signed(wait))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.retry(retry_at, now)
+    }
+
     /// The Cloud API refused the message for good.
     pub fn refused(&self, error: DeliveryError, now: DateTime<Utc>) -> Delivery {
         Delivery {
@@ -222,6 +248,17 @@ pub fn classify(http_status: u16, body: &str) -> Attempt {
             title
         },
     })
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first retry's ceiling; it doubles per attempt.
+    pub base: Duration,
+    /// The longest ceiling.
+    pub cap: Duration,
+    /// Attempts before the message fails.
+    pub max_attempts: u32,
 }
 
 /// Retry spacing: exponential from `base`, capped, with full jitter
@@ -371,6 +408,44 @@ mod tests {
         for attempts in 1..40 {
             assert!(backoff(attempts, base, cap, 0.999) <= cap);
         }
+    }
+
+    #[test]
+    fn retryable_failures_back_off_until_the_last_attempt_then_fail() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+            max_attempts: 3,
+        };
+        let first = Delivery::queued(t0()).retry_or_give_up("HTTP 503", &policy, 0.5, t0());
+        assert_eq!(first.status, DeliveryStatus::Accepted);
+        assert_eq!(first.attempts, 1);
+        assert_eq!(
+            first.next_attempt_at,
+            Some(t0() + TimeDelta::milliseconds(500))
+        );
+        let second = first.retry_or_give_up("HTTP 503", &policy, 0.5, t0());
+        assert_eq!(second.attempts, 2);
+        assert_eq!(second.next_attempt_at, Some(t0() + TimeDelta::seconds(1)));
+        let last = second.retry_or_give_up("timed out", &policy, 0.5, t0());
+        assert_eq!(last.status, DeliveryStatus::Failed);
+        assert_eq!(last.attempts, 3);
+        assert_eq!(last.next_attempt_at, None);
+        assert_eq!(
+            last.error,
+            Some(DeliveryError {
+                code: 0,
+                title: "gave up after 3 attempts; last: timed out".into()
+            })
+        );
+        // A cap past the end of time waits until then rather than overflowing.
+        let forever = RetryPolicy {
+            base: Duration::from_secs(u64::MAX / 4),
+            cap: Duration::MAX,
+            ..policy
+        };
+        let far = Delivery::queued(t0()).retry_or_give_up("HTTP 503", &forever, 0.9, t0());
+        assert_eq!(far.next_attempt_at, Some(DateTime::<Utc>::MAX_UTC));
     }
 
     #[test]
