@@ -5,7 +5,7 @@
 //! Health and reflection stay open: probes and grpcurl need no token, and
 //! they are never shed, so an overloaded instance still answers its probes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,13 +16,12 @@ use http::{HeaderMap, Request, Response};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::auth::Callers;
-use super::status::ERROR_DOMAIN;
+use super::status::service as refusal;
 use crate::telemetry;
 
 /// Refusal reasons the edge gives, in `ErrorInfo.reason`.
@@ -118,11 +117,6 @@ pub struct Edge<S> {
 /// Health checks and reflection: open to anyone, never shed.
 fn is_infrastructure(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
-}
-
-fn refusal(code: Code, reason: &str, message: impl Into<String>) -> Status {
-    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
-    Status::with_error_details(code, message, details)
 }
 
 impl<S> Service<Request<Body>> for Edge<S>

@@ -19,6 +19,17 @@ use crate::pb;
 use crate::store::{MessageState, SendOutcome, Store};
 use crate::telemetry;
 
+type WatchSender = tokio::sync::mpsc::Sender<Result<pb::WatchMessagesResponse, Status>>;
+
+/// Sends one message state to a watcher; false once the watcher has gone.
+async fn forward(sender: &WatchSender, state: &MessageState) -> bool {
+    let message = Some(convert::outbound_message(state));
+    sender
+        .send(Ok(pb::WatchMessagesResponse { message }))
+        .await
+        .is_ok()
+}
+
 pub struct GatewayService {
     store: Store,
 }
@@ -199,13 +210,8 @@ impl pb::gateway_server::Gateway for GatewayService {
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            for state in current {
-                let message = Some(convert::outbound_message(&state));
-                if sender
-                    .send(Ok(pb::WatchMessagesResponse { message }))
-                    .await
-                    .is_err()
-                {
+            for state in &current {
+                if !forward(&sender, state).await {
                     return;
                 }
             }
@@ -231,12 +237,7 @@ impl pb::gateway_server::Gateway for GatewayService {
                 if !ids.is_empty() && !ids.contains(&state.message.message_id) {
                     continue;
                 }
-                let message = Some(convert::outbound_message(&state));
-                if sender
-                    .send(Ok(pb::WatchMessagesResponse { message }))
-                    .await
-                    .is_err()
-                {
+                if !forward(&sender, &state).await {
                     return;
                 }
             }
