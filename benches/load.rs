@@ -176,12 +176,7 @@ async fn measure(server: &Process, workload: Workload, streams: usize) -> (Sampl
 }
 
 async fn seed(server: &Process) {
-    let mut templates = pb::template_registry_client::TemplateRegistryClient::connect(format!(
-        "http://{}",
-        server.addr
-    ))
-    .await
-    .unwrap();
+    let mut templates = server.templates().await;
     let template = pb::Template {
         name: TEMPLATE.into(),
         language: "en_US".into(),

@@ -270,12 +270,7 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 
 /// The registry answers at this size: the last page and one template by name.
 async fn check_templates(server: &Process) {
-    let mut templates = pb::template_registry_client::TemplateRegistryClient::connect(format!(
-        "http://{}",
-        server.addr
-    ))
-    .await
-    .unwrap();
+    let mut templates = server.templates().await;
     let started = Instant::now();
     let mut page_token = String::new();
     let mut listed = 0;

@@ -162,12 +162,7 @@ fn start(graph_url: &str, extra: &[&str]) -> Server {
 }
 
 fn webhook_url(server: &Server) -> String {
-    let logs = server.logs();
-    let at = logs
-        .split("receiving webhooks on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no webhook line in:\n{logs}"));
-    at.split_whitespace().next().unwrap().to_owned()
+    logged_after(server, "receiving webhooks on ")
 }
 
 async fn get_message(server: &Server, id: &str) -> pb::OutboundMessage {

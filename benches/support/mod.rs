@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 use wagate::pb;
 use wagate::pb::gateway_client::GatewayClient;
+use wagate::pb::template_registry_client::TemplateRegistryClient;
 
 pub const BUSINESS: &str = "+15550001111";
 
@@ -61,6 +62,13 @@ impl Process {
             addr: addr.parse().unwrap(),
             log: Some(log),
         }
+    }
+
+    /// A template registry client on this process.
+    pub async fn templates(&self) -> TemplateRegistryClient<Channel> {
+        TemplateRegistryClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to the template registry")
     }
 
     pub fn wagate(data_dir: &Path, extra: &[&str]) -> Process {

@@ -585,7 +585,7 @@ async fn the_background_sweeper_drains_a_backlog_larger_than_one_step() {
 
 mod delivery {
     use super::*;
-    use crate::domain::delivery::{DeliveryError, DeliveryStatus};
+    use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus};
 
     async fn accepted(store: &Store, customer: &str, key: &str) -> Uuid {
         store
@@ -603,6 +603,13 @@ mod delivery {
             .await
             .unwrap();
         message_id
+    }
+
+    /// Claims the delivery due at `at`, which the test knows is the only one.
+    fn claim_next(store: &Store, at: DateTime<Utc>) -> Delivery {
+        let mut claimed = store.claim_due(at, TimeDelta::seconds(30), 10).unwrap();
+        assert_eq!(claimed.len(), 1, "expected one due delivery");
+        claimed.remove(0).1
     }
 
     #[tokio::test]
@@ -629,10 +636,7 @@ mod delivery {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let message_id = accepted(&store, "+27820000001", "k1").await;
-        let (_, delivery) = store
-            .claim_due(t0(), TimeDelta::seconds(30), 10)
-            .unwrap()
-            .remove(0);
+        let delivery = claim_next(&store, t0());
         let retry_at = t0() + TimeDelta::seconds(5);
         store
             .finish_attempt(message_id, &delivery.retry(retry_at, t0()), t0())
@@ -644,10 +648,7 @@ mod delivery {
                 .unwrap()
                 .is_empty()
         );
-        let (_, delivery) = store
-            .claim_due(retry_at, TimeDelta::seconds(30), 10)
-            .unwrap()
-            .remove(0);
+        let delivery = claim_next(&store, retry_at);
         assert_eq!(delivery.attempts, 1);
         let state = store
             .finish_attempt(
@@ -671,10 +672,7 @@ mod delivery {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let message_id = accepted(&store, "+27820000001", "k1").await;
-        let (_, delivery) = store
-            .claim_due(t0(), TimeDelta::seconds(30), 10)
-            .unwrap()
-            .remove(0);
+        let delivery = claim_next(&store, t0());
         let early = store
             .report_status("wamid.early", DeliveryStatus::Delivered, None, t0())
             .await
@@ -731,10 +729,7 @@ mod delivery {
         let first = updates.recv().await.unwrap();
         assert_eq!(first.message.message_id, message_id);
         assert_eq!(first.delivery.unwrap().status, DeliveryStatus::Accepted);
-        let (_, delivery) = store
-            .claim_due(t0(), TimeDelta::seconds(30), 10)
-            .unwrap()
-            .remove(0);
+        let delivery = claim_next(&store, t0());
         store
             .finish_attempt(
                 message_id,

@@ -401,12 +401,18 @@ pub fn grpc_frame(message: &impl prost::Message) -> bytes::Bytes {
     frame.into()
 }
 
-/// The address of the Prometheus endpoint, from the server's log.
-pub fn metrics_url(server: &Server) -> String {
+/// The word the server logged right after `announcement`, such as the URL
+/// in "serving metrics on http://...".
+pub fn logged_after(server: &Server, announcement: &str) -> String {
     let logs = server.logs();
     let at = logs
-        .split("serving metrics on ")
+        .split(announcement)
         .nth(1)
-        .unwrap_or_else(|| panic!("no metrics line in:\n{logs}"));
+        .unwrap_or_else(|| panic!("no {announcement:?} line in:\n{logs}"));
     at.split_whitespace().next().unwrap().to_owned()
+}
+
+/// The address of the Prometheus endpoint, from the server's log.
+pub fn metrics_url(server: &Server) -> String {
+    logged_after(server, "serving metrics on ")
 }
