@@ -9,6 +9,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
+# Cargo.toml declares [[bench]] targets; cargo refuses a manifest whose
+# targets are missing, even when building only the binary.
+COPY benches benches
 RUN cargo build --release --locked --bin wagate
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -204,3 +204,129 @@ fn dockerfile_builds_in_stages_and_runs_non_root_with_a_data_volume() {
         "listens beyond loopback"
     );
 }
+
+/// The build stage of the Dockerfile, as Docker would run it: its WORKDIR,
+/// what it copies from the context, and its `cargo` command.
+struct BuildStage {
+    copies: Vec<(Vec<String>, String)>,
+    cargo: Vec<String>,
+}
+
+fn build_stage(dockerfile: &str) -> BuildStage {
+    let mut copies = Vec::new();
+    let mut cargo = None;
+    let mut stages = 0;
+    for line in dockerfile.lines().map(str::trim) {
+        if line.starts_with("FROM ") {
+            stages += 1;
+            if stages > 1 {
+                break;
+            }
+        } else if let Some(args) = line.strip_prefix("COPY ") {
+            assert!(!args.starts_with("--"), "unsupported COPY flag: {line}");
+            let mut parts: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+            let dest = parts.pop().expect("COPY has a destination");
+            copies.push((parts, dest));
+        } else if let Some(command) = line.strip_prefix("RUN cargo ") {
+            assert!(cargo.is_none(), "one cargo command in the build stage");
+            cargo = Some(command.split_whitespace().map(str::to_owned).collect());
+        } else if let Some(dir) = line.strip_prefix("WORKDIR ") {
+            assert_eq!(
+                dir, "/src",
+                "the test assembles the context relative to /src"
+            );
+        }
+    }
+    BuildStage {
+        copies,
+        cargo: cargo.expect("the build stage runs cargo"),
+    }
+}
+
+/// `.dockerignore` patterns. Only plain paths are used (and honoured here);
+/// a glob would need Docker's matcher, so it fails this test instead of
+/// being silently misread.
+fn docker_ignored() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|pattern| {
+            assert!(
+                !pattern.contains(['*', '?', '[', '!']),
+                "glob {pattern:?} in .dockerignore: teach this test Docker's matcher"
+            );
+            pattern.trim_matches('/').to_owned()
+        })
+        .collect()
+}
+
+fn copy_context(from: &Path, to: &Path, relative: &str, ignored: &[String]) {
+    if ignored
+        .iter()
+        .any(|p| relative == p || relative.starts_with(&format!("{p}/")))
+    {
+        return;
+    }
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            copy_context(
+                &entry.path(),
+                &to.join(&name),
+                &format!("{relative}/{name}"),
+                ignored,
+            );
+        }
+    } else {
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("COPY {relative}: {e}"));
+    }
+}
+
+/// Builds the binary from exactly the files the Dockerfile copies, with the
+/// Dockerfile's own cargo command: a context that misses a file cargo needs
+/// fails here, not first in someone's image build. (No container runtime is
+/// needed; the base image's toolchain is stood in for by this one.)
+#[test]
+fn the_docker_build_context_builds_the_binary() {
+    let stage = build_stage(&std::fs::read_to_string(root().join("Dockerfile")).unwrap());
+    let ignored = docker_ignored();
+    let context = tempfile::tempdir().unwrap();
+    for (sources, dest) in &stage.copies {
+        let dest_dir = context.path().join(dest.trim_start_matches("./"));
+        for source in sources {
+            let target = if dest.ends_with('/') {
+                dest_dir.join(source)
+            } else {
+                assert_eq!(
+                    sources.len(),
+                    1,
+                    "several sources need a directory destination"
+                );
+                dest_dir.clone()
+            };
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            copy_context(&root().join(source), &target, source, &ignored);
+        }
+    }
+    // Release builds share one target directory across runs, outside the
+    // context, so only the first run pays for compiling the dependencies.
+    let target_dir = root().join("target/docker-context");
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(&stage.cargo)
+        .current_dir(context.path())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo {} failed in the Docker context:\n{}",
+        stage.cargo.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(target_dir.join("release/wagate").is_file());
+}
