@@ -6,6 +6,8 @@
 # 10k templates, startup, RSS, a 1M-window sweep under load).
 # `bench/run.sh --store-ceiling` measures how fast sled alone commits
 # RecordInbound's transaction, with durability off.
+# `bench/run.sh --phone-parse` measures parsing a phone number against a
+# GetWindow call in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,9 @@ if ! command -v h2load >/dev/null; then
 fi
 if [ "${1:-}" = "--store-ceiling" ]; then
     exec cargo bench --locked --bench store_ceiling
+fi
+if [ "${1:-}" = "--phone-parse" ]; then
+    exec cargo bench --locked --bench phone_parse
 fi
 if [ "${1:-}" = "--scale" ]; then
     shift

@@ -42,6 +42,9 @@ pub async fn run(
         None => None,
     };
     let tls = tls_config(&config)?;
+    // Before the first call, not during it: loading libphonenumber's
+    // metadata takes long enough to trip callers' deadlines.
+    crate::domain::phone::load_metadata();
     let store = Store::open(&StoreConfig {
         path: config.data_dir.clone(),
         cache_capacity_bytes: config.cache_mb << 20,

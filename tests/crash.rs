@@ -48,7 +48,8 @@ async fn write_until_killed(
             let acknowledged = acknowledged.clone();
             tokio::spawn(async move {
                 for n in 0.. {
-                    let customer = format!("+1{round}{writer:03}{n:06}");
+                    // NANP area codes start 2-9: a number libphonenumber accepts.
+                    let customer = format!("+1{}{writer:03}{n:06}", round + 2);
                     let key = format!("crash-{round}-{writer}-{n}");
                     let Ok(recorded) = gateway.record_inbound(inbound(&customer, &key)).await
                     else {

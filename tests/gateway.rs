@@ -266,6 +266,45 @@ async fn inbound_refusals() {
 }
 
 #[tokio::test]
+async fn a_trunk_prefix_does_not_split_a_customers_window() {
+    let server = Server::start();
+    let mut gateway = server.gateway().await;
+    gateway
+        .record_inbound(inbound("+44 (0) 20 7946 0958", "uk-in"))
+        .await
+        .unwrap();
+    // The same customer written as E.164 finds the window the inbound opened.
+    assert_eq!(
+        window(&server, "+442079460958").await.state(),
+        WindowState::Open
+    );
+    gateway
+        .send_message(text("+44 20 7946 0958", "uk-1", "Hello"))
+        .await
+        .expect("free-form inside the window the (0) inbound opened");
+
+    // A country code no country has is refused with the rule it broke.
+    let err = refusal(
+        gateway
+            .record_inbound(inbound("+99912345678", "nowhere"))
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.fields.as_slice()),
+        (
+            Code::InvalidArgument,
+            "INVALID_PHONE_NUMBER",
+            ["customer_number".to_owned()].as_slice()
+        )
+    );
+    assert!(
+        err.message.contains("country code that exists"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
 async fn free_form_needs_an_open_window() {
     let server = Server::start();
     let mut gateway = server.gateway().await;

@@ -153,8 +153,10 @@ fn clock_ticks_per_second() -> u64 {
         .unwrap_or(100)
 }
 
+/// The n-th distinct customer: a NANP number (area codes 200-999), which
+/// libphonenumber accepts, for 8 billion customers.
 pub fn customer(n: u64) -> String {
-    format!("+2{:011}", n)
+    format!("+1{}{:07}", 200 + (n / 10_000_000) % 800, n % 10_000_000)
 }
 
 pub fn get_window(customer: String) -> pb::GetWindowRequest {
