@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use support::*;
+use wagate::domain::send::DeliveryMode;
 use wagate::domain::template::TemplateDraft;
 use wagate::domain::{
     Category, EntryPoint, Inbound, InboundKind, InboundMessageId, Pair, PhoneNumber, Status,
     TemplateId,
 };
 use wagate::pb;
-use wagate::store::{Store, StoreConfig};
+use wagate::service::Service;
+use wagate::store::sled::{SledConfig, SledStore};
 
 const TEMPLATES: u64 = 10_000;
 const DEFAULT_CACHE: u64 = 128 << 20;
@@ -181,15 +183,19 @@ async fn run() {
     );
 }
 
-/// Writes through `Store` with many concurrent writers, so group commit
+/// Writes through the service layer with many concurrent writers, so group commit
 /// batches them as it does for concurrent RPCs.
 async fn seed(path: &Path, windows: u64) {
-    let store = Store::open(&StoreConfig {
-        path: path.to_owned(),
-        cache_capacity_bytes: DEFAULT_CACHE,
-        deliver: false,
-    })
-    .unwrap();
+    let store = Service::new(
+        std::sync::Arc::new(
+            SledStore::open(&SledConfig {
+                path: path.to_owned(),
+                cache_capacity_bytes: DEFAULT_CACHE,
+            })
+            .unwrap(),
+        ),
+        DeliveryMode::RecordOnly,
+    );
     let now = Utc::now();
     let seeded_at = now - TimeDelta::days(1) - CLOSED_AGO;
     let business = PhoneNumber::parse(BUSINESS).unwrap();
@@ -245,7 +251,7 @@ async fn seed(path: &Path, windows: u64) {
     for task in tasks {
         task.await.unwrap();
     }
-    store.flush().await.unwrap();
+    store.store().flush().await.unwrap();
 }
 
 /// Bytes in the data directory: file lengths, and blocks actually allocated.

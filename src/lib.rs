@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 

@@ -2,6 +2,7 @@
 //! reflection, and shut down gracefully.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::TimeDelta;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -11,12 +12,16 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::cloud;
 use crate::config::Config;
+use crate::domain::retention::Retention;
+use crate::domain::send::DeliveryMode;
 use crate::grpc::auth::Callers;
 use crate::grpc::edge::{EdgeLayer, EdgePolicy};
 use crate::grpc::{GatewayService, TemplateRegistryService};
 use crate::pb::gateway_server::GatewayServer;
 use crate::pb::template_registry_server::TemplateRegistryServer;
-use crate::store::{Retention, Store, StoreConfig};
+use crate::service::{self, Service};
+use crate::store::Storage;
+use crate::store::sled::{SledConfig, SledStore};
 use crate::telemetry;
 
 /// The health service name for liveness probes.
@@ -45,21 +50,26 @@ pub async fn run(
     // Before the first call, not during it: loading libphonenumber's
     // metadata takes long enough to trip callers' deadlines.
     crate::domain::phone::load_metadata();
-    let store = Store::open(&StoreConfig {
+    let store: Arc<dyn Storage> = Arc::new(SledStore::open(&SledConfig {
         path: config.data_dir.clone(),
         cache_capacity_bytes: config.cache_mb << 20,
-        deliver: config.cloud.delivery,
-    })?;
+    })?);
+    let mode = if config.cloud.delivery {
+        DeliveryMode::Deliver
+    } else {
+        DeliveryMode::RecordOnly
+    };
+    let service = Service::new(store.clone(), mode);
     let retention = Retention {
         closed_windows: TimeDelta::from_std(config.window_retention)?,
         inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,
     };
-    let sweeper = store.spawn_sweeper(retention, config.sweep_interval);
-    let cloud = cloud::start(&config.cloud, &store).await?;
+    let sweeper = service::spawn_sweeper(store.clone(), retention, config.sweep_interval);
+    let cloud = cloud::start(&config.cloud, &service).await?;
     let gauge_store = store.clone();
     let (metrics_address, metrics_server) =
         telemetry::serve(config.metrics_listen, metrics, move || {
-            refresh_store_gauges(&gauge_store)
+            refresh_store_gauges(&*gauge_store)
         })
         .await?;
     let metrics_server = tokio::spawn(metrics_server);
@@ -139,11 +149,11 @@ pub async fn run(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
-            GatewayServer::new(GatewayService::new(store.clone()))
+            GatewayServer::new(GatewayService::new(service.clone()))
                 .max_decoding_message_size(config.max_request_bytes),
         )
         .add_service(
-            TemplateRegistryServer::new(TemplateRegistryService::new(store.clone()))
+            TemplateRegistryServer::new(TemplateRegistryService::new(service.clone()))
                 .max_decoding_message_size(config.max_request_bytes),
         )
         .serve_with_incoming_shutdown(
@@ -166,7 +176,7 @@ pub async fn run(
     };
 
     sweeper.abort();
-    // An attempt cut off here keeps its claim, which the next start releases.
+    // An attempt cut off here keeps its claim until its lease lapses.
     cloud.stop();
     metrics_server.abort();
     store.flush().await?;
@@ -190,16 +200,20 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, BoxError> {
 }
 
 /// Sets the gauges that are read from the store: open windows (a walk of the
-/// open part of the expiry index) and size on disk.
-fn refresh_store_gauges(store: &Store) {
-    match store.open_windows(chrono::Utc::now()) {
-        Ok(open) => metrics::gauge!(telemetry::OPEN_WINDOWS).set(open as f64),
-        Err(error) => tracing::warn!(%error, "cannot count open windows"),
-    }
-    match store.size_on_disk() {
-        Ok(bytes) => metrics::gauge!(telemetry::STORE_BYTES).set(bytes as f64),
-        Err(error) => tracing::warn!(%error, "cannot read the store size"),
-    }
+/// open part of the expiry index) and size on disk. Runs on a blocking
+/// thread at scrape time.
+fn refresh_store_gauges(store: &dyn Storage) {
+    tokio::runtime::Handle::current().block_on(async {
+        match store.open_windows(chrono::Utc::now()).await {
+            Ok(open) => metrics::gauge!(telemetry::OPEN_WINDOWS).set(open as f64),
+            Err(error) => tracing::warn!(%error, "cannot count open windows"),
+        }
+        match store.size_on_disk().await {
+            Ok(Some(bytes)) => metrics::gauge!(telemetry::STORE_BYTES).set(bytes as f64),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the store size"),
+        }
+    });
 }
 
 /// How to stop.

@@ -83,6 +83,9 @@ pub const SWEEPER_RUNS: &str = "wagate_sweeper_runs_total";
 pub const SWEPT_ITEMS: &str = "wagate_swept_items_total";
 /// Writes made durable by one group-commit flush.
 pub const GROUP_COMMIT_BATCH: &str = "wagate_group_commit_batch_size";
+/// Counter: database transactions run again, labelled by `cause`
+/// (serialization, deadlock, unique, failover, connection).
+pub const STORE_RETRIES: &str = "wagate_store_transaction_retries_total";
 /// Cloud API delivery attempts by outcome.
 pub const DELIVERIES: &str = "wagate_deliveries_total";
 /// Webhook events by kind and whether they were acted on.

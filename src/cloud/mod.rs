@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use crate::config::{CloudConfig, resolve_secret};
 use crate::domain::delivery::RetryPolicy;
-use crate::store::Store;
+use crate::service::Service;
 
 /// What is running, to stop on shutdown.
 pub struct Running {
@@ -30,7 +30,7 @@ impl Running {
 }
 
 /// Starts what the configuration asks for; refuses half a configuration.
-pub async fn start(config: &CloudConfig, store: &Store) -> Result<Running, String> {
+pub async fn start(config: &CloudConfig, store: &Service) -> Result<Running, String> {
     let worker = if config.delivery {
         let access_token = resolve_secret(
             &config.access_token,

@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 use crate::config::Secret;
 use crate::domain::cloud_api::{self, WebhookEvent};
 use crate::domain::{Inbound, InboundKind, InboundMessageId, Pair, PhoneNumber, TemplateId};
-use crate::store::{StatusReport, Store, StoreError};
+use crate::service::Service;
+use crate::store::{StatusReport, StoreError};
 use crate::telemetry;
 
 pub struct WebhookSettings {
@@ -36,14 +37,14 @@ pub struct WebhookSettings {
 }
 
 struct Receiver {
-    store: Store,
+    store: Service,
     settings: WebhookSettings,
 }
 
 /// Binds the webhook port; the returned future serves until dropped.
 pub async fn serve(
     listen: SocketAddr,
-    store: Store,
+    store: Service,
     settings: WebhookSettings,
 ) -> std::io::Result<(
     SocketAddr,

@@ -1,7 +1,8 @@
 //! The delivery worker: claims due messages from the store, POSTs each to
 //! the Cloud API, and stores what happened. At least once: a message is
-//! claimed before the call and its outcome stored after, so a crash between
-//! the two sends it again after restart, and never otherwise.
+//! claimed under a lease before the call and its outcome stored after, so a
+//! crash between the two sends it again once the lease lapses (on this
+//! process after a restart, or on another replica), and never otherwise.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +17,17 @@ use crate::config::Secret;
 use crate::domain::OutboxMessage;
 use crate::domain::cloud_api;
 use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
-use crate::store::Store;
+use crate::service::Service;
+use crate::store::Claim;
 use crate::telemetry;
 
 /// Messages claimed per pass.
 const BATCH: usize = 64;
 /// Cloud API calls in flight at once.
 const IN_FLIGHT: usize = 16;
-/// How long a claim holds a message; longer than any one call may take.
-const LEASE_OVER_TIMEOUT: TimeDelta = TimeDelta::seconds(30);
+/// How long a claim outlives the call's own timeout: time to store the
+/// outcome. A claim of a crashed process is due again after this.
+const LEASE_OVER_TIMEOUT: TimeDelta = TimeDelta::seconds(5);
 /// Pause when nothing is due.
 const IDLE: Duration = Duration::from_millis(100);
 
@@ -40,7 +43,7 @@ pub struct DeliverySettings {
 }
 
 struct Worker {
-    store: Store,
+    store: Service,
     http: reqwest::Client,
     settings: DeliverySettings,
     rate: Mutex<SendRate>,
@@ -48,7 +51,7 @@ struct Worker {
 
 /// Starts delivering; the handle stops it when aborted.
 pub fn spawn(
-    store: Store,
+    store: Service,
     settings: DeliverySettings,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let http = reqwest::Client::builder()
@@ -56,12 +59,6 @@ pub fn spawn(
         .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let released = store
-        .release_claims(Utc::now())
-        .map_err(|e| format!("cannot release stale delivery claims: {e}"))?;
-    if released > 0 {
-        tracing::info!(released, "resuming deliveries claimed before the last stop");
-    }
     let worker = Arc::new(Worker {
         store,
         http,
@@ -81,24 +78,18 @@ impl Worker {
             let claimed = if room == 0 {
                 Vec::new()
             } else {
-                let store = self.store.clone();
-                let now = Utc::now();
-                match tokio::task::spawn_blocking(move || store.claim_due(now, lease, room)).await {
-                    Ok(Ok(claimed)) => claimed,
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "cannot claim due deliveries");
-                        Vec::new()
-                    }
+                match self.store.claim_due(Utc::now(), lease, room).await {
+                    Ok(claimed) => claimed,
                     Err(error) => {
-                        tracing::error!(%error, "claiming deliveries failed");
+                        tracing::error!(%error, "cannot claim due deliveries");
                         Vec::new()
                     }
                 }
             };
             let idle = claimed.is_empty();
-            for (message, delivery) in claimed {
+            for claim in claimed {
                 let worker = self.clone();
-                calls.spawn(async move { worker.deliver(message, delivery).await });
+                calls.spawn(async move { worker.deliver(claim).await });
             }
             if idle {
                 tokio::select! {
@@ -112,18 +103,19 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, message: OutboxMessage, delivery: Delivery) {
+    async fn deliver(&self, claim: Claim) {
+        let (message, delivery) = (&claim.message, &claim.delivery);
         let id = message.message_id;
         let business = message.request.pair.business.as_str().to_owned();
         let next = match self.rate.lock().await.take(&business, Utc::now()) {
             // Over the number's rate: due again when a token frees up; not an attempt.
             Err(wait) => Delivery {
                 next_attempt_at: Some(Utc::now() + wait),
-                ..delivery
+                ..delivery.clone()
             },
-            Ok(()) => self.attempt(&message, &delivery).await,
+            Ok(()) => self.attempt(message, delivery).await,
         };
-        if let Err(error) = self.store.finish_attempt(id, &next, Utc::now()).await {
+        if let Err(error) = self.store.finish_attempt(&claim, &next, Utc::now()).await {
             // The claim lapses and the message is tried again.
             tracing::error!(%error, message_id = %id, "cannot store a delivery outcome");
         }

@@ -184,6 +184,79 @@ impl Delivery {
     }
 }
 
+/// How long a status webhook for an unknown wamid waits for its message. A
+/// wamid that never arrives was sent by something other than wagate.
+pub const EARLY_STATUS_TTL: TimeDelta = TimeDelta::hours(24);
+
+/// A status webhook that arrived before its message's wamid was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlyStatus {
+    pub status: DeliveryStatus,
+    pub error: Option<DeliveryError>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What the store knows about the message a status webhook names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusTarget {
+    /// A message with this wamid, and its delivery.
+    Known(Delivery),
+    /// No message has this wamid (yet); an earlier early status, if any.
+    Unknown(Option<EarlyStatus>),
+}
+
+/// What a status webhook writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusPlan {
+    /// The message's delivery moves on to this.
+    Apply(Delivery),
+    /// Keep the report until the wamid arrives (replacing an older one).
+    KeepEarly(EarlyStatus),
+    /// A duplicate, or older than what is known.
+    Unchanged,
+}
+
+/// Plans applying a status report to what the store holds for its wamid.
+pub fn plan_status(
+    target: &StatusTarget,
+    status: DeliveryStatus,
+    error: Option<&DeliveryError>,
+    now: DateTime<Utc>,
+) -> StatusPlan {
+    match target {
+        StatusTarget::Known(delivery) => match delivery.report(status, error.cloned(), now) {
+            Some(next) => StatusPlan::Apply(next),
+            None => StatusPlan::Unchanged,
+        },
+        StatusTarget::Unknown(Some(early)) if !early.status.advances_to(status) => {
+            StatusPlan::Unchanged
+        }
+        StatusTarget::Unknown(_) => StatusPlan::KeepEarly(EarlyStatus {
+            status,
+            error: error.cloned(),
+            received_at: now,
+        }),
+    }
+}
+
+/// Plans storing an attempt's outcome `next`: a status that arrived before
+/// the wamid (`early`) is applied now.
+pub fn plan_finish(next: Delivery, early: Option<&EarlyStatus>, now: DateTime<Utc>) -> Delivery {
+    match early {
+        Some(early) => next
+            .report(early.status, early.error.clone(), now)
+            .unwrap_or(next),
+        None => next,
+    }
+}
+
+/// When a claim taken at `now` lapses: the attempt's own timeout plus a
+/// margin, after which another claim may take the message.
+pub fn lease_until(now: DateTime<Utc>, lease: TimeDelta) -> DateTime<Utc> {
+    now.checked_add_signed(lease)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// What to do after one Cloud API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod phone;
 pub mod placeholder;
 pub mod pricing;
+pub mod retention;
 pub mod send;
 pub mod template;
 pub mod window;

@@ -237,6 +237,99 @@ pub struct OutboxMessage {
     pub status: MessageStatus,
 }
 
+/// An idempotency key's first accepted send, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub fingerprint: Fingerprint,
+    pub message_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Whether accepted sends are queued for delivery or only recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMode {
+    Deliver,
+    RecordOnly,
+}
+
+/// What the store holds for one send: its key's first use, the pair's
+/// window and the named template.
+#[derive(Debug, Clone, Default)]
+pub struct SendSnapshot {
+    pub first: Option<KeyRecord>,
+    pub window: Option<Window>,
+    pub template: Option<Template>,
+}
+
+/// What one send writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendPlan {
+    /// The same request within 24h: answer with the stored first send.
+    Replay { message_id: Uuid },
+    /// A new message: store all of it.
+    Accept(Box<AcceptPlan>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptPlan {
+    pub message: OutboxMessage,
+    /// The key's record, replacing `expired` (its use older than 24h that
+    /// was not swept yet) if there was one.
+    pub key: KeyRecord,
+    pub expired: Option<KeyRecord>,
+    /// The pair's window when the send started a free entry point period.
+    pub window: Option<Window>,
+    /// The delivery to queue; `None` when record-only.
+    pub delivery: Option<super::delivery::Delivery>,
+}
+
+/// Plans one send: a replay of the key's first answer, or the message to
+/// store with everything that goes with it. A refusal writes nothing.
+pub fn plan(
+    snapshot: &SendSnapshot,
+    request: &SendRequest,
+    message_id: Uuid,
+    now: DateTime<Utc>,
+    mode: DeliveryMode,
+) -> Result<SendPlan, Rejection> {
+    let fingerprint = request.fingerprint();
+    let mut expired = None;
+    if let Some(first) = &snapshot.first {
+        match check_key_reuse(&first.fingerprint, first.created_at, &fingerprint, now)? {
+            KeyUse::Replay => {
+                return Ok(SendPlan::Replay {
+                    message_id: first.message_id,
+                });
+            }
+            KeyUse::Expired => expired = Some(first.clone()),
+        }
+    }
+    let decision = decide(
+        &request.content,
+        snapshot.template.as_ref(),
+        snapshot.window.as_ref(),
+        now,
+    )?;
+    Ok(SendPlan::Accept(Box::new(AcceptPlan {
+        message: OutboxMessage {
+            message_id,
+            request: request.clone(),
+            fingerprint,
+            accepted: decision.accepted,
+            accepted_at: now,
+            status: MessageStatus::Accepted,
+        },
+        key: KeyRecord {
+            fingerprint,
+            message_id,
+            created_at: now,
+        },
+        expired,
+        window: decision.window_update,
+        delivery: (mode == DeliveryMode::Deliver).then(|| super::delivery::Delivery::queued(now)),
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -507,6 +507,67 @@ fn mismatch(message: String) -> Rejection {
     Rejection::new(Reason::TemplateParameterMismatch, message)
 }
 
+/// What a template change writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateWrite {
+    /// Store this version.
+    Put(Box<Template>),
+    /// Remove the template.
+    Delete,
+    /// Leave the store as it is.
+    Keep,
+}
+
+/// Plans an upsert of `content` over what is stored.
+pub fn plan_upsert(
+    existing: Option<&Template>,
+    id: &TemplateId,
+    content: &TemplateContent,
+    now: DateTime<Utc>,
+) -> TemplateWrite {
+    match Template::upsert(existing.cloned(), id.clone(), content.clone(), now) {
+        (template, true) => TemplateWrite::Put(Box::new(template)),
+        (_, false) => TemplateWrite::Keep,
+    }
+}
+
+/// Plans a review status change; a missing template keeps the store as is.
+pub fn plan_status(
+    existing: Option<&Template>,
+    status: Status,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<TemplateWrite, Rejection> {
+    match existing {
+        Some(template) => Ok(TemplateWrite::Put(Box::new(
+            template.clone().with_status(status, reason, now)?,
+        ))),
+        None => Ok(TemplateWrite::Keep),
+    }
+}
+
+/// Plans a deletion.
+pub fn plan_delete(existing: Option<&Template>) -> TemplateWrite {
+    match existing {
+        Some(_) => TemplateWrite::Delete,
+        None => TemplateWrite::Keep,
+    }
+}
+
+/// Which templates a listing keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TemplateFilter {
+    pub status: Option<Status>,
+    pub category: Option<Category>,
+}
+
+impl TemplateFilter {
+    pub fn keeps(&self, template: &Template) -> bool {
+        self.status.is_none_or(|s| template.status == s)
+            && self.category.is_none_or(|c| template.content.category == c)
+    }
+}
+
 /// The values a send supplies for one component's placeholders.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ComponentParameters {

@@ -96,6 +96,51 @@ pub fn repeated_inbound(recorded_for: &Pair, pair: &Pair) -> Result<InboundOutco
     .at("message_id"))
 }
 
+/// What the store holds for one inbound: whether its message id was seen
+/// (and for which pair) and the pair's window.
+#[derive(Debug, Clone, Default)]
+pub struct InboundSnapshot {
+    pub seen_for: Option<Pair>,
+    pub window: Option<Window>,
+}
+
+/// What recording one inbound writes and answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundPlan {
+    pub outcome: InboundOutcome,
+    /// The pair's window after the inbound, as answered.
+    pub window: Option<Window>,
+    /// The window to store, when it changed.
+    pub write_window: Option<Window>,
+    /// Remember the message id (with the inbound) for dedupe, as recorded
+    /// at this instant; `None` for a repeat, which changes nothing.
+    pub remember_at: Option<DateTime<Utc>>,
+}
+
+/// Plans recording `inbound` with message id already looked up in `seen`.
+pub fn plan_inbound(
+    seen: &InboundSnapshot,
+    pair: &Pair,
+    inbound: &Inbound,
+    now: DateTime<Utc>,
+) -> Result<InboundPlan, Rejection> {
+    if let Some(recorded_for) = &seen.seen_for {
+        return Ok(InboundPlan {
+            outcome: repeated_inbound(recorded_for, pair)?,
+            window: seen.window.clone(),
+            write_window: None,
+            remember_at: None,
+        });
+    }
+    let (changed, outcome) = Window::record_inbound(seen.window.as_ref(), inbound, now);
+    Ok(InboundPlan {
+        outcome,
+        window: changed.clone().or_else(|| seen.window.clone()),
+        write_window: changed,
+        remember_at: Some(now),
+    })
+}
+
 /// What recording an inbound changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboundOutcome {

@@ -16,7 +16,8 @@ use crate::domain::{
     IdempotencyKey, Inbound, InboundMessageId, Reason, Rejection, SendRequest, Window,
 };
 use crate::pb;
-use crate::store::{MessageState, SendOutcome, Store};
+use crate::service::Service;
+use crate::store::{MessageState, SendOutcome};
 use crate::telemetry;
 
 type WatchSender = tokio::sync::mpsc::Sender<Result<pb::WatchMessagesResponse, Status>>;
@@ -31,11 +32,11 @@ async fn forward(sender: &WatchSender, state: &MessageState) -> bool {
 }
 
 pub struct GatewayService {
-    store: Store,
+    store: Service,
 }
 
 impl GatewayService {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Service) -> Self {
         GatewayService { store }
     }
 
@@ -125,9 +126,10 @@ impl GatewayService {
 }
 
 impl GatewayService {
-    fn known_message(&self, id: Uuid) -> Result<MessageState, Status> {
+    async fn known_message(&self, id: Uuid) -> Result<MessageState, Status> {
         self.store
-            .message_state(id)
+            .message(id)
+            .await
             .map_err(status::store)?
             .ok_or_else(|| {
                 status::rejection(
@@ -180,7 +182,7 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::GetMessageResponse>, Status> {
         let id = convert::message_id(&request.get_ref().message_id, "message_id")
             .map_err(status::rejection)?;
-        let state = self.known_message(id)?;
+        let state = self.known_message(id).await?;
         Ok(Response::new(pb::GetMessageResponse {
             message: Some(convert::outbound_message(&state)),
         }))
@@ -206,7 +208,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let mut updates = self.store.subscribe();
         let mut current = Vec::with_capacity(ids.len());
         for id in &ids {
-            current.push(self.known_message(*id)?);
+            current.push(self.known_message(*id).await?);
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -252,7 +254,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let request = request.into_inner();
         let pair = convert::pair(&request.business_number, &request.customer_number)
             .map_err(status::rejection)?;
-        let window = self.store.window(&pair).map_err(status::store)?;
+        let window = self.store.window(&pair).await.map_err(status::store)?;
         let view = Window::view(window.as_ref(), convert::now());
         Ok(Response::new(pb::GetWindowResponse {
             window: Some(convert::window(&pair, &view)),

@@ -47,9 +47,9 @@ pub fn store(error: StoreError) -> Status {
     let (code, reason) = match error {
         StoreError::Rejected(refused) => return rejection(refused),
         StoreError::Corrupt { .. } => (Code::DataLoss, CORRUPT_RECORD),
-        StoreError::Backend(_) | StoreError::SchemaTooNew { .. } => {
-            (Code::Unavailable, STORE_FAILURE)
-        }
+        StoreError::Unavailable { .. }
+        | StoreError::SchemaTooNew { .. }
+        | StoreError::LeaseLost { .. } => (Code::Unavailable, STORE_FAILURE),
     };
     tracing::error!(%error, "store failure");
     let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
@@ -92,16 +92,13 @@ mod tests {
 
     #[test]
     fn store_failures_are_retryable_or_data_loss() {
-        let status = store(StoreError::Backend("disk full".into()));
+        let status = store(StoreError::unavailable("flush", "disk full"));
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
             STORE_FAILURE
         );
-        let status = store(StoreError::Corrupt {
-            tree: "windows/v1",
-            detail: "bad".into(),
-        });
+        let status = store(StoreError::corrupt("windows/v1", "bad"));
         assert_eq!(status.code(), Code::DataLoss);
         let status = store(StoreError::Rejected(Rejection::new(
             Reason::IdempotencyKeyReused,

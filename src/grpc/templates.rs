@@ -5,9 +5,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
-use crate::domain::{Reason, Rejection, Template, TemplateId};
+use crate::domain::template::TemplateFilter;
+use crate::domain::{Reason, Rejection, TemplateId};
 use crate::pb;
-use crate::store::Store;
+use crate::service::Service;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -16,11 +17,11 @@ const MAX_PAGE_SIZE: usize = 1000;
 const PAGE_TOKEN_PREFIX: &str = "v1:";
 
 pub struct TemplateRegistryService {
-    store: Store,
+    store: Service,
 }
 
 impl TemplateRegistryService {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Service) -> Self {
         TemplateRegistryService { store }
     }
 }
@@ -116,6 +117,7 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
         let template = self
             .store
             .template(&id)
+            .await
             .map_err(status::store)?
             .ok_or_else(|| not_found(&id))?;
         Ok(Response::new(pb::GetTemplateResponse {
@@ -130,16 +132,14 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
         let request = request.into_inner();
         let limit = page_size(request.page_size).map_err(status::rejection)?;
         let after = parse_page_token(&request.page_token).map_err(status::rejection)?;
-        let wanted_status = convert::status(request.status, "status").map_err(status::rejection)?;
-        let wanted_category =
-            convert::category(request.category, "category").map_err(status::rejection)?;
-        let keep = |t: &Template| {
-            wanted_status.is_none_or(|s| t.status == s)
-                && wanted_category.is_none_or(|c| t.content.category == c)
+        let filter = TemplateFilter {
+            status: convert::status(request.status, "status").map_err(status::rejection)?,
+            category: convert::category(request.category, "category").map_err(status::rejection)?,
         };
         let page = self
             .store
-            .list_templates(after.as_ref(), limit, keep)
+            .list_templates(after.as_ref(), limit, &filter)
+            .await
             .map_err(status::store)?;
         Ok(Response::new(pb::ListTemplatesResponse {
             templates: page.templates.iter().map(convert::template).collect(),

@@ -1,172 +1,86 @@
-//! The embedded sled store. Nothing above this module knows sled exists.
+//! Storage: one async interface that speaks domain types, and its backends.
 //!
-//! Each RPC's writes go into one sled transaction; the RPC then waits on
-//! [`commit::GroupCommit`] so it answers only once the change is on disk.
+//! A backend decides nothing. For each use case it reads what the planner
+//! needs (a snapshot), runs the planner — a pure function from `domain`,
+//! handed in by the service layer — inside its own atomic section, writes
+//! exactly what the planner returned, and answers only once that is durable.
+//! Because planners are pure, a backend may run one again on a fresh
+//! snapshot after a conflict; that is how its retries stay correct.
+//!
+//! Only `store::sled` names sled.
 
-mod commit;
-mod delivery;
-mod keys;
-mod records;
-mod sweep;
+pub mod sled;
 
-use std::path::PathBuf;
-
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use uuid::Uuid;
 
-use crate::domain::delivery::Delivery;
-use crate::domain::send::KeyUse;
-use crate::domain::{Inbound, MessageStatus, Status};
+use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
+use crate::domain::retention::Cutoffs;
+use crate::domain::send::{SendPlan, SendSnapshot};
+use crate::domain::template::{TemplateFilter, TemplateWrite};
+use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::{
-    InboundMessageId, InboundOutcome, OutboxMessage, Pair, Rejection, SendRequest, Template,
-    TemplateContent, TemplateId, Window, send, window,
+    Inbound, InboundMessageId, OutboxMessage, Pair, Rejection, SendRequest, Template, TemplateId,
+    Window,
 };
-
-pub use commit::CommitCounts;
-use commit::GroupCommit;
-pub use delivery::{MessageState, StatusReport};
-use records::{
-    DecodeError, DeliveryRecord, IdempotencyRecord, InboundRecord, OutboxRecord, TemplateRecord,
-    WindowRecord, decode, encode,
-};
-pub use sweep::{Retention, SweepCounts};
-
-/// The on-disk layout this build writes. Trees carry their layout version in
-/// their names; a later layout gets new trees and migrates into them.
-const SCHEMA_VERSION: u8 = 1;
 
 /// Message updates a slow watcher may fall behind by before it is dropped.
-const UPDATES_BUFFERED: usize = 4096;
+pub(crate) const UPDATES_BUFFERED: usize = 4096;
 
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub path: PathBuf,
-    pub cache_capacity_bytes: u64,
-    /// Queue accepted sends for the delivery worker. Off: record-only.
-    pub deliver: bool,
-}
+/// An error's cause, kept for logs and `source()` chains.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The request broke a rule that only the stored state could reveal.
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    #[error("storage failure: {0}")]
-    Backend(String),
-    #[error("corrupt record in {tree}: {detail}")]
-    Corrupt { tree: &'static str, detail: String },
-    #[error(
-        "the data directory holds schema version {found}; this build understands up to {SCHEMA_VERSION}"
-    )]
-    SchemaTooNew { found: u8 },
+    /// The backend could not read or write (a full disk, a lost
+    /// connection); nothing was acknowledged, and a retry may succeed.
+    #[error("storage unavailable: {context}: {source}")]
+    Unavailable {
+        context: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// A stored record cannot be read back; retrying will not help.
+    #[error("corrupt record in {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    /// The store was written by a newer wagate.
+    #[error("the store holds schema version {found}; this build understands up to {supported}")]
+    SchemaTooNew { found: u32, supported: u32 },
+    /// A delivery claim lapsed and another claim took the message: this
+    /// attempt's outcome must not overwrite the newer one.
+    #[error("the delivery claim on message {message_id} lapsed before its outcome was stored")]
+    LeaseLost { message_id: Uuid },
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(error: sled::Error) -> Self {
-        StoreError::Backend(error.to_string())
+impl StoreError {
+    pub fn unavailable(context: &'static str, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Unavailable {
+            context,
+            source: source.into(),
+        }
+    }
+
+    pub fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
     }
 }
 
-/// Why a transaction body stopped early: a real error, or a dry run that
-/// evaluated everything and must not commit.
-enum Abort {
-    Error(StoreError),
-    DryRun(Box<OutboxMessage>),
-}
+/// A planner that may refuse: run inside the backend's atomic section.
+pub type Planner<'a, S, P> = &'a (dyn Fn(&S) -> Result<P, Rejection> + Send + Sync);
 
-impl From<StoreError> for Abort {
-    fn from(error: StoreError) -> Self {
-        Abort::Error(error)
-    }
-}
+/// Plans an attempt's stored outcome from the attempt's result and a
+/// status that arrived before its wamid.
+pub type FinishPlanner<'a> = &'a (dyn Fn(Delivery, Option<&EarlyStatus>) -> Delivery + Send + Sync);
 
-impl From<Rejection> for Abort {
-    fn from(rejection: Rejection) -> Self {
-        Abort::Error(StoreError::Rejected(rejection))
-    }
-}
-
-impl From<StoreError> for ConflictableTransactionError<Abort> {
-    fn from(error: StoreError) -> Self {
-        ConflictableTransactionError::Abort(Abort::Error(error))
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<Abort>>;
-
-fn abort<T>(reason: impl Into<Abort>) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(reason.into()))
-}
-
-fn corrupt(tree: &'static str) -> impl Fn(DecodeError) -> StoreError {
-    move |error| StoreError::Corrupt {
-        tree,
-        detail: error.to_string(),
-    }
-}
-
-/// Decodes a stored value that is its own record type.
-fn read_record<R: DeserializeOwned>(
-    tree: &'static str,
-    bytes: Option<sled::IVec>,
-) -> Result<Option<R>, StoreError> {
-    bytes
-        .map(|bytes| decode::<R>(&bytes))
-        .transpose()
-        .map_err(corrupt(tree))
-}
-
-/// Decodes a stored value into its domain type.
-fn read<R, D>(tree: &'static str, bytes: Option<sled::IVec>) -> Result<Option<D>, StoreError>
-where
-    R: DeserializeOwned,
-    D: TryFrom<R, Error = DecodeError>,
-{
-    read_record::<R>(tree, bytes)?
-        .map(D::try_from)
-        .transpose()
-        .map_err(corrupt(tree))
-}
-
-fn finish<T>(result: Result<T, TransactionError<Abort>>) -> Result<T, StoreError> {
-    match result {
-        Ok(value) => Ok(value),
-        Err(TransactionError::Abort(Abort::Error(error))) => Err(error),
-        // Only `send` aborts for a dry run, and it takes that result first.
-        Err(TransactionError::Abort(Abort::DryRun(_))) => Err(StoreError::Backend(
-            "a dry run reached a write path".to_owned(),
-        )),
-        Err(TransactionError::Storage(error)) => Err(error.into()),
-    }
-}
-
-struct Trees {
-    windows: sled::Tree,
-    window_expiry: sled::Tree,
-    inbound_ids: sled::Tree,
-    inbound_age: sled::Tree,
-    templates: sled::Tree,
-    outbox: sled::Tree,
-    idempotency: sled::Tree,
-    idempotency_age: sled::Tree,
-    deliveries: sled::Tree,
-    delivery_queue: sled::Tree,
-    wamids: sled::Tree,
-    early_statuses: sled::Tree,
-    early_status_age: sled::Tree,
-}
-
-const WINDOWS: &str = "windows/v1";
-const INBOUND_IDS: &str = "inbound_ids/v1";
-const TEMPLATES: &str = "templates/v1";
-const OUTBOX: &str = "outbox/v1";
-const IDEMPOTENCY: &str = "idempotency/v1";
-const DELIVERIES: &str = "deliveries/v1";
-const WAMIDS: &str = "wamids/v1";
-const EARLY_STATUSES: &str = "early_statuses/v1";
+/// Plans a status webhook from what is stored for its wamid.
+pub type StatusPlanner<'a> = &'a (dyn Fn(&StatusTarget) -> StatusPlan + Send + Sync);
 
 /// What SendMessage did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,387 +101,155 @@ impl SendOutcome {
     }
 }
 
+/// An outbound message and its delivery; `delivery` is `None` for a message
+/// accepted while delivery was off (record-only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageState {
+    pub message: OutboxMessage,
+    pub delivery: Option<Delivery>,
+}
+
+/// What a status webhook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusReport {
+    /// The message moved on.
+    Applied(Box<MessageState>),
+    /// A duplicate, or older than what is known.
+    Unchanged,
+    /// No message has this wamid yet; kept until one does (or it ages out).
+    Early,
+}
+
 /// A page of templates and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplatePage {
     pub templates: Vec<Template>,
     pub next_after: Option<TemplateId>,
 }
 
-#[derive(Clone)]
-pub struct Store {
-    db: sled::Db,
-    trees: std::sync::Arc<Trees>,
-    commit: GroupCommit,
-    deliver: bool,
-    /// Every stored change to an outbound message, for watchers.
-    updates: tokio::sync::broadcast::Sender<MessageState>,
+/// One message claimed for one delivery attempt, until `lease_until`.
+/// `fence` identifies this claim: storing the outcome checks that no later
+/// claim took the message after this one lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub message: OutboxMessage,
+    pub delivery: Delivery,
+    pub lease_until: DateTime<Utc>,
+    pub fence: u64,
 }
 
-impl Store {
-    /// Opens (or creates) the store. Must run inside a tokio runtime, which
-    /// hosts the group-commit flusher.
-    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_capacity_bytes)
-            // Group commit flushes before every acknowledgement; sled's own
-            // periodic flusher only adds contention (measured: ~20% fewer
-            // durable writes per second at 256 concurrent writers).
-            .flush_every_ms(None)
-            .open()?;
-        let meta = db.open_tree("meta")?;
-        match meta.get("schema_version")?.as_deref() {
-            None => {
-                meta.insert("schema_version", &[SCHEMA_VERSION])?;
-                db.flush()?;
-            }
-            Some([found]) if *found <= SCHEMA_VERSION => {}
-            Some([found]) => return Err(StoreError::SchemaTooNew { found: *found }),
-            Some(other) => {
-                return Err(StoreError::Corrupt {
-                    tree: "meta",
-                    detail: format!("schema_version is {other:?}"),
-                });
-            }
-        }
-        let trees = Trees {
-            windows: db.open_tree(WINDOWS)?,
-            window_expiry: db.open_tree("window_expiry/v1")?,
-            inbound_ids: db.open_tree(INBOUND_IDS)?,
-            inbound_age: db.open_tree("inbound_age/v1")?,
-            templates: db.open_tree(TEMPLATES)?,
-            outbox: db.open_tree(OUTBOX)?,
-            idempotency: db.open_tree(IDEMPOTENCY)?,
-            idempotency_age: db.open_tree("idempotency_age/v1")?,
-            deliveries: db.open_tree(DELIVERIES)?,
-            delivery_queue: db.open_tree("delivery_queue/v1")?,
-            wamids: db.open_tree(WAMIDS)?,
-            early_statuses: db.open_tree(EARLY_STATUSES)?,
-            early_status_age: db.open_tree("early_status_age/v1")?,
-        };
-        let commit = GroupCommit::start(db.clone());
-        Ok(Store {
-            db,
-            trees: std::sync::Arc::new(trees),
-            commit,
-            deliver: config.deliver,
-            updates: tokio::sync::broadcast::channel(UPDATES_BUFFERED).0,
-        })
-    }
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepCounts {
+    pub windows: u64,
+    pub inbound_ids: u64,
+    pub idempotency_keys: u64,
+    pub early_statuses: u64,
+}
 
-    async fn durable(&self) -> Result<(), StoreError> {
-        self.commit.durable().await.map_err(StoreError::Backend)
+impl std::ops::AddAssign for SweepCounts {
+    fn add_assign(&mut self, other: SweepCounts) {
+        self.windows += other.windows;
+        self.inbound_ids += other.inbound_ids;
+        self.idempotency_keys += other.idempotency_keys;
+        self.early_statuses += other.early_statuses;
     }
+}
 
-    /// Flushes everything; for shutdown.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.durable().await
-    }
+/// One bounded step of a sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStep {
+    pub removed: SweepCounts,
+    /// Entries looked at, including stale index entries whose record moved
+    /// on; zero means the sweep is complete.
+    pub visited: usize,
+}
 
-    pub fn commit_counts(&self) -> CommitCounts {
-        self.commit.stats()
-    }
-
-    /// Records one inbound (deduplicated on its message id) and opens or
-    /// extends the pair's window. Returns the outcome and the window now.
-    pub async fn record_inbound(
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Looks up the inbound's message id and the pair's window, plans, and
+    /// writes the plan: the id (with `inbound`) when the plan remembers it,
+    /// the window when it changed.
+    async fn record_inbound(
         &self,
         pair: &Pair,
-        message_id: &InboundMessageId,
+        id: &InboundMessageId,
         inbound: &Inbound,
-        now: DateTime<Utc>,
-    ) -> Result<(InboundOutcome, Option<Window>), StoreError> {
-        let t = &*self.trees;
-        let pair_key = keys::pair(pair);
-        let id = message_id.as_str().as_bytes();
-        let result = (&t.inbound_ids, &t.inbound_age, &t.windows, &t.window_expiry).transaction(
-            |(ids, age, windows, expiry)| {
-                let current: Option<Window> =
-                    read::<WindowRecord, _>(WINDOWS, windows.get(&pair_key)?)?;
-                if let Some(seen) = read_record::<InboundRecord>(INBOUND_IDS, ids.get(id)?)? {
-                    let recorded_for = seen.pair().map_err(corrupt(INBOUND_IDS))?;
-                    let outcome = window::repeated_inbound(&recorded_for, pair).or_else(abort)?;
-                    return Ok((outcome, current));
-                }
-                let (next, outcome) = Window::record_inbound(current.as_ref(), inbound, now);
-                let record = InboundRecord::new(
-                    pair,
-                    inbound.received_at,
-                    inbound.kind,
-                    inbound.entry_point,
-                    now,
-                );
-                ids.insert(id, encode(&record))?;
-                age.insert(keys::timed(now, id), &[])?;
-                let Some(next) = next else {
-                    return Ok((outcome, current));
-                };
-                if let Some(current) = &current {
-                    expiry.remove(keys::timed(current.expires_at, &pair_key))?;
-                }
-                expiry.insert(keys::timed(next.expires_at, &pair_key), &[])?;
-                windows.insert(pair_key.as_slice(), encode(&WindowRecord::from(&next)))?;
-                Ok((outcome, Some(next)))
-            },
-        );
-        let outcome = finish(result)?;
-        // Duplicates wait too: the first recording may still be in flight.
-        self.durable().await?;
-        Ok(outcome)
-    }
+        plan: Planner<'_, InboundSnapshot, InboundPlan>,
+    ) -> Result<InboundPlan, StoreError>;
 
-    pub fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
-        read::<WindowRecord, _>(WINDOWS, self.trees.windows.get(keys::pair(pair))?)
-    }
+    async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError>;
 
-    /// Gates and records one send atomically: the idempotency check, the
-    /// window and template reads, the domain decision and the outbox write
-    /// all happen in one transaction.
-    pub async fn send(
+    /// What `send` would read, for a dry run that writes nothing.
+    async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError>;
+
+    /// Reads the key's first use, the window and the template, plans, and
+    /// writes an accepted plan (message, key, window, delivery) at once.
+    async fn send(
         &self,
         request: &SendRequest,
-        message_id: Uuid,
-        now: DateTime<Utc>,
-        dry_run: bool,
-    ) -> Result<SendOutcome, StoreError> {
-        let t = &*self.trees;
-        let key = request.idempotency_key.as_str().as_bytes();
-        let fingerprint = request.fingerprint();
-        let pair_key = keys::pair(&request.pair);
-        let template_key = request.content.template_id().map(keys::template);
-        let result = (
-            &t.idempotency,
-            &t.idempotency_age,
-            &t.outbox,
-            &t.windows,
-            &t.templates,
-            &t.deliveries,
-            &t.delivery_queue,
-        )
-            .transaction(
-                |(
-                    idempotency,
-                    idempotency_age,
-                    outbox,
-                    windows,
-                    templates,
-                    deliveries,
-                    delivery_queue,
-                )| {
-                    let first =
-                        read_record::<IdempotencyRecord>(IDEMPOTENCY, idempotency.get(key)?)?;
-                    if let Some(first) = first {
-                        let first_at = DateTime::from_timestamp_micros(first.created_at)
-                            .ok_or_else(|| StoreError::Corrupt {
-                                tree: IDEMPOTENCY,
-                                detail: format!("created_at {} out of range", first.created_at),
-                            })?;
-                        match send::check_key_reuse(&first.fingerprint, first_at, &fingerprint, now)
-                            .or_else(abort)?
-                        {
-                            KeyUse::Replay => {
-                                let stored = outbox.get(first.message_id)?;
-                                let Some(message) =
-                                    read::<OutboxRecord, OutboxMessage>(OUTBOX, stored)?
-                                else {
-                                    return abort(StoreError::Corrupt {
-                                        tree: OUTBOX,
-                                        detail: "idempotency record names a missing message".into(),
-                                    });
-                                };
-                                return Ok(SendOutcome::Replayed(message));
-                            }
-                            // Not swept yet: this send takes the key over.
-                            KeyUse::Expired => {
-                                idempotency_age.remove(keys::timed(first_at, key))?
-                            }
-                        };
-                    }
-                    let window = read::<WindowRecord, Window>(WINDOWS, windows.get(&pair_key)?)?;
-                    let template = match &template_key {
-                        Some(k) => read::<TemplateRecord, Template>(TEMPLATES, templates.get(k)?)?,
-                        None => None,
-                    };
-                    let decision =
-                        send::decide(&request.content, template.as_ref(), window.as_ref(), now)
-                            .or_else(abort)?;
-                    let message = OutboxMessage {
-                        message_id,
-                        request: request.clone(),
-                        fingerprint,
-                        accepted: decision.accepted,
-                        accepted_at: now,
-                        status: MessageStatus::Accepted,
-                    };
-                    if dry_run {
-                        return abort(Abort::DryRun(Box::new(message)));
-                    }
-                    outbox.insert(
-                        &message_id.into_bytes(),
-                        encode(&OutboxRecord::from(&message)),
-                    )?;
-                    let record = IdempotencyRecord {
-                        fingerprint,
-                        message_id: message_id.into_bytes(),
-                        created_at: now.timestamp_micros(),
-                    };
-                    idempotency.insert(key, encode(&record))?;
-                    idempotency_age.insert(keys::timed(now, key), &[])?;
-                    if let Some(window) = &decision.window_update {
-                        windows.insert(pair_key.as_slice(), encode(&WindowRecord::from(window)))?;
-                    }
-                    if self.deliver {
-                        let queued = Delivery::queued(now);
-                        deliveries.insert(
-                            &message_id.into_bytes(),
-                            encode(&DeliveryRecord::new(&queued, false)),
-                        )?;
-                        delivery_queue.insert(keys::timed(now, &message_id.into_bytes()), &[])?;
-                    }
-                    Ok(SendOutcome::Accepted(message))
-                },
-            );
-        let outcome = match result {
-            Err(TransactionError::Abort(Abort::DryRun(message))) => {
-                return Ok(SendOutcome::DryRun(*message));
-            }
-            other => finish(other)?,
-        };
-        // Replays wait too: the first send may still be in flight.
-        self.durable().await?;
-        if let SendOutcome::Accepted(message) = &outcome {
-            self.publish(MessageState {
-                message: message.clone(),
-                delivery: self.deliver.then(|| Delivery::queued(now)),
-            });
-        }
-        Ok(outcome)
-    }
+        plan: Planner<'_, SendSnapshot, SendPlan>,
+    ) -> Result<SendOutcome, StoreError>;
 
-    pub fn outbox_message(&self, message_id: Uuid) -> Result<Option<OutboxMessage>, StoreError> {
-        read::<OutboxRecord, _>(OUTBOX, self.trees.outbox.get(message_id.into_bytes())?)
-    }
+    async fn message(&self, id: Uuid) -> Result<Option<MessageState>, StoreError>;
 
-    pub fn outbox_len(&self) -> usize {
-        self.trees.outbox.len()
-    }
+    async fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError>;
 
-    pub fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
-        read::<TemplateRecord, _>(TEMPLATES, self.trees.templates.get(keys::template(id))?)
-    }
-
-    /// Creates or replaces a template's content; returns it as stored and
-    /// whether it was created.
-    pub async fn upsert_template(
+    /// Reads the template, plans, writes; returns the template as it was
+    /// before and what was written.
+    async fn change_template(
         &self,
         id: &TemplateId,
-        content: &TemplateContent,
-        now: DateTime<Utc>,
-    ) -> Result<(Template, bool), StoreError> {
-        let key = keys::template(id);
-        let result = self.trees.templates.transaction(|templates| {
-            let existing = read::<TemplateRecord, Template>(TEMPLATES, templates.get(&key)?)?;
-            let created = existing.is_none();
-            let (template, changed) = Template::upsert(existing, id.clone(), content.clone(), now);
-            if changed {
-                templates.insert(key.as_slice(), encode(&TemplateRecord::from(&template)))?;
-            }
-            Ok((template, created))
-        });
-        let outcome = finish(result)?;
-        self.durable().await?;
-        Ok(outcome)
-    }
+        plan: Planner<'_, Option<Template>, TemplateWrite>,
+    ) -> Result<(Option<Template>, TemplateWrite), StoreError>;
 
-    /// Sets a template's review status; `None` when it does not exist.
-    pub async fn set_template_status(
-        &self,
-        id: &TemplateId,
-        status: Status,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Template>, StoreError> {
-        let key = keys::template(id);
-        let result = self.trees.templates.transaction(|templates| {
-            let Some(existing) = read::<TemplateRecord, Template>(TEMPLATES, templates.get(&key)?)?
-            else {
-                return Ok(None);
-            };
-            let updated = existing.with_status(status, reason, now).or_else(abort)?;
-            templates.insert(key.as_slice(), encode(&TemplateRecord::from(&updated)))?;
-            Ok(Some(updated))
-        });
-        let outcome = finish(result)?;
-        self.durable().await?;
-        Ok(outcome)
-    }
-
-    /// Removes a template; false when it did not exist.
-    pub async fn delete_template(&self, id: &TemplateId) -> Result<bool, StoreError> {
-        let existed = self.trees.templates.remove(keys::template(id))?.is_some();
-        self.durable().await?;
-        Ok(existed)
-    }
-
-    /// Templates after `after` in (name, language) order that `keep` accepts,
-    /// at most `limit` of them.
-    pub fn list_templates(
+    /// Templates after `after` in (name, language) order that `filter`
+    /// keeps, at most `limit` of them.
+    async fn list_templates(
         &self,
         after: Option<&TemplateId>,
         limit: usize,
-        keep: impl Fn(&Template) -> bool,
-    ) -> Result<TemplatePage, StoreError> {
-        let start = match after {
-            Some(id) => std::ops::Bound::Excluded(keys::template(id)),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut templates = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        for entry in self
-            .trees
-            .templates
-            .range((start, std::ops::Bound::Unbounded))
-        {
-            let (_, bytes) = entry?;
-            let Some(template) = read::<TemplateRecord, Template>(TEMPLATES, Some(bytes))? else {
-                continue;
-            };
-            if !keep(&template) {
-                continue;
-            }
-            if templates.len() == limit {
-                more = true;
-                break;
-            }
-            templates.push(template);
-        }
-        let next_after = more
-            .then(|| templates.last().map(|t| t.id.clone()))
-            .flatten();
-        Ok(TemplatePage {
-            templates,
-            next_after,
-        })
-    }
+        filter: &TemplateFilter,
+    ) -> Result<TemplatePage, StoreError>;
 
-    /// Bytes the store occupies on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
+    /// Claims up to `limit` deliveries due at `now` whose lease (if any) has
+    /// lapsed, each until `lease_until`.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError>;
 
-    /// Windows still open at `now`: the expiry index entries after it. Walks
-    /// the open windows' index entries, so it is for a periodic gauge, not a
-    /// request path.
-    pub fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let after = keys::instant(now + chrono::TimeDelta::microseconds(1));
-        let mut open = 0;
-        for entry in self.trees.window_expiry.range(after.as_slice()..).keys() {
-            entry?;
-            open += 1;
-        }
-        Ok(open)
-    }
+    /// Stores an attempt's outcome under its claim: `plan` gets the status
+    /// that arrived before the outcome's wamid, if any. Refused with
+    /// [`StoreError::LeaseLost`] when a later claim took the message.
+    async fn finish_attempt(
+        &self,
+        claim: &Claim,
+        next: &Delivery,
+        plan: FinishPlanner<'_>,
+    ) -> Result<MessageState, StoreError>;
+
+    /// Applies a status webhook for `wamid` as planned from what is known.
+    async fn report_status(
+        &self,
+        wamid: &str,
+        plan: StatusPlanner<'_>,
+    ) -> Result<StatusReport, StoreError>;
+
+    /// Removes a bounded chunk of what is past its cutoff.
+    async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError>;
+
+    /// Every change to an outbound message stored from now on.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MessageState>;
+
+    /// Makes everything written so far durable; for shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Windows open at `now`; for a periodic gauge, not a request path.
+    async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Bytes the store occupies, where it knows.
+    async fn size_on_disk(&self) -> Result<Option<u64>, StoreError>;
 }
-
-#[cfg(test)]
-mod tests;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus};
+use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus, EarlyStatus};
 use crate::domain::send::Fingerprint;
 use crate::domain::template::ComponentParameters;
 use crate::domain::{
@@ -535,22 +535,26 @@ pub struct EarlyStatusRecord {
     pub received_at: i64,
 }
 
-impl EarlyStatusRecord {
-    pub fn new(status: DeliveryStatus, error: Option<&DeliveryError>, now: DateTime<Utc>) -> Self {
+impl From<&EarlyStatus> for EarlyStatusRecord {
+    fn from(early: &EarlyStatus) -> Self {
         EarlyStatusRecord {
-            status: delivery_status_code(status),
-            error: error.map(|e| (e.code, e.title.clone())),
-            received_at: micros(now),
+            status: delivery_status_code(early.status),
+            error: early.error.as_ref().map(|e| (e.code, e.title.clone())),
+            received_at: micros(early.received_at),
         }
     }
+}
 
-    pub fn report(&self) -> Result<(DeliveryStatus, Option<DeliveryError>), DecodeError> {
-        Ok((
-            delivery_status(self.status)?,
-            self.error
+impl EarlyStatusRecord {
+    pub fn early_status(&self) -> Result<EarlyStatus, DecodeError> {
+        Ok(EarlyStatus {
+            status: delivery_status(self.status)?,
+            error: self
+                .error
                 .clone()
                 .map(|(code, title)| DeliveryError { code, title }),
-        ))
+            received_at: time(self.received_at)?,
+        })
     }
 }
 

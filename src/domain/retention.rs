@@ -1,0 +1,48 @@
+//! How long things are kept before the sweeper may remove them.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::delivery::EARLY_STATUS_TTL;
+use super::send::IDEMPOTENCY_TTL;
+
+/// How long swept things are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// How long a closed window is kept before the pair reads NEVER_OPENED.
+    pub closed_windows: TimeDelta,
+    /// How long an inbound message id is remembered for dedupe (SPEC: at least 7 days).
+    pub inbound_ids: TimeDelta,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            closed_windows: TimeDelta::days(30),
+            inbound_ids: TimeDelta::days(7),
+        }
+    }
+}
+
+/// The instants at or before which each kind of record may be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Windows that expired at or before this.
+    pub windows: DateTime<Utc>,
+    /// Inbound ids first recorded at or before this.
+    pub inbound_ids: DateTime<Utc>,
+    /// Idempotency keys first used at or before this.
+    pub idempotency_keys: DateTime<Utc>,
+    /// Early statuses received at or before this.
+    pub early_statuses: DateTime<Utc>,
+}
+
+impl Retention {
+    pub fn cutoffs(&self, now: DateTime<Utc>) -> Cutoffs {
+        Cutoffs {
+            windows: now - self.closed_windows,
+            inbound_ids: now - self.inbound_ids,
+            idempotency_keys: now - IDEMPOTENCY_TTL,
+            early_statuses: now - EARLY_STATUS_TTL,
+        }
+    }
+}

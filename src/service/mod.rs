@@ -1,0 +1,208 @@
+//! The use cases: one async function each, shared by every transport.
+//!
+//! Each one hands the store a planner from `domain` to run on what it read,
+//! so a rule lives once however many backends there are; nothing here knows
+//! which backend it runs on.
+
+mod sweeper;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::domain::delivery::{self, Delivery, DeliveryError, DeliveryStatus};
+use crate::domain::send::{self, DeliveryMode, SendPlan};
+use crate::domain::template::{self, TemplateFilter, TemplateWrite};
+use crate::domain::window::{self, InboundOutcome};
+use crate::domain::{
+    Inbound, InboundMessageId, Pair, SendRequest, Status, Template, TemplateContent, TemplateId,
+    Window,
+};
+use crate::store::{
+    Claim, MessageState, SendOutcome, StatusReport, Storage, StoreError, TemplatePage,
+};
+
+pub use sweeper::{spawn_sweeper, sweep};
+
+#[derive(Clone)]
+pub struct Service {
+    store: Arc<dyn Storage>,
+    mode: DeliveryMode,
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Storage>, mode: DeliveryMode) -> Service {
+        Service { store, mode }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    /// Records one inbound (deduplicated on its message id) and opens or
+    /// extends the pair's window. Returns the outcome and the window now.
+    pub async fn record_inbound(
+        &self,
+        pair: &Pair,
+        id: &InboundMessageId,
+        inbound: &Inbound,
+        now: DateTime<Utc>,
+    ) -> Result<(InboundOutcome, Option<Window>), StoreError> {
+        let plan = self
+            .store
+            .record_inbound(pair, id, inbound, &|seen| {
+                window::plan_inbound(seen, pair, inbound, now)
+            })
+            .await?;
+        Ok((plan.outcome, plan.window))
+    }
+
+    pub async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
+        self.store.window(pair).await
+    }
+
+    /// Gates and records one send; a dry run plans on what is stored and
+    /// writes nothing.
+    pub async fn send(
+        &self,
+        request: &SendRequest,
+        message_id: Uuid,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<SendOutcome, StoreError> {
+        let mode = self.mode;
+        let plan =
+            |snapshot: &send::SendSnapshot| send::plan(snapshot, request, message_id, now, mode);
+        if !dry_run {
+            return self.store.send(request, &plan).await;
+        }
+        let snapshot = self.store.send_snapshot(request).await?;
+        match plan(&snapshot)? {
+            SendPlan::Accept(accepted) => Ok(SendOutcome::DryRun(accepted.message)),
+            SendPlan::Replay { message_id } => {
+                let state = self.store.message(message_id).await?.ok_or_else(|| {
+                    StoreError::corrupt("outbox", "idempotency record names a missing message")
+                })?;
+                Ok(SendOutcome::Replayed(state.message))
+            }
+        }
+    }
+
+    pub async fn message(&self, id: Uuid) -> Result<Option<MessageState>, StoreError> {
+        self.store.message(id).await
+    }
+
+    pub async fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
+        self.store.template(id).await
+    }
+
+    /// Creates or replaces a template's content; returns it as stored and
+    /// whether it was created.
+    pub async fn upsert_template(
+        &self,
+        id: &TemplateId,
+        content: &TemplateContent,
+        now: DateTime<Utc>,
+    ) -> Result<(Template, bool), StoreError> {
+        let (before, write) = self
+            .store
+            .change_template(id, &|existing| {
+                Ok(template::plan_upsert(existing.as_ref(), id, content, now))
+            })
+            .await?;
+        let created = before.is_none();
+        match (write, before) {
+            (TemplateWrite::Put(template), _) => Ok((*template, created)),
+            (TemplateWrite::Keep, Some(template)) => Ok((template, created)),
+            _ => Err(StoreError::corrupt(
+                "templates",
+                "an upsert planned neither a write nor a kept template",
+            )),
+        }
+    }
+
+    /// Sets a template's review status; `None` when it does not exist.
+    pub async fn set_template_status(
+        &self,
+        id: &TemplateId,
+        status: Status,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Template>, StoreError> {
+        let (_, write) = self
+            .store
+            .change_template(id, &|existing| {
+                template::plan_status(existing.as_ref(), status, reason, now)
+            })
+            .await?;
+        Ok(match write {
+            TemplateWrite::Put(template) => Some(*template),
+            TemplateWrite::Delete | TemplateWrite::Keep => None,
+        })
+    }
+
+    /// Removes a template; false when it did not exist.
+    pub async fn delete_template(&self, id: &TemplateId) -> Result<bool, StoreError> {
+        let (before, _) = self
+            .store
+            .change_template(id, &|existing| Ok(template::plan_delete(existing.as_ref())))
+            .await?;
+        Ok(before.is_some())
+    }
+
+    pub async fn list_templates(
+        &self,
+        after: Option<&TemplateId>,
+        limit: usize,
+        filter: &TemplateFilter,
+    ) -> Result<TemplatePage, StoreError> {
+        self.store.list_templates(after, limit, filter).await
+    }
+
+    /// Claims up to `limit` due deliveries for one attempt each, leased for
+    /// `lease` (the attempt's timeout and a margin).
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let until = delivery::lease_until(now, lease);
+        self.store.claim_due(now, until, limit).await
+    }
+
+    /// Stores an attempt's outcome (or a deferral) under its claim.
+    pub async fn finish_attempt(
+        &self,
+        claim: &Claim,
+        next: &Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<MessageState, StoreError> {
+        self.store
+            .finish_attempt(claim, next, &|next, early| {
+                delivery::plan_finish(next, early, now)
+            })
+            .await
+    }
+
+    /// Applies a status webhook for `wamid`.
+    pub async fn report_status(
+        &self,
+        wamid: &str,
+        status: DeliveryStatus,
+        error: Option<&DeliveryError>,
+        now: DateTime<Utc>,
+    ) -> Result<StatusReport, StoreError> {
+        self.store
+            .report_status(wamid, &|target| {
+                delivery::plan_status(target, status, error, now)
+            })
+            .await
+    }
+
+    /// Every change to an outbound message stored from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MessageState> {
+        self.store.subscribe()
+    }
+}

@@ -1,0 +1,73 @@
+//! One conformance suite, every backend: each case in `cases.rs` is written
+//! once and instantiated here for each store, so a rule cannot behave
+//! differently on one of them without a failing test.
+
+mod cases;
+
+use async_trait::async_trait;
+use wagate::domain::send::DeliveryMode;
+use wagate::service::Service;
+use wagate::store::sled::{SledConfig, SledStore};
+
+/// sled on a temporary directory; reopening drops nothing but the handle.
+struct Sled {
+    dir: tempfile::TempDir,
+}
+
+impl Sled {
+    fn new() -> Sled {
+        Sled {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+#[async_trait]
+impl cases::Harness for Sled {
+    async fn open(&self) -> Service {
+        let store = SledStore::open(&SledConfig {
+            path: self.dir.path().join("db"),
+            cache_capacity_bytes: 8 << 20,
+        })
+        .unwrap();
+        Service::new(std::sync::Arc::new(store), DeliveryMode::Deliver)
+    }
+}
+
+/// Instantiates every case for one backend, as a module of tests.
+macro_rules! conformance {
+    ($backend:ident, $harness:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@cases $harness;
+                inbound_opens_dedupes_and_survives_reopen,
+                too_old_inbound_is_remembered_for_dedupe_only,
+                sends_are_idempotent_and_dry_runs_store_nothing,
+                expired_idempotency_key_is_taken_over,
+                concurrent_sends_with_one_key_store_one_message,
+                sweep_drops_windows_closed_past_retention_but_spares_extended_ones,
+                sweep_forgets_inbound_ids_after_retention,
+                sweep_drops_idempotency_records_after_24h,
+                templates_upsert_status_list_and_delete,
+                template_sends_read_the_registry_in_the_same_transaction,
+                the_background_sweeper_drains_a_backlog_larger_than_one_step,
+                a_claim_is_exclusive_until_released,
+                retries_are_due_at_their_time_and_done_messages_leave_the_queue,
+                a_status_that_beats_the_api_answer_is_applied_when_the_wamid_arrives,
+                watchers_hear_every_stored_change,
+                statuses_for_wamids_that_never_arrive_are_swept_after_a_day,
+            );
+        }
+    };
+    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                crate::cases::$case(&harness).await;
+            }
+        )*
+    };
+}
+
+conformance!(sled, Sled::new());
