@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of wagate. Installs the client tools the tests drive wagate
 # with (grpcurl and grpcio, pinned in tests/python/requirements.txt) into
-# .venv, then runs cargo test. Extra arguments go to cargo test.
+# .venv, and PostgreSQL (Debian's postgresql, which the PostgreSQL tests
+# start on their own temp directories) when missing, then runs cargo test.
+# Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v pg_config >/dev/null || [ ! -x "$(pg_config --bindir)/initdb" ]; then
+    echo "installing PostgreSQL (Debian postgresql) for the PostgreSQL tests" >&2
+    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

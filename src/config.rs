@@ -24,9 +24,20 @@ pub struct Config {
     #[arg(long, env = "WAGATE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Directory of the embedded sled store.
+    /// Directory of the embedded sled store (used when no database URL is
+    /// given).
     #[arg(long, env = "WAGATE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// PostgreSQL to keep state in instead of sled, so several replicas can
+    /// share it: a libpq-style URL or key=value string; list several hosts
+    /// with `target_session_attrs=read-write` to follow a failover.
+    #[arg(long, env = "WAGATE_DATABASE_URL", value_parser = parse_secret)]
+    pub database_url: Option<Secret>,
+
+    /// Connections each replica keeps to PostgreSQL at most.
+    #[arg(long, env = "WAGATE_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
 
     /// How long a closed window is kept before the pair reads NEVER_OPENED.
     #[arg(long, env = "WAGATE_WINDOW_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]

@@ -21,6 +21,7 @@ use crate::pb::gateway_server::GatewayServer;
 use crate::pb::template_registry_server::TemplateRegistryServer;
 use crate::service::{self, Service};
 use crate::store::Storage;
+use crate::store::postgres::{self, PgConfig, PgStore};
 use crate::store::sled::{SledConfig, SledStore};
 use crate::telemetry;
 
@@ -50,10 +51,7 @@ pub async fn run(
     // Before the first call, not during it: loading libphonenumber's
     // metadata takes long enough to trip callers' deadlines.
     crate::domain::phone::load_metadata();
-    let store: Arc<dyn Storage> = Arc::new(SledStore::open(&SledConfig {
-        path: config.data_dir.clone(),
-        cache_capacity_bytes: config.cache_mb << 20,
-    })?);
+    let store = open_store(&config).await?;
     let mode = if config.cloud.delivery {
         DeliveryMode::Deliver
     } else {
@@ -183,6 +181,37 @@ pub async fn run(
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// PostgreSQL when a database URL is given, else sled on the data dir.
+async fn open_store(config: &Config) -> Result<Arc<dyn Storage>, BoxError> {
+    Ok(match &config.database_url {
+        Some(url) => {
+            let store = PgStore::connect(&PgConfig {
+                url: url.expose().to_owned(),
+                pool_size: config.database_pool_size,
+            })
+            .await
+            .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+            tracing::info!(
+                schema = postgres::SCHEMA_VERSION,
+                "state is kept in PostgreSQL"
+            );
+            Arc::new(store)
+        }
+        None => Arc::new(
+            SledStore::open(&SledConfig {
+                path: config.data_dir.clone(),
+                cache_capacity_bytes: config.cache_mb << 20,
+            })
+            .map_err(|e| {
+                format!(
+                    "cannot open the sled store in {}: {e}",
+                    config.data_dir.display()
+                )
+            })?,
+        ),
+    })
 }
 
 fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, BoxError> {

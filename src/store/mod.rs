@@ -9,6 +9,7 @@
 //!
 //! Only `store::sled` names sled.
 
+pub mod postgres;
 pub mod sled;
 
 use async_trait::async_trait;
@@ -38,7 +39,7 @@ pub enum StoreError {
     Rejected(#[from] Rejection),
     /// The backend could not read or write (a full disk, a lost
     /// connection); nothing was acknowledged, and a retry may succeed.
-    #[error("storage unavailable: {context}: {source}")]
+    #[error("storage unavailable: {context}: {}", causes(.source.as_ref()))]
     Unavailable {
         context: &'static str,
         #[source]
@@ -54,6 +55,22 @@ pub enum StoreError {
     /// attempt's outcome must not overwrite the newer one.
     #[error("the delivery claim on message {message_id} lapsed before its outcome was stored")]
     LeaseLost { message_id: Uuid },
+}
+
+/// An error and its sources, outermost first: drivers often keep the
+/// useful part (the server's own message) in a source.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 impl StoreError {

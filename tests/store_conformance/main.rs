@@ -3,10 +3,13 @@
 //! differently on one of them without a failing test.
 
 mod cases;
+#[path = "../pg/mod.rs"]
+mod pg;
 
 use async_trait::async_trait;
 use wagate::domain::send::DeliveryMode;
 use wagate::service::Service;
+use wagate::store::postgres::{PgConfig, PgStore};
 use wagate::store::sled::{SledConfig, SledStore};
 
 /// sled on a temporary directory; reopening drops nothing but the handle.
@@ -29,6 +32,34 @@ impl cases::Harness for Sled {
             path: self.dir.path().join("db"),
             cache_capacity_bytes: 8 << 20,
         })
+        .unwrap();
+        Service::new(std::sync::Arc::new(store), DeliveryMode::Deliver)
+    }
+}
+
+/// A database of its own on the test binary's PostgreSQL; reopening
+/// connects again.
+struct Postgres {
+    url: String,
+}
+
+impl Postgres {
+    fn new() -> Postgres {
+        let server = pg::shared();
+        Postgres {
+            url: server.url(&server.create_database()),
+        }
+    }
+}
+
+#[async_trait]
+impl cases::Harness for Postgres {
+    async fn open(&self) -> Service {
+        let store = PgStore::connect(&PgConfig {
+            url: self.url.clone(),
+            pool_size: 8,
+        })
+        .await
         .unwrap();
         Service::new(std::sync::Arc::new(store), DeliveryMode::Deliver)
     }
@@ -71,3 +102,4 @@ macro_rules! conformance {
 }
 
 conformance!(sled, Sled::new());
+conformance!(postgres, Postgres::new());

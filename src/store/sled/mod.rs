@@ -45,7 +45,6 @@ use records::{
 /// their names; a later layout gets new trees and migrates into them.
 const SCHEMA_VERSION: u8 = 1;
 
-
 #[derive(Debug, Clone)]
 pub struct SledConfig {
     pub path: PathBuf,

@@ -1,0 +1,805 @@
+//! The PostgreSQL store: any number of replicas on one database.
+//!
+//! Every use case is one SERIALIZABLE transaction: read the planner's
+//! snapshot, run the planner, write the plan, COMMIT, then answer. A
+//! serialization failure, a deadlock or a lost connection re-runs the whole
+//! use case on a fresh snapshot (planners are pure), so concurrent replicas
+//! agree without locks of our own; re-running after a COMMIT whose outcome
+//! was lost finds the idempotency key or inbound id it wrote and answers
+//! from it. The SQL sticks to what CockroachDB and YugabyteDB also run.
+//!
+//! Only `store::postgres` names PostgreSQL.
+
+mod feed;
+mod rows;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{IsolationLevel, NoTls, Row, Transaction};
+use uuid::Uuid;
+
+use super::{
+    Claim, FinishPlanner, MessageState, Planner, SendOutcome, StatusPlanner, StatusReport, Storage,
+    StoreError, SweepCounts, SweepStep, TemplatePage,
+};
+use crate::domain::delivery::{Delivery, StatusPlan, StatusTarget};
+use crate::domain::retention::Cutoffs;
+use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
+use crate::domain::template::{TemplateFilter, TemplateWrite};
+use crate::domain::window::{InboundPlan, InboundSnapshot};
+use crate::domain::{
+    Inbound, InboundKind, InboundMessageId, Pair, SendRequest, Template, TemplateId, Window,
+};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Rows removed per table in one sweep step.
+const SWEEP_CHUNK: i64 = 128;
+/// Tries of one use case before its error is answered.
+const MAX_TRIES: u32 = 24;
+
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// A libpq-style URL or key=value string; several hosts with
+    /// `target_session_attrs=read-write` follow a failover.
+    pub url: String,
+    pub pool_size: usize,
+}
+
+/// Maps a database error to a store error with `context`.
+pub(crate) fn db_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |error| StoreError::unavailable(context, error)
+}
+
+/// Why a failed try may succeed when run again, as a metric label.
+fn retry_cause(error: &StoreError) -> Option<&'static str> {
+    let StoreError::Unavailable { source, .. } = error else {
+        return None;
+    };
+    if let Some(error) = source.downcast_ref::<tokio_postgres::Error>() {
+        return match error.code() {
+            Some(&SqlState::T_R_SERIALIZATION_FAILURE) => Some("serialization"),
+            Some(&SqlState::T_R_DEADLOCK_DETECTED) => Some("deadlock"),
+            // Two first writes of one key; the retry reads the winner's.
+            Some(&SqlState::UNIQUE_VIOLATION) => Some("unique"),
+            Some(&SqlState::ADMIN_SHUTDOWN)
+            | Some(&SqlState::CRASH_SHUTDOWN)
+            | Some(&SqlState::CANNOT_CONNECT_NOW)
+            | Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => Some("failover"),
+            Some(_) => None,
+            None => Some("connection"),
+        };
+    }
+    source
+        .downcast_ref::<deadpool_postgres::PoolError>()
+        .map(|_| "connection")
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((5u64 << attempt.min(7)).min(500))
+}
+
+/// Runs `$body` in a SERIALIZABLE transaction named `$tx` and commits;
+/// re-runs all of it while the failure is one a retry may cure.
+macro_rules! in_transaction {
+    ($store:expr, $context:expr, |$tx:ident| $body:block) => {{
+        let mut attempt = 0u32;
+        loop {
+            let result: Result<_, StoreError> = async {
+                let mut client = $store.client().await?;
+                let $tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .start()
+                    .await
+                    .map_err(db_error($context))?;
+                let value = $body;
+                $tx.commit().await.map_err(db_error($context))?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(error) if attempt + 1 < MAX_TRIES => match retry_cause(&error) {
+                    Some(cause) => {
+                        metrics::counter!(crate::telemetry::STORE_RETRIES, "cause" => cause)
+                            .increment(1);
+                        attempt += 1;
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    None => break Err(error),
+                },
+                other => break other,
+            }
+        }
+    }};
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    updates: tokio::sync::broadcast::Sender<MessageState>,
+    _feed: Arc<feed::Feed>,
+}
+
+impl PgStore {
+    /// Connects, applies missing migrations and starts following the
+    /// change feed. Fails clearly (nothing written) when the database is
+    /// unreachable, refuses the credentials or has a newer schema.
+    pub async fn connect(config: &PgConfig) -> Result<PgStore, StoreError> {
+        let pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|error| StoreError::unavailable("parse the database URL", error))?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|error| StoreError::unavailable("build the connection pool", error))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))?;
+        schema::migrate(&mut client).await?;
+        let updates = tokio::sync::broadcast::channel(super::UPDATES_BUFFERED).0;
+        let feed = feed::Feed::start(pool.clone(), updates.clone()).await?;
+        Ok(PgStore {
+            pool,
+            updates,
+            _feed: Arc::new(feed),
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))
+    }
+
+    /// Connections in the pool and callers waiting for one.
+    pub fn pool_status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.waiting)
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "o.*, d.status AS d_status, d.updated_at AS d_updated_at, \
+    d.wamid, d.attempts, d.next_attempt_at, d.error_code, d.error_title, d.fence";
+
+async fn message_state(tx: &Transaction<'_>, id: Uuid) -> Result<Option<MessageState>, StoreError> {
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM outbox o \
+                 LEFT JOIN deliveries d ON d.message_id = o.message_id WHERE o.message_id = $1"
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(db_error("read a message"))?;
+    row.map(|row| state_of(&row)).transpose()
+}
+
+fn state_of(row: &Row) -> Result<MessageState, StoreError> {
+    let has_delivery: Option<&str> = row.get("d_status");
+    Ok(MessageState {
+        message: rows::outbox_message(row)?,
+        delivery: has_delivery.map(|_| rows::delivery(row)).transpose()?,
+    })
+}
+
+async fn note_change(tx: &Transaction<'_>, id: Uuid) -> Result<(), StoreError> {
+    tx.execute("INSERT INTO changes (message_id) VALUES ($1)", &[&id])
+        .await
+        .map_err(db_error("record a change"))?;
+    Ok(())
+}
+
+async fn write_delivery(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    delivery: &Delivery,
+) -> Result<(), StoreError> {
+    let attempts = delivery.attempts as i32;
+    let (code, title) = match &delivery.error {
+        Some(e) => (Some(e.code), Some(e.title.as_str())),
+        None => (None, None),
+    };
+    tx.execute(
+        "INSERT INTO deliveries (message_id, status, wamid, attempts, next_attempt_at, \
+            error_code, error_title, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (message_id) DO UPDATE SET status = EXCLUDED.status, \
+            wamid = EXCLUDED.wamid, attempts = EXCLUDED.attempts, \
+            next_attempt_at = EXCLUDED.next_attempt_at, error_code = EXCLUDED.error_code, \
+            error_title = EXCLUDED.error_title, updated_at = EXCLUDED.updated_at",
+        &[
+            &id,
+            &rows::delivery_status_name(delivery.status),
+            &delivery.wamid,
+            &attempts,
+            &delivery.next_attempt_at,
+            &code,
+            &title,
+            &delivery.updated_at,
+        ],
+    )
+    .await
+    .map_err(db_error("write a delivery"))?;
+    note_change(tx, id).await
+}
+
+async fn write_window(tx: &Transaction<'_>, pair: &Pair, w: &Window) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO windows (business, customer, last_inbound_at, expires_at, \
+            free_entry_deadline, free_until) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (business, customer) DO UPDATE SET \
+            last_inbound_at = EXCLUDED.last_inbound_at, expires_at = EXCLUDED.expires_at, \
+            free_entry_deadline = EXCLUDED.free_entry_deadline, free_until = EXCLUDED.free_until",
+        &[
+            &pair.business.as_str(),
+            &pair.customer.as_str(),
+            &w.last_inbound_at,
+            &w.expires_at,
+            &w.free_entry_deadline,
+            &w.free_until,
+        ],
+    )
+    .await
+    .map_err(db_error("write a window"))?;
+    Ok(())
+}
+
+async fn read_window(tx: &Transaction<'_>, pair: &Pair) -> Result<Option<Window>, StoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT * FROM windows WHERE business = $1 AND customer = $2",
+            &[&pair.business.as_str(), &pair.customer.as_str()],
+        )
+        .await
+        .map_err(db_error("read a window"))?
+        .map(|row| rows::window(&row)))
+}
+
+async fn read_template(
+    tx: &Transaction<'_>,
+    id: &TemplateId,
+) -> Result<Option<Template>, StoreError> {
+    tx.query_opt(
+        "SELECT * FROM templates WHERE name = $1 AND language = $2",
+        &[&id.name(), &id.language()],
+    )
+    .await
+    .map_err(db_error("read a template"))?
+    .map(|row| rows::template(&row))
+    .transpose()
+}
+
+async fn send_snapshot(
+    tx: &Transaction<'_>,
+    request: &SendRequest,
+) -> Result<SendSnapshot, StoreError> {
+    let first = tx
+        .query_opt(
+            "SELECT * FROM idempotency_keys WHERE key = $1",
+            &[&request.idempotency_key.as_str()],
+        )
+        .await
+        .map_err(db_error("read an idempotency key"))?
+        .map(|row| -> Result<KeyRecord, StoreError> {
+            let fingerprint: Vec<u8> = row.get("fingerprint");
+            Ok(KeyRecord {
+                fingerprint: fingerprint.try_into().map_err(|_| {
+                    StoreError::corrupt("idempotency_keys", "fingerprint is not 32 bytes")
+                })?,
+                message_id: row.get("message_id"),
+                created_at: row.get("created_at"),
+            })
+        })
+        .transpose()?;
+    Ok(SendSnapshot {
+        first,
+        window: read_window(tx, &request.pair).await?,
+        template: match request.content.template_id() {
+            Some(id) => read_template(tx, id).await?,
+            None => None,
+        },
+    })
+}
+
+#[async_trait]
+impl Storage for PgStore {
+    async fn record_inbound(
+        &self,
+        pair: &Pair,
+        id: &InboundMessageId,
+        inbound: &Inbound,
+        plan: Planner<'_, InboundSnapshot, InboundPlan>,
+    ) -> Result<InboundPlan, StoreError> {
+        in_transaction!(self, "record an inbound", |tx| {
+            let seen_for = tx
+                .query_opt(
+                    "SELECT business, customer FROM inbound_ids WHERE message_id = $1",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(db_error("read an inbound id"))?
+                .map(|row| rows::pair("inbound_ids", row.get(0), row.get(1)))
+                .transpose()?;
+            let window = read_window(&tx, pair).await?;
+            let plan = plan(&InboundSnapshot { seen_for, window })?;
+            if let Some(at) = plan.remember_at {
+                let kind = match inbound.kind {
+                    InboundKind::Message => "MESSAGE",
+                    InboundKind::VoiceCall => "VOICE_CALL",
+                };
+                tx.execute(
+                    "INSERT INTO inbound_ids (message_id, business, customer, received_at, \
+                        kind, entry_point, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &id.as_str(),
+                        &pair.business.as_str(),
+                        &pair.customer.as_str(),
+                        &inbound.received_at,
+                        &kind,
+                        &format!("{:?}", inbound.entry_point),
+                        &at,
+                    ],
+                )
+                .await
+                .map_err(db_error("remember an inbound id"))?;
+            }
+            if let Some(window) = &plan.write_window {
+                write_window(&tx, pair, window).await?;
+            }
+            plan
+        })
+    }
+
+    async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT * FROM windows WHERE business = $1 AND customer = $2",
+                &[&pair.business.as_str(), &pair.customer.as_str()],
+            )
+            .await
+            .map_err(db_error("read a window"))?
+            .map(|row| rows::window(&row)))
+    }
+
+    async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
+        in_transaction!(self, "read for a dry run", |tx| {
+            send_snapshot(&tx, request).await?
+        })
+    }
+
+    async fn send(
+        &self,
+        request: &SendRequest,
+        plan: Planner<'_, SendSnapshot, SendPlan>,
+    ) -> Result<SendOutcome, StoreError> {
+        in_transaction!(self, "send", |tx| {
+            let snapshot = send_snapshot(&tx, request).await?;
+            match plan(&snapshot)? {
+                SendPlan::Replay { message_id } => {
+                    let state = message_state(&tx, message_id).await?.ok_or_else(|| {
+                        StoreError::corrupt("outbox", "idempotency key names a missing message")
+                    })?;
+                    SendOutcome::Replayed(state.message)
+                }
+                SendPlan::Accept(accepted) => {
+                    let m = &accepted.message;
+                    let a = &m.accepted;
+                    tx.execute(
+                        "INSERT INTO outbox (message_id, business, customer, idempotency_key, \
+                            content, fingerprint, kind, rendered_text, template_category, \
+                            pricing_category, billable, free_until, accepted_at, status) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ACCEPTED')",
+                        &[
+                            &m.message_id,
+                            &m.request.pair.business.as_str(),
+                            &m.request.pair.customer.as_str(),
+                            &m.request.idempotency_key.as_str(),
+                            &rows::content(&m.request.content),
+                            &m.fingerprint.as_slice(),
+                            &rows::kind_name(a.kind),
+                            &a.rendered_text,
+                            &a.template_category.map(|c| rows::name(rows::CATEGORIES, c)),
+                            &rows::pricing_name(a.pricing.category),
+                            &a.pricing.billable,
+                            &a.free_until,
+                            &m.accepted_at,
+                        ],
+                    )
+                    .await
+                    .map_err(db_error("store a message"))?;
+                    let key = &accepted.key;
+                    tx.execute(
+                        "INSERT INTO idempotency_keys (key, fingerprint, message_id, created_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET \
+                            fingerprint = EXCLUDED.fingerprint, message_id = EXCLUDED.message_id, \
+                            created_at = EXCLUDED.created_at",
+                        &[
+                            &request.idempotency_key.as_str(),
+                            &key.fingerprint.as_slice(),
+                            &key.message_id,
+                            &key.created_at,
+                        ],
+                    )
+                    .await
+                    .map_err(db_error("store an idempotency key"))?;
+                    if let Some(window) = &accepted.window {
+                        write_window(&tx, &request.pair, window).await?;
+                    }
+                    match &accepted.delivery {
+                        Some(delivery) => write_delivery(&tx, m.message_id, delivery).await?,
+                        None => note_change(&tx, m.message_id).await?,
+                    }
+                    SendOutcome::Accepted(m.clone())
+                }
+            }
+        })
+    }
+
+    async fn message(&self, id: Uuid) -> Result<Option<MessageState>, StoreError> {
+        in_transaction!(self, "read a message", |tx| {
+            message_state(&tx, id).await?
+        })
+    }
+
+    async fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
+        in_transaction!(self, "read a template", |tx| {
+            read_template(&tx, id).await?
+        })
+    }
+
+    async fn change_template(
+        &self,
+        id: &TemplateId,
+        plan: Planner<'_, Option<Template>, TemplateWrite>,
+    ) -> Result<(Option<Template>, TemplateWrite), StoreError> {
+        in_transaction!(self, "change a template", |tx| {
+            let existing = read_template(&tx, id).await?;
+            let write = plan(&existing)?;
+            match &write {
+                TemplateWrite::Put(t) => {
+                    let c = &t.content;
+                    tx.execute(
+                        "INSERT INTO templates (name, language, category, status, status_reason, \
+                            body, header_text, footer_text, buttons, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         ON CONFLICT (name, language) DO UPDATE SET category = EXCLUDED.category, \
+                            status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, \
+                            body = EXCLUDED.body, header_text = EXCLUDED.header_text, \
+                            footer_text = EXCLUDED.footer_text, buttons = EXCLUDED.buttons, \
+                            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+                        &[
+                            &id.name(),
+                            &id.language(),
+                            &rows::name(rows::CATEGORIES, c.category),
+                            &rows::name(rows::STATUSES, t.status),
+                            &t.status_reason,
+                            &c.body,
+                            &c.header_text,
+                            &c.footer_text,
+                            &rows::buttons(&c.buttons),
+                            &t.created_at,
+                            &t.updated_at,
+                        ],
+                    )
+                    .await
+                    .map_err(db_error("write a template"))?;
+                }
+                TemplateWrite::Delete => {
+                    tx.execute(
+                        "DELETE FROM templates WHERE name = $1 AND language = $2",
+                        &[&id.name(), &id.language()],
+                    )
+                    .await
+                    .map_err(db_error("delete a template"))?;
+                }
+                TemplateWrite::Keep => {}
+            }
+            (existing, write)
+        })
+    }
+
+    async fn list_templates(
+        &self,
+        after: Option<&TemplateId>,
+        limit: usize,
+        filter: &TemplateFilter,
+    ) -> Result<TemplatePage, StoreError> {
+        let (after_name, after_language) = match after {
+            Some(id) => (id.name(), id.language()),
+            None => ("", ""),
+        };
+        let status = filter.status.map(|s| rows::name(rows::STATUSES, s));
+        let category = filter.category.map(|c| rows::name(rows::CATEGORIES, c));
+        let fetch = limit as i64 + 1;
+        let client = self.client().await?;
+        // Byte order ("C"), the order sled keeps: pages are stable across
+        // backends and locales.
+        let rows = client
+            .query(
+                "SELECT * FROM templates \
+                 WHERE (name COLLATE \"C\", language COLLATE \"C\") > ($1, $2) \
+                   AND ($3::text IS NULL OR status = $3) \
+                   AND ($4::text IS NULL OR category = $4) \
+                 ORDER BY name COLLATE \"C\", language COLLATE \"C\" LIMIT $5",
+                &[&after_name, &after_language, &status, &category, &fetch],
+            )
+            .await
+            .map_err(db_error("list templates"))?;
+        let mut templates = rows
+            .iter()
+            .map(rows::template)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = templates.len() > limit;
+        templates.truncate(limit);
+        let next_after = more
+            .then(|| templates.last().map(|t| t.id.clone()))
+            .flatten();
+        Ok(TemplatePage {
+            templates,
+            next_after,
+        })
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let limit = limit as i64;
+        in_transaction!(self, "claim deliveries", |tx| {
+            // SKIP LOCKED: replicas claiming at once take different rows.
+            let leased = tx
+                .query(
+                    "WITH due AS (SELECT message_id, next_attempt_at AS was FROM deliveries \
+                        WHERE next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3 \
+                        FOR UPDATE SKIP LOCKED) \
+                     UPDATE deliveries d SET next_attempt_at = $2, fence = d.fence + 1 \
+                     FROM due WHERE d.message_id = due.message_id \
+                     RETURNING d.message_id, due.was, d.fence",
+                    &[&now, &lease_until, &limit],
+                )
+                .await
+                .map_err(db_error("claim deliveries"))?;
+            let mut claims = Vec::with_capacity(leased.len());
+            for row in leased {
+                let id: Uuid = row.get(0);
+                let was: Option<DateTime<Utc>> = row.get(1);
+                let fence: i64 = row.get(2);
+                let state = message_state(&tx, id).await?.ok_or_else(|| {
+                    StoreError::corrupt("deliveries", "a delivery names a missing message")
+                })?;
+                let delivery = state.delivery.ok_or_else(|| {
+                    StoreError::corrupt("deliveries", "a claimed delivery vanished")
+                })?;
+                claims.push(Claim {
+                    message: state.message,
+                    delivery: Delivery {
+                        next_attempt_at: was,
+                        ..delivery
+                    },
+                    lease_until,
+                    fence: fence as u64,
+                });
+            }
+            claims
+        })
+    }
+
+    async fn finish_attempt(
+        &self,
+        claim: &Claim,
+        next: &Delivery,
+        plan: FinishPlanner<'_>,
+    ) -> Result<MessageState, StoreError> {
+        let id = claim.message.message_id;
+        in_transaction!(self, "store a delivery outcome", |tx| {
+            let fence: Option<i64> = tx
+                .query_opt("SELECT fence FROM deliveries WHERE message_id = $1", &[&id])
+                .await
+                .map_err(db_error("read a delivery"))?
+                .map(|row| row.get(0));
+            if fence != Some(claim.fence as i64) {
+                return Err(StoreError::LeaseLost { message_id: id });
+            }
+            let mut early = None;
+            if let Some(wamid) = &next.wamid
+                && let Some(row) = tx
+                    .query_opt(
+                        "DELETE FROM early_statuses WHERE wamid = $1 RETURNING *",
+                        &[wamid],
+                    )
+                    .await
+                    .map_err(db_error("take an early status"))?
+            {
+                early = Some(rows::early_status(&row)?);
+            }
+            let next = plan(next.clone(), early.as_ref());
+            write_delivery(&tx, id, &next).await?;
+            message_state(&tx, id)
+                .await?
+                .ok_or_else(|| StoreError::corrupt("deliveries", "names a missing message"))?
+        })
+    }
+
+    async fn report_status(
+        &self,
+        wamid: &str,
+        plan: StatusPlanner<'_>,
+    ) -> Result<StatusReport, StoreError> {
+        in_transaction!(self, "apply a status", |tx| {
+            let known = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM deliveries d \
+                         JOIN outbox o ON o.message_id = d.message_id WHERE d.wamid = $1"
+                    ),
+                    &[&wamid],
+                )
+                .await
+                .map_err(db_error("find a wamid"))?;
+            match known {
+                Some(row) => {
+                    let state = state_of(&row)?;
+                    let delivery = state.delivery.clone().ok_or_else(|| {
+                        StoreError::corrupt("deliveries", "a wamid without a delivery")
+                    })?;
+                    match plan(&StatusTarget::Known(delivery)) {
+                        StatusPlan::Apply(next) => {
+                            let id = state.message.message_id;
+                            write_delivery(&tx, id, &next).await?;
+                            StatusReport::Applied(Box::new(MessageState {
+                                message: state.message,
+                                delivery: Some(next),
+                            }))
+                        }
+                        _ => StatusReport::Unchanged,
+                    }
+                }
+                None => {
+                    let seen = tx
+                        .query_opt("SELECT * FROM early_statuses WHERE wamid = $1", &[&wamid])
+                        .await
+                        .map_err(db_error("read an early status"))?
+                        .map(|row| rows::early_status(&row))
+                        .transpose()?;
+                    match plan(&StatusTarget::Unknown(seen)) {
+                        StatusPlan::KeepEarly(keep) => {
+                            let (code, title) = match &keep.error {
+                                Some(e) => (Some(e.code), Some(e.title.clone())),
+                                None => (None, None),
+                            };
+                            tx.execute(
+                                "INSERT INTO early_statuses (wamid, status, error_code, \
+                                    error_title, received_at) VALUES ($1, $2, $3, $4, $5) \
+                                 ON CONFLICT (wamid) DO UPDATE SET status = EXCLUDED.status, \
+                                    error_code = EXCLUDED.error_code, \
+                                    error_title = EXCLUDED.error_title, \
+                                    received_at = EXCLUDED.received_at",
+                                &[
+                                    &wamid,
+                                    &rows::delivery_status_name(keep.status),
+                                    &code,
+                                    &title,
+                                    &keep.received_at,
+                                ],
+                            )
+                            .await
+                            .map_err(db_error("keep an early status"))?;
+                            StatusReport::Early
+                        }
+                        _ => StatusReport::Unchanged,
+                    }
+                }
+            }
+        })
+    }
+
+    async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {
+        // Change-feed rows are kept as long as early statuses (24h): far
+        // longer than any replica's feed lags.
+        let changes_before = cutoffs.early_statuses;
+        in_transaction!(self, "sweep", |tx| {
+            let mut removed = SweepCounts::default();
+            for (count, sql, cutoff) in [
+                (
+                    &mut removed.windows,
+                    "DELETE FROM windows WHERE (business, customer) IN (SELECT business, customer \
+                     FROM windows WHERE expires_at <= $1 LIMIT $2)",
+                    cutoffs.windows,
+                ),
+                (
+                    &mut removed.inbound_ids,
+                    "DELETE FROM inbound_ids WHERE message_id IN (SELECT message_id \
+                     FROM inbound_ids WHERE recorded_at <= $1 LIMIT $2)",
+                    cutoffs.inbound_ids,
+                ),
+                (
+                    &mut removed.idempotency_keys,
+                    "DELETE FROM idempotency_keys WHERE key IN (SELECT key \
+                     FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",
+                    cutoffs.idempotency_keys,
+                ),
+                (
+                    &mut removed.early_statuses,
+                    "DELETE FROM early_statuses WHERE wamid IN (SELECT wamid \
+                     FROM early_statuses WHERE received_at <= $1 LIMIT $2)",
+                    cutoffs.early_statuses,
+                ),
+            ] {
+                *count = tx
+                    .execute(sql, &[&cutoff, &SWEEP_CHUNK])
+                    .await
+                    .map_err(db_error("sweep"))?;
+            }
+            tx.execute(
+                "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes \
+                 WHERE changed_at <= $1 LIMIT $2)",
+                &[&changes_before, &SWEEP_CHUNK],
+            )
+            .await
+            .map_err(db_error("sweep"))?;
+            let visited = removed.windows
+                + removed.inbound_ids
+                + removed.idempotency_keys
+                + removed.early_statuses;
+            SweepStep {
+                removed,
+                visited: visited as usize,
+            }
+        })
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MessageState> {
+        self.updates.subscribe()
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged write was committed first.
+        Ok(())
+    }
+
+    async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM windows WHERE expires_at > $1",
+                &[&now],
+            )
+            .await
+            .map_err(db_error("count open windows"))?
+            .get(0);
+        Ok(open as u64)
+    }
+
+    async fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
+        let client = self.client().await?;
+        let bytes: i64 = client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .map_err(db_error("read the database size"))?
+            .get(0);
+        Ok(Some(bytes as u64))
+    }
+}

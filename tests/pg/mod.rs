@@ -1,0 +1,230 @@
+//! A real PostgreSQL for tests: `initdb` and `postgres` from
+//! `pg_config --bindir`, run as the `postgres` user (it refuses root) on a
+//! temporary directory, a free port and a socket directory of its own.
+//!
+//! The server runs under a small shell watchdog that stops it when the test
+//! process is gone, so a panicking or killed test binary leaves nothing
+//! running. `scripts/test.sh` installs Debian's `postgresql` when missing.
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The superuser's password on every test cluster.
+pub const PASSWORD: &str = "wagate-test";
+
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    watchdog: Child,
+}
+
+fn bindir() -> PathBuf {
+    let out = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .expect("pg_config not found: install Debian's postgresql (scripts/test.sh does)");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn as_postgres(program: &Path) -> Command {
+    let mut command = Command::new("runuser");
+    command.args(["-u", "postgres", "--"]).arg(program);
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn chown_to_postgres(path: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown {}", path.display());
+}
+
+impl Postgres {
+    /// A fresh cluster, started and accepting connections.
+    pub fn start() -> Postgres {
+        Self::start_with(&[])
+    }
+
+    /// A fresh cluster with extra `-c name=value` settings.
+    pub fn start_with(settings: &[&str]) -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("wagate-pg")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(dir.path().join("sock")).unwrap();
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, PASSWORD).unwrap();
+        chown_to_postgres(dir.path());
+        let initdb = as_postgres(&bindir().join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-E", "UTF8", "--no-sync"])
+            // Passwords over TCP, as in production; trust on the socket.
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", password_file.display()))
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        Self::run(dir, data, settings)
+    }
+
+    /// Starts `postgres` on an existing data directory (a fresh cluster or
+    /// a base backup of another).
+    fn run(dir: tempfile::TempDir, data: PathBuf, settings: &[&str]) -> Postgres {
+        let port = free_port();
+        let mut args = format!(
+            "-D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            data.display(),
+            dir.path().join("sock").display()
+        );
+        for setting in settings {
+            args.push_str(&format!(" -c {setting}"));
+        }
+        let postgres = bindir().join("postgres");
+        let log = dir.path().join("postgres.log");
+        // Stops the server once the test process is gone (a root process
+        // cannot be signalled by this user, so /proc is asked instead), and
+        // then removes its files: a shared server is never dropped.
+        let script = format!(
+            "{} {args} >>{} 2>&1 & pg=$!; \
+             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.2; done; \
+             kill -INT $pg 2>/dev/null; wait $pg; \
+             [ -d /proc/{parent} ] || rm -rf {dir}",
+            postgres.display(),
+            log.display(),
+            parent = std::process::id(),
+            dir = dir.path().display()
+        );
+        let watchdog = Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Postgres {
+            dir,
+            port,
+            watchdog,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = Command::new(bindir().join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .status()
+                .unwrap();
+            if ready.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A key=value connection string for `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname={database}",
+            self.port
+        )
+    }
+
+    /// Runs SQL through psql as the superuser; panics with its error.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(bindir().join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-tAq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A new, empty database on this server; returns its name.
+    pub fn create_database(&self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("wagate_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        name
+    }
+
+    /// Stops the server at once, as a crash would (SIGKILL of the
+    /// postmaster and every backend).
+    pub fn kill(&mut self) {
+        let pid = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned));
+        if let Some(pid) = pid {
+            let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["stop", "-m", "immediate", "-s"])
+            .status();
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// One server for the whole test binary; each test takes its own database.
+pub fn shared() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(Postgres::start)
+}

@@ -1,0 +1,220 @@
+//! Several wagate replicas on one PostgreSQL (SPEC §8), through the real
+//! binary: what any replica acknowledges, every replica reads at once; one
+//! idempotency key or inbound id is stored once however many replicas
+//! receive it together; bad database settings fail at start, clearly.
+
+mod common;
+#[path = "pg/mod.rs"]
+mod pg;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use pb::{InboundOutcome, WindowState};
+
+fn replica(url: &str) -> Server {
+    Server::start_with(&["--database-url", url])
+}
+
+fn replicas(count: usize) -> (Vec<Server>, String) {
+    let server = pg::shared();
+    let url = server.url(&server.create_database());
+    ((0..count).map(|_| replica(&url)).collect(), url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_any_replica_is_read_through_every_other_at_once() {
+    let (replicas, _) = replicas(3);
+    let (a, b, c) = (&replicas[0], &replicas[1], &replicas[2]);
+    let customer = "+27820001001";
+    a.gateway()
+        .await
+        .record_inbound(inbound(customer, "wamid.cross-1"))
+        .await
+        .unwrap();
+    for other in [b, c] {
+        assert_eq!(window(other, customer).await.state(), WindowState::Open);
+    }
+
+    let sent = b
+        .gateway()
+        .await
+        .send_message(text(customer, "cross-send-1", "hello"))
+        .await
+        .unwrap()
+        .into_inner();
+    for other in [a, c] {
+        let message = other
+            .gateway()
+            .await
+            .get_message(pb::GetMessageRequest {
+                message_id: sent.message_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message
+            .unwrap();
+        assert_eq!(message.rendered_text, "hello");
+    }
+
+    c.templates()
+        .await
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(template(
+                "cross_replica",
+                pb::TemplateCategory::Utility,
+                "Hi {{1}}",
+            )),
+        })
+        .await
+        .unwrap();
+    for other in [a, b] {
+        let got = other
+            .templates()
+            .await
+            .get_template(pb::GetTemplateRequest {
+                name: "cross_replica".into(),
+                language: "en_US".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .template
+            .unwrap();
+        assert_eq!(got.body, "Hi {{1}}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_sent_to_every_replica_at_once_stores_one_message() {
+    let (replicas, _) = replicas(3);
+    let customer = "+27820001002";
+    replicas[0]
+        .gateway()
+        .await
+        .record_inbound(inbound(customer, "wamid.same-key"))
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for replica in &replicas {
+        clients.push(replica.gateway().await);
+    }
+    for round in 0..5 {
+        let key = format!("same-key-{round}");
+        let calls: Vec<_> = clients
+            .iter()
+            .flat_map(|client| std::iter::repeat_n(client.clone(), 4))
+            .map(|mut client| {
+                let request = text(customer, &key, "once");
+                tokio::spawn(async move { client.send_message(request).await })
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        for call in calls {
+            ids.insert(call.await.unwrap().unwrap().into_inner().message_id);
+        }
+        assert_eq!(
+            ids.len(),
+            1,
+            "round {round}: every caller gets one message id"
+        );
+    }
+
+    // The same inbound id on all replicas at once: stored once.
+    let calls: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .record_inbound(inbound("+27820001003", "wamid.same-inbound"))
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap().unwrap().into_inner().outcome());
+    }
+    outcomes.sort_by_key(|o| *o as i32);
+    assert_eq!(
+        outcomes,
+        [
+            InboundOutcome::Opened,
+            InboundOutcome::Duplicate,
+            InboundOutcome::Duplicate
+        ],
+        "one replica recorded it, the others found it"
+    );
+}
+
+/// Runs the binary with `args` expecting it to refuse to start; returns
+/// its stderr.
+fn refused_start(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
+    let server = pg::shared();
+
+    // Nothing listens on that port.
+    let nowhere = format!(
+        "host=127.0.0.1 port={} user=postgres password={} dbname=postgres connect_timeout=5",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+        pg::PASSWORD
+    );
+    let err = refused_start(&["--database-url", &nowhere]);
+    assert!(
+        err.contains("cannot open the PostgreSQL store") && err.contains("connect"),
+        "{err}"
+    );
+
+    // A wrong password.
+    let database = server.create_database();
+    let wrong = server
+        .url(&database)
+        .replace(pg::PASSWORD, "not-the-password");
+    let err = refused_start(&["--database-url", &wrong]);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert_eq!(
+        server.psql(
+            &database,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0",
+        "nothing was created"
+    );
+
+    // A database a newer wagate migrated.
+    server.psql(
+        &database,
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, \
+         applied_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO schema_migrations (version) VALUES (99)",
+    );
+    let err = refused_start(&["--database-url", &server.url(&database)]);
+    assert!(err.contains("schema version 99"), "{err}");
+    assert_eq!(
+        server.psql(
+            &database,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "1",
+        "only the newer wagate's version table is there"
+    );
+    std::thread::sleep(Duration::from_millis(1));
+}
