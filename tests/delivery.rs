@@ -5,6 +5,8 @@
 //! message with GetMessage and WatchMessages.
 
 mod common;
+#[path = "pg/mod.rs"]
+mod pg;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,8 @@ struct FakeGraph {
     down: Arc<Mutex<bool>>,
     /// This many next calls hang for longer than any sane client timeout.
     hang: Arc<Mutex<u32>>,
+    /// Calls that reached the server, answered or not (yet).
+    arrived: Arc<Mutex<usize>>,
 }
 
 impl FakeGraph {
@@ -87,6 +91,7 @@ async fn answer(
     body: String,
 ) -> (StatusCode, String) {
     let body: Value = serde_json::from_str(&body).expect("the Cloud API gets JSON");
+    *graph.arrived.lock().unwrap() += 1;
     let hang = {
         let mut hang = graph.hang.lock().unwrap();
         let now = *hang > 0;
@@ -840,5 +845,53 @@ async fn secrets_from_files_and_the_environment_are_used_and_never_logged() {
     assert!(logs.contains("DEBUG"), "debug logging was on: {logs}");
     for secret in [TOKEN, APP_SECRET, VERIFY_TOKEN] {
         assert!(!logs.contains(secret), "{secret} was logged:\n{logs}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_in_flight_on_a_killed_replica_are_finished_once_by_the_others() {
+    let (graph, url) = FakeGraph::start().await;
+    let postgres = pg::shared();
+    let database = postgres.url(&postgres.create_database());
+    // The lease is the call's timeout plus a margin: 2 s + 5 s.
+    let replica = || {
+        start(
+            &url,
+            &["--database-url", &database, "--delivery-timeout", "2s"],
+        )
+    };
+    let customers: Vec<String> = (0..3).map(|n| format!("+2782777000{n}")).collect();
+    *graph.hang.lock().unwrap() = customers.len() as u32;
+    let mut first = replica();
+    let mut ids = Vec::new();
+    for (n, customer) in customers.iter().enumerate() {
+        open_window(&first, customer).await;
+        ids.push(send(&first, text(customer, &format!("inflight-{n}"), "hello")).await);
+    }
+    // Every message is in a call that will not be answered before the kill.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while *graph.arrived.lock().unwrap() < customers.len() {
+        assert!(Instant::now() < deadline, "the first replica did not call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+
+    let (second, third) = (replica(), replica());
+    for id in &ids {
+        let message = wait_for(&second, id, MessageStatus::Submitted).await;
+        assert_eq!(get_message(&third, id).await.wamid, message.wamid);
+    }
+    for customer in &customers {
+        let answered: Vec<_> = graph
+            .to(customer)
+            .into_iter()
+            .filter(|r| r.answered == 200)
+            .collect();
+        assert_eq!(
+            answered.len(),
+            1,
+            "{customer} was sent {} times",
+            answered.len()
+        );
     }
 }

@@ -218,3 +218,88 @@ fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
     );
     std::thread::sleep(Duration::from_millis(1));
 }
+
+/// One acknowledged write: an inbound, then a send accepted after it.
+struct Acknowledged {
+    customer: String,
+    key: String,
+    message_id: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
+    const WRITERS_EACH: usize = 8;
+    let (mut replicas, _) = replicas(3);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        let gateway = replica.gateway().await;
+        for w in 0..WRITERS_EACH {
+            let (mut gateway, stop) = (gateway.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let customer = format!("+1{}{r}{w:02}{n:06}", 2 + r);
+                    let key = format!("load-{r}-{w}-{n}");
+                    if gateway
+                        .record_inbound(inbound(&customer, &key))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    let Ok(sent) = gateway.send_message(text(&customer, &key, "hi")).await else {
+                        break;
+                    };
+                    acknowledged.push(Acknowledged {
+                        customer,
+                        key,
+                        message_id: sent.into_inner().message_id,
+                    });
+                }
+                acknowledged
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    replicas[2].kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for writer in writers {
+        all.extend(writer.await.unwrap());
+    }
+    assert!(all.len() > 100, "only {} writes acknowledged", all.len());
+
+    let mut survivors = [replicas[0].gateway().await, replicas[1].gateway().await];
+    let mut lost = 0;
+    for (i, write) in all.iter().enumerate() {
+        let gateway = &mut survivors[i % 2];
+        let window = gateway
+            .get_window(pb::GetWindowRequest {
+                business_number: BUSINESS.into(),
+                customer_number: write.customer.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .window
+            .unwrap();
+        let replay = gateway
+            .send_message(text(&write.customer, &write.key, "hi"))
+            .await
+            .unwrap()
+            .into_inner();
+        if window.state() != WindowState::Open || replay.message_id != write.message_id {
+            lost += 1;
+        }
+    }
+    eprintln!(
+        "replica kill: {} acknowledged writes, {lost} lost",
+        all.len()
+    );
+    assert_eq!(lost, 0, "of {} acknowledged writes", all.len());
+}

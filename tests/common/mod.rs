@@ -162,6 +162,12 @@ impl Server {
         self.start_again();
     }
 
+    /// Kills with SIGKILL: no chance to flush or finish anything.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
     /// Kills with SIGKILL (no chance to flush) and starts again.
     pub fn crash_and_restart(&mut self) {
         self.child.kill().expect("SIGKILL");
