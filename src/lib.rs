@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod migrate;
 pub mod server;
 pub mod service;
 pub mod store;

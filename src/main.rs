@@ -1,10 +1,30 @@
 use clap::Parser;
 
 use wagate::config::Config;
-use wagate::{server, telemetry};
+use wagate::{migrate, server, telemetry};
+
+/// `wagate migrate --from <data-dir> --to <url>`.
+async fn migrate() -> std::process::ExitCode {
+    let args = migrate::MigrateArgs::parse_from(std::env::args().skip(1));
+    match migrate::run(&args).await {
+        Ok(counts) => {
+            for (kind, count) in counts {
+                println!("{count:>10} {kind}");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("wagate migrate: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        return migrate().await;
+    }
     let config = Config::parse();
     let traces = match telemetry::init_tracing(&config) {
         Ok(traces) => traces,

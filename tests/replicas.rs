@@ -303,3 +303,104 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
     );
     assert_eq!(lost, 0, "of {} acknowledged writes", all.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
+    // State written by the embedded default.
+    let mut embedded = Server::start();
+    let customer = "+27820001004";
+    let mut gateway = embedded.gateway().await;
+    gateway
+        .record_inbound(inbound(customer, "wamid.before-move"))
+        .await
+        .unwrap();
+    let sent = gateway
+        .send_message(text(customer, "before-move", "moved"))
+        .await
+        .unwrap()
+        .into_inner();
+    embedded
+        .templates()
+        .await
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(template("moved", pb::TemplateCategory::Utility, "Hi {{1}}")),
+        })
+        .await
+        .unwrap();
+    embedded.signal("TERM");
+    assert!(embedded.wait_exit(Duration::from_secs(15)).await.success());
+
+    let postgres = pg::shared();
+    let url = postgres.url(&postgres.create_database());
+    let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["migrate", "--from"])
+        .arg(embedded.data_dir())
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "migrate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "1 windows",
+        "1 messages",
+        "1 templates",
+        "1 idempotency keys",
+        "1 inbound ids",
+    ] {
+        assert!(report.contains(line), "{line:?} missing from:\n{report}");
+    }
+
+    let replica = replica(&url);
+    let mut gateway = replica.gateway().await;
+    assert_eq!(window(&replica, customer).await.state(), WindowState::Open);
+    let replay = gateway
+        .send_message(text(customer, "before-move", "moved"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.message_id, sent.message_id, "the key still replays");
+    let again = gateway
+        .record_inbound(inbound(customer, "wamid.before-move"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.outcome(), InboundOutcome::Duplicate);
+    let template = replica
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: "moved".into(),
+            language: "en_US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(template.body, "Hi {{1}}");
+
+    // Running it again changes nothing (an interrupted move can be redone).
+    let again = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["migrate", "--from"])
+        .arg(embedded.data_dir())
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        postgres.psql(&url_database(&url), "SELECT count(*) FROM outbox"),
+        "1"
+    );
+}
+
+fn url_database(url: &str) -> String {
+    url.rsplit("dbname=").next().unwrap().to_owned()
+}

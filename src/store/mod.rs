@@ -182,6 +182,32 @@ pub struct SweepStep {
     pub visited: usize,
 }
 
+/// One stored record in backend-neutral form: what moving a store from
+/// one backend to another copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Window {
+        pair: Pair,
+        window: Window,
+    },
+    InboundId {
+        id: InboundMessageId,
+        pair: Pair,
+        inbound: Inbound,
+        recorded_at: DateTime<Utc>,
+    },
+    Template(Box<Template>),
+    Message(Box<MessageState>),
+    Key {
+        key: crate::domain::IdempotencyKey,
+        record: crate::domain::send::KeyRecord,
+    },
+    EarlyStatus {
+        wamid: String,
+        status: EarlyStatus,
+    },
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Looks up the inbound's message id and the pair's window, plans, and

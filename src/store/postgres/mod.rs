@@ -11,6 +11,7 @@
 //! Only `store::postgres` names PostgreSQL.
 
 mod feed;
+mod import;
 mod rows;
 mod schema;
 
@@ -28,13 +29,14 @@ use super::{
     Claim, FinishPlanner, MessageState, Planner, SendOutcome, StatusPlanner, StatusReport, Storage,
     StoreError, SweepCounts, SweepStep, TemplatePage,
 };
-use crate::domain::delivery::{Delivery, StatusPlan, StatusTarget};
+use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::{
-    Inbound, InboundKind, InboundMessageId, Pair, SendRequest, Template, TemplateId, Window,
+    Inbound, InboundKind, InboundMessageId, OutboxMessage, Pair, SendRequest, Template, TemplateId,
+    Window,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -321,6 +323,140 @@ async fn send_snapshot(
     })
 }
 
+async fn insert_inbound_id(
+    tx: &Transaction<'_>,
+    id: &InboundMessageId,
+    pair: &Pair,
+    inbound: &Inbound,
+    recorded_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let kind = match inbound.kind {
+        InboundKind::Message => "MESSAGE",
+        InboundKind::VoiceCall => "VOICE_CALL",
+    };
+    tx.execute(
+        "INSERT INTO inbound_ids (message_id, business, customer, received_at, kind, \
+            entry_point, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (message_id) DO NOTHING",
+        &[
+            &id.as_str(),
+            &pair.business.as_str(),
+            &pair.customer.as_str(),
+            &inbound.received_at,
+            &kind,
+            &rows::entry_point_name(inbound.entry_point),
+            &recorded_at,
+        ],
+    )
+    .await
+    .map_err(db_error("remember an inbound id"))?;
+    Ok(())
+}
+
+async fn insert_message(tx: &Transaction<'_>, m: &OutboxMessage) -> Result<(), StoreError> {
+    let a = &m.accepted;
+    tx.execute(
+        "INSERT INTO outbox (message_id, business, customer, idempotency_key, content, \
+            fingerprint, kind, rendered_text, template_category, pricing_category, billable, \
+            free_until, accepted_at, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ACCEPTED')",
+        &[
+            &m.message_id,
+            &m.request.pair.business.as_str(),
+            &m.request.pair.customer.as_str(),
+            &m.request.idempotency_key.as_str(),
+            &rows::content(&m.request.content),
+            &m.fingerprint.as_slice(),
+            &rows::kind_name(a.kind),
+            &a.rendered_text,
+            &a.template_category.map(|c| rows::name(rows::CATEGORIES, c)),
+            &rows::pricing_name(a.pricing.category),
+            &a.pricing.billable,
+            &a.free_until,
+            &m.accepted_at,
+        ],
+    )
+    .await
+    .map_err(db_error("store a message"))?;
+    Ok(())
+}
+
+/// Stores an idempotency key's first use (taking over an expired one).
+async fn put_key(tx: &Transaction<'_>, key: &str, record: &KeyRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, message_id, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET \
+            fingerprint = EXCLUDED.fingerprint, message_id = EXCLUDED.message_id, \
+            created_at = EXCLUDED.created_at",
+        &[
+            &key,
+            &record.fingerprint.as_slice(),
+            &record.message_id,
+            &record.created_at,
+        ],
+    )
+    .await
+    .map_err(db_error("store an idempotency key"))?;
+    Ok(())
+}
+
+async fn put_template(tx: &Transaction<'_>, t: &Template) -> Result<(), StoreError> {
+    let c = &t.content;
+    tx.execute(
+        "INSERT INTO templates (name, language, category, status, status_reason, body, \
+            header_text, footer_text, buttons, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (name, language) DO UPDATE SET category = EXCLUDED.category, \
+            status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, \
+            body = EXCLUDED.body, header_text = EXCLUDED.header_text, \
+            footer_text = EXCLUDED.footer_text, buttons = EXCLUDED.buttons, \
+            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+        &[
+            &t.id.name(),
+            &t.id.language(),
+            &rows::name(rows::CATEGORIES, c.category),
+            &rows::name(rows::STATUSES, t.status),
+            &t.status_reason,
+            &c.body,
+            &c.header_text,
+            &c.footer_text,
+            &rows::buttons(&c.buttons),
+            &t.created_at,
+            &t.updated_at,
+        ],
+    )
+    .await
+    .map_err(db_error("write a template"))?;
+    Ok(())
+}
+
+async fn put_early(
+    tx: &Transaction<'_>,
+    wamid: &str,
+    early: &EarlyStatus,
+) -> Result<(), StoreError> {
+    let (code, title) = match &early.error {
+        Some(e) => (Some(e.code), Some(e.title.as_str())),
+        None => (None, None),
+    };
+    tx.execute(
+        "INSERT INTO early_statuses (wamid, status, error_code, error_title, received_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (wamid) DO UPDATE SET \
+            status = EXCLUDED.status, error_code = EXCLUDED.error_code, \
+            error_title = EXCLUDED.error_title, received_at = EXCLUDED.received_at",
+        &[
+            &wamid,
+            &rows::delivery_status_name(early.status),
+            &code,
+            &title,
+            &early.received_at,
+        ],
+    )
+    .await
+    .map_err(db_error("keep an early status"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl Storage for PgStore {
     async fn record_inbound(
@@ -343,25 +479,7 @@ impl Storage for PgStore {
             let window = read_window(&tx, pair).await?;
             let plan = plan(&InboundSnapshot { seen_for, window })?;
             if let Some(at) = plan.remember_at {
-                let kind = match inbound.kind {
-                    InboundKind::Message => "MESSAGE",
-                    InboundKind::VoiceCall => "VOICE_CALL",
-                };
-                tx.execute(
-                    "INSERT INTO inbound_ids (message_id, business, customer, received_at, \
-                        kind, entry_point, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[
-                        &id.as_str(),
-                        &pair.business.as_str(),
-                        &pair.customer.as_str(),
-                        &inbound.received_at,
-                        &kind,
-                        &format!("{:?}", inbound.entry_point),
-                        &at,
-                    ],
-                )
-                .await
-                .map_err(db_error("remember an inbound id"))?;
+                insert_inbound_id(&tx, id, pair, inbound, at).await?;
             }
             if let Some(window) = &plan.write_window {
                 write_window(&tx, pair, window).await?;
@@ -404,45 +522,8 @@ impl Storage for PgStore {
                 }
                 SendPlan::Accept(accepted) => {
                     let m = &accepted.message;
-                    let a = &m.accepted;
-                    tx.execute(
-                        "INSERT INTO outbox (message_id, business, customer, idempotency_key, \
-                            content, fingerprint, kind, rendered_text, template_category, \
-                            pricing_category, billable, free_until, accepted_at, status) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ACCEPTED')",
-                        &[
-                            &m.message_id,
-                            &m.request.pair.business.as_str(),
-                            &m.request.pair.customer.as_str(),
-                            &m.request.idempotency_key.as_str(),
-                            &rows::content(&m.request.content),
-                            &m.fingerprint.as_slice(),
-                            &rows::kind_name(a.kind),
-                            &a.rendered_text,
-                            &a.template_category.map(|c| rows::name(rows::CATEGORIES, c)),
-                            &rows::pricing_name(a.pricing.category),
-                            &a.pricing.billable,
-                            &a.free_until,
-                            &m.accepted_at,
-                        ],
-                    )
-                    .await
-                    .map_err(db_error("store a message"))?;
-                    let key = &accepted.key;
-                    tx.execute(
-                        "INSERT INTO idempotency_keys (key, fingerprint, message_id, created_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET \
-                            fingerprint = EXCLUDED.fingerprint, message_id = EXCLUDED.message_id, \
-                            created_at = EXCLUDED.created_at",
-                        &[
-                            &request.idempotency_key.as_str(),
-                            &key.fingerprint.as_slice(),
-                            &key.message_id,
-                            &key.created_at,
-                        ],
-                    )
-                    .await
-                    .map_err(db_error("store an idempotency key"))?;
+                    insert_message(&tx, m).await?;
+                    put_key(&tx, request.idempotency_key.as_str(), &accepted.key).await?;
                     if let Some(window) = &accepted.window {
                         write_window(&tx, &request.pair, window).await?;
                     }
@@ -477,34 +558,7 @@ impl Storage for PgStore {
             let existing = read_template(&tx, id).await?;
             let write = plan(&existing)?;
             match &write {
-                TemplateWrite::Put(t) => {
-                    let c = &t.content;
-                    tx.execute(
-                        "INSERT INTO templates (name, language, category, status, status_reason, \
-                            body, header_text, footer_text, buttons, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                         ON CONFLICT (name, language) DO UPDATE SET category = EXCLUDED.category, \
-                            status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, \
-                            body = EXCLUDED.body, header_text = EXCLUDED.header_text, \
-                            footer_text = EXCLUDED.footer_text, buttons = EXCLUDED.buttons, \
-                            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
-                        &[
-                            &id.name(),
-                            &id.language(),
-                            &rows::name(rows::CATEGORIES, c.category),
-                            &rows::name(rows::STATUSES, t.status),
-                            &t.status_reason,
-                            &c.body,
-                            &c.header_text,
-                            &c.footer_text,
-                            &rows::buttons(&c.buttons),
-                            &t.created_at,
-                            &t.updated_at,
-                        ],
-                    )
-                    .await
-                    .map_err(db_error("write a template"))?;
-                }
+                TemplateWrite::Put(template) => put_template(&tx, template).await?,
                 TemplateWrite::Delete => {
                     tx.execute(
                         "DELETE FROM templates WHERE name = $1 AND language = $2",
@@ -686,27 +740,7 @@ impl Storage for PgStore {
                         .transpose()?;
                     match plan(&StatusTarget::Unknown(seen)) {
                         StatusPlan::KeepEarly(keep) => {
-                            let (code, title) = match &keep.error {
-                                Some(e) => (Some(e.code), Some(e.title.clone())),
-                                None => (None, None),
-                            };
-                            tx.execute(
-                                "INSERT INTO early_statuses (wamid, status, error_code, \
-                                    error_title, received_at) VALUES ($1, $2, $3, $4, $5) \
-                                 ON CONFLICT (wamid) DO UPDATE SET status = EXCLUDED.status, \
-                                    error_code = EXCLUDED.error_code, \
-                                    error_title = EXCLUDED.error_title, \
-                                    received_at = EXCLUDED.received_at",
-                                &[
-                                    &wamid,
-                                    &rows::delivery_status_name(keep.status),
-                                    &code,
-                                    &title,
-                                    &keep.received_at,
-                                ],
-                            )
-                            .await
-                            .map_err(db_error("keep an early status"))?;
+                            put_early(&tx, wamid, &keep).await?;
                             StatusReport::Early
                         }
                         _ => StatusReport::Unchanged,

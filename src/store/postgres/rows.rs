@@ -9,9 +9,9 @@ use tokio_postgres::Row;
 use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus, EarlyStatus};
 use crate::domain::template::ComponentParameters;
 use crate::domain::{
-    Accepted, Button, Category, Content, IdempotencyKey, MessageKind, MessageStatus, OutboxMessage,
-    Pair, PhoneNumber, Pricing, PricingCategory, SendParameters, SendRequest, Status, Template,
-    TemplateContent, TemplateId, Window,
+    Accepted, Button, Category, Content, EntryPoint, IdempotencyKey, MessageKind, MessageStatus,
+    OutboxMessage, Pair, PhoneNumber, Pricing, PricingCategory, SendParameters, SendRequest,
+    Status, Template, TemplateContent, TemplateId, Window,
 };
 use crate::store::StoreError;
 
@@ -224,6 +224,14 @@ fn content_of(value: &Value) -> Result<Content, StoreError> {
             buttons,
         },
     })
+}
+
+pub fn entry_point_name(entry_point: EntryPoint) -> &'static str {
+    match entry_point {
+        EntryPoint::Organic => "ORGANIC",
+        EntryPoint::ClickToWhatsAppAd => "CLICK_TO_WHATSAPP_AD",
+        EntryPoint::FacebookPageCta => "FACEBOOK_PAGE_CTA",
+    }
 }
 
 pub fn kind_name(kind: MessageKind) -> &'static str {

@@ -6,6 +6,7 @@
 
 mod commit;
 mod delivery;
+mod export;
 mod keys;
 mod records;
 mod sweep;

@@ -139,6 +139,23 @@ impl InboundRecord {
         }
     }
 
+    pub fn inbound(&self) -> Result<crate::domain::Inbound, DecodeError> {
+        Ok(crate::domain::Inbound {
+            received_at: time(self.received_at)?,
+            kind: match self.kind {
+                1 => InboundKind::Message,
+                2 => InboundKind::VoiceCall,
+                code => return Err(code_error("inbound kind", code)),
+            },
+            entry_point: match self.entry_point {
+                0 => EntryPoint::Organic,
+                1 => EntryPoint::ClickToWhatsAppAd,
+                2 => EntryPoint::FacebookPageCta,
+                code => return Err(code_error("entry point", code)),
+            },
+        })
+    }
+
     pub fn pair(&self) -> Result<Pair, DecodeError> {
         Ok(Pair {
             business: phone(&self.business)?,
