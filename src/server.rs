@@ -103,6 +103,7 @@ pub async fn run(
         "listening on {address}"
     );
 
+    let readiness = spawn_readiness(store.clone(), health.clone());
     let (drain_started, mut draining_since) = tokio::sync::watch::channel(false);
     let draining = {
         let health = health.clone();
@@ -115,6 +116,7 @@ pub async fn run(
                 ?drain_delay,
                 "shutting down: reporting NOT_SERVING, still serving"
             );
+            readiness.abort();
             health
                 .set_not_serving::<GatewayServer<GatewayService>>()
                 .await;
@@ -183,6 +185,45 @@ pub async fn run(
     Ok(())
 }
 
+/// How often readiness asks the store whether it can serve.
+const READINESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps readiness ("" and the API services) NOT_SERVING while the store
+/// cannot serve (a database out of reach), so the mesh routes around this
+/// replica; liveness is left alone: a restart would not bring the
+/// database back.
+fn spawn_readiness(
+    store: Arc<dyn Storage>,
+    health: tonic_health::server::HealthReporter,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut up = true;
+        loop {
+            tokio::time::sleep(READINESS_CHECK).await;
+            let check = tokio::time::timeout(READINESS_CHECK * 3, store.check()).await;
+            let now_up = matches!(check, Ok(Ok(())));
+            metrics::gauge!(telemetry::STORE_UP).set(if now_up { 1.0 } else { 0.0 });
+            if now_up == up {
+                continue;
+            }
+            up = now_up;
+            let status = if up {
+                tracing::info!("the store answers again: ready");
+                tonic_health::ServingStatus::Serving
+            } else {
+                match check {
+                    Ok(Err(error)) => tracing::warn!(%error, "the store cannot serve: not ready"),
+                    _ => tracing::warn!("the store does not answer: not ready"),
+                }
+                tonic_health::ServingStatus::NotServing
+            };
+            for service in ["", "wagate.v1.Gateway", "wagate.v1.TemplateRegistry"] {
+                health.set_service_status(service, status).await;
+            }
+        }
+    })
+}
+
 /// PostgreSQL when a database URL is given, else sled on the data dir.
 async fn open_store(config: &Config) -> Result<Arc<dyn Storage>, BoxError> {
     Ok(match &config.database_url {
@@ -236,6 +277,11 @@ fn refresh_store_gauges(store: &dyn Storage) {
         match store.open_windows(chrono::Utc::now()).await {
             Ok(open) => metrics::gauge!(telemetry::OPEN_WINDOWS).set(open as f64),
             Err(error) => tracing::warn!(%error, "cannot count open windows"),
+        }
+        if let Some(pool) = store.pool() {
+            metrics::gauge!(telemetry::POOL_CONNECTIONS).set(pool.size as f64);
+            metrics::gauge!(telemetry::POOL_IDLE).set(pool.available as f64);
+            metrics::gauge!(telemetry::POOL_WAITING).set(pool.waiting as f64);
         }
         match store.size_on_disk().await {
             Ok(Some(bytes)) => metrics::gauge!(telemetry::STORE_BYTES).set(bytes as f64),

@@ -86,6 +86,13 @@ pub const GROUP_COMMIT_BATCH: &str = "wagate_group_commit_batch_size";
 /// Counter: database transactions run again, labelled by `cause`
 /// (serialization, deadlock, unique, failover, connection).
 pub const STORE_RETRIES: &str = "wagate_store_transaction_retries_total";
+/// Gauges of the database connection pool: connections open, idle, and
+/// callers waiting for one.
+pub const POOL_CONNECTIONS: &str = "wagate_store_pool_connections";
+pub const POOL_IDLE: &str = "wagate_store_pool_idle_connections";
+pub const POOL_WAITING: &str = "wagate_store_pool_waiting";
+/// Gauge: 1 while the store answers its health check, 0 while it does not.
+pub const STORE_UP: &str = "wagate_store_up";
 /// Cloud API delivery attempts by outcome.
 pub const DELIVERIES: &str = "wagate_deliveries_total";
 /// Webhook events by kind and whether they were acted on.

@@ -404,3 +404,56 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
 fn url_database(url: &str) -> String {
     url.rsplit("dbname=").next().unwrap().to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_database_is_out_of_reach() {
+    let mut postgres = pg::Postgres::start();
+    let replica = replica(&postgres.url(&postgres.create_database()));
+    let health = tonic_health::pb::health_client::HealthClient::new(replica.channel().await);
+    let status = |service: &str| tonic_health::pb::HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    let wait_for = |want: tonic_health::pb::health_check_response::ServingStatus| {
+        let mut health = health.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let now = health
+                    .check(status(""))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status();
+                if now == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "readiness stayed {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    wait_for(ServingStatus::Serving).await;
+    postgres.stop();
+    wait_for(ServingStatus::NotServing).await;
+    let liveness = health
+        .clone()
+        .check(status(wagate::server::LIVENESS))
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(liveness, ServingStatus::Serving, "a restart would not help");
+    postgres.start_again();
+    wait_for(ServingStatus::Serving).await;
+    // And it serves again, with no restart.
+    replica
+        .gateway()
+        .await
+        .record_inbound(inbound("+27820001005", "wamid.after-outage"))
+        .await
+        .unwrap();
+}

@@ -295,4 +295,26 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Bytes the store occupies, where it knows.
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Whether the store can serve now; readiness follows it. An embedded
+    /// store that opened is always there.
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Connections to a database server, where there is one.
+    fn pool(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// A connection pool's state, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub size: usize,
+    /// Of those, idle.
+    pub available: usize,
+    /// Callers waiting for one.
+    pub waiting: usize,
 }

@@ -93,34 +93,7 @@ impl Postgres {
     /// a base backup of another).
     fn run(dir: tempfile::TempDir, data: PathBuf, settings: &[&str]) -> Postgres {
         let port = free_port();
-        let mut args = format!(
-            "-D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
-            data.display(),
-            dir.path().join("sock").display()
-        );
-        for setting in settings {
-            args.push_str(&format!(" -c {setting}"));
-        }
-        let postgres = bindir().join("postgres");
-        let log = dir.path().join("postgres.log");
-        // Stops the server once the test process is gone (a root process
-        // cannot be signalled by this user, so /proc is asked instead), and
-        // then removes its files: a shared server is never dropped.
-        let script = format!(
-            "{} {args} >>{} 2>&1 & pg=$!; \
-             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.2; done; \
-             kill -INT $pg 2>/dev/null; wait $pg; \
-             [ -d /proc/{parent} ] || rm -rf {dir}",
-            postgres.display(),
-            log.display(),
-            parent = std::process::id(),
-            dir = dir.path().display()
-        );
-        let watchdog = Command::new("runuser")
-            .args(["-u", "postgres", "--", "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let watchdog = watchdog(dir.path(), &data, port, settings);
         let server = Postgres {
             dir,
             port,
@@ -131,68 +104,22 @@ impl Postgres {
         server
     }
 
-    /// A streaming standby of `primary`, named `name` (its
-    /// `application_name`, for `synchronous_standby_names`): a base backup
-    /// with `pg_basebackup -R`, started on a port of its own.
-    pub fn standby_of(primary: &Postgres, name: &str) -> Postgres {
-        let dir = tempfile::Builder::new()
-            .prefix("wagate-pg")
-            .tempdir()
-            .unwrap();
-        std::fs::create_dir_all(dir.path().join("sock")).unwrap();
-        chown_to_postgres(dir.path());
-        let data = dir.path().join("data");
-        let backup = as_postgres(&bindir().join("pg_basebackup"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &primary.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .arg("-D")
-            .arg(&data)
-            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
-            .env("PGPASSWORD", PASSWORD)
-            .output()
-            .unwrap();
-        assert!(
-            backup.status.success(),
-            "pg_basebackup failed: {}",
-            String::from_utf8_lossy(&backup.stderr)
-        );
-        // -R wrote primary_conninfo; name the standby and give it the password.
-        let conninfo = format!(
-            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres password={PASSWORD} \
-             application_name={name}'\n",
-            primary.port
-        );
-        let auto = data.join("postgresql.auto.conf");
-        let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
-        conf.push_str(&conninfo);
-        std::fs::write(&auto, conf).unwrap();
-        chown_to_postgres(&data);
-        Self::run(dir, data, &[])
-    }
-
-    /// Promotes a standby to primary and waits until it takes writes.
-    pub fn promote(&self) {
-        let promoted = as_postgres(&bindir().join("pg_ctl"))
+    /// Stops the server cleanly (a fast shutdown), keeping its data.
+    pub fn stop(&mut self) {
+        let stopped = as_postgres(&bindir().join("pg_ctl"))
             .arg("-D")
             .arg(self.data_dir())
-            .args(["promote", "-w", "-s"])
+            .args(["stop", "-m", "fast", "-s", "-w"])
             .status()
             .unwrap();
-        assert!(promoted.success(), "pg_ctl promote failed:\n{}", self.log());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
-            assert!(
-                Instant::now() < deadline,
-                "the standby did not leave recovery"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(stopped.success(), "pg_ctl stop failed:\n{}", self.log());
+        let _ = self.watchdog.wait();
+    }
+
+    /// Starts a stopped server again on the same data and port.
+    pub fn start_again(&mut self) {
+        self.watchdog = watchdog(self.dir.path(), &self.data_dir(), self.port, &[]);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -291,6 +218,36 @@ impl Drop for Postgres {
             .status();
         let _ = self.watchdog.wait();
     }
+}
+
+/// Runs `postgres` on `data` under a shell that stops it once the test
+/// process is gone (a root process cannot be signalled by this user, so
+/// /proc is asked instead) and then removes its files: a shared server is
+/// never dropped.
+fn watchdog(dir: &Path, data: &Path, port: u16, settings: &[&str]) -> Child {
+    let mut args = format!(
+        "-D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+        data.display(),
+        dir.join("sock").display()
+    );
+    for setting in settings {
+        args.push_str(&format!(" -c {setting}"));
+    }
+    let script = format!(
+        "{} {args} >>{} 2>&1 & pg=$!; \
+         while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.2; done; \
+         kill -INT $pg 2>/dev/null; wait $pg; \
+         [ -d /proc/{parent} ] || rm -rf {dir}",
+        bindir().join("postgres").display(),
+        dir.join("postgres.log").display(),
+        parent = std::process::id(),
+        dir = dir.display()
+    );
+    Command::new("runuser")
+        .args(["-u", "postgres", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// One server for the whole test binary; each test takes its own database.

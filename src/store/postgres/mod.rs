@@ -26,8 +26,8 @@ use tokio_postgres::{IsolationLevel, NoTls, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Claim, FinishPlanner, MessageState, Planner, SendOutcome, StatusPlanner, StatusReport, Storage,
-    StoreError, SweepCounts, SweepStep, TemplatePage,
+    Claim, FinishPlanner, MessageState, Planner, PoolStatus, SendOutcome, StatusPlanner,
+    StatusReport, Storage, StoreError, SweepCounts, SweepStep, TemplatePage,
 };
 use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::retention::Cutoffs;
@@ -171,12 +171,6 @@ impl PgStore {
             .get()
             .await
             .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))
-    }
-
-    /// Connections in the pool and callers waiting for one.
-    pub fn pool_status(&self) -> (usize, usize) {
-        let status = self.pool.status();
-        (status.size, status.waiting)
     }
 }
 
@@ -825,6 +819,24 @@ impl Storage for PgStore {
             .map_err(db_error("count open windows"))?
             .get(0);
         Ok(open as u64)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(db_error("check the database"))?;
+        Ok(())
+    }
+
+    fn pool(&self) -> Option<PoolStatus> {
+        let status = self.pool.status();
+        Some(PoolStatus {
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        })
     }
 
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
