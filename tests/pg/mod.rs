@@ -122,6 +122,70 @@ impl Postgres {
         self.wait_ready();
     }
 
+    /// A streaming standby of `primary`, named `name` (its
+    /// `application_name`, for `synchronous_standby_names`): a base backup
+    /// with `pg_basebackup -R`, started on a port of its own.
+    pub fn standby_of(primary: &Postgres, name: &str) -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("wagate-pg")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("sock")).unwrap();
+        chown_to_postgres(dir.path());
+        let data = dir.path().join("data");
+        let backup = as_postgres(&bindir().join("pg_basebackup"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            backup.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&backup.stderr)
+        );
+        // -R wrote primary_conninfo; name the standby and give it the password.
+        let conninfo = format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres password={PASSWORD} \
+             application_name={name}'\n",
+            primary.port
+        );
+        let auto = data.join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+        conf.push_str(&conninfo);
+        std::fs::write(&auto, conf).unwrap();
+        chown_to_postgres(&data);
+        Self::run(dir, data, &[])
+    }
+
+    /// Promotes a standby to primary and waits until it takes writes.
+    pub fn promote(&self) {
+        let promoted = as_postgres(&bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["promote", "-w", "-s"])
+            .status()
+            .unwrap();
+        assert!(promoted.success(), "pg_ctl promote failed:\n{}", self.log());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
+            assert!(
+                Instant::now() < deadline,
+                "the standby did not leave recovery"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
