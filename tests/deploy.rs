@@ -15,7 +15,11 @@ fn root() -> &'static Path {
 }
 
 fn manifests() -> Vec<Value> {
-    let dir = root().join("deploy/k8s");
+    manifests_in("deploy/k8s")
+}
+
+fn manifests_in(folder: &str) -> Vec<Value> {
+    let dir = root().join(folder);
     let mut documents = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -53,6 +57,17 @@ fn container_config(container: &Value) -> Config {
     let mut args = vec!["wagate".to_owned()];
     for entry in container["env"].as_sequence().unwrap() {
         let name = entry["name"].as_str().unwrap();
+        if !entry["valueFrom"].is_null() {
+            // From a Secret: a placeholder that parses stands in for it.
+            args.push(format!(
+                "--{}",
+                name.trim_start_matches("WAGATE_")
+                    .to_lowercase()
+                    .replace('_', "-")
+            ));
+            args.push("from-a-secret".to_owned());
+            continue;
+        }
         let flag = name
             .strip_prefix("WAGATE_")
             .unwrap_or_else(|| panic!("{name} is not a wagate variable"))
@@ -329,4 +344,54 @@ fn the_docker_build_context_builds_the_binary() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(target_dir.join("release/wagate").is_file());
+}
+
+#[test]
+fn the_postgresql_deployment_runs_three_replicas_one_disruption_at_a_time() {
+    let documents = manifests_in("deploy/k8s/postgres");
+    let deployment = kind(&documents, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(3));
+    let labels = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(
+        &deployment["spec"]["template"]["metadata"]["labels"],
+        labels
+    );
+    let budget = kind(&documents, "PodDisruptionBudget");
+    assert_eq!(&budget["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(budget["spec"]["maxUnavailable"].as_u64(), Some(1));
+    let service = kind(&documents, "Service");
+    assert_eq!(&service["spec"]["selector"], labels);
+
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let config = container_config(container);
+    let url = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("WAGATE_DATABASE_URL"))
+        .expect("the database URL is set");
+    assert!(
+        url["valueFrom"]["secretKeyRef"]["name"].is_string(),
+        "the URL (with its password) comes from a Secret"
+    );
+    assert!(config.database_url.is_some());
+    assert!(container["volumeMounts"].is_null(), "no local state");
+    let grpc = port_named(container, "grpc");
+    assert_eq!(grpc, u64::from(config.listen.port()));
+    assert!(container["readinessProbe"]["grpc"]["service"].is_null());
+    assert_eq!(
+        container["livenessProbe"]["grpc"]["service"].as_str(),
+        Some(wagate::server::LIVENESS)
+    );
+    let termination = Duration::from_secs(
+        pod["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap(),
+    );
+    assert!(termination > config.drain_delay + config.shutdown_grace);
+    assert_eq!(
+        pod["spec"]["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
 }
