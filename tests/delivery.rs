@@ -427,6 +427,15 @@ async fn a_restart_resumes_pending_deliveries_and_sends_each_once() {
 async fn sends_per_business_number_stay_under_the_rate() {
     let (graph, url) = FakeGraph::start().await;
     let server = start(&url, &["--delivery-rate", "5"]);
+    // The first Cloud API call sets up the HTTP client's connection, and
+    // calls that take their slots meanwhile reach the server together with
+    // it: the limit holds when slots are taken, the server sees them late.
+    // One delivery first, then a rest that refills the burst, keeps that
+    // out of what is measured.
+    open_window(&server, CUSTOMER).await;
+    let warm_up = send(&server, text(CUSTOMER, "rate-warm-up", "hello")).await;
+    wait_for(&server, &warm_up, MessageStatus::Submitted).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut ids = Vec::new();
     for n in 0..15 {
         let customer = format!("+2782666{n:04}");
@@ -436,9 +445,14 @@ async fn sends_per_business_number_stay_under_the_rate() {
     for id in &ids {
         wait_for(&server, id, MessageStatus::Submitted).await;
     }
-    let times: Vec<Instant> = graph.received().iter().map(|r| r.at).collect();
+    let times: Vec<Instant> = graph
+        .received()
+        .iter()
+        .filter(|r| r.body["to"] != CUSTOMER.trim_start_matches('+'))
+        .map(|r| r.at)
+        .collect();
     assert_eq!(times.len(), 15, "each message sent once");
-    // A bucket of 5 that refills at 5/s lets at most 9 start within one
+    // A rate of 5/s with a burst of 5 lets at most 9 start within one
     // second (5 at once, then one every 200 ms); 11 leaves room for arrival
     // jitter at the fake server, while no limit sends all 15 at once.
     let busiest = times

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use rand::Rng;
-use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::config::Secret;
@@ -28,6 +27,8 @@ const IN_FLIGHT: usize = 16;
 /// How long a claim outlives the call's own timeout: time to store the
 /// outcome. A claim of a crashed process is due again after this.
 const LEASE_OVER_TIMEOUT: TimeDelta = TimeDelta::seconds(5);
+/// How long a message waits when its number's send rate cannot be read.
+const RATE_UNKNOWN_WAIT: TimeDelta = TimeDelta::seconds(1);
 /// Pause when nothing is due.
 const IDLE: Duration = Duration::from_millis(100);
 
@@ -46,7 +47,7 @@ struct Worker {
     store: Service,
     http: reqwest::Client,
     settings: DeliverySettings,
-    rate: Mutex<SendRate>,
+    rate: SendRate,
 }
 
 /// Starts delivering; the handle stops it when aborted.
@@ -62,7 +63,7 @@ pub fn spawn(
     let worker = Arc::new(Worker {
         store,
         http,
-        rate: Mutex::new(SendRate::new(settings.rate_per_second)),
+        rate: SendRate::new(settings.rate_per_second),
         settings,
     });
     Ok(tokio::spawn(async move { worker.run().await }))
@@ -106,9 +107,18 @@ impl Worker {
     async fn deliver(&self, claim: Claim) {
         let (message, delivery) = (&claim.message, &claim.delivery);
         let id = message.message_id;
-        let business = message.request.pair.business.as_str().to_owned();
-        let next = match self.rate.lock().await.take(&business, Utc::now()) {
-            // Over the number's rate: due again when a token frees up; not an attempt.
+        let business = &message.request.pair.business;
+        let slot = self
+            .store
+            .take_send_slot(business, &self.rate, Utc::now())
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read the send rate; trying again shortly");
+                Err(RATE_UNKNOWN_WAIT)
+            });
+        let next = match slot {
+            // Over the number's rate (on any replica): due again when a slot
+            // frees up; not an attempt.
             Err(wait) => Delivery {
                 next_attempt_at: Some(Utc::now() + wait),
                 ..delivery.clone()

@@ -3,7 +3,6 @@
 //! Cloud API answer is classified, the retry backoff, and the per-number
 //! send rate. Pure: time and randomness are passed in.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -346,37 +345,42 @@ pub fn backoff(attempts: u32, base: Duration, cap: Duration, jitter: f64) -> Dur
         .max(Duration::from_millis(10))
 }
 
-/// A token bucket per business number: `rate` sends a second, bursts of up
-/// to one second's worth.
+/// The per-business-number send rate: `per_second` sends a second, in
+/// bursts of up to one second's worth. Kept as GCRA (the generic cell rate
+/// algorithm), whose whole state is one instant per number (the
+/// theoretical arrival time), so replicas can share it in one stored row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendRate {
-    rate: f64,
-    buckets: HashMap<String, (f64, DateTime<Utc>)>,
+    per_second: u32,
 }
 
 impl SendRate {
     pub fn new(per_second: u32) -> SendRate {
         SendRate {
-            rate: f64::from(per_second.max(1)),
-            buckets: HashMap::new(),
+            per_second: per_second.max(1),
         }
     }
 
-    /// Takes a token for `business` at `now`, or says how long until one is free.
-    pub fn take(&mut self, business: &str, now: DateTime<Utc>) -> Result<(), TimeDelta> {
-        let rate = self.rate;
-        let (tokens, at) = self
-            .buckets
-            .entry(business.to_owned())
-            .or_insert((rate, now));
-        let elapsed = (now - *at).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
-        *tokens = (*tokens + elapsed * rate).min(rate);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
+    fn interval(&self) -> TimeDelta {
+        TimeDelta::microseconds(1_000_000 / i64::from(self.per_second))
+    }
+
+    /// Takes a send slot at `now` given the number's stored arrival time
+    /// (`None`: never sent): the arrival time to store, or how long until a
+    /// slot frees up.
+    pub fn take(
+        &self,
+        tat: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, TimeDelta> {
+        let interval = self.interval();
+        let tolerance = interval * (self.per_second as i32 - 1);
+        let tat = tat.map_or(now, |tat| tat.max(now));
+        let allowed_at = tat - tolerance;
+        if now < allowed_at {
+            Err(allowed_at - now)
         } else {
-            let wait = (1.0 - *tokens) / rate;
-            Err(TimeDelta::microseconds((wait * 1e6).ceil() as i64))
+            Ok(tat + interval)
         }
     }
 }
@@ -522,27 +526,20 @@ mod tests {
     }
 
     #[test]
-    fn send_rate_is_per_business_number() {
-        let mut rate = SendRate::new(2);
-        assert_eq!(rate.take("+1555", t0()), Ok(()));
-        assert_eq!(rate.take("+1555", t0()), Ok(()));
-        let wait = rate.take("+1555", t0()).unwrap_err();
+    fn send_rate_allows_a_seconds_burst_then_one_per_interval() {
+        let rate = SendRate::new(2);
+        let first = rate.take(None, t0()).unwrap();
+        let second = rate.take(Some(first), t0()).unwrap();
+        let wait = rate.take(Some(second), t0()).unwrap_err();
         assert_eq!(wait, TimeDelta::milliseconds(500));
-        // Another number has its own budget.
-        assert_eq!(rate.take("+1666", t0()), Ok(()));
-        // Half a second refills one token.
-        assert_eq!(
-            rate.take("+1555", t0() + TimeDelta::milliseconds(500)),
-            Ok(())
-        );
-        assert!(
-            rate.take("+1555", t0() + TimeDelta::milliseconds(500))
-                .is_err()
-        );
+        // Half a second frees one slot.
+        let half = t0() + TimeDelta::milliseconds(500);
+        let third = rate.take(Some(second), half).unwrap();
+        assert!(rate.take(Some(third), half).is_err());
         // Idle time never banks more than a second's worth.
         let later = t0() + TimeDelta::hours(1);
-        assert!(rate.take("+1555", later).is_ok());
-        assert!(rate.take("+1555", later).is_ok());
-        assert!(rate.take("+1555", later).is_err());
+        let a = rate.take(Some(third), later).unwrap();
+        let b = rate.take(Some(a), later).unwrap();
+        assert!(rate.take(Some(b), later).is_err());
     }
 }

@@ -201,6 +201,19 @@ impl Service {
             .await
     }
 
+    /// Takes a send slot for `business` under `rate`, shared by every
+    /// replica of the store: `Ok(Err(wait))` when none is free for `wait`.
+    pub async fn take_send_slot(
+        &self,
+        business: &crate::domain::PhoneNumber,
+        rate: &delivery::SendRate,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), TimeDelta>, StoreError> {
+        self.store
+            .take_send_slot(business, &|tat| rate.take(tat, now))
+            .await
+    }
+
     /// Every change to an outbound message stored from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MessageState> {
         self.store.subscribe()

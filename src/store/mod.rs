@@ -13,7 +13,7 @@ pub mod postgres;
 pub mod sled;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
@@ -22,8 +22,8 @@ use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::{
-    Inbound, InboundMessageId, OutboxMessage, Pair, Rejection, SendRequest, Template, TemplateId,
-    Window,
+    Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, Rejection, SendRequest, Template,
+    TemplateId, Window,
 };
 
 /// Message updates a slow watcher may fall behind by before it is dropped.
@@ -95,6 +95,10 @@ pub type Planner<'a, S, P> = &'a (dyn Fn(&S) -> Result<P, Rejection> + Send + Sy
 /// Plans an attempt's stored outcome from the attempt's result and a
 /// status that arrived before its wamid.
 pub type FinishPlanner<'a> = &'a (dyn Fn(Delivery, Option<&EarlyStatus>) -> Delivery + Send + Sync);
+
+/// Plans a send slot from a number's stored arrival time.
+pub type RatePlanner<'a> =
+    &'a (dyn Fn(Option<DateTime<Utc>>) -> Result<DateTime<Utc>, TimeDelta> + Send + Sync);
 
 /// Plans a status webhook from what is stored for its wamid.
 pub type StatusPlanner<'a> = &'a (dyn Fn(&StatusTarget) -> StatusPlan + Send + Sync);
@@ -280,6 +284,15 @@ pub trait Storage: Send + Sync + 'static {
         wamid: &str,
         plan: StatusPlanner<'_>,
     ) -> Result<StatusReport, StoreError>;
+
+    /// Takes a send slot for `business` as `plan` (the rate rule) decides
+    /// from the number's stored arrival time; shared by every replica of
+    /// the store. `Ok(Err(wait))`: no slot for `wait` yet.
+    async fn take_send_slot(
+        &self,
+        business: &PhoneNumber,
+        plan: RatePlanner<'_>,
+    ) -> Result<Result<(), TimeDelta>, StoreError>;
 
     /// Removes a bounded chunk of what is past its cutoff.
     async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError>;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 
-use wagate::domain::delivery::{DeliveryError, DeliveryStatus};
+use wagate::domain::delivery::{DeliveryError, DeliveryStatus, SendRate};
 use wagate::domain::retention::Retention;
 use wagate::domain::template::{ComponentParameters, TemplateDraft, TemplateFilter};
 use wagate::domain::{
@@ -25,6 +25,9 @@ use wagate::store::{Claim, SendOutcome, StatusReport, StoreError, SweepCounts, T
 #[async_trait]
 pub trait Harness: Send + Sync {
     async fn open(&self) -> Service;
+    /// Another replica on the same stored data while `first` is open (for
+    /// an embedded store, which one process owns, `first` itself).
+    async fn another_replica(&self, first: &Service) -> Service;
 }
 
 fn t0() -> DateTime<Utc> {
@@ -733,5 +736,37 @@ pub async fn statuses_for_wamids_that_never_arrive_are_swept_after_a_day(h: &dyn
     assert_eq!(
         sweep(&store, t0() + TimeDelta::hours(24), &retention).await,
         SweepCounts::default()
+    );
+}
+
+pub async fn the_send_rate_is_shared_by_every_replica(h: &dyn Harness) {
+    let first = h.open().await;
+    let second = h.another_replica(&first).await;
+    let rate = SendRate::new(4);
+    let business = PhoneNumber::parse("+15550001111").unwrap();
+    let other = PhoneNumber::parse("+15550002222").unwrap();
+    // A burst of four, taken through both replicas in turn.
+    for (n, replica) in [&first, &second, &first, &second].iter().enumerate() {
+        let slot = replica
+            .take_send_slot(&business, &rate, t0())
+            .await
+            .unwrap();
+        assert_eq!(slot, Ok(()), "slot {n}");
+    }
+    let wait = second
+        .take_send_slot(&business, &rate, t0())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(wait, TimeDelta::milliseconds(250));
+    assert_eq!(
+        first.take_send_slot(&other, &rate, t0()).await.unwrap(),
+        Ok(()),
+        "another number has its own rate"
+    );
+    let later = t0() + TimeDelta::milliseconds(250);
+    assert_eq!(
+        first.take_send_slot(&business, &rate, later).await.unwrap(),
+        Ok(())
     );
 }

@@ -35,6 +35,10 @@ impl cases::Harness for Sled {
         .unwrap();
         Service::new(std::sync::Arc::new(store), DeliveryMode::Deliver)
     }
+
+    async fn another_replica(&self, first: &Service) -> Service {
+        first.clone()
+    }
 }
 
 /// A database of its own on the test binary's PostgreSQL; reopening
@@ -63,6 +67,10 @@ impl cases::Harness for Postgres {
         .unwrap();
         Service::new(std::sync::Arc::new(store), DeliveryMode::Deliver)
     }
+
+    async fn another_replica(&self, _first: &Service) -> Service {
+        self.open().await
+    }
 }
 
 /// Instantiates every case for one backend, as a module of tests.
@@ -87,6 +95,7 @@ macro_rules! conformance {
                 a_status_that_beats_the_api_answer_is_applied_when_the_wamid_arrives,
                 watchers_hear_every_stored_change,
                 statuses_for_wamids_that_never_arrive_are_swept_after_a_day,
+                the_send_rate_is_shared_by_every_replica,
             );
         }
     };

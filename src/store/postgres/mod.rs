@@ -19,15 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Claim, FinishPlanner, MessageState, Planner, PoolStatus, SendOutcome, StatusPlanner,
-    StatusReport, Storage, StoreError, SweepCounts, SweepStep, TemplatePage,
+    Claim, FinishPlanner, MessageState, Planner, PoolStatus, RatePlanner, SendOutcome,
+    StatusPlanner, StatusReport, Storage, StoreError, SweepCounts, SweepStep, TemplatePage,
 };
 use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::retention::Cutoffs;
@@ -35,8 +35,8 @@ use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::{
-    Inbound, InboundKind, InboundMessageId, OutboxMessage, Pair, SendRequest, Template, TemplateId,
-    Window,
+    Inbound, InboundKind, InboundMessageId, OutboxMessage, Pair, PhoneNumber, SendRequest,
+    Template, TemplateId, Window,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -740,6 +740,36 @@ impl Storage for PgStore {
                         _ => StatusReport::Unchanged,
                     }
                 }
+            }
+        })
+    }
+
+    async fn take_send_slot(
+        &self,
+        business: &PhoneNumber,
+        plan: RatePlanner<'_>,
+    ) -> Result<Result<(), TimeDelta>, StoreError> {
+        in_transaction!(self, "take a send slot", |tx| {
+            let tat: Option<DateTime<Utc>> = tx
+                .query_opt(
+                    "SELECT tat FROM send_rate WHERE business = $1",
+                    &[&business.as_str()],
+                )
+                .await
+                .map_err(db_error("read the send rate"))?
+                .map(|row| row.get(0));
+            match plan(tat) {
+                Ok(next) => {
+                    tx.execute(
+                        "INSERT INTO send_rate (business, tat) VALUES ($1, $2) \
+                         ON CONFLICT (business) DO UPDATE SET tat = EXCLUDED.tat",
+                        &[&business.as_str(), &next],
+                    )
+                    .await
+                    .map_err(db_error("take a send slot"))?;
+                    Ok(())
+                }
+                Err(wait) => Err(wait),
             }
         })
     }

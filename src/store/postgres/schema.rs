@@ -14,7 +14,8 @@ use super::db_error;
 use crate::store::StoreError;
 
 /// Migrations in order; version = index + 1. Never edit one that shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE windows (
     business            text NOT NULL,
     customer            text NOT NULL,
@@ -104,7 +105,14 @@ CREATE TABLE changes (
     message_id uuid NOT NULL,
     changed_at timestamptz NOT NULL DEFAULT now()
 );
-"#];
+"#,
+    r#"
+CREATE TABLE send_rate (
+    business text PRIMARY KEY,
+    tat      timestamptz NOT NULL
+);
+"#,
+];
 
 /// The newest schema this build understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -15,15 +15,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use uuid::Uuid;
 
 use super::{
-    Claim, FinishPlanner, MessageState, Planner, SendOutcome, StatusPlanner, StatusReport, Storage,
-    StoreError, SweepStep, TemplatePage,
+    Claim, FinishPlanner, MessageState, Planner, RatePlanner, SendOutcome, StatusPlanner,
+    StatusReport, Storage, StoreError, SweepStep, TemplatePage,
 };
 use crate::domain::delivery::Delivery;
 use crate::domain::retention::Cutoffs;
@@ -31,8 +31,8 @@ use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::{
-    Inbound, InboundMessageId, OutboxMessage, Pair, Rejection, SendRequest, Template, TemplateId,
-    Window,
+    Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, Rejection, SendRequest, Template,
+    TemplateId, Window,
 };
 
 pub use commit::CommitCounts;
@@ -144,6 +144,9 @@ pub struct SledStore {
     commit: GroupCommit,
     /// Every stored change to an outbound message, for watchers.
     updates: tokio::sync::broadcast::Sender<MessageState>,
+    /// Send-rate arrival times per business number. In memory: one process
+    /// shares nothing, and a restart forgetting them only allows a burst.
+    send_slots: Arc<std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>>,
 }
 
 impl SledStore {
@@ -199,6 +202,7 @@ impl SledStore {
             trees: Arc::new(trees),
             commit,
             updates: tokio::sync::broadcast::channel(super::UPDATES_BUFFERED).0,
+            send_slots: Arc::default(),
         })
     }
 
@@ -510,6 +514,21 @@ impl Storage for SledStore {
             self.publish((**state).clone());
         }
         Ok(report)
+    }
+
+    async fn take_send_slot(
+        &self,
+        business: &PhoneNumber,
+        plan: RatePlanner<'_>,
+    ) -> Result<Result<(), TimeDelta>, StoreError> {
+        let mut slots = self
+            .send_slots
+            .lock()
+            .map_err(|_| StoreError::unavailable("send rate", "a holder panicked"))?;
+        let tat = slots.get(business.as_str()).copied();
+        Ok(plan(tat).map(|next| {
+            slots.insert(business.as_str().to_owned(), next);
+        }))
     }
 
     async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {
