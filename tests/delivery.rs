@@ -909,3 +909,65 @@ async fn deliveries_in_flight_on_a_killed_replica_are_finished_once_by_the_other
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_replica_sees_what_another_replica_stores_in_order() {
+    let (_graph, url) = FakeGraph::start().await;
+    let postgres = pg::shared();
+    let database = postgres.url(&postgres.create_database());
+    let watched = start(&url, &["--database-url", &database]);
+    let writer = start(&url, &["--database-url", &database]);
+    open_window(&writer, CUSTOMER).await;
+    let id = send(&writer, text(CUSTOMER, "cross-watch-1", "hello")).await;
+    let mut watch = watched
+        .gateway()
+        .await
+        .watch_messages(pb::WatchMessagesRequest {
+            message_ids: vec![id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let submitted = wait_for(&writer, &id, MessageStatus::Submitted).await;
+    let report = |status: &str| {
+        json!({ "id": submitted.wamid, "status": status,
+                "timestamp": Utc::now().timestamp().to_string(), "recipient_id": "27821234567" })
+    };
+    for status in ["sent", "delivered", "read"] {
+        assert_eq!(
+            notify(&writer, &statuses(json!([report(status)]))).await,
+            200
+        );
+    }
+    let mut seen = Vec::new();
+    while seen.last() != Some(&MessageStatus::Read) {
+        let update = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("a watch update from the other replica")
+            .unwrap()
+            .unwrap();
+        seen.push(update.message.unwrap().status());
+    }
+    seen.dedup();
+    // The current state first (whatever it was when the watch began), then
+    // every later change in order.
+    let from = seen
+        .iter()
+        .position(|s| *s == MessageStatus::Sent)
+        .expect("SENT was seen");
+    assert_eq!(
+        seen[from..],
+        [
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Read
+        ],
+        "{seen:?}"
+    );
+    assert!(
+        seen[..from]
+            .iter()
+            .all(|s| matches!(s, MessageStatus::Accepted | MessageStatus::Submitted)),
+        "{seen:?}"
+    );
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use super::{db_error, message_state};
+use super::{db_error, message_state, rows};
 use crate::store::{MessageState, StoreError};
 
 /// How often the table is polled.
@@ -83,17 +83,17 @@ impl Follower {
         let holes: Vec<i64> = self.holes.keys().copied().collect();
         let rows = client
             .query(
-                "SELECT seq, message_id FROM changes WHERE seq > $1 OR seq = ANY($2) \
+                "SELECT seq, message_id, delivery FROM changes WHERE seq > $1 OR seq = ANY($2) \
                  ORDER BY seq LIMIT $3",
                 &[&self.cursor, &holes, &BATCH],
             )
             .await
             .map_err(db_error("read the change feed"))?;
         let now = Instant::now();
-        let mut changed: Vec<Uuid> = Vec::with_capacity(rows.len());
+        let mut changed: Vec<(Uuid, Option<serde_json::Value>)> = Vec::with_capacity(rows.len());
         for row in &rows {
             let seq: i64 = row.get(0);
-            changed.push(row.get(1));
+            changed.push((row.get(1), row.get(2)));
             if self.holes.remove(&seq).is_none() && seq > self.cursor {
                 for missing in self.cursor + 1..seq {
                     self.holes.insert(missing, now);
@@ -110,11 +110,25 @@ impl Follower {
             .transaction()
             .await
             .map_err(db_error("read changed messages"))?;
-        for id in changed {
-            if let Some(state) = message_state(&tx, id).await? {
-                // No watchers is fine.
-                let _ = self.updates.send(state);
-            }
+        // The message as stored, with the delivery state of each change in
+        // turn: every change is heard, in order, however close together.
+        let mut messages = std::collections::HashMap::new();
+        for (id, delivery) in changed {
+            let message = match messages.entry(id) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let Some(state) = message_state(&tx, id).await? else {
+                        continue;
+                    };
+                    slot.insert(state.message)
+                }
+            };
+            let state = MessageState {
+                message: message.clone(),
+                delivery: delivery.as_ref().map(rows::delivery_of_json).transpose()?,
+            };
+            // No watchers is fine.
+            let _ = self.updates.send(state);
         }
         tx.commit()
             .await

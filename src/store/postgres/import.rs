@@ -37,7 +37,7 @@ impl PgStore {
                     }
                     match &state.delivery {
                         Some(delivery) => write_delivery(&tx, id, delivery).await?,
-                        None => note_change(&tx, id).await?,
+                        None => note_change(&tx, id, None).await?,
                     }
                 }
                 Record::Key { key, record } => put_key(&tx, key.as_str(), record).await?,

@@ -199,10 +199,19 @@ fn state_of(row: &Row) -> Result<MessageState, StoreError> {
     })
 }
 
-async fn note_change(tx: &Transaction<'_>, id: Uuid) -> Result<(), StoreError> {
-    tx.execute("INSERT INTO changes (message_id) VALUES ($1)", &[&id])
-        .await
-        .map_err(db_error("record a change"))?;
+/// Adds a change to the feed, with the delivery state it wrote (`None`: a
+/// message recorded without delivery).
+async fn note_change(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    delivery: Option<&Delivery>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO changes (message_id, delivery) VALUES ($1, $2)",
+        &[&id, &delivery.map(rows::delivery_json)],
+    )
+    .await
+    .map_err(db_error("record a change"))?;
     Ok(())
 }
 
@@ -236,7 +245,7 @@ async fn write_delivery(
     )
     .await
     .map_err(db_error("write a delivery"))?;
-    note_change(tx, id).await
+    note_change(tx, id, Some(delivery)).await
 }
 
 async fn write_window(tx: &Transaction<'_>, pair: &Pair, w: &Window) -> Result<(), StoreError> {
@@ -523,7 +532,7 @@ impl Storage for PgStore {
                     }
                     match &accepted.delivery {
                         Some(delivery) => write_delivery(&tx, m.message_id, delivery).await?,
-                        None => note_change(&tx, m.message_id).await?,
+                        None => note_change(&tx, m.message_id, None).await?,
                     }
                     SendOutcome::Accepted(m.clone())
                 }

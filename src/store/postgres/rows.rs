@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use serde_json::{Value, json};
 use tokio_postgres::Row;
 
@@ -296,6 +298,47 @@ pub fn delivery(row: &Row) -> Result<Delivery, StoreError> {
         next_attempt_at: row.get("next_attempt_at"),
         error: error_of(row.get("error_code"), row.get("error_title")),
         updated_at: row.get("d_updated_at"),
+    })
+}
+
+/// A delivery as a change-feed row carries it.
+pub fn delivery_json(delivery: &Delivery) -> Value {
+    json!({
+        "status": delivery_status_name(delivery.status),
+        "wamid": delivery.wamid,
+        "attempts": delivery.attempts,
+        "next_attempt_at": delivery.next_attempt_at.map(|t| t.timestamp_micros()),
+        "error_code": delivery.error.as_ref().map(|e| e.code),
+        "error_title": delivery.error.as_ref().map(|e| e.title.clone()),
+        "updated_at": delivery.updated_at.timestamp_micros(),
+    })
+}
+
+pub fn delivery_of_json(value: &Value) -> Result<Delivery, StoreError> {
+    let micros = |key: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        value[key]
+            .as_i64()
+            .map(|m| {
+                DateTime::from_timestamp_micros(m)
+                    .ok_or_else(|| StoreError::corrupt("changes", format!("{key} out of range")))
+            })
+            .transpose()
+    };
+    Ok(Delivery {
+        status: named(
+            DELIVERY_STATUSES,
+            "changes",
+            value["status"].as_str().unwrap_or_default(),
+        )?,
+        wamid: value["wamid"].as_str().map(str::to_owned),
+        attempts: value["attempts"].as_u64().unwrap_or_default() as u32,
+        next_attempt_at: micros("next_attempt_at")?,
+        error: error_of(
+            value["error_code"].as_i64(),
+            value["error_title"].as_str().map(str::to_owned),
+        ),
+        updated_at: micros("updated_at")?
+            .ok_or_else(|| StoreError::corrupt("changes", "a delivery without updated_at"))?,
     })
 }
 

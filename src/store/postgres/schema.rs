@@ -112,6 +112,11 @@ CREATE TABLE send_rate (
     tat      timestamptz NOT NULL
 );
 "#,
+    r#"
+-- Each change carries the delivery state it wrote, so watchers see every
+-- change even when several land between two polls of the feed.
+ALTER TABLE changes ADD COLUMN delivery jsonb;
+"#,
 ];
 
 /// The newest schema this build understands.
