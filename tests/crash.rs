@@ -8,20 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use pb::WindowState;
 
 const ROUNDS: usize = 5;
 const WRITERS: usize = 32;
-
-/// One acknowledged write: the inbound that opened the customer's window and
-/// the send accepted right after it.
-#[derive(Clone)]
-struct Acknowledged {
-    customer: String,
-    last_inbound_at: prost_types::Timestamp,
-    key: String,
-    message_id: String,
-}
 
 /// xorshift64*: enough randomness to vary the kill moment, and reproducible
 /// from the seed the test prints.
@@ -57,14 +46,14 @@ async fn write_until_killed(
                     };
                     let window = recorded.into_inner().window.unwrap();
                     let Ok(sent) = gateway
-                        .send_message(text(&customer, &key, "still there?"))
+                        .send_message(text(&customer, &key, STILL_THERE))
                         .await
                     else {
                         return;
                     };
                     acknowledged.lock().unwrap().push(Acknowledged {
                         customer,
-                        last_inbound_at: window.last_inbound_at.unwrap(),
+                        last_inbound_at: window.last_inbound_at,
                         key,
                         message_id: sent.into_inner().message_id,
                     });
@@ -88,28 +77,7 @@ async fn lost(server: &Server, acknowledged: &[Acknowledged]) -> usize {
             tokio::spawn(async move {
                 let mut lost = 0;
                 for write in chunk {
-                    let window = gateway
-                        .get_window(pb::GetWindowRequest {
-                            business_number: BUSINESS.into(),
-                            customer_number: write.customer.clone(),
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .window
-                        .unwrap();
-                    let replay = gateway
-                        .send_message(text(&write.customer, &write.key, "still there?"))
-                        .await;
-                    let window_kept = window.state() == WindowState::Open
-                        && window.last_inbound_at.as_ref() == Some(&write.last_inbound_at);
-                    let send_kept =
-                        replay.is_ok_and(|r| r.into_inner().message_id == write.message_id);
-                    if !(window_kept && send_kept) {
-                        eprintln!(
-                            "lost: {} window_kept={window_kept} send_kept={send_kept}",
-                            write.customer
-                        );
+                    if !still_there(&mut gateway, &write).await {
                         lost += 1;
                     }
                 }

@@ -14,12 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use pb::WindowState;
 
-struct Acknowledged {
-    customer: String,
-    key: String,
-    message_id: String,
+/// An acknowledged write, and whether it was made after the promotion.
+struct Written {
+    write: Acknowledged,
     after_failover: bool,
 }
 
@@ -86,11 +84,17 @@ async fn a_failover_to_a_synchronous_standby_loses_nothing_and_stores_nothing_tw
                         errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    match gateway.send_message(text(&customer, &key, "hi")).await {
-                        Ok(sent) => acknowledged.push(Acknowledged {
-                            customer,
-                            key,
-                            message_id: sent.into_inner().message_id,
+                    match gateway
+                        .send_message(text(&customer, &key, STILL_THERE))
+                        .await
+                    {
+                        Ok(sent) => acknowledged.push(Written {
+                            write: Acknowledged {
+                                customer,
+                                key,
+                                message_id: sent.into_inner().message_id,
+                                last_inbound_at: None,
+                            },
                             after_failover,
                         }),
                         Err(_) => {
@@ -120,24 +124,9 @@ async fn a_failover_to_a_synchronous_standby_loses_nothing_and_stores_nothing_tw
 
     let after = all.iter().filter(|w| w.after_failover).count();
     let mut lost = 0;
-    for (i, write) in all.iter().enumerate() {
-        let mut gateway = replicas[i % 2].gateway().await;
-        let window = gateway
-            .get_window(pb::GetWindowRequest {
-                business_number: BUSINESS.into(),
-                customer_number: write.customer.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .window
-            .unwrap();
-        let replay = gateway
-            .send_message(text(&write.customer, &write.key, "hi"))
-            .await
-            .unwrap()
-            .into_inner();
-        if window.state() != WindowState::Open || replay.message_id != write.message_id {
+    let mut gateways = [replicas[0].gateway().await, replicas[1].gateway().await];
+    for (i, written) in all.iter().enumerate() {
+        if !still_there(&mut gateways[i % 2], &written.write).await {
             lost += 1;
         }
     }

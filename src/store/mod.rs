@@ -148,6 +148,21 @@ pub struct TemplatePage {
     pub next_after: Option<TemplateId>,
 }
 
+impl TemplatePage {
+    /// The page from up to `limit + 1` templates fetched in order: one
+    /// more than the page means there is a next page (and no empty last
+    /// page is ever handed out).
+    pub fn from_fetched(mut fetched: Vec<Template>, limit: usize) -> TemplatePage {
+        let more = fetched.len() > limit;
+        fetched.truncate(limit);
+        let next_after = more.then(|| fetched.last().map(|t| t.id.clone())).flatten();
+        TemplatePage {
+            templates: fetched,
+            next_after,
+        }
+    }
+}
+
 /// One message claimed for one delivery attempt, until `lease_until`.
 /// `fence` identifies this claim: storing the outcome checks that no later
 /// claim took the message after this one lapsed.

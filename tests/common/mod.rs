@@ -422,3 +422,50 @@ pub fn logged_after(server: &Server, announcement: &str) -> String {
 pub fn metrics_url(server: &Server) -> String {
     logged_after(server, "serving metrics on ")
 }
+
+/// One acknowledged write of the fault tests: the inbound that opened the
+/// customer's window and the send accepted right after it (its text is
+/// [`STILL_THERE`], so the check can replay it).
+#[derive(Clone, Debug)]
+pub struct Acknowledged {
+    pub customer: String,
+    pub key: String,
+    pub message_id: String,
+    /// The window's last inbound as acknowledged, where the test kept it.
+    pub last_inbound_at: Option<prost_types::Timestamp>,
+}
+
+/// The text of every send the fault tests make.
+pub const STILL_THERE: &str = "still there?";
+
+/// Whether an acknowledged write is all still there: the pair's window open
+/// (at the acknowledged inbound time, where known) and the idempotency key
+/// replaying the same message id. Says what is missing when not.
+pub async fn still_there(gateway: &mut GatewayClient<Channel>, write: &Acknowledged) -> bool {
+    let window = gateway
+        .get_window(pb::GetWindowRequest {
+            business_number: BUSINESS.into(),
+            customer_number: write.customer.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .window
+        .unwrap();
+    let replay = gateway
+        .send_message(text(&write.customer, &write.key, STILL_THERE))
+        .await;
+    let window_kept = window.state() == pb::WindowState::Open
+        && write
+            .last_inbound_at
+            .as_ref()
+            .is_none_or(|at| window.last_inbound_at.as_ref() == Some(at));
+    let send_kept = replay.is_ok_and(|r| r.into_inner().message_id == write.message_id);
+    if !(window_kept && send_kept) {
+        eprintln!(
+            "lost: {} window_kept={window_kept} send_kept={send_kept}",
+            write.customer
+        );
+    }
+    window_kept && send_kept
+}

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{IsolationLevel, NoTls, Row, Transaction};
+use tokio_postgres::{GenericClient, IsolationLevel, NoTls, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -269,8 +269,8 @@ async fn write_window(tx: &Transaction<'_>, pair: &Pair, w: &Window) -> Result<(
     Ok(())
 }
 
-async fn read_window(tx: &Transaction<'_>, pair: &Pair) -> Result<Option<Window>, StoreError> {
-    Ok(tx
+async fn read_window(db: &impl GenericClient, pair: &Pair) -> Result<Option<Window>, StoreError> {
+    Ok(db
         .query_opt(
             "SELECT * FROM windows WHERE business = $1 AND customer = $2",
             &[&pair.business.as_str(), &pair.customer.as_str()],
@@ -479,7 +479,7 @@ impl Storage for PgStore {
                 .map_err(db_error("read an inbound id"))?
                 .map(|row| rows::pair("inbound_ids", row.get(0), row.get(1)))
                 .transpose()?;
-            let window = read_window(&tx, pair).await?;
+            let window = read_window(&*tx, pair).await?;
             let plan = plan(&InboundSnapshot { seen_for, window })?;
             if let Some(at) = plan.remember_at {
                 insert_inbound_id(&tx, id, pair, inbound, at).await?;
@@ -493,14 +493,7 @@ impl Storage for PgStore {
 
     async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
         let client = self.client().await?;
-        Ok(client
-            .query_opt(
-                "SELECT * FROM windows WHERE business = $1 AND customer = $2",
-                &[&pair.business.as_str(), &pair.customer.as_str()],
-            )
-            .await
-            .map_err(db_error("read a window"))?
-            .map(|row| rows::window(&row)))
+        read_window(&**client, pair).await
     }
 
     async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
@@ -603,19 +596,11 @@ impl Storage for PgStore {
             )
             .await
             .map_err(db_error("list templates"))?;
-        let mut templates = rows
+        let fetched = rows
             .iter()
             .map(rows::template)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = templates.len() > limit;
-        templates.truncate(limit);
-        let next_after = more
-            .then(|| templates.last().map(|t| t.id.clone()))
-            .flatten();
-        Ok(TemplatePage {
-            templates,
-            next_after,
-        })
+        Ok(TemplatePage::from_fetched(fetched, limit))
     }
 
     async fn claim_due(

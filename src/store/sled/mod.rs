@@ -453,8 +453,7 @@ impl Storage for SledStore {
             Some(id) => std::ops::Bound::Excluded(keys::template(id)),
             None => std::ops::Bound::Unbounded,
         };
-        let mut templates = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
+        let mut fetched = Vec::with_capacity(limit.min(1024) + 1);
         for entry in self
             .trees
             .templates
@@ -467,19 +466,12 @@ impl Storage for SledStore {
             if !filter.keeps(&template) {
                 continue;
             }
-            if templates.len() == limit {
-                more = true;
+            fetched.push(template);
+            if fetched.len() > limit {
                 break;
             }
-            templates.push(template);
         }
-        let next_after = more
-            .then(|| templates.last().map(|t| t.id.clone()))
-            .flatten();
-        Ok(TemplatePage {
-            templates,
-            next_after,
-        })
+        Ok(TemplatePage::from_fetched(fetched, limit))
     }
 
     async fn claim_due(
