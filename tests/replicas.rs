@@ -457,3 +457,30 @@ async fn readiness_fails_while_the_database_is_out_of_reach() {
         .await
         .unwrap();
 }
+
+#[test]
+fn replicas_starting_together_on_an_empty_database_migrate_it_once() {
+    let postgres = pg::shared();
+    let database = postgres.create_database();
+    let url = postgres.url(&database);
+    // Three binaries at the same moment: each applies the migrations or
+    // finds them applied, and all of them come up.
+    let starting: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || replica(&url))
+        })
+        .collect();
+    let replicas: Vec<Server> = starting.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(replicas.len(), 3);
+    let versions = postgres.psql(
+        &database,
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
+    );
+    assert_eq!(versions, "1,2,3", "each migration applied once");
+    let applied: usize = replicas
+        .iter()
+        .map(|r| r.logs().matches("applied schema migration").count())
+        .sum();
+    assert_eq!(applied, 3, "three migrations, each applied by one replica");
+}

@@ -770,3 +770,40 @@ pub async fn the_send_rate_is_shared_by_every_replica(h: &dyn Harness) {
         Ok(())
     );
 }
+
+pub async fn sweeping_on_every_replica_at_once_removes_each_record_once(h: &dyn Harness) {
+    let first = h.open().await;
+    let second = h.another_replica(&first).await;
+    let backlog = 300;
+    let long_ago = Utc::now() - TimeDelta::days(3);
+    for n in 0..backlog {
+        first
+            .record_inbound(
+                &pair(&format!("+2782{n:07}")),
+                &id(&format!("both.{n}")),
+                &inbound(long_ago),
+                long_ago,
+            )
+            .await
+            .unwrap();
+    }
+    let retention = Retention {
+        closed_windows: TimeDelta::days(1),
+        ..Retention::default()
+    };
+    let now = Utc::now();
+    let sweeps: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .map(|replica| {
+            tokio::spawn(async move {
+                wagate::service::sweep(&**replica.store(), now, &retention, false).await
+            })
+        })
+        .collect();
+    let mut removed = 0;
+    for sweep in sweeps {
+        removed += sweep.await.unwrap().unwrap().windows;
+    }
+    assert_eq!(removed, backlog, "each window removed by one replica");
+    assert_eq!(second.window(&pair("+27820000000")).await.unwrap(), None);
+}

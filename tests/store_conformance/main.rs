@@ -96,6 +96,7 @@ macro_rules! conformance {
                 watchers_hear_every_stored_change,
                 statuses_for_wamids_that_never_arrive_are_swept_after_a_day,
                 the_send_rate_is_shared_by_every_replica,
+                sweeping_on_every_replica_at_once_removes_each_record_once,
             );
         }
     };
