@@ -96,10 +96,7 @@ pub async fn run(
         .await;
     tracing::info!(
         %address,
-        store = %match config.database_url {
-            Some(_) => "postgres".to_owned(),
-            None => format!("sled:{}", config.data_dir.display()),
-        },
+        data_dir = %config.data_dir.display(),
         tls = tls.is_some(),
         mtls = config.tls_client_ca.is_some(),
         authenticated = callers.is_some(),
