@@ -104,6 +104,18 @@ async fn acknowledged_writes_survive_repeated_sigkill() {
     let mut all: Vec<Acknowledged> = Vec::new();
     for round in 0..ROUNDS {
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        // A new process compiles a country's number patterns on its first
+        // number (+1 here, ~150 ms in a test build): one read first, so the
+        // random kill window below is spent on writes, not on that.
+        server
+            .gateway()
+            .await
+            .get_window(pb::GetWindowRequest {
+                business_number: BUSINESS.into(),
+                customer_number: "+12000000000".into(),
+            })
+            .await
+            .unwrap();
         let writers = write_until_killed(&server, round, acknowledged.clone()).await;
         tokio::time::sleep(Duration::from_millis(100 + rng.below(600))).await;
         // SIGKILL mid-stream, then a restart that must open the store cleanly.
