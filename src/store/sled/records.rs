@@ -485,7 +485,9 @@ pub struct DeliveryRecord {
     next_attempt_at: Option<i64>,
     error: Option<(i64, String)>,
     updated_at: i64,
-    /// A worker took it at `next_attempt_at - lease`; a restart releases it.
+    /// A claim holds it until `next_attempt_at` (the lease's end). Written
+    /// for the on-disk layout's sake; nothing reads it since claims lapse
+    /// with their lease instead of being released at start.
     pub claimed: bool,
 }
 
