@@ -213,6 +213,23 @@ async fn send(server: &Server, request: pb::SendMessageRequest) -> String {
         .message_id
 }
 
+/// The statuses a watch stream reports, up to and including READ (10 s
+/// for each update at most).
+async fn statuses_until_read(
+    watch: &mut tonic::Streaming<pb::WatchMessagesResponse>,
+) -> Vec<MessageStatus> {
+    let mut seen = Vec::new();
+    while seen.last() != Some(&MessageStatus::Read) {
+        let update = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("a watch update")
+            .unwrap()
+            .unwrap();
+        seen.push(update.message.unwrap().status());
+    }
+    seen
+}
+
 async fn open_window(server: &Server, customer: &str) {
     server
         .gateway()
@@ -654,15 +671,7 @@ async fn status_webhooks_move_messages_forward_and_watchers_see_each_change() {
         200
     );
 
-    let mut seen = Vec::new();
-    while seen.last() != Some(&MessageStatus::Read) {
-        let update = tokio::time::timeout(Duration::from_secs(10), watch.message())
-            .await
-            .expect("a watch update")
-            .unwrap()
-            .unwrap();
-        seen.push(update.message.unwrap().status());
-    }
+    let seen = statuses_until_read(&mut watch).await;
     assert_eq!(seen, vec![MessageStatus::Delivered, MessageStatus::Read]);
     assert_eq!(
         get_message(&server, &id).await.status(),
@@ -939,15 +948,7 @@ async fn a_watcher_on_one_replica_sees_what_another_replica_stores_in_order() {
             200
         );
     }
-    let mut seen = Vec::new();
-    while seen.last() != Some(&MessageStatus::Read) {
-        let update = tokio::time::timeout(Duration::from_secs(10), watch.message())
-            .await
-            .expect("a watch update from the other replica")
-            .unwrap()
-            .unwrap();
-        seen.push(update.message.unwrap().status());
-    }
+    let mut seen = statuses_until_read(&mut watch).await;
     seen.dedup();
     // The current state first (whatever it was when the watch began), then
     // every later change in order.

@@ -72,19 +72,10 @@ async fn a_write_through_any_replica_is_read_through_every_other_at_once() {
         .await
         .unwrap();
     for other in [a, b] {
-        let got = other
-            .templates()
-            .await
-            .get_template(pb::GetTemplateRequest {
-                name: "cross_replica".into(),
-                language: "en_US".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .template
-            .unwrap();
-        assert_eq!(got.body, "Hi {{1}}");
+        assert_eq!(
+            stored_template(other, "cross_replica").await.body,
+            "Hi {{1}}"
+        );
     }
 }
 
@@ -219,13 +210,6 @@ fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
     std::thread::sleep(Duration::from_millis(1));
 }
 
-/// One acknowledged write: an inbound, then a send accepted after it.
-struct Acknowledged {
-    customer: String,
-    key: String,
-    message_id: String,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
     const WRITERS_EACH: usize = 8;
@@ -251,13 +235,17 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
                     {
                         break;
                     }
-                    let Ok(sent) = gateway.send_message(text(&customer, &key, "hi")).await else {
+                    let Ok(sent) = gateway
+                        .send_message(text(&customer, &key, STILL_THERE))
+                        .await
+                    else {
                         break;
                     };
                     acknowledged.push(Acknowledged {
                         customer,
                         key,
                         message_id: sent.into_inner().message_id,
+                        last_inbound_at: None,
                     });
                 }
                 acknowledged
@@ -277,23 +265,7 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
     let mut survivors = [replicas[0].gateway().await, replicas[1].gateway().await];
     let mut lost = 0;
     for (i, write) in all.iter().enumerate() {
-        let gateway = &mut survivors[i % 2];
-        let window = gateway
-            .get_window(pb::GetWindowRequest {
-                business_number: BUSINESS.into(),
-                customer_number: write.customer.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .window
-            .unwrap();
-        let replay = gateway
-            .send_message(text(&write.customer, &write.key, "hi"))
-            .await
-            .unwrap()
-            .into_inner();
-        if window.state() != WindowState::Open || replay.message_id != write.message_id {
+        if !still_there(&mut survivors[i % 2], write).await {
             lost += 1;
         }
     }
@@ -369,19 +341,7 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         .unwrap()
         .into_inner();
     assert_eq!(again.outcome(), InboundOutcome::Duplicate);
-    let template = replica
-        .templates()
-        .await
-        .get_template(pb::GetTemplateRequest {
-            name: "moved".into(),
-            language: "en_US".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
-    assert_eq!(template.body, "Hi {{1}}");
+    assert_eq!(stored_template(&replica, "moved").await.body, "Hi {{1}}");
 
     // Running it again changes nothing (an interrupted move can be redone).
     let again = Command::new(env!("CARGO_BIN_EXE_wagate"))
@@ -483,4 +443,20 @@ fn replicas_starting_together_on_an_empty_database_migrate_it_once() {
         .map(|r| r.logs().matches("applied schema migration").count())
         .sum();
     assert_eq!(applied, 3, "three migrations, each applied by one replica");
+}
+
+/// The template `name` (language en_US) as `server` reads it.
+async fn stored_template(server: &Server, name: &str) -> pb::Template {
+    server
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: name.into(),
+            language: "en_US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap()
 }

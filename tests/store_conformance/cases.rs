@@ -73,6 +73,27 @@ async fn stored(store: &Service, id: Uuid) -> Option<OutboxMessage> {
     store.message(id).await.unwrap().map(|state| state.message)
 }
 
+/// Opens `count` windows three days ago (customers +2782000000n), all of
+/// them sweepable under the retention returned (closed windows kept 1 day).
+async fn closed_backlog(store: &Service, count: u64) -> Retention {
+    let long_ago = Utc::now() - TimeDelta::days(3);
+    for n in 0..count {
+        store
+            .record_inbound(
+                &pair(&format!("+2782{n:07}")),
+                &id(&format!("old.{n}")),
+                &inbound(long_ago),
+                long_ago,
+            )
+            .await
+            .unwrap();
+    }
+    Retention {
+        closed_windows: TimeDelta::days(1),
+        ..Retention::default()
+    }
+}
+
 /// Sweeps everything due at `now`, unpaced.
 async fn sweep(store: &Service, now: DateTime<Utc>, retention: &Retention) -> SweepCounts {
     wagate::service::sweep(&**store.store(), now, retention, false)
@@ -508,26 +529,11 @@ pub async fn template_sends_read_the_registry_in_the_same_transaction(h: &dyn Ha
 pub async fn the_background_sweeper_drains_a_backlog_larger_than_one_step(h: &dyn Harness) {
     let store = h.open().await;
     let backlog = 3 * 128 + 7;
-    let long_ago = Utc::now() - TimeDelta::days(3);
-    for n in 0..backlog {
-        store
-            .record_inbound(
-                &pair(&format!("+2782{n:07}")),
-                &id(&format!("old.{n}")),
-                &inbound(long_ago),
-                long_ago,
-            )
-            .await
-            .unwrap();
-    }
-    let retention = Retention {
-        closed_windows: TimeDelta::days(1),
-        ..Retention::default()
-    };
+    let retention = closed_backlog(&store, backlog).await;
     let swept = wagate::service::sweep(&**store.store(), Utc::now(), &retention, true)
         .await
         .unwrap();
-    assert_eq!(swept.windows, backlog as u64);
+    assert_eq!(swept.windows, backlog);
     assert_eq!(store.window(&pair("+27820000000")).await.unwrap(), None);
     assert_eq!(
         sweep(&store, Utc::now(), &retention).await,
@@ -775,22 +781,7 @@ pub async fn sweeping_on_every_replica_at_once_removes_each_record_once(h: &dyn 
     let first = h.open().await;
     let second = h.another_replica(&first).await;
     let backlog = 300;
-    let long_ago = Utc::now() - TimeDelta::days(3);
-    for n in 0..backlog {
-        first
-            .record_inbound(
-                &pair(&format!("+2782{n:07}")),
-                &id(&format!("both.{n}")),
-                &inbound(long_ago),
-                long_ago,
-            )
-            .await
-            .unwrap();
-    }
-    let retention = Retention {
-        closed_windows: TimeDelta::days(1),
-        ..Retention::default()
-    };
+    let retention = closed_backlog(&first, backlog).await;
     let now = Utc::now();
     let sweeps: Vec<_> = [first.clone(), second.clone()]
         .into_iter()
