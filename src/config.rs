@@ -31,7 +31,9 @@ pub struct Config {
 
     /// PostgreSQL to keep state in instead of sled, so several replicas can
     /// share it: a libpq-style URL or key=value string; list several hosts
-    /// with `target_session_attrs=read-write` to follow a failover.
+    /// with `target_session_attrs=read-write` to follow a failover. TLS as
+    /// libpq's `sslmode` (`require`, `verify-ca`, `verify-full` with
+    /// `sslrootcert`).
     #[arg(long, env = "WAGATE_DATABASE_URL", value_parser = parse_secret)]
     pub database_url: Option<Secret>,
 

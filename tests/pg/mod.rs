@@ -62,31 +62,33 @@ impl Postgres {
 
     /// A fresh cluster with extra `-c name=value` settings.
     pub fn start_with(settings: &[&str]) -> Postgres {
-        let dir = tempfile::Builder::new()
-            .prefix("wagate-pg")
-            .tempdir()
-            .unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(dir.path().join("sock")).unwrap();
-        let password_file = dir.path().join("password");
-        std::fs::write(&password_file, PASSWORD).unwrap();
-        chown_to_postgres(dir.path());
-        let initdb = as_postgres(&bindir().join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-E", "UTF8", "--no-sync"])
-            // Passwords over TCP, as in production; trust on the socket.
-            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
-            .arg(format!("--pwfile={}", password_file.display()))
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            initdb.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&initdb.stderr)
-        );
+        let (dir, data) = init();
         Self::run(dir, data, settings)
+    }
+
+    /// A fresh cluster that takes TCP connections over TLS only (every
+    /// `host` line of pg_hba.conf becomes `hostssl`), presenting the
+    /// certificate `cert_pem` with the key `key_pem`.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        let (dir, data) = init();
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        let key = data.join("server.key");
+        std::fs::write(&key, key_pem).unwrap();
+        // PostgreSQL refuses a key others may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let hba = data.join("pg_hba.conf");
+        let rules: String = std::fs::read_to_string(&hba)
+            .unwrap()
+            .lines()
+            .map(|line| match line.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, rules).unwrap();
+        chown_to_postgres(&data);
+        Self::run(dir, data, &["ssl=on"])
     }
 
     /// Starts `postgres` on an existing data directory (a fresh cluster or
@@ -282,6 +284,35 @@ impl Drop for Postgres {
             .status();
         let _ = self.watchdog.wait();
     }
+}
+
+/// A new cluster's data directory (initdb as `postgres`), not started.
+fn init() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("wagate-pg")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(dir.path().join("sock")).unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    chown_to_postgres(dir.path());
+    let initdb = as_postgres(&bindir().join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-E", "UTF8", "--no-sync"])
+        // Passwords over TCP, as in production; trust on the socket.
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", password_file.display()))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        initdb.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&initdb.stderr)
+    );
+    (dir, data)
 }
 
 /// Runs `postgres` on `data` under a shell that stops it once the test

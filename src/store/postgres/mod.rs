@@ -14,6 +14,7 @@ mod feed;
 mod import;
 mod rows;
 mod schema;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{GenericClient, IsolationLevel, NoTls, Row, Transaction};
+use tokio_postgres::{GenericClient, IsolationLevel, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -134,13 +135,13 @@ impl PgStore {
     /// change feed. Fails clearly (nothing written) when the database is
     /// unreachable, refuses the credentials or has a newer schema.
     pub async fn connect(config: &PgConfig) -> Result<PgStore, StoreError> {
-        let pg: tokio_postgres::Config = config
-            .url
+        let (url, tls_options) = tls::take_tls_options(&config.url)?;
+        let pg: tokio_postgres::Config = url
             .parse()
             .map_err(|error| StoreError::unavailable("parse the database URL", error))?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls::connector(&tls_options)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
