@@ -8,6 +8,8 @@
 # RecordInbound's transaction, with durability off.
 # `bench/run.sh --phone-parse` measures parsing a phone number against a
 # GetWindow call in the same run.
+# `bench/run.sh --backend postgres` runs the load against 1 and 3 replicas
+# on one PostgreSQL, beside the same SQL through pgbench and a no-op server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,19 @@ fi
 if [ "${1:-}" = "--phone-parse" ]; then
     exec cargo bench --locked --bench phone_parse
 fi
+if [ "${1:-}" = "--backend" ] && [ "${2:-}" = "postgres" ]; then
+    shift 2
+    if ! command -v pg_config >/dev/null || [ ! -x "$(pg_config --bindir)/initdb" ]; then
+        echo "installing PostgreSQL (Debian postgresql)" >&2
+        apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    fi
+    exec cargo bench --locked --bench postgres -- "$@"
+fi
+if [ "${1:-}" = "--backend" ] && [ "${2:-}" != "sled" ]; then
+    echo "--backend takes postgres or sled" >&2
+    exit 2
+fi
+[ "${1:-}" = "--backend" ] && shift 2
 if [ "${1:-}" = "--scale" ]; then
     shift
     exec cargo bench --locked --bench scale -- "$@"

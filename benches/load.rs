@@ -8,118 +8,10 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use support::workload::*;
 use support::*;
-use tonic::{Request, Response, Status};
-use wagate::pb;
-
-const WARMUP: Duration = Duration::from_secs(1);
-const RUN: Duration = Duration::from_secs(5);
-const STREAMS: [usize; 3] = [1, 16, 256];
-/// Streams per HTTP/2 connection; hyper's server allows 200 by default.
-const STREAMS_PER_CONNECTION: usize = 64;
-/// Windows opened before the runs, read by GetWindow and mixed loads.
-const SEEDED: u64 = 10_000;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Workload {
-    GetWindow,
-    RecordInbound,
-    SendMessage,
-    /// 80% GetWindow, 15% RecordInbound, 5% SendMessage.
-    Mixed,
-}
-
-impl Workload {
-    const ALL: [Workload; 4] = [
-        Workload::GetWindow,
-        Workload::RecordInbound,
-        Workload::SendMessage,
-        Workload::Mixed,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Workload::GetWindow => "GetWindow",
-            Workload::RecordInbound => "RecordInbound (durable)",
-            Workload::SendMessage => "SendMessage template (durable)",
-            Workload::Mixed => "mixed 80/15/5",
-        }
-    }
-}
-
-/// Every call gets a fresh sequence number: distinct customers for inbound,
-/// distinct idempotency keys for sends, spread reads over the seeded set.
-static SEQUENCE: AtomicU64 = AtomicU64::new(1_000_000);
-
-async fn call(
-    client: &mut pb::gateway_client::GatewayClient<tonic::transport::Channel>,
-    workload: Workload,
-) -> Result<(), Status> {
-    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let kind = match workload {
-        Workload::Mixed => match n % 20 {
-            0..16 => Workload::GetWindow,
-            16..19 => Workload::RecordInbound,
-            _ => Workload::SendMessage,
-        },
-        other => other,
-    };
-    match kind {
-        Workload::GetWindow => client
-            .get_window(get_window(customer(n % SEEDED)))
-            .await
-            .map(drop),
-        Workload::RecordInbound => client
-            .record_inbound(record_inbound(customer(n), format!("wamid.{n}"), None))
-            .await
-            .map(drop),
-        Workload::SendMessage => client
-            .send_message(send_template(customer(n % SEEDED), format!("bench-{n}")))
-            .await
-            .map(drop),
-        Workload::Mixed => unreachable!("resolved above"),
-    }
-}
-
-/// Closed loop: `streams` callers, each issuing its next call when the last returns.
-async fn closed_loop(
-    server: &Process,
-    workload: Workload,
-    streams: usize,
-    duration: Duration,
-) -> Sample {
-    let clients = channels(server.addr, streams.div_ceil(STREAMS_PER_CONNECTION)).await;
-    let start = Instant::now();
-    let deadline = start + duration;
-    let tasks: Vec<_> = (0..streams)
-        .map(|i| {
-            let mut client = clients[i % clients.len()].clone();
-            tokio::spawn(async move {
-                let mut sample = Sample::new();
-                while Instant::now() < deadline {
-                    let began = Instant::now();
-                    match call(&mut client, workload).await {
-                        Ok(()) => sample
-                            .latencies
-                            .record(began.elapsed().as_micros().max(1) as u64)
-                            .unwrap(),
-                        Err(_) => sample.errors += 1,
-                    }
-                }
-                sample
-            })
-        })
-        .collect();
-    let mut total = Sample::new();
-    for task in tasks {
-        total.merge(&task.await.unwrap());
-    }
-    total.elapsed = start.elapsed();
-    total
-}
 
 /// Open loop at a fixed rate: latency counts from when each call was due, so
 /// a stall shows up in the percentiles instead of slowing the load.
@@ -165,57 +57,6 @@ struct Row {
     wagate_cpu: f64,
     noop: Sample,
     noop_cpu: f64,
-}
-
-async fn measure(server: &Process, workload: Workload, streams: usize) -> (Sample, f64) {
-    closed_loop(server, workload, streams, WARMUP).await;
-    let cpu_before = server.cpu();
-    let sample = closed_loop(server, workload, streams, RUN).await;
-    let cpu = (server.cpu() - cpu_before).as_secs_f64() / sample.elapsed.as_secs_f64() * 100.0;
-    (sample, cpu)
-}
-
-async fn seed(server: &Process) {
-    let mut templates = server.templates().await;
-    let template = pb::Template {
-        name: TEMPLATE.into(),
-        language: "en_US".into(),
-        category: pb::TemplateCategory::Utility as i32,
-        body: "Hi {{1}}, your order {{2}} has shipped.".into(),
-        ..Default::default()
-    };
-    templates
-        .upsert_template(pb::UpsertTemplateRequest {
-            template: Some(template),
-        })
-        .await
-        .unwrap();
-    templates
-        .set_template_status(pb::SetTemplateStatusRequest {
-            name: TEMPLATE.into(),
-            language: "en_US".into(),
-            status: pb::TemplateStatus::Approved as i32,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
-    let clients = channels(server.addr, 4).await;
-    let tasks: Vec<_> = (0..64u64)
-        .map(|worker| {
-            let mut client = clients[worker as usize % 4].clone();
-            tokio::spawn(async move {
-                for n in (worker..SEEDED).step_by(64) {
-                    client
-                        .record_inbound(record_inbound(customer(n), format!("seed.{n}"), None))
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
 }
 
 /// h2load drives GetWindow with a prebuilt gRPC frame; it reports throughput
@@ -269,7 +110,7 @@ fn frame_file(dir: &std::path::Path) -> std::path::PathBuf {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--noop-server") {
-        return noop::serve();
+        return support::noop::serve();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -316,8 +157,8 @@ async fn run() {
     let mut rows = Vec::new();
     for workload in selected() {
         for streams in STREAMS {
-            let (wagate_sample, wagate_cpu) = measure(&wagate, workload, streams).await;
-            let (noop_sample, noop_cpu) = measure(&noop, workload, streams).await;
+            let (wagate_sample, wagate_cpu) = measure(&[&wagate], workload, streams).await;
+            let (noop_sample, noop_cpu) = measure(&[&noop], workload, streams).await;
             rows.push(Row {
                 workload,
                 streams,
@@ -401,108 +242,4 @@ async fn run() {
     );
     wagate.stop();
     noop.stop();
-}
-
-/// The baseline: the same Gateway API answering canned responses of the
-/// sizes wagate sends, with no store and no rules.
-mod noop {
-    use super::*;
-
-    struct Noop {
-        window: pb::Window,
-        sent: pb::SendMessageResponse,
-    }
-
-    #[tonic::async_trait]
-    impl pb::gateway_server::Gateway for Noop {
-        async fn send_message(
-            &self,
-            _: Request<pb::SendMessageRequest>,
-        ) -> Result<Response<pb::SendMessageResponse>, Status> {
-            Ok(Response::new(self.sent.clone()))
-        }
-        async fn record_inbound(
-            &self,
-            _: Request<pb::RecordInboundRequest>,
-        ) -> Result<Response<pb::RecordInboundResponse>, Status> {
-            Ok(Response::new(pb::RecordInboundResponse {
-                outcome: pb::InboundOutcome::Opened as i32,
-                window: Some(self.window.clone()),
-            }))
-        }
-        async fn get_window(
-            &self,
-            _: Request<pb::GetWindowRequest>,
-        ) -> Result<Response<pb::GetWindowResponse>, Status> {
-            Ok(Response::new(pb::GetWindowResponse {
-                window: Some(self.window.clone()),
-            }))
-        }
-        // Not measured: the baseline only needs the measured RPCs.
-        async fn get_message(
-            &self,
-            _: Request<pb::GetMessageRequest>,
-        ) -> Result<Response<pb::GetMessageResponse>, Status> {
-            Err(Status::unimplemented("not in the baseline"))
-        }
-        type WatchMessagesStream = tokio_stream::Empty<Result<pb::WatchMessagesResponse, Status>>;
-        async fn watch_messages(
-            &self,
-            _: Request<pb::WatchMessagesRequest>,
-        ) -> Result<Response<Self::WatchMessagesStream>, Status> {
-            Err(Status::unimplemented("not in the baseline"))
-        }
-    }
-
-    pub fn serve() {
-        let now = prost_types::Timestamp {
-            seconds: 1_795_000_000,
-            nanos: 123_456_000,
-        };
-        let window = pb::Window {
-            business_number: BUSINESS.into(),
-            customer_number: customer(42),
-            state: pb::WindowState::Open as i32,
-            last_inbound_at: Some(now),
-            expires_at: Some(prost_types::Timestamp {
-                seconds: now.seconds + 86_400,
-                ..now
-            }),
-            remaining: Some(prost_types::Duration {
-                seconds: 86_399,
-                nanos: 876_544_000,
-            }),
-            free_until: None,
-        };
-        let sent = pb::SendMessageResponse {
-            message_id: "01a21000-0000-7000-8000-000000000000".into(),
-            kind: pb::MessageKind::Template as i32,
-            rendered_text: "Hi Ann, your order A-1001 has shipped.".into(),
-            template_category: pb::TemplateCategory::Utility as i32,
-            pricing_category: pb::PricingCategory::Utility as i32,
-            billable: true,
-            accepted_at: Some(now),
-            status: pb::MessageStatus::Accepted as i32,
-            dry_run: false,
-            free_until: None,
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            eprintln!("listening on {}", listener.local_addr().unwrap());
-            tonic::transport::Server::builder()
-                .add_service(pb::gateway_server::GatewayServer::new(Noop {
-                    window,
-                    sent,
-                }))
-                .serve_with_incoming(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                )
-                .await
-                .unwrap();
-        });
-    }
 }

@@ -2,6 +2,9 @@
 //! load with the generated tonic client.
 #![allow(dead_code)] // Each bench uses a different part.
 
+pub mod noop;
+pub mod workload;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -23,7 +23,7 @@ pub struct Postgres {
     killed: bool,
 }
 
-fn bindir() -> PathBuf {
+pub fn bindir() -> PathBuf {
     let out = Command::new("pg_config")
         .arg("--bindir")
         .output()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use super::{db_error, message_state, rows};
+use super::{conn, db_error, message_state, rows};
 use crate::store::{MessageState, StoreError};
 
 /// How often the table is polled.
@@ -81,14 +81,14 @@ impl Follower {
             .await
             .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))?;
         let holes: Vec<i64> = self.holes.keys().copied().collect();
-        let rows = client
-            .query(
-                "SELECT seq, message_id, delivery FROM changes WHERE seq > $1 OR seq = ANY($2) \
-                 ORDER BY seq LIMIT $3",
-                &[&self.cursor, &holes, &BATCH],
-            )
-            .await
-            .map_err(db_error("read the change feed"))?;
+        let rows = conn::query(
+            &client,
+            "read the change feed",
+            "SELECT seq, message_id, delivery FROM changes WHERE seq > $1 OR seq = ANY($2) \
+             ORDER BY seq LIMIT $3",
+            &[&self.cursor, &holes, &BATCH],
+        )
+        .await?;
         let now = Instant::now();
         let mut changed: Vec<(Uuid, Option<serde_json::Value>)> = Vec::with_capacity(rows.len());
         for row in &rows {

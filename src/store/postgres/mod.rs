@@ -1,15 +1,31 @@
 //! The PostgreSQL store: any number of replicas on one database.
 //!
-//! Every use case is one SERIALIZABLE transaction: read the planner's
-//! snapshot, run the planner, write the plan, COMMIT, then answer. A
-//! serialization failure, a deadlock or a lost connection re-runs the whole
-//! use case on a fresh snapshot (planners are pure), so concurrent replicas
-//! agree without locks of our own; re-running after a COMMIT whose outcome
-//! was lost finds the idempotency key or inbound id it wrote and answers
-//! from it. The SQL sticks to what CockroachDB and YugabyteDB also run.
+//! Every use case is one transaction: read the planner's snapshot, run the
+//! planner, write the plan, COMMIT, then answer. A serialization failure, a
+//! deadlock or a lost connection re-runs the whole use case on a fresh
+//! snapshot (planners are pure), so concurrent replicas agree without locks
+//! of our own; re-running after a COMMIT whose outcome was lost finds the
+//! idempotency key or inbound id it wrote and answers from it. The SQL
+//! sticks to what CockroachDB and YugabyteDB also run.
+//!
+//! Isolation. Delivery state (claims, outcomes, statuses) and templates run
+//! SERIALIZABLE: a status for a wamid not stored yet and the outcome that
+//! stores it read what the other writes (write skew), which only
+//! serializable isolation catches. RecordInbound and SendMessage, the hot
+//! paths, run REPEATABLE READ: each writes every row whose reading decided
+//! it (the inbound id and window; the idempotency key, and the window when
+//! it changes), so two that collide write one row and the second fails to
+//! serialize and re-runs. Write skew would need a transaction that reads
+//! what one of them writes and writes what it read without writing it:
+//! none does (a template, read by a send, is written by template changes,
+//! which read no message, key or window). Serializable isolation would add
+//! only false conflicts there: its locks on index pages read empty made
+//! RecordInbounds of different new customers collide, a quarter of them at
+//! 16 streams.
 //!
 //! Only `store::postgres` names PostgreSQL.
 
+mod conn;
 mod feed;
 mod import;
 mod rows;
@@ -21,9 +37,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{GenericClient, IsolationLevel, Row, Transaction};
+use tokio_postgres::{IsolationLevel, Row};
 use uuid::Uuid;
 
 use super::{
@@ -60,6 +77,9 @@ pub(crate) fn db_error(context: &'static str) -> impl Fn(tokio_postgres::Error) 
     move |error| StoreError::unavailable(context, error)
 }
 
+/// The retry cause of a prepared statement the schema outgrew.
+const STALE_STATEMENT: &str = "stale_statement";
+
 /// Why a failed try may succeed when run again, as a metric label.
 fn retry_cause(error: &StoreError) -> Option<&'static str> {
     let StoreError::Unavailable { source, .. } = error else {
@@ -75,6 +95,16 @@ fn retry_cause(error: &StoreError) -> Option<&'static str> {
             | Some(&SqlState::CRASH_SHUTDOWN)
             | Some(&SqlState::CANNOT_CONNECT_NOW)
             | Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => Some("failover"),
+            // A replica of a newer wagate changed a table under a statement
+            // this connection had prepared ("cached plan must not change
+            // result type"): prepare again.
+            Some(&SqlState::FEATURE_NOT_SUPPORTED)
+                if error
+                    .as_db_error()
+                    .is_some_and(|e| e.message().starts_with("cached plan")) =>
+            {
+                Some(STALE_STATEMENT)
+            }
             Some(_) => None,
             None => Some("connection"),
         };
@@ -84,21 +114,37 @@ fn retry_cause(error: &StoreError) -> Option<&'static str> {
         .map(|_| "connection")
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((5u64 << attempt.min(7)).min(500))
+/// How long to wait before try `attempt + 1`. Contention (two writers of
+/// one row, an index page both touched) is over as soon as the other
+/// transaction ends: a short random pause keeps the two apart. A lost
+/// connection or a failover takes the database a while: back off.
+fn backoff(cause: &str, attempt: u32) -> Duration {
+    match cause {
+        "serialization" | "deadlock" | "unique" | STALE_STATEMENT => {
+            Duration::from_micros(rand::random_range(0..=500 * u64::from(attempt)))
+        }
+        _ => Duration::from_millis((5u64 << attempt.min(7)).min(500)),
+    }
 }
 
-/// Runs `$body` in a SERIALIZABLE transaction named `$tx` and commits;
-/// re-runs all of it while the failure is one a retry may cure.
+/// Runs `$body` in a SERIALIZABLE transaction named `$tx` (or, with
+/// `snapshot:` first, a REPEATABLE READ one; see the module comment) and
+/// commits; re-runs all of it while the failure is one a retry may cure.
 macro_rules! in_transaction {
-    ($store:expr, $context:expr, |$tx:ident| $body:block) => {{
+    (snapshot: $store:expr, $context:expr, |$tx:ident| $body:block) => {
+        in_transaction!(@run IsolationLevel::RepeatableRead, $store, $context, |$tx| $body)
+    };
+    ($store:expr, $context:expr, |$tx:ident| $body:block) => {
+        in_transaction!(@run IsolationLevel::Serializable, $store, $context, |$tx| $body)
+    };
+    (@run $isolation:expr, $store:expr, $context:expr, |$tx:ident| $body:block) => {{
         let mut attempt = 0u32;
         loop {
             let result: Result<_, StoreError> = async {
                 let mut client = $store.client().await?;
                 let $tx = client
                     .build_transaction()
-                    .isolation_level(IsolationLevel::Serializable)
+                    .isolation_level($isolation)
                     .start()
                     .await
                     .map_err(db_error($context))?;
@@ -112,8 +158,11 @@ macro_rules! in_transaction {
                     Some(cause) => {
                         metrics::counter!(crate::telemetry::STORE_RETRIES, "cause" => cause)
                             .increment(1);
+                        if cause == STALE_STATEMENT {
+                            $store.pool.manager().statement_caches.clear();
+                        }
                         attempt += 1;
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(backoff(cause, attempt)).await;
                     }
                     None => break Err(error),
                 },
@@ -179,16 +228,16 @@ const MESSAGE_COLUMNS: &str = "o.*, d.status AS d_status, d.updated_at AS d_upda
     d.wamid, d.attempts, d.next_attempt_at, d.error_code, d.error_title, d.fence";
 
 async fn message_state(tx: &Transaction<'_>, id: Uuid) -> Result<Option<MessageState>, StoreError> {
-    let row = tx
-        .query_opt(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM outbox o \
+    let row = conn::query_opt(
+        tx,
+        "read a message",
+        &format!(
+            "SELECT {MESSAGE_COLUMNS} FROM outbox o \
                  LEFT JOIN deliveries d ON d.message_id = o.message_id WHERE o.message_id = $1"
-            ),
-            &[&id],
-        )
-        .await
-        .map_err(db_error("read a message"))?;
+        ),
+        &[&id],
+    )
+    .await?;
     row.map(|row| state_of(&row)).transpose()
 }
 
@@ -207,12 +256,13 @@ async fn note_change(
     id: Uuid,
     delivery: Option<&Delivery>,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    conn::execute(
+        tx,
+        "record a change",
         "INSERT INTO changes (message_id, delivery) VALUES ($1, $2)",
         &[&id, &delivery.map(rows::delivery_json)],
     )
-    .await
-    .map_err(db_error("record a change"))?;
+    .await?;
     Ok(())
 }
 
@@ -226,7 +276,9 @@ async fn write_delivery(
         Some(e) => (Some(e.code), Some(e.title.as_str())),
         None => (None, None),
     };
-    tx.execute(
+    conn::execute(
+        tx,
+        "write a delivery",
         "INSERT INTO deliveries (message_id, status, wamid, attempts, next_attempt_at, \
             error_code, error_title, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (message_id) DO UPDATE SET status = EXCLUDED.status, \
@@ -244,13 +296,14 @@ async fn write_delivery(
             &delivery.updated_at,
         ],
     )
-    .await
-    .map_err(db_error("write a delivery"))?;
+    .await?;
     note_change(tx, id, Some(delivery)).await
 }
 
 async fn write_window(tx: &Transaction<'_>, pair: &Pair, w: &Window) -> Result<(), StoreError> {
-    tx.execute(
+    conn::execute(
+        tx,
+        "write a window",
         "INSERT INTO windows (business, customer, last_inbound_at, expires_at, \
             free_entry_deadline, free_until) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (business, customer) DO UPDATE SET \
@@ -265,32 +318,35 @@ async fn write_window(tx: &Transaction<'_>, pair: &Pair, w: &Window) -> Result<(
             &w.free_until,
         ],
     )
-    .await
-    .map_err(db_error("write a window"))?;
+    .await?;
     Ok(())
 }
 
-async fn read_window(db: &impl GenericClient, pair: &Pair) -> Result<Option<Window>, StoreError> {
-    Ok(db
-        .query_opt(
-            "SELECT * FROM windows WHERE business = $1 AND customer = $2",
-            &[&pair.business.as_str(), &pair.customer.as_str()],
-        )
-        .await
-        .map_err(db_error("read a window"))?
-        .map(|row| rows::window(&row)))
+async fn read_window(
+    db: &impl conn::Connection,
+    pair: &Pair,
+) -> Result<Option<Window>, StoreError> {
+    Ok(conn::query_opt(
+        &db,
+        "read a window",
+        "SELECT * FROM windows WHERE business = $1 AND customer = $2",
+        &[&pair.business.as_str(), &pair.customer.as_str()],
+    )
+    .await?
+    .map(|row| rows::window(&row)))
 }
 
 async fn read_template(
     tx: &Transaction<'_>,
     id: &TemplateId,
 ) -> Result<Option<Template>, StoreError> {
-    tx.query_opt(
+    conn::query_opt(
+        tx,
+        "read a template",
         "SELECT * FROM templates WHERE name = $1 AND language = $2",
         &[&id.name(), &id.language()],
     )
-    .await
-    .map_err(db_error("read a template"))?
+    .await?
     .map(|row| rows::template(&row))
     .transpose()
 }
@@ -299,32 +355,56 @@ async fn send_snapshot(
     tx: &Transaction<'_>,
     request: &SendRequest,
 ) -> Result<SendSnapshot, StoreError> {
-    let first = tx
-        .query_opt(
-            "SELECT * FROM idempotency_keys WHERE key = $1",
-            &[&request.idempotency_key.as_str()],
-        )
-        .await
-        .map_err(db_error("read an idempotency key"))?
-        .map(|row| -> Result<KeyRecord, StoreError> {
-            let fingerprint: Vec<u8> = row.get("fingerprint");
-            Ok(KeyRecord {
-                fingerprint: fingerprint.try_into().map_err(|_| {
-                    StoreError::corrupt("idempotency_keys", "fingerprint is not 32 bytes")
-                })?,
-                message_id: row.get("message_id"),
-                created_at: row.get("created_at"),
-            })
-        })
-        .transpose()?;
+    let key = request.idempotency_key.as_str();
+    let (first, window, template) =
+        conn::pipelined!(read_key(tx, key), read_window(tx, &request.pair), async {
+            match request.content.template_id() {
+                Some(id) => read_template(tx, id).await,
+                None => Ok(None),
+            }
+        },)?;
     Ok(SendSnapshot {
         first,
-        window: read_window(tx, &request.pair).await?,
-        template: match request.content.template_id() {
-            Some(id) => read_template(tx, id).await?,
-            None => None,
-        },
+        window,
+        template,
     })
+}
+
+async fn read_key(tx: &Transaction<'_>, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+    let row = conn::query_opt(
+        tx,
+        "read an idempotency key",
+        "SELECT * FROM idempotency_keys WHERE key = $1",
+        &[&key],
+    )
+    .await?;
+    row.map(|row| {
+        let fingerprint: Vec<u8> = row.get("fingerprint");
+        Ok(KeyRecord {
+            fingerprint: fingerprint.try_into().map_err(|_| {
+                StoreError::corrupt("idempotency_keys", "fingerprint is not 32 bytes")
+            })?,
+            message_id: row.get("message_id"),
+            created_at: row.get("created_at"),
+        })
+    })
+    .transpose()
+}
+
+/// The pair an inbound id was recorded for, if it was.
+async fn read_inbound_id(
+    tx: &Transaction<'_>,
+    id: &InboundMessageId,
+) -> Result<Option<Pair>, StoreError> {
+    conn::query_opt(
+        tx,
+        "read an inbound id",
+        "SELECT business, customer FROM inbound_ids WHERE message_id = $1",
+        &[&id.as_str()],
+    )
+    .await?
+    .map(|row| rows::pair("inbound_ids", row.get(0), row.get(1)))
+    .transpose()
 }
 
 async fn insert_inbound_id(
@@ -338,7 +418,9 @@ async fn insert_inbound_id(
         InboundKind::Message => "MESSAGE",
         InboundKind::VoiceCall => "VOICE_CALL",
     };
-    tx.execute(
+    conn::execute(
+        tx,
+        "remember an inbound id",
         "INSERT INTO inbound_ids (message_id, business, customer, received_at, kind, \
             entry_point, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (message_id) DO NOTHING",
@@ -352,14 +434,15 @@ async fn insert_inbound_id(
             &recorded_at,
         ],
     )
-    .await
-    .map_err(db_error("remember an inbound id"))?;
+    .await?;
     Ok(())
 }
 
 async fn insert_message(tx: &Transaction<'_>, m: &OutboxMessage) -> Result<(), StoreError> {
     let a = &m.accepted;
-    tx.execute(
+    conn::execute(
+        tx,
+        "store a message",
         "INSERT INTO outbox (message_id, business, customer, idempotency_key, content, \
             fingerprint, kind, rendered_text, template_category, pricing_category, billable, \
             free_until, accepted_at, status) \
@@ -380,14 +463,15 @@ async fn insert_message(tx: &Transaction<'_>, m: &OutboxMessage) -> Result<(), S
             &m.accepted_at,
         ],
     )
-    .await
-    .map_err(db_error("store a message"))?;
+    .await?;
     Ok(())
 }
 
 /// Stores an idempotency key's first use (taking over an expired one).
 async fn put_key(tx: &Transaction<'_>, key: &str, record: &KeyRecord) -> Result<(), StoreError> {
-    tx.execute(
+    conn::execute(
+        tx,
+        "store an idempotency key",
         "INSERT INTO idempotency_keys (key, fingerprint, message_id, created_at) \
          VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET \
             fingerprint = EXCLUDED.fingerprint, message_id = EXCLUDED.message_id, \
@@ -399,14 +483,15 @@ async fn put_key(tx: &Transaction<'_>, key: &str, record: &KeyRecord) -> Result<
             &record.created_at,
         ],
     )
-    .await
-    .map_err(db_error("store an idempotency key"))?;
+    .await?;
     Ok(())
 }
 
 async fn put_template(tx: &Transaction<'_>, t: &Template) -> Result<(), StoreError> {
     let c = &t.content;
-    tx.execute(
+    conn::execute(
+        tx,
+        "write a template",
         "INSERT INTO templates (name, language, category, status, status_reason, body, \
             header_text, footer_text, buttons, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -429,8 +514,7 @@ async fn put_template(tx: &Transaction<'_>, t: &Template) -> Result<(), StoreErr
             &t.updated_at,
         ],
     )
-    .await
-    .map_err(db_error("write a template"))?;
+    .await?;
     Ok(())
 }
 
@@ -443,7 +527,9 @@ async fn put_early(
         Some(e) => (Some(e.code), Some(e.title.as_str())),
         None => (None, None),
     };
-    tx.execute(
+    conn::execute(
+        tx,
+        "keep an early status",
         "INSERT INTO early_statuses (wamid, status, error_code, error_title, received_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (wamid) DO UPDATE SET \
             status = EXCLUDED.status, error_code = EXCLUDED.error_code, \
@@ -456,8 +542,7 @@ async fn put_early(
             &early.received_at,
         ],
     )
-    .await
-    .map_err(db_error("keep an early status"))?;
+    .await?;
     Ok(())
 }
 
@@ -470,31 +555,31 @@ impl Storage for PgStore {
         inbound: &Inbound,
         plan: Planner<'_, InboundSnapshot, InboundPlan>,
     ) -> Result<InboundPlan, StoreError> {
-        in_transaction!(self, "record an inbound", |tx| {
-            let seen_for = tx
-                .query_opt(
-                    "SELECT business, customer FROM inbound_ids WHERE message_id = $1",
-                    &[&id.as_str()],
-                )
-                .await
-                .map_err(db_error("read an inbound id"))?
-                .map(|row| rows::pair("inbound_ids", row.get(0), row.get(1)))
-                .transpose()?;
-            let window = read_window(&*tx, pair).await?;
+        in_transaction!(snapshot: self, "record an inbound", |tx| {
+            let (seen_for, window) =
+                conn::pipelined!(read_inbound_id(&tx, id), read_window(&tx, pair))?;
             let plan = plan(&InboundSnapshot { seen_for, window })?;
-            if let Some(at) = plan.remember_at {
-                insert_inbound_id(&tx, id, pair, inbound, at).await?;
-            }
-            if let Some(window) = &plan.write_window {
-                write_window(&tx, pair, window).await?;
-            }
+            conn::pipelined!(
+                async {
+                    match plan.remember_at {
+                        Some(at) => insert_inbound_id(&tx, id, pair, inbound, at).await,
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match &plan.write_window {
+                        Some(window) => write_window(&tx, pair, window).await,
+                        None => Ok(()),
+                    }
+                },
+            )?;
             plan
         })
     }
 
     async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
         let client = self.client().await?;
-        read_window(&**client, pair).await
+        read_window(&client, pair).await
     }
 
     async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
@@ -508,7 +593,7 @@ impl Storage for PgStore {
         request: &SendRequest,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError> {
-        in_transaction!(self, "send", |tx| {
+        in_transaction!(snapshot: self, "send", |tx| {
             let snapshot = send_snapshot(&tx, request).await?;
             match plan(&snapshot)? {
                 SendPlan::Replay { message_id } => {
@@ -519,14 +604,25 @@ impl Storage for PgStore {
                 }
                 SendPlan::Accept(accepted) => {
                     let m = &accepted.message;
-                    insert_message(&tx, m).await?;
-                    put_key(&tx, request.idempotency_key.as_str(), &accepted.key).await?;
-                    if let Some(window) = &accepted.window {
-                        write_window(&tx, &request.pair, window).await?;
-                    }
-                    match &accepted.delivery {
-                        Some(delivery) => write_delivery(&tx, m.message_id, delivery).await?,
-                        None => note_change(&tx, m.message_id, None).await?,
+                    conn::pipelined!(
+                        insert_message(&tx, m),
+                        put_key(&tx, request.idempotency_key.as_str(), &accepted.key),
+                        async {
+                            match &accepted.window {
+                                Some(window) => write_window(&tx, &request.pair, window).await,
+                                None => Ok(()),
+                            }
+                        },
+                        async {
+                            match &accepted.delivery {
+                                Some(_) => Ok(()),
+                                None => note_change(&tx, m.message_id, None).await,
+                            }
+                        },
+                    )?;
+                    // After the message: a delivery refers to it.
+                    if let Some(delivery) = &accepted.delivery {
+                        write_delivery(&tx, m.message_id, delivery).await?;
                     }
                     SendOutcome::Accepted(m.clone())
                 }
@@ -557,12 +653,13 @@ impl Storage for PgStore {
             match &write {
                 TemplateWrite::Put(template) => put_template(&tx, template).await?,
                 TemplateWrite::Delete => {
-                    tx.execute(
+                    conn::execute(
+                        &tx,
+                        "delete a template",
                         "DELETE FROM templates WHERE name = $1 AND language = $2",
                         &[&id.name(), &id.language()],
                     )
-                    .await
-                    .map_err(db_error("delete a template"))?;
+                    .await?;
                 }
                 TemplateWrite::Keep => {}
             }
@@ -586,17 +683,17 @@ impl Storage for PgStore {
         let client = self.client().await?;
         // Byte order ("C"), the order sled keeps: pages are stable across
         // backends and locales.
-        let rows = client
-            .query(
-                "SELECT * FROM templates \
+        let rows = conn::query(
+            &client,
+            "list templates",
+            "SELECT * FROM templates \
                  WHERE (name COLLATE \"C\", language COLLATE \"C\") > ($1, $2) \
                    AND ($3::text IS NULL OR status = $3) \
                    AND ($4::text IS NULL OR category = $4) \
                  ORDER BY name COLLATE \"C\", language COLLATE \"C\" LIMIT $5",
-                &[&after_name, &after_language, &status, &category, &fetch],
-            )
-            .await
-            .map_err(db_error("list templates"))?;
+            &[&after_name, &after_language, &status, &category, &fetch],
+        )
+        .await?;
         let fetched = rows
             .iter()
             .map(rows::template)
@@ -613,18 +710,18 @@ impl Storage for PgStore {
         let limit = limit as i64;
         in_transaction!(self, "claim deliveries", |tx| {
             // SKIP LOCKED: replicas claiming at once take different rows.
-            let leased = tx
-                .query(
-                    "WITH due AS (SELECT message_id, next_attempt_at AS was FROM deliveries \
+            let leased = conn::query(
+                &tx,
+                "claim deliveries",
+                "WITH due AS (SELECT message_id, next_attempt_at AS was FROM deliveries \
                         WHERE next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3 \
                         FOR UPDATE SKIP LOCKED) \
                      UPDATE deliveries d SET next_attempt_at = $2, fence = d.fence + 1 \
                      FROM due WHERE d.message_id = due.message_id \
                      RETURNING d.message_id, due.was, d.fence",
-                    &[&now, &lease_until, &limit],
-                )
-                .await
-                .map_err(db_error("claim deliveries"))?;
+                &[&now, &lease_until, &limit],
+            )
+            .await?;
             let mut claims = Vec::with_capacity(leased.len());
             for row in leased {
                 let id: Uuid = row.get(0);
@@ -658,23 +755,26 @@ impl Storage for PgStore {
     ) -> Result<MessageState, StoreError> {
         let id = claim.message.message_id;
         in_transaction!(self, "store a delivery outcome", |tx| {
-            let fence: Option<i64> = tx
-                .query_opt("SELECT fence FROM deliveries WHERE message_id = $1", &[&id])
-                .await
-                .map_err(db_error("read a delivery"))?
-                .map(|row| row.get(0));
+            let fence: Option<i64> = conn::query_opt(
+                &tx,
+                "read a delivery",
+                "SELECT fence FROM deliveries WHERE message_id = $1",
+                &[&id],
+            )
+            .await?
+            .map(|row| row.get(0));
             if fence != Some(claim.fence as i64) {
                 return Err(StoreError::LeaseLost { message_id: id });
             }
             let mut early = None;
             if let Some(wamid) = &next.wamid
-                && let Some(row) = tx
-                    .query_opt(
-                        "DELETE FROM early_statuses WHERE wamid = $1 RETURNING *",
-                        &[wamid],
-                    )
-                    .await
-                    .map_err(db_error("take an early status"))?
+                && let Some(row) = conn::query_opt(
+                    &tx,
+                    "take an early status",
+                    "DELETE FROM early_statuses WHERE wamid = $1 RETURNING *",
+                    &[wamid],
+                )
+                .await?
             {
                 early = Some(rows::early_status(&row)?);
             }
@@ -692,16 +792,16 @@ impl Storage for PgStore {
         plan: StatusPlanner<'_>,
     ) -> Result<StatusReport, StoreError> {
         in_transaction!(self, "apply a status", |tx| {
-            let known = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {MESSAGE_COLUMNS} FROM deliveries d \
+            let known = conn::query_opt(
+                &tx,
+                "find a wamid",
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM deliveries d \
                          JOIN outbox o ON o.message_id = d.message_id WHERE d.wamid = $1"
-                    ),
-                    &[&wamid],
-                )
-                .await
-                .map_err(db_error("find a wamid"))?;
+                ),
+                &[&wamid],
+            )
+            .await?;
             match known {
                 Some(row) => {
                     let state = state_of(&row)?;
@@ -721,12 +821,15 @@ impl Storage for PgStore {
                     }
                 }
                 None => {
-                    let seen = tx
-                        .query_opt("SELECT * FROM early_statuses WHERE wamid = $1", &[&wamid])
-                        .await
-                        .map_err(db_error("read an early status"))?
-                        .map(|row| rows::early_status(&row))
-                        .transpose()?;
+                    let seen = conn::query_opt(
+                        &tx,
+                        "read an early status",
+                        "SELECT * FROM early_statuses WHERE wamid = $1",
+                        &[&wamid],
+                    )
+                    .await?
+                    .map(|row| rows::early_status(&row))
+                    .transpose()?;
                     match plan(&StatusTarget::Unknown(seen)) {
                         StatusPlan::KeepEarly(keep) => {
                             put_early(&tx, wamid, &keep).await?;
@@ -745,23 +848,24 @@ impl Storage for PgStore {
         plan: RatePlanner<'_>,
     ) -> Result<Result<(), TimeDelta>, StoreError> {
         in_transaction!(self, "take a send slot", |tx| {
-            let tat: Option<DateTime<Utc>> = tx
-                .query_opt(
-                    "SELECT tat FROM send_rate WHERE business = $1",
-                    &[&business.as_str()],
-                )
-                .await
-                .map_err(db_error("read the send rate"))?
-                .map(|row| row.get(0));
+            let tat: Option<DateTime<Utc>> = conn::query_opt(
+                &tx,
+                "read the send rate",
+                "SELECT tat FROM send_rate WHERE business = $1",
+                &[&business.as_str()],
+            )
+            .await?
+            .map(|row| row.get(0));
             match plan(tat) {
                 Ok(next) => {
-                    tx.execute(
+                    conn::execute(
+                        &tx,
+                        "take a send slot",
                         "INSERT INTO send_rate (business, tat) VALUES ($1, $2) \
                          ON CONFLICT (business) DO UPDATE SET tat = EXCLUDED.tat",
                         &[&business.as_str(), &next],
                     )
-                    .await
-                    .map_err(db_error("take a send slot"))?;
+                    .await?;
                     Ok(())
                 }
                 Err(wait) => Err(wait),
@@ -801,18 +905,16 @@ impl Storage for PgStore {
                     cutoffs.early_statuses,
                 ),
             ] {
-                *count = tx
-                    .execute(sql, &[&cutoff, &SWEEP_CHUNK])
-                    .await
-                    .map_err(db_error("sweep"))?;
+                *count = conn::execute(&tx, "sweep", sql, &[&cutoff, &SWEEP_CHUNK]).await?;
             }
-            tx.execute(
+            conn::execute(
+                &tx,
+                "sweep",
                 "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes \
                  WHERE changed_at <= $1 LIMIT $2)",
                 &[&changes_before, &SWEEP_CHUNK],
             )
-            .await
-            .map_err(db_error("sweep"))?;
+            .await?;
             let visited = removed.windows
                 + removed.inbound_ids
                 + removed.idempotency_keys
@@ -835,23 +937,20 @@ impl Storage for PgStore {
 
     async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let open: i64 = client
-            .query_one(
-                "SELECT count(*) FROM windows WHERE expires_at > $1",
-                &[&now],
-            )
-            .await
-            .map_err(db_error("count open windows"))?
-            .get(0);
+        let open: i64 = conn::query_one(
+            &client,
+            "count open windows",
+            "SELECT count(*) FROM windows WHERE expires_at > $1",
+            &[&now],
+        )
+        .await?
+        .get(0);
         Ok(open as u64)
     }
 
     async fn check(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .query_one("SELECT 1", &[])
-            .await
-            .map_err(db_error("check the database"))?;
+        conn::query_one(&client, "check the database", "SELECT 1", &[]).await?;
         Ok(())
     }
 
@@ -866,11 +965,14 @@ impl Storage for PgStore {
 
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
         let client = self.client().await?;
-        let bytes: i64 = client
-            .query_one("SELECT pg_database_size(current_database())", &[])
-            .await
-            .map_err(db_error("read the database size"))?
-            .get(0);
+        let bytes: i64 = conn::query_one(
+            &client,
+            "read the database size",
+            "SELECT pg_database_size(current_database())",
+            &[],
+        )
+        .await?
+        .get(0);
         Ok(Some(bytes as u64))
     }
 }

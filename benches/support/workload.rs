@@ -1,0 +1,179 @@
+//! The load workloads shared by the load benchmarks: what each call does,
+//! a closed loop of callers over one or several servers, and seeding.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+use wagate::pb;
+
+use super::*;
+
+pub const WARMUP: Duration = Duration::from_secs(1);
+pub const RUN: Duration = Duration::from_secs(5);
+pub const STREAMS: [usize; 3] = [1, 16, 256];
+/// Streams per HTTP/2 connection; hyper's server allows 200 by default.
+pub const STREAMS_PER_CONNECTION: usize = 64;
+/// Windows opened before the runs, read by GetWindow and mixed loads.
+pub const SEEDED: u64 = 10_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Workload {
+    GetWindow,
+    RecordInbound,
+    SendMessage,
+    /// 80% GetWindow, 15% RecordInbound, 5% SendMessage.
+    Mixed,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] = [
+        Workload::GetWindow,
+        Workload::RecordInbound,
+        Workload::SendMessage,
+        Workload::Mixed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::GetWindow => "GetWindow",
+            Workload::RecordInbound => "RecordInbound (durable)",
+            Workload::SendMessage => "SendMessage template (durable)",
+            Workload::Mixed => "mixed 80/15/5",
+        }
+    }
+}
+
+/// Every call gets a fresh sequence number: distinct customers for inbound,
+/// distinct idempotency keys for sends, spread reads over the seeded set.
+pub static SEQUENCE: AtomicU64 = AtomicU64::new(1_000_000);
+
+pub async fn call(
+    client: &mut pb::gateway_client::GatewayClient<tonic::transport::Channel>,
+    workload: Workload,
+) -> Result<(), Status> {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let kind = match workload {
+        Workload::Mixed => match n % 20 {
+            0..16 => Workload::GetWindow,
+            16..19 => Workload::RecordInbound,
+            _ => Workload::SendMessage,
+        },
+        other => other,
+    };
+    match kind {
+        Workload::GetWindow => client
+            .get_window(get_window(customer(n % SEEDED)))
+            .await
+            .map(drop),
+        Workload::RecordInbound => client
+            .record_inbound(record_inbound(customer(n), format!("wamid.{n}"), None))
+            .await
+            .map(drop),
+        Workload::SendMessage => client
+            .send_message(send_template(customer(n % SEEDED), format!("bench-{n}")))
+            .await
+            .map(drop),
+        Workload::Mixed => unreachable!("resolved above"),
+    }
+}
+
+/// Closed loop: `streams` callers, each issuing its next call when the last
+/// returns; the streams are spread over `targets` (replicas of one service).
+pub async fn closed_loop(
+    targets: &[&Process],
+    workload: Workload,
+    streams: usize,
+    duration: Duration,
+) -> Sample {
+    let mut clients = Vec::new();
+    let connections = streams
+        .div_ceil(STREAMS_PER_CONNECTION)
+        .max(targets.len())
+        .min(streams);
+    for i in 0..connections {
+        clients.extend(channels(targets[i % targets.len()].addr, 1).await);
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..streams)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            tokio::spawn(async move {
+                let mut sample = Sample::new();
+                while Instant::now() < deadline {
+                    let began = Instant::now();
+                    match call(&mut client, workload).await {
+                        Ok(()) => sample
+                            .latencies
+                            .record(began.elapsed().as_micros().max(1) as u64)
+                            .unwrap(),
+                        Err(_) => sample.errors += 1,
+                    }
+                }
+                sample
+            })
+        })
+        .collect();
+    let mut total = Sample::new();
+    for task in tasks {
+        total.merge(&task.await.unwrap());
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// A warm-up, then a measured closed loop over `targets`: the sample and
+/// the targets' CPU use together, in percent of one core.
+pub async fn measure(targets: &[&Process], workload: Workload, streams: usize) -> (Sample, f64) {
+    closed_loop(targets, workload, streams, WARMUP).await;
+    let cpu = |targets: &[&Process]| targets.iter().map(|t| t.cpu()).sum::<Duration>();
+    let cpu_before = cpu(targets);
+    let sample = closed_loop(targets, workload, streams, RUN).await;
+    let used = (cpu(targets) - cpu_before).as_secs_f64() / sample.elapsed.as_secs_f64() * 100.0;
+    (sample, used)
+}
+
+/// The approved template the sends use, and `SEEDED` open windows.
+pub async fn seed(server: &Process) {
+    let mut templates = server.templates().await;
+    let template = pb::Template {
+        name: TEMPLATE.into(),
+        language: "en_US".into(),
+        category: pb::TemplateCategory::Utility as i32,
+        body: "Hi {{1}}, your order {{2}} has shipped.".into(),
+        ..Default::default()
+    };
+    templates
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(template),
+        })
+        .await
+        .unwrap();
+    templates
+        .set_template_status(pb::SetTemplateStatusRequest {
+            name: TEMPLATE.into(),
+            language: "en_US".into(),
+            status: pb::TemplateStatus::Approved as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let clients = channels(server.addr, 4).await;
+    let tasks: Vec<_> = (0..64u64)
+        .map(|worker| {
+            let mut client = clients[worker as usize % 4].clone();
+            tokio::spawn(async move {
+                for n in (worker..SEEDED).step_by(64) {
+                    client
+                        .record_inbound(record_inbound(customer(n), format!("seed.{n}"), None))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
