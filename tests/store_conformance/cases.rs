@@ -272,6 +272,58 @@ pub async fn concurrent_sends_with_one_key_store_one_message(h: &dyn Harness) {
     assert_eq!(kept, 1, "one message stored");
 }
 
+/// Inbounds for one customer at once, through two replicas: the window
+/// keeps the latest (no update lost to a concurrent one), and one inbound
+/// id recorded by many at once is recorded once.
+pub async fn concurrent_inbounds_for_one_customer_lose_no_update(h: &dyn Harness) {
+    let first = h.open().await;
+    let second = h.another_replica(&first).await;
+    let p = Arc::new(pair("+27821234567"));
+    let now = t0() + TimeDelta::hours(1);
+    let mut tasks = Vec::new();
+    // The latest first, so most arrive after a later one is stored.
+    for minute in (0..24).rev() {
+        let store = [&first, &second][minute % 2].clone();
+        let p = p.clone();
+        let at = t0() + TimeDelta::minutes(minute as i64);
+        tasks.push(tokio::spawn(async move {
+            let message = id(&format!("wamid.minute-{minute}"));
+            store.record_inbound(&p, &message, &inbound(at), now).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let window = first.window(&p).await.unwrap().unwrap();
+    assert_eq!(
+        window.last_inbound_at,
+        t0() + TimeDelta::minutes(23),
+        "the latest inbound decides the window"
+    );
+
+    let same: Vec<_> = (0..16)
+        .map(|i| {
+            let store = [&first, &second][i % 2].clone();
+            let p = p.clone();
+            tokio::spawn(async move {
+                store
+                    .record_inbound(&p, &id("wamid.same"), &inbound(now), now)
+                    .await
+            })
+        })
+        .collect();
+    let mut recorded = 0;
+    for task in same {
+        let (outcome, _) = task.await.unwrap().unwrap();
+        recorded += usize::from(outcome != InboundOutcome::Duplicate);
+    }
+    assert_eq!(recorded, 1, "one inbound id, recorded once");
+    assert_eq!(
+        first.window(&p).await.unwrap().unwrap().last_inbound_at,
+        now
+    );
+}
+
 pub async fn sweep_drops_windows_closed_past_retention_but_spares_extended_ones(h: &dyn Harness) {
     let store = h.open().await;
     let retention = Retention::default();

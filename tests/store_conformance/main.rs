@@ -84,6 +84,7 @@ macro_rules! conformance {
                 sends_are_idempotent_and_dry_runs_store_nothing,
                 expired_idempotency_key_is_taken_over,
                 concurrent_sends_with_one_key_store_one_message,
+                concurrent_inbounds_for_one_customer_lose_no_update,
                 sweep_drops_windows_closed_past_retention_but_spares_extended_ones,
                 sweep_forgets_inbound_ids_after_retention,
                 sweep_drops_idempotency_records_after_24h,

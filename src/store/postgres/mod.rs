@@ -20,8 +20,8 @@
 //! none does (a template, read by a send, is written by template changes,
 //! which read no message, key or window). Serializable isolation would add
 //! only false conflicts there: its locks on index pages read empty made
-//! RecordInbounds of different new customers collide, a quarter of them at
-//! 16 streams.
+//! RecordInbounds of different new customers collide (1,515 retries in
+//! 8,000 calls; BENCHMARKS.md).
 //!
 //! Only `store::postgres` names PostgreSQL.
 
