@@ -112,27 +112,7 @@ fn main() {
     if args.iter().any(|a| a == "--noop-server") {
         return support::noop::serve();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
-}
-
-/// Workloads whose name contains any non-flag argument (all when none is given).
-fn selected() -> Vec<Workload> {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .map(|a| a.to_lowercase())
-        .collect();
-    Workload::ALL
-        .into_iter()
-        .filter(|w| {
-            filters.is_empty() || filters.iter().any(|f| w.name().to_lowercase().contains(f))
-        })
-        .collect()
+    block_on(run());
 }
 
 async fn run() {
@@ -155,7 +135,7 @@ async fn run() {
     );
 
     let mut rows = Vec::new();
-    for workload in selected() {
+    for workload in selected(&Workload::ALL) {
         for streams in STREAMS {
             let (wagate_sample, wagate_cpu) = measure(&[&wagate], workload, streams).await;
             let (noop_sample, noop_cpu) = measure(&[&noop], workload, streams).await;
@@ -216,7 +196,7 @@ async fn run() {
     println!("\nopen loop at half of wagate's peak (256 streams) rate:");
     println!("| workload | rate req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for workload in selected() {
+    for workload in selected(&Workload::ALL) {
         let peak = rows
             .iter()
             .filter(|r| r.workload == workload)

@@ -4,7 +4,9 @@
 //! In one run: the median of 5,000 GetWindow calls on one stream against a
 //! release wagate over loopback, then `PhoneNumber::parse` over numbers from
 //! many countries: the first parse of each country (its patterns compile on
-//! first use) and the steady state. Prints both and their ratios.
+//! first use), numbers not seen lately (distinct NANP numbers, the costliest:
+//! +1 is shared by 25 regions) and numbers seen lately (remembered). Prints
+//! each and its ratio to the call.
 
 mod support;
 
@@ -15,6 +17,8 @@ use wagate::domain::PhoneNumber;
 
 const CALLS: u64 = 5_000;
 const PARSES: usize = 200_000;
+/// Distinct numbers, more than wagate remembers, so none is remembered.
+const NEW_NUMBERS: u64 = 50_000;
 
 /// One number per country, as callers write them.
 const NUMBERS: &[&str] = &[
@@ -52,6 +56,12 @@ fn main() {
     }
     let steady = started.elapsed() / PARSES as u32;
 
+    let started = Instant::now();
+    for n in 0..NEW_NUMBERS {
+        std::hint::black_box(PhoneNumber::parse(&customer(7_000_000 + n)).unwrap());
+    }
+    let new = started.elapsed() / NEW_NUMBERS as u32;
+
     println!("GetWindow, 1 stream, median     {:>10.1} µs", micros(call));
     println!(
         "parse, first use of a country   {:>10.1} µs  ({:.2} of a call)",
@@ -59,7 +69,12 @@ fn main() {
         ratio(first, call)
     );
     println!(
-        "parse, steady state             {:>10.1} µs  ({:.3} of a call; 2 per call: {:.3})",
+        "parse, a NANP number not seen lately {:>5.1} µs  ({:.3} of a call)",
+        micros(new),
+        ratio(new, call)
+    );
+    println!(
+        "parse, a number seen lately     {:>10.1} µs  ({:.3} of a call; 2 per call: {:.3})",
         micros(steady),
         ratio(steady, call),
         2.0 * ratio(steady, call)

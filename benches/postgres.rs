@@ -18,6 +18,13 @@ use std::process::Command;
 use support::workload::*;
 use support::*;
 
+/// The mixed load adds nothing here.
+const MEASURED: [Workload; 3] = [
+    Workload::GetWindow,
+    Workload::RecordInbound,
+    Workload::SendMessage,
+];
+
 /// Connections each replica keeps: wagate's default.
 const POOL_SIZE: &str = "16";
 
@@ -25,30 +32,7 @@ fn main() {
     if std::env::args().any(|a| a == "--noop-server") {
         return support::noop::serve();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
-}
-
-/// The measured workloads whose name contains a non-flag argument (all
-/// three when none is given). The mixed load adds nothing here.
-fn selected() -> Vec<Workload> {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .map(|a| a.to_lowercase())
-        .collect();
-    [
-        Workload::GetWindow,
-        Workload::RecordInbound,
-        Workload::SendMessage,
-    ]
-    .into_iter()
-    .filter(|w| filters.is_empty() || filters.iter().any(|f| w.name().to_lowercase().contains(f)))
-    .collect()
+    block_on(run());
 }
 
 fn replica(data: &Path, url: &str) -> Process {
@@ -106,7 +90,7 @@ async fn run() {
     );
 
     let mut rows = Vec::new();
-    for workload in selected() {
+    for workload in selected(&MEASURED) {
         let script = script_file(scripts.path(), workload);
         for streams in STREAMS {
             let (one_sample, _) = measure(&[&one], workload, streams).await;

@@ -51,12 +51,7 @@ fn seeded_customer(i: u64, windows: u64) -> String {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    block_on(run());
 }
 
 async fn run() {

@@ -142,18 +142,6 @@ async fn one_key_sent_to_every_replica_at_once_stores_one_message() {
     );
 }
 
-/// Runs the binary with `args` expecting it to refuse to start; returns
-/// its stderr.
-fn refused_start(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "started with {args:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
     let server = pg::shared();
@@ -168,7 +156,7 @@ fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
             .port(),
         pg::PASSWORD
     );
-    let err = refused_start(&["--database-url", &nowhere]);
+    let err = refused_start(&[], &["--database-url", &nowhere]);
     assert!(
         err.contains("cannot open the PostgreSQL store") && err.contains("connect"),
         "{err}"
@@ -179,7 +167,7 @@ fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
     let wrong = server
         .url(&database)
         .replace(pg::PASSWORD, "not-the-password");
-    let err = refused_start(&["--database-url", &wrong]);
+    let err = refused_start(&[], &["--database-url", &wrong]);
     assert!(err.contains("password authentication failed"), "{err}");
     assert_eq!(
         server.psql(
@@ -197,7 +185,7 @@ fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
          applied_at timestamptz NOT NULL DEFAULT now()); \
          INSERT INTO schema_migrations (version) VALUES (99)",
     );
-    let err = refused_start(&["--database-url", &server.url(&database)]);
+    let err = refused_start(&[], &["--database-url", &server.url(&database)]);
     assert!(err.contains("schema version 99"), "{err}");
     assert_eq!(
         server.psql(

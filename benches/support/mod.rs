@@ -20,6 +20,17 @@ use wagate::pb::template_registry_client::TemplateRegistryClient;
 
 pub const BUSINESS: &str = "+15550001111";
 
+/// Runs a bench's `main` on the load generator's runtime: two workers,
+/// like the machine's two cores.
+pub fn block_on(run: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run);
+}
+
 /// A server process under measurement.
 pub struct Process {
     pub child: Child,

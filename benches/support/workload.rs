@@ -177,3 +177,20 @@ pub async fn seed(server: &Process) {
         task.await.unwrap();
     }
 }
+
+/// The workloads of `offered` whose name contains a non-flag argument of
+/// the bench (all of them when none is given).
+pub fn selected(offered: &[Workload]) -> Vec<Workload> {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| a.to_lowercase())
+        .collect();
+    offered
+        .iter()
+        .copied()
+        .filter(|w| {
+            filters.is_empty() || filters.iter().any(|f| w.name().to_lowercase().contains(f))
+        })
+        .collect()
+}

@@ -8,6 +8,17 @@ use super::error::{Reason, Rejection};
 /// reasonable punctuation, and is refused before any work is done on it.
 const MAX_RAW_LEN: usize = 64;
 
+/// Numbers parsed lately, as written, with their normal form. libphonenumber's
+/// rules cost tens of microseconds a number (far more than a stored read;
+/// NANP numbers test the patterns of every region sharing +1), and callers
+/// ask about the same customers again and again. Parsing is a pure
+/// function of the text, so a remembered answer is the answer. Refusals
+/// are not kept: they are rare, and junk must not push customers out.
+static PARSED: std::sync::LazyLock<quick_cache::sync::Cache<String, PhoneNumber>> =
+    std::sync::LazyLock::new(|| quick_cache::sync::Cache::new(PARSED_KEPT));
+/// About 3 MiB at most.
+const PARSED_KEPT: usize = 32_768;
+
 /// A normalised E.164 number: `+` then 8–15 digits, the first not 0.
 ///
 /// `Display` and `Debug` mask the number (`+2782*****67`), because phone
@@ -23,6 +34,15 @@ impl PhoneNumber {
     /// one customer has one key; a country code that does not exist, or a
     /// length no number of that country has, is refused.
     pub fn parse(raw: &str) -> Result<Self, Rejection> {
+        if let Some(known) = PARSED.get(raw) {
+            return Ok(known);
+        }
+        let parsed = Self::parse_uncached(raw)?;
+        PARSED.insert(raw.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+
+    fn parse_uncached(raw: &str) -> Result<Self, Rejection> {
         let invalid = |rule: String| Rejection::new(Reason::InvalidPhoneNumber, rule);
         if raw.len() > MAX_RAW_LEN {
             return Err(invalid("must be an E.164 number of 8-15 digits".into()));
@@ -349,6 +369,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_remembered_answer_is_the_answer_parsing_gives(
+            raw in r"\+?[1-9]([ ()-]?[0-9]){7,14}"
+        ) {
+            let fresh = PhoneNumber::parse_uncached(&raw);
+            prop_assert_eq!(PhoneNumber::parse(&raw), fresh.clone());
+            prop_assert_eq!(PhoneNumber::parse(&raw), fresh, "asked again");
+        }
+
         #[test]
         fn normalising_is_idempotent(raw in r"\+?[1-9]([ ()-]?[0-9]){7,14}") {
             if let Ok(once) = PhoneNumber::parse(&raw) {

@@ -469,3 +469,16 @@ pub async fn still_there(gateway: &mut GatewayClient<Channel>, write: &Acknowled
     }
     window_kept && send_kept
 }
+
+/// Runs the binary with `args` (and `env`) expecting it to refuse to start;
+/// returns its stderr.
+pub fn refused_start(env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
