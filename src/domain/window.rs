@@ -83,6 +83,18 @@ pub struct Window {
     pub free_until: Option<DateTime<Utc>>,
 }
 
+/// One customer's two windows, stored under two keys by older
+/// phone-number rules (`+4402…` and `+442…`), as one: each instant the later
+/// of the two, so the customer keeps whatever either window granted.
+pub fn merge(a: &Window, b: &Window) -> Window {
+    Window {
+        last_inbound_at: a.last_inbound_at.max(b.last_inbound_at),
+        expires_at: a.expires_at.max(b.expires_at),
+        free_entry_deadline: a.free_entry_deadline.max(b.free_entry_deadline),
+        free_until: a.free_until.max(b.free_until),
+    }
+}
+
 /// A message id seen again: a retry for the same pair changes nothing; the
 /// same id for another pair is a caller bug, refused rather than ignored.
 pub fn repeated_inbound(recorded_for: &Pair, pair: &Pair) -> Result<InboundOutcome, Rejection> {
@@ -280,6 +292,32 @@ mod tests {
             kind: InboundKind::Message,
             entry_point: EntryPoint::Organic,
         }
+    }
+
+    #[test]
+    fn merged_windows_keep_what_either_granted() {
+        let h = |hours| t0() + TimeDelta::hours(hours);
+        let older = Window {
+            last_inbound_at: h(0),
+            expires_at: h(72),
+            free_entry_deadline: Some(h(24)),
+            free_until: Some(h(72)),
+        };
+        let newer = Window {
+            last_inbound_at: h(10),
+            expires_at: h(34),
+            free_entry_deadline: None,
+            free_until: None,
+        };
+        let merged = Window {
+            last_inbound_at: h(10),
+            expires_at: h(72),
+            free_entry_deadline: Some(h(24)),
+            free_until: Some(h(72)),
+        };
+        assert_eq!(merge(&older, &newer), merged);
+        assert_eq!(merge(&newer, &older), merged, "in either order");
+        assert_eq!(merge(&newer, &newer), newer);
     }
 
     fn ad(received_at: DateTime<Utc>) -> Inbound {

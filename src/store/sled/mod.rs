@@ -9,6 +9,7 @@ mod delivery;
 mod export;
 mod keys;
 mod records;
+mod rekey;
 mod sweep;
 
 use std::path::PathBuf;
@@ -196,6 +197,15 @@ impl SledStore {
             early_statuses: db.open_tree(EARLY_STATUSES)?,
             early_status_age: db.open_tree("early_status_age/v1")?,
         };
+        let rekeyed = rekey::normalise_phone_keys(&db, &meta, &trees)?;
+        if rekeyed != rekey::Rekeyed::default() {
+            tracing::info!(
+                windows = rekeyed.windows,
+                merged = rekeyed.merged,
+                inbound_ids = rekeyed.inbound_ids,
+                "moved keys written under older phone-number rules to their normal form"
+            );
+        }
         let commit = GroupCommit::start(db.clone());
         Ok(SledStore {
             db,

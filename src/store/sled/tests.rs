@@ -117,3 +117,96 @@ async fn a_newer_schema_is_refused_and_corrupt_values_are_errors() {
         "{err}"
     );
 }
+
+/// A data directory written under the older phone-number rules: one
+/// customer's window under two keys, another under the old key only, and an
+/// inbound id recorded for the old form.
+#[tokio::test]
+async fn keys_written_under_older_phone_rules_are_merged_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = |hours| t0() + TimeDelta::hours(hours);
+    let window = |opened: DateTime<Utc>| Window {
+        last_inbound_at: opened,
+        expires_at: opened + TimeDelta::hours(24),
+        free_entry_deadline: None,
+        free_until: None,
+    };
+    let old_key = |customer: &str| format!("+15550001111\0{customer}").into_bytes();
+    {
+        let store = SledStore::open(&config(&dir)).unwrap();
+        record(&store, "+442079460958", "wamid.new", h(0)).await;
+        let t = &store.trees;
+        for (customer, opened) in [("+4402079460958", h(2)), ("+4402079460999", h(1))] {
+            let key = old_key(customer);
+            let w = window(opened);
+            t.windows
+                .insert(&key, encode(&WindowRecord::from(&w)))
+                .unwrap();
+            t.window_expiry
+                .insert(keys::timed(w.expires_at, &key), &[])
+                .unwrap();
+        }
+        let mut seen = InboundRecord::new(
+            &pair("+442079460958"),
+            h(2),
+            InboundKind::Message,
+            EntryPoint::Organic,
+            h(2),
+        );
+        seen.customer = "+4402079460958".into();
+        t.inbound_ids.insert("wamid.old", encode(&seen)).unwrap();
+        // As a data directory from before the rules had a version.
+        let meta = store.db.open_tree("meta").unwrap();
+        meta.remove("phone_rules").unwrap();
+        store.db.flush().unwrap();
+    }
+
+    let store = SledStore::open(&config(&dir)).unwrap();
+    assert_eq!(
+        store.window(&pair("+442079460958")).await.unwrap(),
+        Some(window(h(2))),
+        "the two windows are one, the later kept"
+    );
+    assert_eq!(
+        store.window(&pair("+442079460999")).await.unwrap(),
+        Some(window(h(1))),
+        "a window under the old key only moved"
+    );
+    let t = &store.trees;
+    for customer in ["+4402079460958", "+4402079460999"] {
+        assert_eq!(t.windows.get(old_key(customer)).unwrap(), None);
+    }
+    let indexed: Vec<Vec<u8>> = t
+        .window_expiry
+        .iter()
+        .keys()
+        .map(|k| keys::split_timed(&k.unwrap()).unwrap().1.to_vec())
+        .collect();
+    let stored: Vec<Vec<u8>> = t
+        .windows
+        .iter()
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    assert_eq!(indexed.len(), 2, "one expiry entry a window");
+    for key in &indexed {
+        assert!(
+            stored.contains(key),
+            "the expiry index names stored windows"
+        );
+    }
+
+    // The webhook redelivered after the upgrade is the same message.
+    let p = pair("+442079460958");
+    let again = inbound(h(3));
+    let plan = store
+        .record_inbound(
+            &p,
+            &InboundMessageId::parse("wamid.old").unwrap(),
+            &again,
+            &|seen| crate::domain::window::plan_inbound(seen, &p, &again, h(3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.outcome, crate::domain::InboundOutcome::Duplicate);
+}

@@ -1,0 +1,103 @@
+//! Keys written under older phone-number rules, moved to today's.
+//!
+//! Before libphonenumber's rules, `+44 (0) 20 7946 0958` was stored as
+//! `+4402079460958`, so a customer who wrote both ways had two keys and a
+//! window split in two. At start, once for each version of the rules,
+//! every window key and inbound-id record is parsed again: a window the
+//! rules now write under another key moves there, merged with any window
+//! already there (`window::merge`: the customer keeps what either granted);
+//! an inbound id's pair is rewritten, so a redelivered webhook is still a
+//! duplicate. A key that no longer parses at all (a country code that does
+//! not exist) stays as it was: nothing can ask for it, and the sweeper
+//! removes it once it expires. Messages keep the numbers they were sent to.
+
+use super::*;
+use crate::domain::window;
+
+/// The phone-number rules the stored keys follow: raise it with any change
+/// of rules that writes some number differently.
+const PHONE_RULES: u8 = 1;
+const PHONE_RULES_KEY: &str = "phone_rules";
+
+/// What one pass moved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rekeyed {
+    /// Windows moved to their normal key.
+    pub windows: usize,
+    /// Of those, how many met a window already there.
+    pub merged: usize,
+    /// Inbound-id records whose pair was rewritten.
+    pub inbound_ids: usize,
+}
+
+/// Moves every key the current rules write differently, unless this data
+/// directory already follows them; then records that it does.
+pub(super) fn normalise_phone_keys(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    t: &Trees,
+) -> Result<Rekeyed, StoreError> {
+    if meta.get(PHONE_RULES_KEY)?.as_deref() == Some(&[PHONE_RULES]) {
+        return Ok(Rekeyed::default());
+    }
+    let mut done = Rekeyed::default();
+    for entry in t.windows.iter() {
+        let (key, _) = entry?;
+        let Some(pair) = renormalised(&key) else {
+            continue;
+        };
+        let normal = keys::pair(&pair);
+        let result = (&t.windows, &t.window_expiry).transaction(|(windows, expiry)| {
+            let Some(moving) = read::<WindowRecord, Window>(WINDOWS, windows.get(&key)?)? else {
+                return Ok(None);
+            };
+            let there = read::<WindowRecord, Window>(WINDOWS, windows.get(&normal)?)?;
+            windows.remove(&*key)?;
+            expiry.remove(keys::timed(moving.expires_at, &key))?;
+            let merged = match &there {
+                Some(there) => {
+                    expiry.remove(keys::timed(there.expires_at, &normal))?;
+                    window::merge(there, &moving)
+                }
+                None => moving,
+            };
+            expiry.insert(keys::timed(merged.expires_at, &normal), &[])?;
+            windows.insert(normal.as_slice(), encode(&WindowRecord::from(&merged)))?;
+            Ok(Some(there.is_some()))
+        });
+        if let Some(met) = finish(result)? {
+            done.windows += 1;
+            done.merged += usize::from(met);
+        }
+    }
+    for entry in t.inbound_ids.iter() {
+        let (id, value) = entry?;
+        let mut record: InboundRecord = decode(&value).map_err(corrupt(INBOUND_IDS))?;
+        let (Ok(business), Ok(customer)) = (
+            PhoneNumber::parse(&record.business),
+            PhoneNumber::parse(&record.customer),
+        ) else {
+            continue;
+        };
+        if business.as_str() != record.business || customer.as_str() != record.customer {
+            record.business = business.as_str().to_owned();
+            record.customer = customer.as_str().to_owned();
+            t.inbound_ids.insert(id, encode(&record))?;
+            done.inbound_ids += 1;
+        }
+    }
+    meta.insert(PHONE_RULES_KEY, &[PHONE_RULES])?;
+    db.flush()?;
+    Ok(done)
+}
+
+/// The pair a stored window key names, when today's rules write it
+/// differently.
+fn renormalised(key: &[u8]) -> Option<Pair> {
+    let (business, customer) = std::str::from_utf8(key).ok()?.split_once('\0')?;
+    let pair = Pair {
+        business: PhoneNumber::parse(business).ok()?,
+        customer: PhoneNumber::parse(customer).ok()?,
+    };
+    (keys::pair(&pair) != key).then_some(pair)
+}
