@@ -1,8 +1,10 @@
 //! Clients other than our own: grpcurl through reflection alone (running the
-//! README's session as pasted), and a Python client generated from proto/.
+//! README's session as pasted), and the Python and Node examples
+//! (examples/python, examples/node) as a caller would run them.
 //!
-//! The tools come from PyPI (tests/python/requirements.txt); scripts/test.sh
-//! installs them and points WAGATE_GRPCURL and WAGATE_PYTHON at them.
+//! The tools come from PyPI (tests/python/requirements.txt) and npm
+//! (examples/node/package-lock.json); scripts/test.sh installs them and
+//! points WAGATE_GRPCURL and WAGATE_PYTHON at them.
 
 mod common;
 
@@ -137,20 +139,45 @@ fn grpcurl_checks_health_and_describes_messages() {
     }
 }
 
-#[test]
-fn a_generated_python_client_opens_a_window_and_sends_a_text() {
-    let python = tool("WAGATE_PYTHON", "python");
+/// Runs an example client against a fresh server; returns its output.
+fn run_example(program: &Path, script: &str) -> String {
     let server = Server::start();
-    let output = Command::new(python)
-        .arg(manifest_dir().join("tests/python/client.py"))
+    let output = Command::new(program)
+        .arg(manifest_dir().join(script))
         .arg(server.addr.to_string())
-        .arg(manifest_dir().join("proto"))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
-        output.status.success() && stdout.contains("python client ok"),
-        "python client failed:\n{stdout}\n{}",
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// What both examples print when every step answered as documented.
+fn example_succeeded(stdout: &str, client: &str) -> bool {
+    stdout.contains(&format!("{client} example ok: message "))
+        && stdout.contains("MESSAGE_STATUS_ACCEPTED, refused WINDOW_CLOSED (whatsapp_code 131047)")
+}
+
+#[test]
+fn the_python_example_records_sends_watches_and_reads_a_refusal() {
+    let python = tool("WAGATE_PYTHON", "python");
+    let stdout = run_example(&python, "examples/python/example.py");
+    assert!(example_succeeded(&stdout, "python"), "{stdout}");
+}
+
+#[test]
+fn the_node_example_records_sends_watches_and_reads_a_refusal() {
+    let modules = manifest_dir().join("examples/node/node_modules");
+    assert!(
+        modules.exists(),
+        "{} missing: run scripts/test.sh (it runs npm ci there)",
+        modules.display()
+    );
+    let node = std::env::var_os("WAGATE_NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from);
+    let stdout = run_example(&node, "examples/node/example.js");
+    assert!(example_succeeded(&stdout, "node"), "{stdout}");
 }

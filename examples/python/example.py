@@ -1,8 +1,11 @@
 """A Python service calling wagate through a client generated from proto/.
 
-Usage: client.py ADDRESS PROTO_DIR
-Generates the stubs with grpcio-tools into a temporary directory, opens a
-window with RecordInbound, sends a text, and reads the ErrorInfo of a refusal.
+Usage: python example.py ADDRESS [PROTO_DIR]   (pip install -r requirements.txt)
+
+Generates the stubs with grpcio-tools into a temporary directory (PROTO_DIR
+defaults to the repository's proto/), opens a window with RecordInbound,
+sends a text, watches it, and reads the reason and WhatsApp code of a
+refusal from its google.rpc.ErrorInfo (grpcio-status decodes the details).
 """
 
 import os
@@ -33,7 +36,9 @@ def generate_stubs(proto_dir: str) -> str:
 
 
 def main() -> None:
-    address, proto_dir = sys.argv[1], sys.argv[2]
+    address = sys.argv[1]
+    here = os.path.dirname(os.path.abspath(__file__))
+    proto_dir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "..", "..", "proto")
     sys.path.insert(0, generate_stubs(proto_dir))
     from wagate.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -55,6 +60,13 @@ def main() -> None:
         assert sent.pricing_category == gateway_pb2.PRICING_CATEGORY_SERVICE, sent
         assert len(sent.message_id) == 36, sent
 
+        # The message's current state comes first, then each change.
+        watch = gateway.WatchMessages(gateway_pb2.WatchMessagesRequest(message_ids=[sent.message_id]))
+        first = next(watch)
+        assert first.message.message_id == sent.message_id, first
+        assert first.message.status == gateway_pb2.MESSAGE_STATUS_ACCEPTED, first
+        watch.cancel()
+
         try:
             gateway.SendMessage(gateway_pb2.SendMessageRequest(
                 business_number=business, customer_number="+27829999999", idempotency_key="python-2",
@@ -68,7 +80,8 @@ def main() -> None:
             assert (info.reason, info.domain) == ("WINDOW_CLOSED", "wagate"), info
             assert info.metadata["whatsapp_code"] == "131047", info
 
-    print(f"python client ok: message {sent.message_id}")
+    print(f"python example ok: message {sent.message_id} {gateway_pb2.MessageStatus.Name(first.message.status)}, "
+          f"refused {info.reason} (whatsapp_code {info.metadata['whatsapp_code']})")
 
 
 if __name__ == "__main__":
