@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of wagate. Installs the client tools the tests drive wagate
 # with (grpcurl and grpcio, pinned in tests/python/requirements.txt) into
-# .venv, the Node example's packages (examples/node, npm ci), and PostgreSQL
+# .venv, the manifest checkers (tests/k8s/requirements.txt) into .venv-k8s,
+# the Node example's packages (examples/node, npm ci), and PostgreSQL
 # (Debian's postgresql, which the PostgreSQL tests start on their own temp
 # directories) when missing, then runs cargo test.
 # Extra arguments go to cargo test.
@@ -30,6 +31,16 @@ if ! cmp -s examples/node/package-lock.json examples/node/node_modules/.installe
     cp examples/node/package-lock.json examples/node/node_modules/.installed-lock.json
 fi
 
+# The manifest checkers pull in much that the client tools must not share.
+if [ ! -x .venv-k8s/bin/python ]; then
+    python3 -m venv .venv-k8s
+fi
+if ! cmp -s tests/k8s/requirements.txt .venv-k8s/installed-requirements.txt; then
+    .venv-k8s/bin/pip install --quiet --disable-pip-version-check -r tests/k8s/requirements.txt
+    cp tests/k8s/requirements.txt .venv-k8s/installed-requirements.txt
+fi
+
 export WAGATE_GRPCURL="$PWD/.venv/bin/grpcurl"
+export WAGATE_K8S_TOOLS="$PWD/.venv-k8s/bin"
 export WAGATE_PYTHON="$PWD/.venv/bin/python"
 exec cargo test --locked "$@"

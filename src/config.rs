@@ -34,8 +34,16 @@ pub struct Config {
     /// with `target_session_attrs=read-write` to follow a failover. TLS as
     /// libpq's `sslmode` (`require`, `verify-ca`, `verify-full` with
     /// `sslrootcert`).
-    #[arg(long, env = "WAGATE_DATABASE_URL", value_parser = parse_secret)]
+    #[arg(long, env = "WAGATE_DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
     pub database_url: Option<Secret>,
+
+    /// File holding the database URL (a mounted Secret, say).
+    #[arg(
+        long,
+        env = "WAGATE_DATABASE_URL_FILE",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
 
     /// Connections each replica keeps to PostgreSQL at most.
     #[arg(long, env = "WAGATE_DATABASE_POOL_SIZE", default_value_t = 16)]

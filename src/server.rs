@@ -226,7 +226,12 @@ fn spawn_readiness(
 
 /// PostgreSQL when a database URL is given, else sled on the data dir.
 async fn open_store(config: &Config) -> Result<Arc<dyn Storage>, BoxError> {
-    Ok(match &config.database_url {
+    let database_url = crate::config::resolve_secret(
+        &config.database_url,
+        &config.database_url_file,
+        "database URL",
+    )?;
+    Ok(match &database_url {
         Some(url) => {
             let store = PgStore::connect(&PgConfig {
                 url: url.expose().to_owned(),

@@ -365,18 +365,34 @@ fn the_postgresql_deployment_runs_three_replicas_one_disruption_at_a_time() {
     let pod = &deployment["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
     let config = container_config(container);
-    let url = container["env"]
+    // The URL (with its password) is a file from a Secret, not an env value.
+    let file = config.database_url_file.expect("the database URL is set");
+    let mount = container["volumeMounts"]
         .as_sequence()
         .unwrap()
         .iter()
-        .find(|e| e["name"].as_str() == Some("WAGATE_DATABASE_URL"))
-        .expect("the database URL is set");
-    assert!(
-        url["valueFrom"]["secretKeyRef"]["name"].is_string(),
-        "the URL (with its password) comes from a Secret"
+        .find(|m| file.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("the URL file is mounted");
+    let volume = pod["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("wagate-database")
     );
-    assert!(config.database_url.is_some());
-    assert!(container["volumeMounts"].is_null(), "no local state");
+    assert_eq!(
+        file.file_name().and_then(|n| n.to_str()),
+        Some("url"),
+        "the Secret's key"
+    );
+    assert_eq!(
+        container["volumeMounts"].as_sequence().unwrap().len(),
+        1,
+        "no local state"
+    );
     let grpc = port_named(container, "grpc");
     assert_eq!(grpc, u64::from(config.listen.port()));
     assert!(container["readinessProbe"]["grpc"]["service"].is_null());
@@ -393,5 +409,166 @@ fn the_postgresql_deployment_runs_three_replicas_one_disruption_at_a_time() {
     assert_eq!(
         pod["spec"]["securityContext"]["runAsNonRoot"].as_bool(),
         Some(true)
+    );
+}
+
+/// The sled StatefulSet and the PostgreSQL Deployment, with their folders.
+fn workloads() -> Vec<(Vec<Value>, Value)> {
+    let sled = manifests();
+    let postgres = manifests_in("deploy/k8s/postgres");
+    let set = kind(&sled, "StatefulSet").clone();
+    let deployment = kind(&postgres, "Deployment").clone();
+    vec![(sled, set), (postgres, deployment)]
+}
+
+#[test]
+fn workloads_run_under_the_restricted_pod_security_standard() {
+    let sled = manifests();
+    let namespace = kind(&sled, "Namespace");
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].as_str(),
+        Some("restricted")
+    );
+    for (_, workload) in workloads() {
+        assert_eq!(
+            workload["metadata"]["namespace"],
+            namespace["metadata"]["name"]
+        );
+        let pod = &workload["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+        assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false));
+        let container = &pod["containers"][0];
+        let security = &container["securityContext"];
+        assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+        assert_eq!(security["capabilities"]["drop"][0].as_str(), Some("ALL"));
+        assert_eq!(
+            container["image"].as_str(),
+            Some(format!("wagate:{}", env!("CARGO_PKG_VERSION")).as_str()),
+            "the image is pinned to this version"
+        );
+    }
+}
+
+#[test]
+fn readiness_leaves_within_the_drain_delay_and_the_webhook_is_reachable() {
+    for (documents, workload) in workloads() {
+        let container = &workload["spec"]["template"]["spec"]["containers"][0];
+        let config = container_config(container);
+        let readiness = &container["readinessProbe"];
+        let threshold = readiness["failureThreshold"].as_u64().unwrap();
+        let period = readiness["periodSeconds"].as_u64().unwrap();
+        assert!(threshold >= 2, "one missed probe does not take the pod out");
+        assert!(
+            Duration::from_secs(period * threshold) < config.drain_delay,
+            "endpoints drop the pod before the drain delay ends"
+        );
+
+        // The webhook receiver listens beyond the pod, on its named port,
+        // and the Service routes to it.
+        assert!(config.cloud.webhook_listen.ip().is_unspecified());
+        let webhook = port_named(container, "webhook");
+        assert_eq!(webhook, u64::from(config.cloud.webhook_listen.port()));
+        let service = documents
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Service") && d["metadata"]["name"] == "wagate")
+            .expect("the wagate Service");
+        let port = service["spec"]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some("webhook"))
+            .expect("the Service has the webhook port");
+        assert_eq!(port["targetPort"].as_str(), Some("webhook"));
+        let policy = kind(&documents, "NetworkPolicy");
+        let allowed: Vec<&str> = policy["spec"]["ingress"][0]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["port"].as_str())
+            .collect();
+        assert_eq!(allowed, ["grpc", "metrics", "webhook"]);
+    }
+    let sled = manifests();
+    let ingress = kind(&sled, "Ingress");
+    let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(path["path"].as_str(), Some("/webhook"));
+    assert_eq!(
+        path["backend"]["service"]["port"]["name"].as_str(),
+        Some("webhook")
+    );
+}
+
+#[test]
+fn the_statefulset_has_a_headless_service_and_a_disruption_budget() {
+    let documents = manifests();
+    let set = kind(&documents, "StatefulSet");
+    let governing = documents
+        .iter()
+        .find(|d| d["metadata"]["name"] == set["spec"]["serviceName"])
+        .expect("the StatefulSet's serviceName names a Service");
+    assert_eq!(governing["kind"].as_str(), Some("Service"));
+    assert_eq!(governing["spec"]["clusterIP"].as_str(), Some("None"));
+    let budget = kind(&documents, "PodDisruptionBudget");
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        set["spec"]["selector"]["matchLabels"]
+    );
+    let monitor: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root().join("deploy/k8s/prometheus-operator/servicemonitor.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"].as_str(),
+        Some("metrics")
+    );
+}
+
+/// kubernetes-validate (the API's schemas, strict) and checkov (best
+/// practice; each skipped rule says why in its annotation) over every
+/// manifest. scripts/test.sh installs both into .venv-k8s.
+#[test]
+fn manifests_pass_the_kubernetes_schemas_and_checkov() {
+    let tools = std::env::var_os("WAGATE_K8S_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv-k8s/bin"));
+    assert!(
+        tools.join("checkov").exists(),
+        "{} has no checkov: run scripts/test.sh (it installs tests/k8s/requirements.txt)",
+        tools.display()
+    );
+    let core: Vec<std::path::PathBuf> = ["deploy/k8s", "deploy/k8s/postgres"]
+        .iter()
+        .flat_map(|folder| std::fs::read_dir(root().join(folder)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(core.len() >= 6, "{core:?}");
+    let validated = std::process::Command::new(tools.join("kubernetes-validate"))
+        .arg("--strict")
+        .args(&core)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&validated.stdout);
+    assert!(
+        validated.status.success() && !report.contains("ERROR") && !report.contains("WARN"),
+        "kubernetes-validate:\n{report}{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+
+    let checked = std::process::Command::new(tools.join("checkov"))
+        .args(["--framework", "kubernetes", "--compact", "--quiet", "-d"])
+        .arg(root().join("deploy/k8s"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success() && report.contains("Failed checks: 0"),
+        "checkov:\n{report}{}",
+        String::from_utf8_lossy(&checked.stderr)
     );
 }

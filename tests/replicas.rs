@@ -448,3 +448,25 @@ async fn stored_template(server: &Server, name: &str) -> pb::Template {
         .template
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_url_can_come_from_a_file() {
+    let server = pg::shared();
+    let database = server.create_database();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("url");
+    // As a mounted Secret holds it: the value and a trailing newline.
+    std::fs::write(&file, format!("{}\n", server.url(&database))).unwrap();
+    let replica = Server::start_with(&["--database-url-file", file.to_str().unwrap()]);
+    replica
+        .gateway()
+        .await
+        .record_inbound(inbound("+27820001009", "wamid.from-file"))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.psql(&database, "SELECT count(*) FROM inbound_ids"),
+        "1",
+        "the write reached the database the file names"
+    );
+}
