@@ -169,14 +169,7 @@ fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
         .replace(pg::PASSWORD, "not-the-password");
     let err = refused_start(&[], &["--database-url", &wrong]);
     assert!(err.contains("password authentication failed"), "{err}");
-    assert_eq!(
-        server.psql(
-            &database,
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-        ),
-        "0",
-        "nothing was created"
-    );
+    assert_eq!(server.public_tables(&database), "0", "nothing was created");
 
     // A database a newer wagate migrated.
     server.psql(
@@ -188,10 +181,7 @@ fn bad_database_settings_fail_at_start_clearly_and_write_nothing() {
     let err = refused_start(&[], &["--database-url", &server.url(&database)]);
     assert!(err.contains("schema version 99"), "{err}");
     assert_eq!(
-        server.psql(
-            &database,
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-        ),
+        server.public_tables(&database),
         "1",
         "only the newer wagate's version table is there"
     );

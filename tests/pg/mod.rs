@@ -249,6 +249,15 @@ impl Postgres {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// How many tables `database` has in its public schema, as psql prints
+    /// it: "0" where nothing was created.
+    pub fn public_tables(&self, database: &str) -> String {
+        self.psql(
+            database,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        )
+    }
+
     /// A new, empty database on this server; returns its name.
     pub fn create_database(&self) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);
