@@ -170,6 +170,19 @@ fn webhook_url(server: &Server) -> String {
     logged_after(server, "receiving webhooks on ")
 }
 
+/// A WatchMessages stream on `server` following the message `id`.
+async fn watch_one(server: &Server, id: &str) -> tonic::Streaming<pb::WatchMessagesResponse> {
+    server
+        .gateway()
+        .await
+        .watch_messages(pb::WatchMessagesRequest {
+            message_ids: vec![id.to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn get_message(server: &Server, id: &str) -> pb::OutboundMessage {
     server
         .gateway()
@@ -637,15 +650,7 @@ async fn status_webhooks_move_messages_forward_and_watchers_see_each_change() {
     let submitted = wait_for(&server, &id, MessageStatus::Submitted).await;
     let wamid = submitted.wamid.clone();
 
-    let mut watch = server
-        .gateway()
-        .await
-        .watch_messages(pb::WatchMessagesRequest {
-            message_ids: vec![id.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch_one(&server, &id).await;
     let first = watch.message().await.unwrap().unwrap().message.unwrap();
     assert_eq!(first.status(), MessageStatus::Submitted);
 
@@ -928,15 +933,7 @@ async fn a_watcher_on_one_replica_sees_what_another_replica_stores_in_order() {
     let writer = start(&url, &["--database-url", &database]);
     open_window(&writer, CUSTOMER).await;
     let id = send(&writer, text(CUSTOMER, "cross-watch-1", "hello")).await;
-    let mut watch = watched
-        .gateway()
-        .await
-        .watch_messages(pb::WatchMessagesRequest {
-            message_ids: vec![id.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch_one(&watched, &id).await;
     let submitted = wait_for(&writer, &id, MessageStatus::Submitted).await;
     let report = |status: &str| {
         json!({ "id": submitted.wamid, "status": status,

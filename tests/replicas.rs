@@ -282,12 +282,7 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
 
     let postgres = pg::shared();
     let url = postgres.url(&postgres.create_database());
-    let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args(["migrate", "--from"])
-        .arg(embedded.data_dir())
-        .args(["--to", &url])
-        .output()
-        .unwrap();
+    let out = migrate(embedded.data_dir(), &url);
     assert!(
         out.status.success(),
         "migrate failed: {}",
@@ -322,12 +317,7 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
     assert_eq!(stored_template(&replica, "moved").await.body, "Hi {{1}}");
 
     // Running it again changes nothing (an interrupted move can be redone).
-    let again = Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args(["migrate", "--from"])
-        .arg(embedded.data_dir())
-        .args(["--to", &url])
-        .output()
-        .unwrap();
+    let again = migrate(embedded.data_dir(), &url);
     assert!(
         again.status.success(),
         "{}",
@@ -337,6 +327,16 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         postgres.psql(&url_database(&url), "SELECT count(*) FROM outbox"),
         "1"
     );
+}
+
+/// Runs `wagate migrate --from <data dir> --to <url>`.
+fn migrate(data_dir: &std::path::Path, url: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["migrate", "--from"])
+        .arg(data_dir)
+        .args(["--to", url])
+        .output()
+        .unwrap()
 }
 
 fn url_database(url: &str) -> String {
