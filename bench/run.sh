@@ -17,6 +17,10 @@ if ! command -v h2load >/dev/null; then
     echo "installing h2load (Debian nghttp2-client)" >&2
     apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null
 fi
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "installing Redis (Debian redis-server), the durable-write anchor" >&2
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
 if [ "${1:-}" = "--store-ceiling" ]; then
     exec cargo bench --locked --bench store_ceiling
 fi

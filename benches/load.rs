@@ -59,6 +59,64 @@ struct Row {
     noop_cpu: f64,
 }
 
+/// Durable writes against what the same disk and machine allow, measured
+/// now: Redis with `appendfsync always` doing the same work in Lua, plain
+/// SET, and one synced 4 KiB write.
+fn anchor_table(rows: &[Row]) {
+    let durable: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.workload, Workload::RecordInbound | Workload::SendMessage))
+        .collect();
+    if durable.is_empty() {
+        return;
+    }
+    let disk = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let grow = anchors::dsync_writes_per_second(disk.path(), true, Duration::from_secs(3));
+    let overwrite = anchors::dsync_writes_per_second(disk.path(), false, Duration::from_secs(3));
+    println!(
+        "\ndisk, one thread, synced 4 KiB writes (O_DSYNC): {grow:.0}/s appending \
+         ({:.3} ms each), {overwrite:.0}/s overwriting ({:.3} ms each)",
+        1000.0 / grow,
+        1000.0 / overwrite
+    );
+    let Some(redis) = anchors::Redis::start() else {
+        println!("redis-server not installed: no Redis anchors (bench/run.sh installs it)");
+        return;
+    };
+    println!("\ndurable writes against Redis (appendfsync always) in this run:");
+    println!(
+        "| workload | streams | wagate req/s | Redis, same work in Lua | ratio | Redis SET | ratio | no-op | ratio | 1-stream goal p50 ms | wagate p50 ms |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in durable {
+        let work = match row.workload {
+            Workload::RecordInbound => anchors::RedisWork::Inbound,
+            _ => anchors::RedisWork::Send,
+        };
+        let same = redis.rate(work, row.streams).unwrap_or(f64::NAN);
+        let set = redis
+            .rate(anchors::RedisWork::Set, row.streams)
+            .unwrap_or(f64::NAN);
+        let wagate = row.wagate.rps();
+        // At one stream: within 1.5x of one fsync plus one no-op call.
+        let (goal, p50) = if row.streams == 1 {
+            let goal = 1.5 * (1000.0 / overwrite.max(grow) + row.noop.ms(0.5));
+            (format!("{goal:.2}"), format!("{:.2}", row.wagate.ms(0.5)))
+        } else {
+            (String::new(), String::new())
+        };
+        println!(
+            "| {} | {} | {wagate:.0} | {same:.0} | {:.2} | {set:.0} | {:.2} | {:.0} | {:.2} | {goal} | {p50} |",
+            row.workload.name(),
+            row.streams,
+            wagate / same,
+            wagate / set,
+            row.noop.rps(),
+            wagate / row.noop.rps(),
+        );
+    }
+}
+
 /// h2load drives GetWindow with a prebuilt gRPC frame; it reports throughput
 /// (its latency figures are means, so percentiles come from the tonic runs).
 fn h2load_get_window(server: &Process, streams: usize, frame: &std::path::Path) -> Option<f64> {
@@ -177,6 +235,8 @@ async fn run() {
             );
         }
     }
+
+    anchor_table(&rows);
 
     println!("\nh2load, GetWindow with a prebuilt gRPC frame:");
     let frames = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 //! load with the generated tonic client.
 #![allow(dead_code)] // Each bench uses a different part.
 
+pub mod anchors;
 pub mod noop;
 pub mod workload;
 

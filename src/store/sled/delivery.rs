@@ -8,13 +8,13 @@
 //! while the delivery still waits on that same instant.
 
 use chrono::{DateTime, Utc};
-use sled::Transactional;
+use sled::IVec;
 use uuid::Uuid;
 
 use super::records::{DeliveryRecord, EarlyStatusRecord, OutboxRecord, encode};
+use super::wal::Tree;
 use super::{
-    DELIVERIES, EARLY_STATUSES, OUTBOX, SledStore, TxResult, WAMIDS, abort, corrupt, finish, keys,
-    read, read_record,
+    DELIVERIES, EARLY_STATUSES, OUTBOX, SledStore, WAMIDS, corrupt, keys, read, read_record,
 };
 use crate::domain::OutboxMessage;
 use crate::domain::delivery::{Delivery, StatusPlan, StatusTarget};
@@ -42,11 +42,6 @@ impl SledStore {
         Ok(Some(MessageState { message, delivery }))
     }
 
-    fn known_message(&self, id: Uuid, what: &'static str) -> Result<MessageState, StoreError> {
-        self.message_state(id)?
-            .ok_or_else(|| StoreError::corrupt(what, "names a missing outbox message"))
-    }
-
     /// Claims up to `limit` deliveries due at `now` (a lapsed lease is due)
     /// until `lease_until`.
     pub(super) fn claim(
@@ -69,33 +64,37 @@ impl SledStore {
                 continue;
             };
             let id = id.to_vec();
-            let result = (&t.deliveries, &t.delivery_queue).transaction(
-                |(deliveries, queue)| -> TxResult<Option<Delivery>> {
-                    // Another claim may have moved it since the scan.
-                    if queue.get(&*entry)?.is_none() {
-                        return Ok(None);
-                    }
-                    queue.remove(&*entry)?;
-                    let Some(delivery) =
-                        read::<DeliveryRecord, Delivery>(DELIVERIES, deliveries.get(&id)?)?
-                    else {
-                        return Ok(None);
-                    };
-                    let leased = Delivery {
-                        next_attempt_at: Some(lease_until),
-                        ..delivery.clone()
-                    };
-                    queue.insert(keys::timed(lease_until, &id), &[])?;
-                    deliveries
-                        .insert(id.as_slice(), encode(&DeliveryRecord::new(&leased, true)))?;
-                    Ok(Some(delivery))
-                },
-            );
-            let Some(delivery) = finish(result)? else {
+            let mut w = self.wal.section()?;
+            // Another claim may have moved it since the scan.
+            if w.get(Tree::DeliveryQueue, &entry)?.is_none() {
+                continue;
+            }
+            w.remove(Tree::DeliveryQueue, &*entry);
+            let Some(delivery) =
+                read::<DeliveryRecord, Delivery>(DELIVERIES, w.get(Tree::Deliveries, &id)?)?
+            else {
+                w.commit();
                 continue;
             };
-            let message = read::<OutboxRecord, OutboxMessage>(OUTBOX, t.outbox.get(&id)?)?
-                .ok_or_else(|| {
+            let leased = Delivery {
+                next_attempt_at: Some(lease_until),
+                ..delivery.clone()
+            };
+            w.insert(
+                Tree::DeliveryQueue,
+                keys::timed(lease_until, &id),
+                IVec::default(),
+            );
+            w.insert(
+                Tree::Deliveries,
+                id.as_slice(),
+                encode(&DeliveryRecord::new(&leased, true)),
+            );
+            let message = w.get(Tree::Outbox, &id)?;
+            // Not waited on: a claim lost to a crash is only claimed again.
+            w.commit();
+            let message =
+                read::<OutboxRecord, OutboxMessage>(OUTBOX, message)?.ok_or_else(|| {
                     StoreError::corrupt(DELIVERIES, "a delivery names a missing outbox message")
                 })?;
             claimed.push(Claim {
@@ -116,49 +115,48 @@ impl SledStore {
         claim: &Claim,
         next: &Delivery,
         plan: FinishPlanner<'_>,
-    ) -> Result<MessageState, StoreError> {
-        let t = &*self.trees;
+    ) -> Result<(MessageState, u64), StoreError> {
         let message_id = claim.message.message_id;
         let key = message_key(message_id);
-        let result = (
-            &t.deliveries,
-            &t.delivery_queue,
-            &t.wamids,
-            &t.early_statuses,
-            &t.early_status_age,
-        )
-            .transaction(|(deliveries, queue, wamids, early, early_age)| {
-                let current = read::<DeliveryRecord, Delivery>(DELIVERIES, deliveries.get(key)?)?;
-                let waiting_on = current.as_ref().and_then(|d| d.next_attempt_at);
-                if waiting_on.map(fence) != Some(claim.fence) {
-                    return abort(StoreError::LeaseLost { message_id });
-                }
-                if let Some(at) = waiting_on {
-                    queue.remove(keys::timed(at, &key))?;
-                }
-                let mut seen = None;
-                if let Some(wamid) = &next.wamid {
-                    wamids.insert(wamid.as_bytes(), &key)?;
-                    if let Some(record) = read_record::<EarlyStatusRecord>(
-                        EARLY_STATUSES,
-                        early.remove(wamid.as_bytes())?,
-                    )? {
-                        let status = record.early_status().map_err(corrupt(EARLY_STATUSES))?;
-                        early_age.remove(keys::timed(status.received_at, wamid.as_bytes()))?;
-                        seen = Some(status);
-                    }
-                }
-                let next = plan(next.clone(), seen.as_ref());
-                if let Some(at) = next.next_attempt_at {
-                    queue.insert(keys::timed(at, &key), &[])?;
-                }
-                deliveries.insert(&key, encode(&DeliveryRecord::new(&next, false)))?;
-                Ok(next)
-            });
-        let delivery = finish(result)?;
-        let state = self.known_message(message_id, DELIVERIES)?;
-        debug_assert_eq!(state.delivery.as_ref(), Some(&delivery));
-        Ok(state)
+        let mut w = self.wal.section()?;
+        let current = read::<DeliveryRecord, Delivery>(DELIVERIES, w.get(Tree::Deliveries, &key)?)?;
+        let waiting_on = current.as_ref().and_then(|d| d.next_attempt_at);
+        if waiting_on.map(fence) != Some(claim.fence) {
+            return Err(StoreError::LeaseLost { message_id });
+        }
+        if let Some(at) = waiting_on {
+            w.remove(Tree::DeliveryQueue, keys::timed(at, &key));
+        }
+        let mut seen = None;
+        if let Some(wamid) = &next.wamid {
+            w.insert(Tree::Wamids, wamid.as_bytes(), key.as_slice());
+            let early = w.take(Tree::EarlyStatuses, wamid.as_bytes())?;
+            if let Some(record) = read_record::<EarlyStatusRecord>(EARLY_STATUSES, early)? {
+                let status = record.early_status().map_err(corrupt(EARLY_STATUSES))?;
+                w.remove(
+                    Tree::EarlyStatusAge,
+                    keys::timed(status.received_at, wamid.as_bytes()),
+                );
+                seen = Some(status);
+            }
+        }
+        let next = plan(next.clone(), seen.as_ref());
+        if let Some(at) = next.next_attempt_at {
+            w.insert(Tree::DeliveryQueue, keys::timed(at, &key), IVec::default());
+        }
+        w.insert(
+            Tree::Deliveries,
+            key,
+            encode(&DeliveryRecord::new(&next, false)),
+        );
+        let message = read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, &key)?)?
+            .ok_or_else(|| StoreError::corrupt(DELIVERIES, "names a missing outbox message"))?;
+        let lsn = w.commit();
+        let state = MessageState {
+            message,
+            delivery: Some(next),
+        };
+        Ok((state, lsn))
     }
 
     /// Applies a status webhook for `wamid` as `plan` decides.
@@ -166,49 +164,55 @@ impl SledStore {
         &self,
         wamid: &str,
         plan: StatusPlanner<'_>,
-    ) -> Result<StatusReport, StoreError> {
-        let t = &*self.trees;
-        let result = (
-            &t.wamids,
-            &t.deliveries,
-            &t.early_statuses,
-            &t.early_status_age,
-        )
-            .transaction(|(wamids, deliveries, early, early_age)| {
-                let Some(id) = wamids.get(wamid.as_bytes())? else {
-                    let seen = read_record::<EarlyStatusRecord>(
-                        EARLY_STATUSES,
-                        early.get(wamid.as_bytes())?,
-                    )?
-                    .map(|record| record.early_status().map_err(corrupt(EARLY_STATUSES)))
-                    .transpose()?;
-                    let StatusPlan::KeepEarly(keep) = plan(&StatusTarget::Unknown(seen.clone()))
-                    else {
-                        return Ok(None);
-                    };
-                    if let Some(seen) = &seen {
-                        early_age.remove(keys::timed(seen.received_at, wamid.as_bytes()))?;
-                    }
-                    early.insert(wamid.as_bytes(), encode(&EarlyStatusRecord::from(&keep)))?;
-                    early_age.insert(keys::timed(keep.received_at, wamid.as_bytes()), &[])?;
-                    return Ok(Some(None));
-                };
-                let Some(delivery) =
-                    read::<DeliveryRecord, Delivery>(DELIVERIES, deliveries.get(&id)?)?
-                else {
-                    return Ok(None);
-                };
-                let StatusPlan::Apply(next) = plan(&StatusTarget::Known(delivery)) else {
-                    return Ok(None);
-                };
-                deliveries.insert(&id, encode(&DeliveryRecord::new(&next, false)))?;
-                let id = Uuid::from_slice(&id).map_err(|e| StoreError::corrupt(WAMIDS, e))?;
-                Ok(Some(Some(id)))
-            });
-        Ok(match finish(result)? {
-            None => StatusReport::Unchanged,
-            Some(None) => StatusReport::Early,
-            Some(Some(id)) => StatusReport::Applied(Box::new(self.known_message(id, WAMIDS)?)),
-        })
+    ) -> Result<(StatusReport, u64), StoreError> {
+        let mut w = self.wal.section()?;
+        let Some(id) = w.get(Tree::Wamids, wamid.as_bytes())? else {
+            let seen = read_record::<EarlyStatusRecord>(
+                EARLY_STATUSES,
+                w.get(Tree::EarlyStatuses, wamid.as_bytes())?,
+            )?
+            .map(|record| record.early_status().map_err(corrupt(EARLY_STATUSES)))
+            .transpose()?;
+            let StatusPlan::KeepEarly(keep) = plan(&StatusTarget::Unknown(seen.clone())) else {
+                return Ok((StatusReport::Unchanged, w.commit()));
+            };
+            if let Some(seen) = &seen {
+                w.remove(
+                    Tree::EarlyStatusAge,
+                    keys::timed(seen.received_at, wamid.as_bytes()),
+                );
+            }
+            w.insert(
+                Tree::EarlyStatuses,
+                wamid.as_bytes(),
+                encode(&EarlyStatusRecord::from(&keep)),
+            );
+            w.insert(
+                Tree::EarlyStatusAge,
+                keys::timed(keep.received_at, wamid.as_bytes()),
+                IVec::default(),
+            );
+            return Ok((StatusReport::Early, w.commit()));
+        };
+        let Some(delivery) =
+            read::<DeliveryRecord, Delivery>(DELIVERIES, w.get(Tree::Deliveries, &id)?)?
+        else {
+            return Ok((StatusReport::Unchanged, w.commit()));
+        };
+        let StatusPlan::Apply(next) = plan(&StatusTarget::Known(delivery)) else {
+            return Ok((StatusReport::Unchanged, w.commit()));
+        };
+        w.insert(
+            Tree::Deliveries,
+            id.to_vec(),
+            encode(&DeliveryRecord::new(&next, false)),
+        );
+        let message = read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, &id)?)?
+            .ok_or_else(|| StoreError::corrupt(WAMIDS, "names a missing outbox message"))?;
+        let state = MessageState {
+            message,
+            delivery: Some(next),
+        };
+        Ok((StatusReport::Applied(Box::new(state)), w.commit()))
     }
 }

@@ -47,28 +47,31 @@ pub(super) fn normalise_phone_keys(
             continue;
         };
         let normal = keys::pair(&pair);
-        let result = (&t.windows, &t.window_expiry).transaction(|(windows, expiry)| {
-            let Some(moving) = read::<WindowRecord, Window>(WINDOWS, windows.get(&key)?)? else {
-                return Ok(None);
-            };
-            let there = read::<WindowRecord, Window>(WINDOWS, windows.get(&normal)?)?;
-            windows.remove(&*key)?;
-            expiry.remove(keys::timed(moving.expires_at, &key))?;
-            let merged = match &there {
-                Some(there) => {
-                    expiry.remove(keys::timed(there.expires_at, &normal))?;
-                    window::merge(there, &moving)
-                }
-                None => moving,
-            };
-            expiry.insert(keys::timed(merged.expires_at, &normal), &[])?;
-            windows.insert(normal.as_slice(), encode(&WindowRecord::from(&merged)))?;
-            Ok(Some(there.is_some()))
-        });
-        if let Some(met) = finish(result)? {
-            done.windows += 1;
-            done.merged += usize::from(met);
+        // Runs before the log starts and before anything else can write,
+        // straight into sled. The merged window is written before the old
+        // key goes, so a crash in between leaves both, and the next start
+        // merges them again to the same window.
+        let Some(moving) = read::<WindowRecord, Window>(WINDOWS, t.windows.get(&key)?)? else {
+            continue;
+        };
+        let there = read::<WindowRecord, Window>(WINDOWS, t.windows.get(&normal)?)?;
+        let merged = match &there {
+            Some(there) => window::merge(there, &moving),
+            None => moving.clone(),
+        };
+        if let Some(there) = &there {
+            t.window_expiry
+                .remove(keys::timed(there.expires_at, &normal))?;
         }
+        t.window_expiry
+            .insert(keys::timed(merged.expires_at, &normal), &[])?;
+        t.windows
+            .insert(normal.as_slice(), encode(&WindowRecord::from(&merged)))?;
+        t.window_expiry
+            .remove(keys::timed(moving.expires_at, &key))?;
+        t.windows.remove(&*key)?;
+        done.windows += 1;
+        done.merged += usize::from(there.is_some());
     }
     for entry in t.inbound_ids.iter() {
         let (id, value) = entry?;

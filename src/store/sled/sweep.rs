@@ -5,38 +5,50 @@
 //! paces the steps).
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sled::Transactional;
 
 use super::records::{EarlyStatusRecord, IdempotencyRecord, InboundRecord, WindowRecord, decode};
-use super::{SledStore, TxResult, abort, finish, keys};
+use super::wal::{Tree, Wal};
+use super::{SledStore, Trees, keys};
 use crate::domain::retention::Cutoffs;
 use crate::store::{StoreError, SweepCounts, SweepStep};
 
-/// Index entries visited per transaction. Small, because a sled
-/// transaction holds its global lock and every request waits behind it.
+/// Index entries visited per section. Small, because a section holds the
+/// log lock and every write waits behind it.
 const CHUNK: usize = 128;
 
 impl SledStore {
     /// At most one chunk from each index.
     pub(super) fn sweep_chunks(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {
-        let t = &*self.trees;
-        let (visited_windows, windows) =
-            sweep_chunk(&t.window_expiry, &t.windows, cutoffs.windows, |v| {
-                Ok(decode::<WindowRecord>(v)?.expires_at_micros())
-            })?;
-        let (visited_ids, inbound_ids) =
-            sweep_chunk(&t.inbound_age, &t.inbound_ids, cutoffs.inbound_ids, |v| {
-                Ok(decode::<InboundRecord>(v)?.recorded_at)
-            })?;
+        let (wal, t) = (&*self.wal, &*self.trees);
+        let (visited_windows, windows) = sweep_chunk(
+            wal,
+            t,
+            Tree::WindowExpiry,
+            Tree::Windows,
+            cutoffs.windows,
+            |v| Ok(decode::<WindowRecord>(v)?.expires_at_micros()),
+        )?;
+        let (visited_ids, inbound_ids) = sweep_chunk(
+            wal,
+            t,
+            Tree::InboundAge,
+            Tree::InboundIds,
+            cutoffs.inbound_ids,
+            |v| Ok(decode::<InboundRecord>(v)?.recorded_at),
+        )?;
         let (visited_keys, idempotency_keys) = sweep_chunk(
-            &t.idempotency_age,
-            &t.idempotency,
+            wal,
+            t,
+            Tree::IdempotencyAge,
+            Tree::Idempotency,
             cutoffs.idempotency_keys,
             |v| Ok(decode::<IdempotencyRecord>(v)?.created_at),
         )?;
         let (visited_early, early_statuses) = sweep_chunk(
-            &t.early_status_age,
-            &t.early_statuses,
+            wal,
+            t,
+            Tree::EarlyStatusAge,
+            Tree::EarlyStatuses,
             cutoffs.early_statuses,
             |v| Ok(decode::<EarlyStatusRecord>(v)?.received_at),
         )?;
@@ -56,14 +68,21 @@ impl SledStore {
 /// primary record when the record's own time still matches the entry (a
 /// record that moved on, such as an extended window, keeps its newer index
 /// entry). Returns the entries visited and the records removed.
+///
+/// The scan reads sled, which lags the log by at most one group commit: an
+/// entry staged since is swept next time, and every entry is checked again
+/// inside the section before anything is removed.
 fn sweep_chunk(
-    index: &sled::Tree,
-    primary: &sled::Tree,
+    wal: &Wal,
+    trees: &Trees,
+    index: Tree,
+    primary: Tree,
     cutoff: DateTime<Utc>,
     indexed_micros: impl Fn(&[u8]) -> Result<i64, super::records::DecodeError>,
 ) -> Result<(usize, u64), StoreError> {
     let end = keys::instant(cutoff + TimeDelta::microseconds(1));
-    let chunk: Vec<sled::IVec> = index
+    let chunk: Vec<sled::IVec> = trees
+        .get(index)
         .range(..end.as_slice())
         .keys()
         .take(CHUNK)
@@ -71,28 +90,32 @@ fn sweep_chunk(
     if chunk.is_empty() {
         return Ok((0, 0));
     }
-    let result = (index, primary).transaction(|(index, primary)| -> TxResult<u64> {
-        let mut count = 0;
-        for entry in &chunk {
-            let Some((instant, primary_key)) = keys::split_timed(entry) else {
-                return abort(StoreError::corrupt(
-                    "index",
-                    "index key shorter than its timestamp",
-                ));
-            };
-            index.remove(entry)?;
-            let Some(value) = primary.get(primary_key)? else {
-                continue;
-            };
-            let matches = indexed_micros(&value)
-                .map(|micros| keys::instant_of_micros(micros) == instant)
-                .or_else(|error| abort(StoreError::corrupt("sweep", error)))?;
-            if matches {
-                primary.remove(primary_key)?;
-                count += 1;
-            }
+    let mut w = wal.section()?;
+    let mut count = 0;
+    for entry in &chunk {
+        let Some((instant, primary_key)) = keys::split_timed(entry) else {
+            return Err(StoreError::corrupt(
+                "index",
+                "index key shorter than its timestamp",
+            ));
+        };
+        if w.get(index, entry)?.is_none() {
+            continue;
         }
-        Ok(count)
-    });
-    Ok((chunk.len(), finish(result)?))
+        w.remove(index, &**entry);
+        let Some(value) = w.get(primary, primary_key)? else {
+            continue;
+        };
+        let matches = indexed_micros(&value)
+            .map(|micros| keys::instant_of_micros(micros) == instant)
+            .map_err(|error| StoreError::corrupt("sweep", error))?;
+        if matches {
+            w.remove(primary, primary_key);
+            count += 1;
+        }
+    }
+    // Not waited on: nothing was acknowledged, and a removal lost to a
+    // crash is swept again.
+    w.commit();
+    Ok((chunk.len(), count))
 }

@@ -111,7 +111,7 @@ async fn a_newer_schema_is_refused_and_corrupt_values_are_errors() {
             err,
             StoreError::SchemaTooNew {
                 found: 9,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"
@@ -209,4 +209,127 @@ async fn keys_written_under_older_phone_rules_are_merged_at_start() {
         .await
         .unwrap();
     assert_eq!(plan.outcome, crate::domain::InboundOutcome::Duplicate);
+}
+
+/// What a process killed between its log's sync and its checkpoint leaves:
+/// records in segments that sled may not have. They are applied at start,
+/// in order, a torn record at a segment's end is ignored, and the segments
+/// are gone once sled holds them.
+#[tokio::test]
+async fn the_log_is_replayed_at_start_and_its_torn_tail_ignored() {
+    use wal::testing::{Record, segments, write_segment};
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(&dir).path;
+    let (a, b) = (pair("+27821234567"), pair("+27829876543"));
+    let window = |hours| Window {
+        last_inbound_at: t0() + TimeDelta::hours(hours),
+        expires_at: t0() + TimeDelta::hours(hours + 24),
+        free_entry_deadline: None,
+        free_until: None,
+    };
+    {
+        let store = SledStore::open(&config(&dir)).unwrap();
+        record(&store, "+27821234567", "x", t0()).await;
+    }
+    assert_eq!(
+        segments(&path),
+        Vec::<u64>::new(),
+        "a clean close checkpoints"
+    );
+    let put = |p: &Pair, w: &Window| wal::Change {
+        tree: Tree::Windows,
+        key: keys::pair(p),
+        value: Some(encode(&WindowRecord::from(w)).into()),
+    };
+    // Segment 7 moves a's window on twice (the later wins) and opens b's;
+    // segment 8 removes b's again, then ends in a torn record.
+    write_segment(
+        &path,
+        7,
+        &[
+            Record {
+                lsn: 1,
+                changes: vec![put(&a, &window(1))],
+            },
+            Record {
+                lsn: 2,
+                changes: vec![put(&a, &window(2)), put(&b, &window(2))],
+            },
+        ],
+        0,
+    );
+    let remove_b = wal::Change {
+        tree: Tree::Windows,
+        key: keys::pair(&b),
+        value: None,
+    };
+    write_segment(
+        &path,
+        8,
+        &[Record {
+            lsn: 3,
+            changes: vec![remove_b],
+        }],
+        11,
+    );
+    let store = SledStore::open(&config(&dir)).unwrap();
+    assert_eq!(store.window(&a).await.unwrap(), Some(window(2)));
+    assert_eq!(store.window(&b).await.unwrap(), None);
+    assert_eq!(
+        segments(&path),
+        vec![9],
+        "replayed segments are deleted; the new one is numbered after them"
+    );
+}
+
+/// A data directory made by the release before the log (layout 1, commit
+/// c280e09): an inbound opened a window and a text was sent in it (see
+/// `tests/fixtures/README.md`). It opens, keeps both, and is marked layout 2.
+#[tokio::test]
+async fn a_layout_1_directory_opens_and_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sled-layout-v1.tar.gz"
+    );
+    let untarred = std::process::Command::new("tar")
+        .args(["-xzf", fixture, "-C"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(untarred.success());
+    let config = SledConfig {
+        path: dir.path().join("data"),
+        cache_capacity_bytes: 8 << 20,
+    };
+    let layout = |db: &sled::Db| db.open_tree("meta").unwrap().get("schema_version").unwrap();
+    {
+        let db = sled::open(&config.path).unwrap();
+        assert_eq!(
+            layout(&db).as_deref(),
+            Some(&[1][..]),
+            "the fixture is layout 1"
+        );
+    }
+    let message_id: Uuid = "01a21906-0921-7b07-a1b0-7fc16f6b3e34".parse().unwrap();
+    for _ in 0..2 {
+        let store = SledStore::open(&config).unwrap();
+        let window = store.window(&pair("+27821234567")).await.unwrap().unwrap();
+        assert_eq!(
+            window.last_inbound_at,
+            "2026-11-26T18:02:35.368088Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap()
+        );
+        let state = store
+            .message(message_id)
+            .await
+            .unwrap()
+            .expect("the sent text");
+        assert_eq!(
+            state.message.accepted.rendered_text,
+            "Made by the v1 layout."
+        );
+        assert_eq!(layout(&store.db).as_deref(), Some(&[2][..]));
+    }
 }

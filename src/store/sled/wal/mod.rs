@@ -1,0 +1,491 @@
+//! wagate's own write-ahead log in front of sled.
+//!
+//! sled commits a multi-tree transaction under a process-wide lock and makes
+//! it durable only with a flush that seals and writes its I/O buffers in the
+//! caller: about 8k durable writes a second however many callers wait. Here
+//! a use case instead stages its changes in memory under one short lock
+//! ([`Section`]), and a single log thread appends every staged record to a
+//! segment file, syncs it with one `fdatasync` for the whole group, applies
+//! the records to sled (which is not flushed), and only then tells the
+//! callers, so an answer always means "on disk", and a read after the answer
+//! finds the change in sled.
+//!
+//! sled never holds a change the log has not made durable, so after a crash
+//! sled holds a prefix of the logged records (possibly part of the last
+//! one), and replaying every segment in order at start restores the rest:
+//! records are absolute puts and removals, so a record sled already has is
+//! harmless to apply again. Full segments are checkpointed in the background:
+//! sled is flushed, which makes every record already applied durable there,
+//! and the segment is deleted. A clean close does the same for the last one.
+//!
+//! Until a record is applied to sled, a [`Section`] finds its changes in an
+//! in-memory overlay, so a use case always plans on the latest staged state.
+
+mod overlay;
+mod record;
+mod section;
+mod segment;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use record::{Change, Tree};
+use record::{Next, Record};
+pub use section::Section;
+use segment::Segment;
+
+use super::Trees;
+use crate::store::StoreError;
+
+/// Records staged while the log cannot write (a full disk, say) that make
+/// it refuse new changes rather than grow without bound.
+const MAX_STAGED_WHILE_FAILING: usize = 100_000;
+
+/// How long the log thread waits before retrying a failed write.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// Counters that show group commit at work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitCounts {
+    /// Syncs (`fdatasync`) performed.
+    pub flushes: u64,
+    /// Records made durable by those syncs.
+    pub writes: u64,
+    /// The most records one sync covered.
+    pub largest_batch: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    flushes: AtomicU64,
+    writes: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// How far the log has got, for callers waiting on their record.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Every record up to this lsn is on disk and applied to sled.
+    durable: u64,
+    /// The last record of the most recent write that failed, and why.
+    failed: u64,
+    error: Option<Arc<str>>,
+}
+
+/// What the log lock guards.
+#[derive(Default)]
+struct Staged {
+    /// What is staged and not yet applied to sled.
+    overlay: overlay::Overlay,
+    /// Records committed and not yet taken by the log thread.
+    records: Vec<Record>,
+    last_lsn: u64,
+    closing: bool,
+    failing: bool,
+}
+
+struct Shared {
+    staged: Mutex<Staged>,
+    wake: Condvar,
+    trees: Arc<Trees>,
+    progress: tokio::sync::watch::Sender<Progress>,
+    stats: Stats,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Staged> {
+        // A panic while holding the lock leaves the overlay as consistent
+        // as it was (each change is one insert), so carry on.
+        self.staged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The log: owns the log thread and the background housekeeper.
+pub struct Wal {
+    shared: Arc<Shared>,
+    db: sled::Db,
+    dir: PathBuf,
+    writer: Option<JoinHandle<()>>,
+    housekeeper: Option<JoinHandle<()>>,
+}
+
+/// What replaying the log at start found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub segments: usize,
+    pub records: u64,
+}
+
+/// Applies `changes` to sled, in order.
+fn apply(trees: &Trees, changes: &[Change]) -> sled::Result<()> {
+    for change in changes {
+        let tree = trees.get(change.tree);
+        match &change.value {
+            Some(value) => tree.insert(&change.key, value.clone()).map(drop)?,
+            None => tree.remove(&change.key).map(drop)?,
+        }
+    }
+    Ok(())
+}
+
+fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
+    move |error| StoreError::unavailable(what, error)
+}
+
+/// Replays every segment in `dir` into sled, flushes sled and deletes the
+/// segments. Returns what it replayed and the number the next segment gets.
+fn replay(db: &sled::Db, trees: &Trees, dir: &Path) -> Result<(Replayed, u64), StoreError> {
+    let found = segment::list(dir).map_err(io_error("log"))?;
+    let mut replayed = Replayed::default();
+    for &seq in &found {
+        let bytes = std::fs::read(segment::path(dir, seq)).map_err(io_error("log"))?;
+        let mut offset = 0;
+        while let Next::Record(record, next) = record::decode(&bytes, offset)
+            .map_err(|error| StoreError::corrupt("log", format!("segment {seq}: {error}")))?
+        {
+            apply(trees, &record.changes)?;
+            replayed.records += 1;
+            offset = next;
+        }
+        replayed.segments += 1;
+    }
+    if let Some(&last) = found.last() {
+        db.flush()?;
+        segment::remove_through(dir, last).map_err(io_error("log"))?;
+    }
+    Ok((replayed, found.last().map_or(1, |last| last + 1)))
+}
+
+enum Chore {
+    /// Make segment `seq` ready and hand it back.
+    Prepare(u64),
+    /// Flush sled and delete segments up to this one.
+    Checkpoint(u64),
+}
+
+impl Wal {
+    /// Replays what an earlier process logged, then starts the log thread
+    /// and the housekeeper.
+    pub fn open(
+        db: sled::Db,
+        trees: Arc<Trees>,
+        data_dir: &Path,
+    ) -> Result<(Wal, Replayed), StoreError> {
+        let dir = data_dir.join("wal");
+        std::fs::create_dir_all(&dir).map_err(io_error("log"))?;
+        let (replayed, first) = replay(&db, &trees, &dir)?;
+        let segment = Segment::create(&dir, first).map_err(io_error("log"))?;
+        let shared = Arc::new(Shared {
+            staged: Mutex::default(),
+            wake: Condvar::new(),
+            trees,
+            progress: tokio::sync::watch::Sender::new(Progress::default()),
+            stats: Stats::default(),
+        });
+        let (chores, chores_in) = mpsc::channel();
+        let (spares, spares_in) = mpsc::channel();
+        let housekeeper = {
+            let (db, dir) = (db.clone(), dir.clone());
+            std::thread::Builder::new()
+                .name("wagate-wal-housekeeper".into())
+                .spawn(move || housekeep(&db, &dir, &chores_in, &spares))
+                .map_err(io_error("log housekeeper"))?
+        };
+        let writer = {
+            let shared = shared.clone();
+            let dir = dir.clone();
+            std::thread::Builder::new()
+                .name("wagate-wal".into())
+                .spawn(move || {
+                    let housekeeper = Housekeeper {
+                        chores,
+                        spares: spares_in,
+                        awaiting: false.into(),
+                    };
+                    housekeeper.prepare(first + 1);
+                    write_loop(&shared, &dir, segment, &housekeeper)
+                })
+                .map_err(io_error("log writer"))?
+        };
+        let wal = Wal {
+            shared,
+            db,
+            dir,
+            writer: Some(writer),
+            housekeeper: Some(housekeeper),
+        };
+        Ok((wal, replayed))
+    }
+
+    /// Opens a section: the one place changes are planned and staged.
+    pub fn section(&self) -> Result<Section<'_>, StoreError> {
+        let staged = self.shared.lock();
+        if staged.failing && staged.records.len() >= MAX_STAGED_WHILE_FAILING {
+            return Err(StoreError::unavailable(
+                "log",
+                "the log cannot write and has too much waiting",
+            ));
+        }
+        Ok(Section::new(staged, &self.shared))
+    }
+
+    /// Returns once every record up to `lsn` is on disk and in sled.
+    pub async fn durable(&self, lsn: u64) -> Result<(), StoreError> {
+        let mut progress = self.shared.progress.subscribe();
+        let seen = progress
+            .wait_for(|p| p.durable >= lsn || p.failed >= lsn)
+            .await
+            .map_err(|_| StoreError::unavailable("log", "the log thread has stopped"))?;
+        if seen.durable >= lsn {
+            return Ok(());
+        }
+        let error = seen.error.clone().unwrap_or_else(|| "write failed".into());
+        Err(StoreError::unavailable("log", error.to_string()))
+    }
+
+    /// The last lsn staged: waiting on it waits for everything staged so far.
+    pub fn last_lsn(&self) -> u64 {
+        self.shared.lock().last_lsn
+    }
+
+    pub fn counts(&self) -> CommitCounts {
+        let stats = &self.shared.stats;
+        CommitCounts {
+            flushes: stats.flushes.load(Ordering::Relaxed),
+            writes: stats.writes.load(Ordering::Relaxed),
+            largest_batch: stats.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Wal {
+    /// Writes what is staged, then checkpoints: sled flushed, segments gone,
+    /// so the next start has nothing to replay.
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_all();
+        let writer_ok = self
+            .writer
+            .take()
+            .is_some_and(|writer| writer.join().is_ok());
+        if let Some(housekeeper) = self.housekeeper.take() {
+            let _ = housekeeper.join();
+        }
+        let clean = writer_ok && !self.shared.lock().failing;
+        if !clean {
+            tracing::warn!("the log did not close cleanly; the next start replays it");
+            return;
+        }
+        let checkpointed = self
+            .db
+            .flush()
+            .map(drop)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let last = segment::list(&self.dir).map_err(|e| e.to_string())?;
+                match last.last() {
+                    Some(&last) => {
+                        segment::remove_through(&self.dir, last).map_err(|e| e.to_string())
+                    }
+                    None => Ok(()),
+                }
+            });
+        if let Err(error) = checkpointed {
+            tracing::warn!(%error, "closing checkpoint failed; the next start replays the log");
+        }
+    }
+}
+
+/// The log thread's line to the housekeeper.
+struct Housekeeper {
+    chores: mpsc::Sender<Chore>,
+    spares: mpsc::Receiver<std::io::Result<Segment>>,
+    /// Whether a spare was asked for and not yet taken.
+    awaiting: std::cell::Cell<bool>,
+}
+
+impl Housekeeper {
+    fn prepare(&self, seq: u64) {
+        self.awaiting
+            .set(self.chores.send(Chore::Prepare(seq)).is_ok());
+    }
+}
+
+fn housekeep(
+    db: &sled::Db,
+    dir: &Path,
+    chores: &mpsc::Receiver<Chore>,
+    spares: &mpsc::Sender<std::io::Result<Segment>>,
+) {
+    for chore in chores {
+        match chore {
+            Chore::Prepare(seq) => {
+                if spares.send(Segment::create(dir, seq)).is_err() {
+                    return;
+                }
+            }
+            Chore::Checkpoint(through) => {
+                let done = db
+                    .flush()
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        segment::remove_through(dir, through).map_err(|e| e.to_string())
+                    });
+                if let Err(error) = done {
+                    // The segments stay; the next checkpoint or start covers them.
+                    tracing::warn!(%error, through, "log checkpoint failed");
+                }
+            }
+        }
+    }
+}
+
+/// The log thread: takes what is staged, writes and syncs it as one group,
+/// applies it to sled, tells the waiters; until closed and drained.
+fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Housekeeper) {
+    let mut next_seq = first.seq + 1;
+    let mut segment = Some(first);
+    let mut batch: Vec<Record> = Vec::new();
+    let mut bytes = Vec::new();
+    loop {
+        {
+            let mut staged = shared.lock();
+            while staged.records.is_empty() && !staged.closing {
+                staged = shared
+                    .wake
+                    .wait(staged)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if staged.records.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut batch, &mut staged.records);
+        }
+        bytes.clear();
+        for record in &batch {
+            record::encode(record, &mut bytes);
+        }
+        let last = batch.last().map_or(0, |record| record.lsn);
+        let written = ready_segment(&mut segment, &mut next_seq, dir, bytes.len(), housekeeper)
+            .and_then(|segment| segment.append(&bytes));
+        if let Err(error) = written {
+            tracing::error!(%error, "log write failed; retrying");
+            segment = None;
+            shared.progress.send_modify(|p| {
+                p.failed = last;
+                p.error = Some(format!("log write failed: {error}").into());
+            });
+            let mut staged = shared.lock();
+            staged.failing = true;
+            batch.append(&mut staged.records);
+            staged.records = std::mem::take(&mut batch);
+            let closing = staged.closing;
+            drop(staged);
+            if closing {
+                return;
+            }
+            std::thread::sleep(RETRY_AFTER);
+            continue;
+        }
+        let applied = batch
+            .iter()
+            .try_for_each(|record| apply(&shared.trees, &record.changes));
+        {
+            let mut staged = shared.lock();
+            staged.failing = false;
+            for record in &batch {
+                for change in &record.changes {
+                    staged.overlay.applied(record.lsn, change);
+                }
+            }
+        }
+        let size = batch.len() as u64;
+        shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        shared.stats.writes.fetch_add(size, Ordering::Relaxed);
+        shared
+            .stats
+            .largest_batch
+            .fetch_max(size, Ordering::Relaxed);
+        metrics::histogram!(crate::telemetry::GROUP_COMMIT_BATCH).record(size as f64);
+        shared.progress.send_modify(|p| match &applied {
+            Ok(()) => p.durable = last,
+            Err(error) => {
+                // On disk, so the next start applies it; not in sled now.
+                p.failed = last;
+                p.error = Some(format!("applying the log to sled: {error}").into());
+            }
+        });
+        batch.clear();
+    }
+}
+
+/// The segment the next `len` bytes go to: the current one while they fit,
+/// else the spare the housekeeper prepared (and the full one goes to a
+/// checkpoint).
+fn ready_segment<'a>(
+    segment: &'a mut Option<Segment>,
+    next_seq: &mut u64,
+    dir: &Path,
+    len: usize,
+    housekeeper: &Housekeeper,
+) -> std::io::Result<&'a mut Segment> {
+    let full = segment
+        .as_ref()
+        .is_some_and(|segment| !segment.fits(len) && !segment.is_empty());
+    if full && let Some(sealed) = segment.take() {
+        let _ = housekeeper.chores.send(Chore::Checkpoint(sealed.seq));
+    }
+    if segment.is_none() {
+        let spare = housekeeper
+            .awaiting
+            .replace(false)
+            .then(|| housekeeper.spares.recv());
+        let fresh = match spare {
+            Some(Ok(Ok(spare))) if spare.seq == *next_seq => spare,
+            // The spare could not be made (or is stale after a failure):
+            // make one here, numbered past it.
+            _ => {
+                *next_seq += 1;
+                Segment::create(dir, *next_seq)?
+            }
+        };
+        *next_seq = fresh.seq + 1;
+        housekeeper.prepare(*next_seq);
+        *segment = Some(fresh);
+    }
+    Ok(segment.as_mut().expect("set above"))
+}
+
+/// Writes log segments by hand, as a process that died before its
+/// checkpoint would have left them.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    /// Writes segment `seq` under `data_dir` holding `records`, then
+    /// `torn` bytes of one more record (a write the crash cut short).
+    pub fn write_segment(data_dir: &Path, seq: u64, records: &[Record], torn: usize) {
+        let dir = data_dir.join("wal");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = Vec::new();
+        for record in records {
+            record::encode(record, &mut bytes);
+        }
+        let mut cut = Vec::new();
+        record::encode(&records[0], &mut cut);
+        bytes.extend_from_slice(&cut[..torn.min(cut.len() - 1)]);
+        std::fs::write(segment::path(&dir, seq), bytes).unwrap();
+    }
+
+    pub fn segments(data_dir: &Path) -> Vec<u64> {
+        segment::list(&data_dir.join("wal")).unwrap()
+    }
+
+    pub use super::record::Record;
+}
