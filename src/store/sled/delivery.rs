@@ -49,7 +49,7 @@ impl SledStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
+    ) -> Result<(Vec<Claim>, u64), StoreError> {
         let t = &*self.trees;
         let end = keys::instant(now + chrono::TimeDelta::microseconds(1));
         let due: Vec<sled::IVec> = t
@@ -59,12 +59,12 @@ impl SledStore {
             .take(limit)
             .collect::<Result<_, _>>()?;
         let mut claimed = Vec::with_capacity(due.len());
+        let mut w = self.wal.section()?;
         for entry in due {
             let Some((_, id)) = keys::split_timed(&entry) else {
                 continue;
             };
             let id = id.to_vec();
-            let mut w = self.wal.section()?;
             // Another claim may have moved it since the scan.
             if w.get(Tree::DeliveryQueue, &entry)?.is_none() {
                 continue;
@@ -73,7 +73,6 @@ impl SledStore {
             let Some(delivery) =
                 read::<DeliveryRecord, Delivery>(DELIVERIES, w.get(Tree::Deliveries, &id)?)?
             else {
-                w.commit();
                 continue;
             };
             let leased = Delivery {
@@ -90,13 +89,10 @@ impl SledStore {
                 id.as_slice(),
                 encode(&DeliveryRecord::new(&leased, true)),
             );
-            let message = w.get(Tree::Outbox, &id)?;
-            // Not waited on: a claim lost to a crash is only claimed again.
-            w.commit();
-            let message =
-                read::<OutboxRecord, OutboxMessage>(OUTBOX, message)?.ok_or_else(|| {
-                    StoreError::corrupt(DELIVERIES, "a delivery names a missing outbox message")
-                })?;
+            let message = read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, &id)?)?
+                .ok_or_else(|| {
+                StoreError::corrupt(DELIVERIES, "a delivery names a missing outbox message")
+            })?;
             claimed.push(Claim {
                 message,
                 delivery,
@@ -104,7 +100,7 @@ impl SledStore {
                 fence: fence(lease_until),
             });
         }
-        Ok(claimed)
+        Ok((claimed, w.commit()))
     }
 
     /// Stores an attempt's outcome (or a deferral) under its claim: the new

@@ -496,7 +496,11 @@ impl Storage for SledStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Claim>, StoreError> {
-        self.claim(now, lease_until, limit)
+        let (claimed, lsn) = self.claim(now, lease_until, limit)?;
+        // A lease is on disk before its attempt starts, so a restart never
+        // hands the same delivery out again while the lease runs.
+        self.durable(lsn).await?;
+        Ok(claimed)
     }
 
     async fn finish_attempt(
@@ -545,8 +549,8 @@ impl Storage for SledStore {
         let step = tokio::task::spawn_blocking(move || store.sweep_chunks(&cutoffs))
             .await
             .map_err(|error| StoreError::unavailable("sweep task", error))??;
-        // Not flushed: nothing was acknowledged, and a removal lost to a
-        // crash is swept again.
+        // Waited on so a read after the step sees what it removed.
+        self.durable(self.wal.last_lsn()).await?;
         Ok(step)
     }
 

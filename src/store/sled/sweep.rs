@@ -114,8 +114,7 @@ fn sweep_chunk(
             count += 1;
         }
     }
-    // Not waited on: nothing was acknowledged, and a removal lost to a
-    // crash is swept again.
+    // The caller waits for the log once all four chunks are staged.
     w.commit();
     Ok((chunk.len(), count))
 }
