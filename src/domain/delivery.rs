@@ -82,6 +82,15 @@ pub struct Delivery {
 
 impl Delivery {
     /// A newly accepted message, due for delivery at once.
+    /// This delivery with its times at the precision the store keeps.
+    pub fn at_stored_precision(&self) -> Delivery {
+        Delivery {
+            next_attempt_at: self.next_attempt_at.map(super::time::stored),
+            updated_at: super::time::stored(self.updated_at),
+            ..self.clone()
+        }
+    }
+
     pub fn queued(now: DateTime<Utc>) -> Delivery {
         Delivery {
             status: DeliveryStatus::Accepted,

@@ -11,6 +11,7 @@ pub mod pricing;
 pub mod retention;
 pub mod send;
 pub mod template;
+pub mod time;
 pub mod window;
 
 pub use error::{Reason, Rejection, RejectionKind};

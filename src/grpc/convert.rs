@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::delivery::DeliveryStatus;
 use crate::domain::placeholder::ParameterFormat;
@@ -16,13 +16,9 @@ use crate::domain::{
 use crate::pb;
 use crate::store::MessageState;
 
-/// Times are kept to the microsecond, the store's precision, so an answer
-/// given now and one read back later (a replay, GetWindow) agree exactly.
-const PRECISION_DIGITS: u16 = 6;
-
-/// The server clock, at the precision wagate keeps.
+/// The server clock, at the precision wagate keeps (`domain::time`).
 pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(PRECISION_DIGITS)
+    crate::domain::time::stored(Utc::now())
 }
 
 pub fn pair(business: &str, customer: &str) -> Result<Pair, Rejection> {
@@ -37,7 +33,7 @@ pub fn time(timestamp: &prost_types::Timestamp, field: &str) -> Result<DateTime<
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
         .filter(|_| (0..1_000_000_000).contains(&timestamp.nanos))
-        .map(|at| at.trunc_subsecs(PRECISION_DIGITS))
+        .map(crate::domain::time::stored)
         .ok_or_else(|| {
             Rejection::new(Reason::InvalidTimestamp, "is not a valid timestamp").at(field)
         })

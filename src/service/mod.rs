@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::domain::delivery::{self, Delivery, DeliveryError, DeliveryStatus};
 use crate::domain::send::{self, DeliveryMode, SendPlan};
 use crate::domain::template::{self, TemplateFilter, TemplateWrite};
+use crate::domain::time;
 use crate::domain::window::{self, InboundOutcome};
 use crate::domain::{
     Inbound, InboundMessageId, Pair, SendRequest, Status, Template, TemplateContent, TemplateId,
@@ -49,6 +50,7 @@ impl Service {
         inbound: &Inbound,
         now: DateTime<Utc>,
     ) -> Result<(InboundOutcome, Option<Window>), StoreError> {
+        let now = time::stored(now);
         let plan = self
             .store
             .record_inbound(pair, id, inbound, &|seen| {
@@ -71,6 +73,7 @@ impl Service {
         now: DateTime<Utc>,
         dry_run: bool,
     ) -> Result<SendOutcome, StoreError> {
+        let now = time::stored(now);
         let mode = self.mode;
         let plan =
             |snapshot: &send::SendSnapshot| send::plan(snapshot, request, message_id, now, mode);
@@ -105,6 +108,7 @@ impl Service {
         content: &TemplateContent,
         now: DateTime<Utc>,
     ) -> Result<(Template, bool), StoreError> {
+        let now = time::stored(now);
         let (before, write) = self
             .store
             .change_template(id, &|existing| {
@@ -130,6 +134,7 @@ impl Service {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Template>, StoreError> {
+        let now = time::stored(now);
         let (_, write) = self
             .store
             .change_template(id, &|existing| {
@@ -168,6 +173,7 @@ impl Service {
         lease: TimeDelta,
         limit: usize,
     ) -> Result<Vec<Claim>, StoreError> {
+        let now = time::stored(now);
         let until = delivery::lease_until(now, lease);
         self.store.claim_due(now, until, limit).await
     }
@@ -179,6 +185,9 @@ impl Service {
         next: &Delivery,
         now: DateTime<Utc>,
     ) -> Result<MessageState, StoreError> {
+        // The worker's clock is finer than the store: cut here, so what is
+        // returned and published is what a read finds.
+        let (next, now) = (&next.at_stored_precision(), time::stored(now));
         self.store
             .finish_attempt(claim, next, &|next, early| {
                 delivery::plan_finish(next, early, now)
@@ -194,6 +203,7 @@ impl Service {
         error: Option<&DeliveryError>,
         now: DateTime<Utc>,
     ) -> Result<StatusReport, StoreError> {
+        let now = time::stored(now);
         self.store
             .report_status(wamid, &|target| {
                 delivery::plan_status(target, status, error, now)
@@ -209,6 +219,7 @@ impl Service {
         rate: &delivery::SendRate,
         now: DateTime<Utc>,
     ) -> Result<Result<(), TimeDelta>, StoreError> {
+        let now = time::stored(now);
         self.store
             .take_send_slot(business, &|tat| rate.take(tat, now))
             .await

@@ -850,3 +850,58 @@ pub async fn sweeping_on_every_replica_at_once_removes_each_record_once(h: &dyn 
     assert_eq!(removed, backlog, "each window removed by one replica");
     assert_eq!(second.window(&pair("+27820000000")).await.unwrap(), None);
 }
+
+/// The delivery worker and the webhook pass the clock's nanoseconds; the
+/// stores keep microseconds. What an outcome or a status returns, and what
+/// watchers hear, is what a read finds afterwards.
+pub async fn times_finer_than_stored_come_back_as_stored(h: &dyn Harness) {
+    let store = h.open().await;
+    let mut watch = store.subscribe();
+    let message_id = accepted(&store, "+27820000001", "k1").await;
+    let accepted_update = watch.recv().await.unwrap();
+    assert_eq!(accepted_update.message.message_id, message_id);
+    let fine = t0() + TimeDelta::nanoseconds(123_456_789);
+    let claim = claim_next(&store, fine).await;
+    let finished = store
+        .finish_attempt(
+            &claim,
+            &claim.delivery.retry(fine + TimeDelta::seconds(5), fine),
+            fine,
+        )
+        .await
+        .unwrap();
+    let read = store.message(message_id).await.unwrap().unwrap();
+    assert_eq!(
+        finished, read,
+        "finish_attempt answered other times than it stored"
+    );
+    assert_eq!(
+        watch.recv().await.unwrap(),
+        read,
+        "watchers heard other times"
+    );
+    let retry_at = read.delivery.as_ref().unwrap().next_attempt_at.unwrap();
+    assert_eq!(retry_at.timestamp_subsec_nanos() % 1000, 0);
+    let claim = claim_next(&store, retry_at).await;
+    store
+        .finish_attempt(
+            &claim,
+            &claim.delivery.submitted("wamid.fine".into(), fine),
+            fine,
+        )
+        .await
+        .unwrap();
+    let _ = watch.recv().await.unwrap();
+    let report = store
+        .report_status("wamid.fine", DeliveryStatus::Delivered, None, fine)
+        .await
+        .unwrap();
+    let StatusReport::Applied(applied) = report else {
+        panic!("the status was not applied: {report:?}");
+    };
+    let read = store.message(message_id).await.unwrap().unwrap();
+    assert_eq!(
+        *applied, read,
+        "report_status answered other times than it stored"
+    );
+}

@@ -92,6 +92,7 @@ macro_rules! conformance {
                 template_sends_read_the_registry_in_the_same_transaction,
                 the_background_sweeper_drains_a_backlog_larger_than_one_step,
                 a_claim_is_exclusive_until_released,
+                times_finer_than_stored_come_back_as_stored,
                 retries_are_due_at_their_time_and_done_messages_leave_the_queue,
                 a_status_that_beats_the_api_answer_is_applied_when_the_wamid_arrives,
                 watchers_hear_every_stored_change,
