@@ -44,6 +44,11 @@ use crate::store::StoreError;
 /// it refuse new changes rather than grow without bound.
 const MAX_STAGED_WHILE_FAILING: usize = 100_000;
 
+/// The pause after each piece of a spare segment the housekeeper zero-fills
+/// (64 pieces: the spare is ready in well under a second, long before a
+/// busy log fills the current segment).
+const SPARE_PAUSE: Duration = Duration::from_millis(2);
+
 /// How long the log thread waits before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 
@@ -179,7 +184,7 @@ impl Wal {
         let dir = data_dir.join("wal");
         std::fs::create_dir_all(&dir).map_err(io_error("log"))?;
         let (replayed, first) = replay(&db, &trees, &dir)?;
-        let segment = Segment::create(&dir, first).map_err(io_error("log"))?;
+        let segment = Segment::create(&dir, first, None).map_err(io_error("log"))?;
         let shared = Arc::new(Shared {
             staged: Mutex::default(),
             wake: Condvar::new(),
@@ -325,7 +330,10 @@ fn housekeep(
     for chore in chores {
         match chore {
             Chore::Prepare(seq) => {
-                if spares.send(Segment::create(dir, seq)).is_err() {
+                if spares
+                    .send(Segment::create(dir, seq, Some(SPARE_PAUSE)))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -452,7 +460,7 @@ fn ready_segment<'a>(
             // make one here, numbered past it.
             _ => {
                 *next_seq += 1;
-                Segment::create(dir, *next_seq)?
+                Segment::create(dir, *next_seq, None)?
             }
         };
         *next_seq = fresh.seq + 1;

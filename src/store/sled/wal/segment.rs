@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// How large a segment is made. Once one is full its records are
 /// checkpointed (sled flushed, the segment deleted), so this also bounds how
@@ -66,16 +67,26 @@ pub struct Segment {
 
 impl Segment {
     /// Creates segment `seq`, zero-filled to [`SEGMENT_BYTES`] and synced,
-    /// with its directory entry synced too.
-    pub fn create(dir: &Path, seq: u64) -> io::Result<Segment> {
+    /// with its directory entry synced too. With `pause`, it is written in
+    /// small synced pieces with a pause after each: a spare made while the
+    /// log is busy then never puts 16 MiB of writeback in front of the
+    /// log's own syncs (one burst measured ~0.2 s on this project's disk).
+    pub fn create(dir: &Path, seq: u64, pause: Option<Duration>) -> io::Result<Segment> {
         let path = path(dir, seq);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
-        let zeroes = vec![0; 1 << 20];
+        let zeroes = vec![0; 256 << 10];
         let made = (0..SEGMENT_BYTES / zeroes.len() as u64)
-            .try_for_each(|_| file.write_all(&zeroes))
+            .try_for_each(|_| {
+                file.write_all(&zeroes)?;
+                if let Some(pause) = pause {
+                    file.sync_data()?;
+                    std::thread::sleep(pause);
+                }
+                Ok(())
+            })
             .and_then(|()| file.sync_all())
             .and_then(|()| sync_dir(dir));
         if let Err(error) = made {
