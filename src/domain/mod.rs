@@ -11,6 +11,7 @@ pub mod pricing;
 pub mod retention;
 pub mod send;
 pub mod template;
+pub mod text;
 pub mod time;
 pub mod window;
 

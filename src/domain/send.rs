@@ -36,6 +36,8 @@ impl Content {
             )
             .at("text.body"));
         }
+        super::text::refuse_controls(body)
+            .map_err(|rule| Rejection::new(Reason::InvalidText, rule).at("text.body"))?;
         Ok(Content::Text(body.to_owned()))
     }
 
@@ -387,7 +389,8 @@ mod tests {
     #[test]
     fn text_length_rules() {
         assert!(Content::text(&"é".repeat(4096)).is_ok());
-        for bad in ["", &"x".repeat(4097)] {
+        assert!(Content::text("line one\n\tline two").is_ok());
+        for bad in ["", &"x".repeat(4097), "nul\0inside", "\u{1b}[2Jclear"] {
             let err = Content::text(bad).unwrap_err();
             assert_eq!(
                 (err.reason, err.field.as_deref()),

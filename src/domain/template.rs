@@ -183,6 +183,7 @@ impl TemplateDraft {
             ))
             .at("body"));
         }
+        super::text::refuse_controls(&self.body).map_err(|rule| invalid(rule).at("body"))?;
         let body = component_placeholders(&self.body, "body")?;
 
         let header_text = non_empty(self.header_text);
@@ -246,7 +247,7 @@ fn check_chars(text: &str, max: usize, field: &str) -> Result<(), Rejection> {
     if chars > max {
         return Err(invalid(format!("must be at most {max} characters, got {chars}")).at(field));
     }
-    Ok(())
+    super::text::refuse_controls(text).map_err(|rule| invalid(rule).at(field))
 }
 
 fn parse_at(text: &str, field: &str) -> Result<Vec<Segment>, Rejection> {
@@ -888,6 +889,22 @@ mod tests {
             .with_status(Status::Rejected, &"r".repeat(1025), t0())
             .unwrap_err();
         assert_eq!(err.reason, Reason::InvalidTemplateStatus);
+        let err = approved(draft("x"))
+            .with_status(Status::Rejected, "bad\u{1b}[0m", t0())
+            .unwrap_err();
+        assert_eq!(
+            (err.reason, err.field.as_deref()),
+            (Reason::InvalidTemplateStatus, Some("reason"))
+        );
+    }
+
+    #[test]
+    fn bodies_headers_and_footers_refuse_control_characters() {
+        assert!(draft("Hi {{1}},\n\tyour order shipped.").validate().is_ok());
+        assert_eq!(problem(draft("Hi\0{{1}}")).0, "body");
+        let mut header = draft("x");
+        header.header_text = "Order\r".into();
+        assert_eq!(problem(header).0, "header_text");
     }
 
     #[test]
