@@ -28,7 +28,20 @@ pub fn pair(business: &str, customer: &str) -> Result<Pair, Rejection> {
     })
 }
 
+/// google.protobuf.Timestamp's range, in seconds: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59Z. A time outside it is not a timestamp, whatever
+/// chrono could represent.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
 pub fn time(timestamp: &prost_types::Timestamp, field: &str) -> Result<DateTime<Utc>, Rejection> {
+    if !TIMESTAMP_SECONDS.contains(&timestamp.seconds) {
+        return Err(Rejection::new(
+            Reason::InvalidTimestamp,
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z \
+             (google.protobuf.Timestamp's range)",
+        )
+        .at(field));
+    }
     u32::try_from(timestamp.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
@@ -371,6 +384,13 @@ mod tests {
         };
         let kept = timestamp(time(&finer, "received_at").unwrap());
         assert_eq!(kept, ok, "kept to the microsecond");
+        for edge in [-62_135_596_800, 253_402_300_799] {
+            let at = prost_types::Timestamp {
+                seconds: edge,
+                nanos: 0,
+            };
+            assert_eq!(timestamp(time(&at, "received_at").unwrap()), at);
+        }
         for bad in [
             prost_types::Timestamp {
                 seconds: 0,
@@ -382,6 +402,15 @@ mod tests {
             },
             prost_types::Timestamp {
                 seconds: i64::MAX,
+                nanos: 0,
+            },
+            // Before year 1: chrono has it, protobuf's Timestamp does not.
+            prost_types::Timestamp {
+                seconds: -62_135_596_801,
+                nanos: 0,
+            },
+            prost_types::Timestamp {
+                seconds: 253_402_300_800,
                 nanos: 0,
             },
         ] {
