@@ -47,6 +47,7 @@ impl PhoneNumber {
         if raw.len() > MAX_RAW_LEN {
             return Err(invalid("must be an E.164 number of 8-15 digits".into()));
         }
+        well_formed(raw).map_err(|rule| invalid(rule.into()))?;
         let compact: String = raw
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
@@ -111,15 +112,17 @@ impl PhoneNumber {
         &self.0
     }
 
-    /// The number with all but the first four and last two digits hidden.
+    /// The number with all but its country code and last two digits
+    /// hidden: `+27*******67`, `+1********11`.
     pub fn masked(&self) -> String {
         let digits = &self.0[1..];
-        let hidden = digits.len() - 6;
+        let shown = country_code_len(digits);
+        let hidden = digits.len().saturating_sub(shown + 2);
         format!(
             "+{}{}{}",
-            &digits[..4],
+            &digits[..shown],
             "*".repeat(hidden),
-            &digits[hidden + 4..]
+            &digits[shown + hidden..]
         )
     }
 }
@@ -235,6 +238,45 @@ fn national_number(code: u16, as_written: &str, stripped: &str) -> Result<String
     })
 }
 
+/// The length of the country code `digits` starts with: ITU codes are
+/// prefix-free, so the one prefix of 1-3 digits that is a code is it.
+fn country_code_len(digits: &str) -> usize {
+    (1..=3)
+        .find(|&len| {
+            digits
+                .get(..len)
+                .and_then(|code| code.parse::<u16>().ok())
+                .is_some_and(|code| phonenumber::metadata::DATABASE.by_code(&code).is_some())
+        })
+        .unwrap_or(1)
+}
+
+/// Where `+` and parentheses may go: `+` first (or first inside a leading
+/// parenthesis, `(+27) 82 …`), parentheses in pairs, not nested, around
+/// digits (`+44 (0) 20 …`).
+fn well_formed(raw: &str) -> Result<(), &'static str> {
+    let mut open = None;
+    for (at, c) in raw.trim_start().char_indices() {
+        match (c, open) {
+            // `+27 …` or `(+27) …`: the plus opens the number or its first
+            // parenthesis, nowhere else.
+            ('+', Some(0)) if at == 1 => {}
+            ('+', _) if at > 0 => return Err("may hold '+' only as its first character"),
+            ('(', Some(_)) => return Err("has parentheses inside parentheses"),
+            ('(', None) => open = Some(0),
+            (')', None) => return Err("closes a parenthesis it never opened"),
+            (')', Some(0)) => return Err("has parentheses around no digits"),
+            (')', Some(_)) => open = None,
+            ('0'..='9', Some(digits)) => open = Some(digits + 1),
+            _ => {}
+        }
+    }
+    match open {
+        Some(_) => Err("opens a parenthesis it never closes"),
+        None => Ok(()),
+    }
+}
+
 /// Builds the broken rule's message for a country code.
 type LengthRule = fn(u16) -> String;
 
@@ -286,6 +328,43 @@ mod tests {
         PhoneNumber::parse(raw)
             .map(|p| p.as_str().to_owned())
             .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn plus_and_parentheses_go_where_numbers_are_written_with_them() {
+        for ok in [
+            "+44 (0) 20 7946 0958",
+            "+1 (555) 000-1111",
+            " +27 82 123 4567",
+        ] {
+            assert!(PhoneNumber::parse(ok).is_ok(), "{ok}");
+        }
+        assert!(PhoneNumber::parse("(+1) 555 000 1111").is_ok());
+        for bad in [
+            "(+)15550001111",
+            "+27(82 123 4567",
+            "+2782) 123 4567",
+            "+1 ((555)) 0001111",
+            "+1 () 5550001111",
+            "+1 555 +000 1111",
+        ] {
+            let err = PhoneNumber::parse(bad).unwrap_err();
+            assert_eq!(err.reason, Reason::InvalidPhoneNumber, "{bad}");
+        }
+    }
+
+    #[test]
+    fn masking_never_shows_more_than_the_country_code_and_two() {
+        // Seychelles: 7 national digits, so 6 of 10 showed under the old
+        // first-four-and-last-two rule.
+        assert_eq!(
+            PhoneNumber::parse("+248 2 512 345").unwrap().masked(),
+            "+248*****45"
+        );
+        assert_eq!(
+            PhoneNumber::parse("+15550001111").unwrap().masked(),
+            "+1********11"
+        );
     }
 
     #[test]
@@ -369,10 +448,10 @@ mod tests {
     #[test]
     fn display_and_debug_mask() {
         let phone = PhoneNumber::parse("+27821234567").unwrap();
-        assert_eq!(phone.to_string(), "+2782*****67");
-        assert_eq!(format!("{phone:?}"), "PhoneNumber(+2782*****67)");
+        assert_eq!(phone.to_string(), "+27*******67");
+        assert_eq!(format!("{phone:?}"), "PhoneNumber(+27*******67)");
         let short = PhoneNumber::parse("+3531234567").unwrap();
-        assert_eq!(short.masked(), "+3531****67");
+        assert_eq!(short.masked(), "+353*****67");
     }
 
     proptest! {
@@ -414,13 +493,19 @@ mod tests {
         }
 
         #[test]
-        fn masked_hides_all_but_four_and_two(digits in "2782[0-9]{7}") {
-            let phone = PhoneNumber::parse(&digits).unwrap();
+        fn masked_shows_the_country_code_and_last_two_only(
+            (code, rest) in prop_oneof![
+                Just("27").prop_flat_map(|c| (Just(c), "82[0-9]{7}")),
+                Just("1").prop_flat_map(|c| (Just(c), "555[0-9]{7}")),
+                Just("44").prop_flat_map(|c| (Just(c), "20[0-9]{8}")),
+            ]
+        ) {
+            let phone = PhoneNumber::parse(&format!("+{code}{rest}")).unwrap();
             let masked = phone.masked();
             prop_assert_eq!(masked.len(), phone.as_str().len());
-            prop_assert_eq!(&masked[1..5], &digits[..4]);
-            prop_assert!(masked[5..masked.len() - 2].bytes().all(|b| b == b'*'));
-            prop_assert_eq!(&masked[masked.len() - 2..], &digits[digits.len() - 2..]);
+            prop_assert_eq!(&masked[1..1 + code.len()], code);
+            prop_assert!(masked[1 + code.len()..masked.len() - 2].bytes().all(|b| b == b'*'));
+            prop_assert_eq!(&masked[masked.len() - 2..], &rest[rest.len() - 2..]);
         }
     }
 }

@@ -275,11 +275,14 @@ async fn the_log_is_replayed_at_start_and_its_torn_tail_ignored() {
     let store = SledStore::open(&config(&dir)).unwrap();
     assert_eq!(store.window(&a).await.unwrap(), Some(window(2)));
     assert_eq!(store.window(&b).await.unwrap(), None);
+    // The housekeeper may have made the spare (10) already.
+    let left = segments(&path);
     assert_eq!(
-        segments(&path),
-        vec![9],
-        "replayed segments are deleted; the new one is numbered after them"
+        left.first(),
+        Some(&9),
+        "replayed segments are deleted; the new one is numbered after them: {left:?}"
     );
+    assert!(left.iter().all(|&seq| seq >= 9), "{left:?}");
 }
 
 /// A data directory made by the release before the log (layout 1, commit
