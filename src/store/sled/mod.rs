@@ -195,6 +195,19 @@ impl SledStore {
             early_statuses: db.open_tree(EARLY_STATUSES)?,
             early_status_age: db.open_tree("early_status_age/v1")?,
         };
+        let trees = Arc::new(trees);
+        // The log first: what it holds was acknowledged before any rekeying
+        // below, which must see it (a later change of phone rules would
+        // otherwise rekey sled and then have the log write old keys back).
+        let (wal, replayed) = Wal::open(db.clone(), trees.clone(), &config.path)?;
+        if replayed != wal::Replayed::default() {
+            tracing::info!(
+                segments = replayed.segments,
+                records = replayed.records,
+                "replayed the log into sled"
+            );
+        }
+        // Nothing serves yet, so rekeying writes straight to sled, flushed.
         let rekeyed = rekey::normalise_phone_keys(&db, &meta, &trees)?;
         if rekeyed != rekey::Rekeyed::default() {
             tracing::info!(
@@ -202,15 +215,6 @@ impl SledStore {
                 merged = rekeyed.merged,
                 inbound_ids = rekeyed.inbound_ids,
                 "moved keys written under older phone-number rules to their normal form"
-            );
-        }
-        let trees = Arc::new(trees);
-        let (wal, replayed) = Wal::open(db.clone(), trees.clone(), &config.path)?;
-        if replayed != wal::Replayed::default() {
-            tracing::info!(
-                segments = replayed.segments,
-                records = replayed.records,
-                "replayed the log into sled"
             );
         }
         Ok(SledStore {

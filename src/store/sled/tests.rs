@@ -336,3 +336,53 @@ async fn a_layout_1_directory_opens_and_is_migrated_in_place() {
         assert_eq!(layout(&store.db).as_deref(), Some(&[2][..]));
     }
 }
+
+/// Rekeying at start must see what the log holds: a window logged under a
+/// key today's rules write differently is replayed first, then moved.
+#[tokio::test]
+async fn the_log_is_replayed_before_keys_are_rekeyed() {
+    use wal::testing::{Record, write_segment};
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(&dir).path;
+    {
+        let store = SledStore::open(&config(&dir)).unwrap();
+        let meta = store.db.open_tree("meta").unwrap();
+        meta.remove("phone_rules").unwrap();
+        store.db.flush().unwrap();
+    }
+    let opened = t0();
+    let window = Window {
+        last_inbound_at: opened,
+        expires_at: opened + TimeDelta::hours(24),
+        free_entry_deadline: None,
+        free_until: None,
+    };
+    let old_key = b"+15550001111\0+4402079460958".to_vec();
+    write_segment(
+        &path,
+        1,
+        &[Record {
+            lsn: 1,
+            changes: vec![
+                wal::Change {
+                    tree: Tree::Windows,
+                    key: old_key.clone(),
+                    value: Some(encode(&WindowRecord::from(&window)).into()),
+                },
+                wal::Change {
+                    tree: Tree::WindowExpiry,
+                    key: keys::timed(window.expires_at, &old_key),
+                    value: Some(IVec::default()),
+                },
+            ],
+        }],
+        0,
+    );
+    let store = SledStore::open(&config(&dir)).unwrap();
+    assert_eq!(
+        store.window(&pair("+442079460958")).await.unwrap(),
+        Some(window),
+        "the logged window moved to its normal key"
+    );
+    assert_eq!(store.trees.windows.get(&old_key).unwrap(), None);
+}

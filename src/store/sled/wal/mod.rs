@@ -407,9 +407,13 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
         {
             let mut staged = shared.lock();
             staged.failing = false;
-            for record in &batch {
-                for change in &record.changes {
-                    staged.overlay.applied(record.lsn, change);
+            // Only what sled now has leaves the overlay: after a failed
+            // apply, sections still read the logged values.
+            if applied.is_ok() {
+                for record in &batch {
+                    for change in &record.changes {
+                        staged.overlay.applied(record.lsn, change);
+                    }
                 }
             }
         }
