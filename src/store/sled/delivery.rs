@@ -12,7 +12,7 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::records::{DeliveryRecord, EarlyStatusRecord, OutboxRecord, encode};
-use super::wal::Tree;
+use super::wal::{Section, Tree};
 use super::{
     DELIVERIES, EARLY_STATUSES, OUTBOX, SledStore, WAMIDS, corrupt, keys, read, read_record,
 };
@@ -22,6 +22,17 @@ use crate::store::{Claim, FinishPlanner, MessageState, StatusPlanner, StatusRepo
 
 fn message_key(id: Uuid) -> [u8; 16] {
     id.into_bytes()
+}
+
+/// The outbox message a record in `what` names, as the section sees it: one
+/// that is missing means the store is corrupt.
+fn known_message(
+    w: &Section<'_>,
+    id: &[u8],
+    what: &'static str,
+) -> Result<OutboxMessage, StoreError> {
+    read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, id)?)?
+        .ok_or_else(|| StoreError::corrupt(what, "names a missing outbox message"))
 }
 
 /// A claim's fence: its lease's end, in microseconds.
@@ -89,10 +100,7 @@ impl SledStore {
                 id.as_slice(),
                 encode(&DeliveryRecord::new(&leased, true)),
             );
-            let message = read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, &id)?)?
-                .ok_or_else(|| {
-                StoreError::corrupt(DELIVERIES, "a delivery names a missing outbox message")
-            })?;
+            let message = known_message(&w, &id, DELIVERIES)?;
             claimed.push(Claim {
                 message,
                 delivery,
@@ -145,8 +153,7 @@ impl SledStore {
             key,
             encode(&DeliveryRecord::new(&next, false)),
         );
-        let message = read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, &key)?)?
-            .ok_or_else(|| StoreError::corrupt(DELIVERIES, "names a missing outbox message"))?;
+        let message = known_message(&w, &key, DELIVERIES)?;
         let lsn = w.commit();
         let state = MessageState {
             message,
@@ -203,8 +210,7 @@ impl SledStore {
             id.to_vec(),
             encode(&DeliveryRecord::new(&next, false)),
         );
-        let message = read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, &id)?)?
-            .ok_or_else(|| StoreError::corrupt(WAMIDS, "names a missing outbox message"))?;
+        let message = known_message(&w, &id, WAMIDS)?;
         let state = MessageState {
             message,
             delivery: Some(next),
