@@ -93,6 +93,8 @@ pub const POOL_IDLE: &str = "wagate_store_pool_idle_connections";
 pub const POOL_WAITING: &str = "wagate_store_pool_waiting";
 /// Gauge: 1 while the store answers its health check, 0 while it does not.
 pub const STORE_UP: &str = "wagate_store_up";
+/// Failed writes of the store's log, by cause (`disk_full`, `io`, `apply`).
+pub const STORE_WRITE_FAILURES: &str = "wagate_store_write_failures_total";
 /// Cloud API delivery attempts by outcome.
 pub const DELIVERIES: &str = "wagate_deliveries_total";
 /// Webhook events by kind and whether they were acted on.
@@ -125,6 +127,10 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     metrics::describe_gauge!(OPEN_WINDOWS, "customer service windows open now");
     metrics::describe_gauge!(STORE_BYTES, metrics::Unit::Bytes, "store size on disk");
     metrics::describe_counter!(SWEEPER_RUNS, "completed sweeps");
+    metrics::describe_counter!(
+        STORE_WRITE_FAILURES,
+        "failed writes of the store's log, by cause"
+    );
     metrics::describe_counter!(SWEPT_ITEMS, "records removed by the sweeper");
     metrics::describe_histogram!(GROUP_COMMIT_BATCH, "writes made durable per flush");
     metrics::describe_counter!(DELIVERIES, "Cloud API delivery attempts by outcome");

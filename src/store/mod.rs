@@ -324,8 +324,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Bytes the store occupies, where it knows.
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError>;
 
-    /// Whether the store can serve now; readiness follows it. An embedded
-    /// store that opened is always there.
+    /// Whether the store can serve now, writes included; readiness follows
+    /// it (a database out of reach, a disk too full to write).
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -579,6 +579,11 @@ impl Storage for SledStore {
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
         Ok(Some(self.db.size_on_disk()?))
     }
+
+    /// Not ready while the log cannot write (reads still work).
+    async fn check(&self) -> Result<(), StoreError> {
+        self.wal.health()
+    }
 }
 
 #[cfg(test)]

@@ -40,9 +40,12 @@ use segment::Segment;
 use super::Trees;
 use crate::store::StoreError;
 
-/// Records staged while the log cannot write (a full disk, say) that make
-/// it refuse new changes rather than grow without bound.
-const MAX_STAGED_WHILE_FAILING: usize = 100_000;
+/// The free space below which the log stops writing, as if the disk were
+/// full. sled keeps an I/O error for good once it has met one (every later
+/// write fails with it until the process restarts), so the log must stop
+/// feeding sled before sled's own writes can hit a full disk; with this
+/// much left, sled can still write out what it was given.
+pub const MIN_FREE_BYTES: u64 = 16 << 20;
 
 /// The pause after each piece of a spare segment the housekeeper zero-fills
 /// (64 pieces: the spare is ready in well under a second, long before a
@@ -228,15 +231,37 @@ impl Wal {
     }
 
     /// Opens a section: the one place changes are planned and staged.
+    /// Refused while the log cannot write: only the group that met the
+    /// failure waits to be retried, so nothing piles up in memory and a
+    /// caller learns at once that its write was not taken.
     pub fn section(&self) -> Result<Section<'_>, StoreError> {
         let staged = self.shared.lock();
-        if staged.failing && staged.records.len() >= MAX_STAGED_WHILE_FAILING {
+        if staged.failing {
+            let error = self.shared.progress.borrow().error.clone();
             return Err(StoreError::unavailable(
                 "log",
-                "the log cannot write and has too much waiting",
+                error.map_or_else(|| "the log cannot write".to_owned(), |e| e.to_string()),
             ));
         }
         Ok(Section::new(staged, &self.shared))
+    }
+
+    /// Whether writes are being taken: an error saying why not while the
+    /// log cannot write, sled refused a change, or the disk is too full for
+    /// the next write (known before any write fails).
+    pub fn health(&self) -> Result<(), StoreError> {
+        room_left(&self.dir).map_err(|error| StoreError::unavailable("log", error.to_string()))?;
+        let failing = self.shared.lock().failing;
+        let progress = self.shared.progress.borrow();
+        let broken = progress.failed > progress.durable && !failing;
+        if failing || broken {
+            let error = progress
+                .error
+                .clone()
+                .unwrap_or_else(|| "write failed".into());
+            return Err(StoreError::unavailable("log", error.to_string()));
+        }
+        Ok(())
     }
 
     /// Returns once every record up to `lsn` is on disk and in sled.
@@ -380,10 +405,18 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             record::encode(record, &mut bytes);
         }
         let last = batch.last().map_or(0, |record| record.lsn);
-        let written = ready_segment(&mut segment, &mut next_seq, dir, bytes.len(), housekeeper)
+        let written = room_left(dir)
+            .and_then(|()| {
+                ready_segment(&mut segment, &mut next_seq, dir, bytes.len(), housekeeper)
+            })
             .and_then(|segment| segment.append(&bytes));
         if let Err(error) = written {
-            tracing::error!(%error, "log write failed; retrying");
+            let cause = if is_full(&error) { "disk_full" } else { "io" };
+            metrics::counter!(crate::telemetry::STORE_WRITE_FAILURES, "cause" => cause)
+                .increment(1);
+            if !shared.lock().failing {
+                tracing::error!(%error, "log write failed; refusing writes and retrying");
+            }
             segment = None;
             shared.progress.send_modify(|p| {
                 p.failed = last;
@@ -406,6 +439,9 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             .try_for_each(|record| apply(&shared.trees, &record.changes));
         {
             let mut staged = shared.lock();
+            if staged.failing {
+                tracing::info!("the log writes again");
+            }
             staged.failing = false;
             // Only what sled now has leaves the overlay: after a failed
             // apply, sections still read the logged values.
@@ -428,6 +464,8 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
         shared.progress.send_modify(|p| match &applied {
             Ok(()) => p.durable = last,
             Err(error) => {
+                metrics::counter!(crate::telemetry::STORE_WRITE_FAILURES, "cause" => "apply")
+                    .increment(1);
                 // On disk, so the next start applies it; not in sled now.
                 p.failed = last;
                 p.error = Some(format!("applying the log to sled: {error}").into());
@@ -435,6 +473,29 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
         });
         batch.clear();
     }
+}
+
+/// Refuses to write when the data directory's disk is nearly full (see
+/// [`MIN_FREE_BYTES`]), with the error a full disk gives.
+fn room_left(dir: &Path) -> std::io::Result<()> {
+    let stats = rustix::fs::statvfs(dir)?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if free >= MIN_FREE_BYTES {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        format!(
+            "the disk holding the data directory is full: {} KiB free, writes stop below {} MiB",
+            free >> 10,
+            MIN_FREE_BYTES >> 20
+        ),
+    ))
+}
+
+fn is_full(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::StorageFull
+        || error.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 /// The segment the next `len` bytes go to: the current one while they fit,
