@@ -109,6 +109,33 @@ pub struct Config {
     #[arg(long, env = "WAGATE_MAX_CONCURRENT_CALLS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_calls: u32,
 
+    /// Streams open at once (WatchMessages, health Watch, reflection), a
+    /// budget apart from --max-concurrent-calls, held until each stream
+    /// ends; beyond it new streams are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "WAGATE_MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// How long a client has, from its call's headers, to send the request
+    /// message; a call waiting for it holds no slot, and is ended after it.
+    #[arg(long, env = "WAGATE_REQUEST_MESSAGE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_message_timeout: Duration,
+
+    /// Connections each listener (gRPC, webhook) keeps open at most; beyond
+    /// it new ones are closed at once, logged and counted. Lowered to fit
+    /// the open files limit.
+    #[arg(long, env = "WAGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// How long a new connection has to finish its TLS handshake and send
+    /// the HTTP/2 preface (or, on the webhook port, a request head); it is
+    /// closed after that.
+    #[arg(long, env = "WAGATE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, env = "WAGATE_HTTP2_MAX_STREAMS_PER_CONNECTION", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams_per_connection: u32,
+
     /// Largest request message accepted, in bytes.
     #[arg(long, env = "WAGATE_MAX_REQUEST_BYTES", default_value_t = 256 * 1024)]
     pub max_request_bytes: usize,
@@ -308,6 +335,11 @@ mod tests {
         assert_eq!(config.max_concurrent_calls, 512);
         assert_eq!(config.max_request_bytes, 256 * 1024);
         assert_eq!(config.call_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_concurrent_streams, 256);
+        assert_eq!(config.request_message_timeout, Duration::from_secs(5));
+        assert_eq!(config.http2_max_streams_per_connection, 200);
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(config.http2_keepalive_interval, Duration::from_secs(30));
         assert_eq!(config.http2_keepalive_timeout, Duration::from_secs(10));
         assert_eq!(config.drain_delay, Duration::from_secs(5));

@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod migrate;
+pub mod net;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::cloud;
 use crate::config::Config;
@@ -17,6 +16,7 @@ use crate::domain::send::DeliveryMode;
 use crate::grpc::auth::Callers;
 use crate::grpc::edge::{EdgeLayer, EdgePolicy};
 use crate::grpc::{GatewayService, TemplateRegistryService};
+use crate::net::{self, ConnectionLimits, Gatekeeper};
 use crate::pb::gateway_server::GatewayServer;
 use crate::pb::template_registry_server::TemplateRegistryServer;
 use crate::service::{self, Service};
@@ -47,7 +47,8 @@ pub async fn run(
         }
         None => None,
     };
-    let tls = tls_config(&config)?;
+    let tls = tls_acceptor(&config)?;
+    let limits = connection_limits(&config);
     // Before the first call, not during it: loading libphonenumber's
     // metadata takes long enough to trip callers' deadlines.
     crate::domain::phone::load_metadata();
@@ -63,7 +64,7 @@ pub async fn run(
         inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,
     };
     let sweeper = service::spawn_sweeper(store.clone(), retention, config.sweep_interval);
-    let cloud = cloud::start(&config.cloud, &service).await?;
+    let cloud = cloud::start(&config.cloud, &service, limits).await?;
     let gauge_store = store.clone();
     let (metrics_address, metrics_server) =
         telemetry::serve(config.metrics_listen, metrics, move || {
@@ -133,17 +134,19 @@ pub async fn run(
             let _ = drain_started.send(true);
         }
     };
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
-        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .max_concurrent_streams(config.http2_max_streams_per_connection)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
     let serving = builder
         .layer(EdgeLayer::new(EdgePolicy {
             callers,
             max_concurrent_calls: config.max_concurrent_calls as usize,
+            max_concurrent_streams: config.max_concurrent_streams as usize,
             call_timeout: config.call_timeout,
+            request_message_timeout: config.request_message_timeout,
+            max_request_bytes: config.max_request_bytes,
         }))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
@@ -157,9 +160,7 @@ pub async fn run(
                 .max_decoding_message_size(config.max_request_bytes),
         )
         .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY, small gRPC frames wait on Nagle and delayed
-            // ACKs: ~40 ms stalls at moderate concurrency.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            net::grpc_incoming(Gatekeeper::new(listener, "grpc", limits), tls),
             draining,
         );
     // A client that never closes its connection must not hold shutdown forever.
@@ -184,6 +185,10 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The largest header block a call may send (HTTP/2 SETTINGS): gRPC
+/// metadata is small, and a large block costs memory per stream.
+const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
 /// How often readiness asks the store whether it can serve.
 const READINESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -260,18 +265,47 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Storage>, BoxError> {
     })
 }
 
-fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, BoxError> {
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, BoxError> {
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
         return Ok(None);
     };
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    let ca = config.tls_client_ca.as_deref().map(read).transpose()?;
+    Ok(Some(net::tls_acceptor(
+        &read(cert)?,
+        &read(key)?,
+        ca.as_deref(),
+    )?))
+}
+
+/// Room kept in the open files limit for everything but connections: the
+/// store's files, the log, the metrics port, outgoing HTTP.
+const RESERVED_FILES: u64 = 256;
+
+/// The configured limits, with the connection cap lowered where the open
+/// files limit (raised to its hard limit first) would be reached before it.
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    let files = net::raise_open_files_limit();
+    let mut max_connections = config.max_connections as usize;
+    if let Some(files) = files {
+        // Two listeners share the descriptors.
+        let fits = (files.saturating_sub(RESERVED_FILES) / 2).max(1) as usize;
+        if fits < max_connections {
+            tracing::warn!(
+                configured = max_connections,
+                open_files_limit = files,
+                max_connections = fits,
+                "lowering the connection cap to fit the open files limit"
+            );
+            max_connections = fits;
+        }
     }
-    Ok(Some(tls))
+    ConnectionLimits {
+        max_connections,
+        handshake_timeout: config.handshake_timeout,
+    }
 }
 
 /// Sets the gauges that are read from the store: open windows (a walk of the

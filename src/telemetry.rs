@@ -95,6 +95,10 @@ pub const POOL_WAITING: &str = "wagate_store_pool_waiting";
 pub const STORE_UP: &str = "wagate_store_up";
 /// Failed writes of the store's log, by cause (`disk_full`, `io`, `apply`).
 pub const STORE_WRITE_FAILURES: &str = "wagate_store_write_failures_total";
+/// Connections open now, by listener (`grpc`, `webhook`).
+pub const OPEN_CONNECTIONS: &str = "wagate_open_connections";
+/// Connections closed at once because the listener had too many open.
+pub const CONNECTIONS_REFUSED: &str = "wagate_connections_refused_total";
 /// Cloud API delivery attempts by outcome.
 pub const DELIVERIES: &str = "wagate_deliveries_total";
 /// Webhook events by kind and whether they were acted on.
@@ -127,6 +131,11 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     metrics::describe_gauge!(OPEN_WINDOWS, "customer service windows open now");
     metrics::describe_gauge!(STORE_BYTES, metrics::Unit::Bytes, "store size on disk");
     metrics::describe_counter!(SWEEPER_RUNS, "completed sweeps");
+    metrics::describe_gauge!(OPEN_CONNECTIONS, "connections open now, by listener");
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "connections closed at once because the listener had too many open"
+    );
     metrics::describe_counter!(
         STORE_WRITE_FAILURES,
         "failed writes of the store's log, by cause"

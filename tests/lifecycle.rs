@@ -404,6 +404,8 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         "clients.rs",
         "production.rs",
         "delivery.rs",
+        "abuse.rs",
+        "full_disk.rs",
     ]
     .iter()
     .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())
@@ -415,6 +417,8 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         edge::OVERLOADED,
         edge::REQUEST_TOO_LARGE,
         edge::DEADLINE_EXCEEDED,
+        edge::REQUEST_MESSAGE_TIMEOUT,
+        edge::MALFORMED_REQUEST,
         wagate::grpc::status::WATCH_LAGGED,
     ];
     let domain_reasons = wagate::domain::Reason::ALL.iter().map(|r| r.as_str());

@@ -429,6 +429,49 @@ async fn serves_over_tls_and_refuses_plaintext() {
 }
 
 #[tokio::test]
+async fn a_tls_handshake_never_finished_is_closed_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let files = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let cert = write(files.path(), "server.pem", &pki.server_cert);
+    let key = write(files.path(), "server.key", &pki.server_key);
+    let server = Server::start_with(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--handshake-timeout",
+        "1s",
+    ]);
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The first bytes of a ClientHello, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    for socket in [&mut silent, &mut stalled] {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an unfinished TLS handshake was kept open");
+    }
+    // A client that finishes its handshake is served, after the deadline too.
+    let channel = tls_channel(&server, &pki, false).await.unwrap();
+    pb::gateway_client::GatewayClient::new(channel)
+        .get_window(get_window(CUSTOMER))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn mutual_tls_needs_a_client_certificate_from_the_ca() {
     let files = tempfile::tempdir().unwrap();
     let pki = pki();

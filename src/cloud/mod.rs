@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use crate::config::{CloudConfig, resolve_secret};
 use crate::domain::delivery::RetryPolicy;
+use crate::net::ConnectionLimits;
 use crate::service::Service;
 
 /// What is running, to stop on shutdown.
@@ -30,7 +31,11 @@ impl Running {
 }
 
 /// Starts what the configuration asks for; refuses half a configuration.
-pub async fn start(config: &CloudConfig, store: &Service) -> Result<Running, String> {
+pub async fn start(
+    config: &CloudConfig,
+    store: &Service,
+    limits: ConnectionLimits,
+) -> Result<Running, String> {
     let worker = if config.delivery {
         let access_token = resolve_secret(
             &config.access_token,
@@ -90,14 +95,15 @@ pub async fn start(config: &CloudConfig, store: &Service) -> Result<Running, Str
                 verify_token,
                 business_numbers,
             };
-            let (address, serving) = webhook::serve(config.webhook_listen, store.clone(), settings)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot listen for webhooks on {}: {e}",
-                        config.webhook_listen
-                    )
-                })?;
+            let (address, serving) =
+                webhook::serve(config.webhook_listen, store.clone(), settings, limits)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot listen for webhooks on {}: {e}",
+                            config.webhook_listen
+                        )
+                    })?;
             tracing::info!(%address, "receiving webhooks on http://{address}/webhook");
             Some((address, tokio::spawn(serving)))
         }

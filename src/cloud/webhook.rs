@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use crate::config::Secret;
 use crate::domain::cloud_api::{self, WebhookEvent};
 use crate::domain::{Inbound, InboundKind, InboundMessageId, Pair, PhoneNumber, TemplateId};
+use crate::net::{self, ConnectionLimits, Gatekeeper};
 use crate::service::Service;
 use crate::store::{StatusReport, StoreError};
 use crate::telemetry;
@@ -46,6 +47,7 @@ pub async fn serve(
     listen: SocketAddr,
     store: Service,
     settings: WebhookSettings,
+    limits: ConnectionLimits,
 ) -> std::io::Result<(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
@@ -56,7 +58,8 @@ pub async fn serve(
     let app = Router::new()
         .route("/webhook", get(verify).post(notify))
         .with_state(receiver);
-    Ok((address, async move { axum::serve(listener, app).await }))
+    let gatekeeper = Gatekeeper::new(listener, "webhook", limits);
+    Ok((address, net::serve_http1(gatekeeper, app)))
 }
 
 /// `GET /webhook?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...`

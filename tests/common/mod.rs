@@ -380,16 +380,28 @@ pub async fn start_slow_get_window(
     h2::SendStream<bytes::Bytes>,
     h2::client::SendRequest<bytes::Bytes>,
 ) {
+    raw_call(server, "/wagate.v1.Gateway/GetWindow", headers).await
+}
+
+/// Opens a raw HTTP/2 stream on a connection of its own for the gRPC
+/// method at `path` and sends only its headers: the test sends the body
+/// (or not) itself.
+pub async fn raw_call(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (
+    h2::client::ResponseFuture,
+    h2::SendStream<bytes::Bytes>,
+    h2::client::SendRequest<bytes::Bytes>,
+) {
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
-    let mut request = http::Request::post(format!(
-        "http://{}/wagate.v1.Gateway/GetWindow",
-        server.addr
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers");
+    let mut request = http::Request::post(format!("http://{}{path}", server.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -397,6 +409,22 @@ pub async fn start_slow_get_window(
         .send_request(request.body(()).unwrap(), false)
         .unwrap();
     (response, stream, client)
+}
+
+/// The gRPC status a raw call ended with: from the headers of a
+/// trailers-only answer, else from the trailers after the body.
+pub async fn raw_status(response: h2::client::ResponseFuture) -> tonic::Status {
+    let response = response.await.expect("response headers");
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().expect("grpc trailers");
+    tonic::Status::from_header_map(&trailers).expect("grpc-status in the trailers")
 }
 
 pub fn grpc_frame(message: &impl prost::Message) -> bytes::Bytes {

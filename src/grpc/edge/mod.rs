@@ -1,11 +1,18 @@
-//! The tower layer every gRPC call passes first: caller authentication, load
-//! shedding, the call deadline, one tracing span per call (continuing the
-//! caller's W3C trace), and per-call metrics.
+//! The tower layer every gRPC call passes first: caller authentication, the
+//! request message read whole within its own deadline, load shedding, the
+//! call deadline, one tracing span per call (continuing the caller's W3C
+//! trace), and per-call metrics.
 //!
 //! Health and reflection stay open: probes and grpcurl need no token, and
-//! they are never shed, so an overloaded instance still answers its probes.
+//! health checks are never shed, so an overloaded instance still answers
+//! its probes. Long-lived streams (WatchMessages, health Watch, reflection)
+//! have a budget of their own, held until the stream ends, so they can
+//! neither crowd out unary calls nor grow without bound.
 
-use std::collections::HashSet;
+mod held;
+mod message;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Request, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
@@ -30,6 +37,11 @@ pub const INVALID_CREDENTIALS: &str = "INVALID_CREDENTIALS";
 pub const OVERLOADED: &str = "OVERLOADED";
 pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 pub const REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
+/// The call's request message did not arrive within the message deadline.
+pub const REQUEST_MESSAGE_TIMEOUT: &str = "REQUEST_MESSAGE_TIMEOUT";
+/// The request is not one well-formed message: no message, two, a cut-off
+/// frame, or bytes that do not decode as the method's message.
+pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
 
 /// tonic also enforces `grpc-timeout`, outside this layer, answering a bare
 /// CANCELLED; ending the call this much earlier makes ours the answer (with
@@ -41,8 +53,36 @@ const CALLER_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 pub struct EdgePolicy {
     /// `None`: callers are not authenticated.
     pub callers: Option<Callers>,
+    /// Unary calls in flight at once (health checks not counted).
     pub max_concurrent_calls: usize,
+    /// Streams open at once: WatchMessages, health Watch, reflection.
+    pub max_concurrent_streams: usize,
     pub call_timeout: Duration,
+    /// How long a client has to send its request message, from its headers.
+    pub request_message_timeout: Duration,
+    /// The largest request message, in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// How a method's messages flow, from its descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One message each way.
+    Unary,
+    /// One message in, a stream out.
+    ServerStream,
+    /// A stream in (client or bidirectional streaming).
+    ClientStream,
+}
+
+impl Shape {
+    fn of(client_streaming: bool, server_streaming: bool) -> Shape {
+        match (client_streaming, server_streaming) {
+            (true, _) => Shape::ClientStream,
+            (false, true) => Shape::ServerStream,
+            (false, false) => Shape::Unary,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -52,23 +92,32 @@ pub struct EdgeLayer {
 
 struct Shared {
     callers: Option<Callers>,
-    permits: Arc<Semaphore>,
+    calls: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
     call_timeout: Duration,
-    /// Paths of the methods served; any other path is labelled "unknown" in
-    /// metrics, so a caller cannot mint new time series.
-    methods: HashSet<String>,
+    request_message_timeout: Duration,
+    max_request_bytes: usize,
+    /// The methods served, by path; any other path is labelled "unknown"
+    /// in metrics, so a caller cannot mint new time series.
+    methods: HashMap<String, Shape>,
 }
 
-/// `/package.Service/Method` for every method wagate serves.
-fn served_methods() -> HashSet<String> {
+/// `/package.Service/Method` for every method wagate serves, with its shape.
+fn served_methods() -> HashMap<String, Shape> {
     use prost::Message;
-    let mut methods: HashSet<String> = [
-        "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    let mut methods: HashMap<String, Shape> = [
+        ("/grpc.health.v1.Health/Check", Shape::Unary),
+        ("/grpc.health.v1.Health/Watch", Shape::ServerStream),
+        (
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            Shape::ClientStream,
+        ),
+        (
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            Shape::ClientStream,
+        ),
     ]
-    .map(String::from)
+    .map(|(path, shape)| (path.to_owned(), shape))
     .into();
     // The descriptors are compiled in; they decode or the build is broken.
     if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET) {
@@ -76,7 +125,10 @@ fn served_methods() -> HashSet<String> {
             let package = file.package().to_owned();
             for service in &file.service {
                 for method in &service.method {
-                    methods.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                    methods.insert(
+                        format!("/{package}.{}/{}", service.name(), method.name()),
+                        Shape::of(method.client_streaming(), method.server_streaming()),
+                    );
                 }
             }
         }
@@ -89,8 +141,11 @@ impl EdgeLayer {
         EdgeLayer {
             shared: Arc::new(Shared {
                 callers: policy.callers,
-                permits: Arc::new(Semaphore::new(policy.max_concurrent_calls)),
+                calls: Arc::new(Semaphore::new(policy.max_concurrent_calls)),
+                streams: Arc::new(Semaphore::new(policy.max_concurrent_streams)),
                 call_timeout: policy.call_timeout,
+                request_message_timeout: policy.request_message_timeout,
+                max_request_bytes: policy.max_request_bytes,
                 methods: served_methods(),
             }),
         }
@@ -114,7 +169,7 @@ pub struct Edge<S> {
     shared: Arc<Shared>,
 }
 
-/// Health checks and reflection: open to anyone, never shed.
+/// Health and reflection: open to anyone.
 fn is_infrastructure(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
 }
@@ -143,6 +198,8 @@ where
                 .saturating_sub(CALLER_DEADLINE_MARGIN)
                 .min(self.shared.call_timeout)
         });
+        // From the headers: waiting for the message counts against it too.
+        let deadline_at = tokio::time::Instant::now() + deadline;
 
         let caller = match (&self.shared.callers, open) {
             (Some(callers), false) => match request.headers().get(http::header::AUTHORIZATION) {
@@ -164,9 +221,15 @@ where
             },
             _ => Ok("-".to_owned()),
         };
+        let shape = self.shared.methods.get(&method).copied();
+        let method_label = if shape.is_some() {
+            method.clone()
+        } else {
+            "unknown".to_owned()
+        };
         let span = tracing::info_span!(
             "rpc",
-            method = %method,
+            method = %logged_path(&method, shape.is_some()),
             caller = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             parent_span_id = tracing::field::Empty,
@@ -185,42 +248,29 @@ where
             Err(_) => "unauthenticated".to_owned(),
         };
         span.record("caller", tracing::field::display(&caller_label));
-        let permit = match caller {
-            Ok(_) if open => Ok(None),
-            Ok(_) => self
-                .shared
-                .permits
-                .clone()
-                .try_acquire_owned()
-                .map(Some)
-                .map_err(|_| {
-                    refusal(
-                        Code::ResourceExhausted,
-                        OVERLOADED,
-                        "too many calls in flight; retry with backoff",
-                    )
-                }),
-            Err(status) => Err(status),
-        };
-
-        let method_label = if self.shared.methods.contains(&method) {
-            method.clone()
-        } else {
-            "unknown".to_owned()
-        };
 
         // Take the service that was polled ready; leave a clone for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
         Box::pin(
             async move {
-                let response = match permit {
+                let response = match caller {
+                    // Refused before it reads anything or takes any slot.
                     Err(status) => status.into_http(),
-                    Ok(permit) => {
-                        let answered = tokio::time::timeout(deadline, inner.call(request)).await;
-                        drop(permit);
+                    Ok(_) => {
+                        let answered = tokio::time::timeout_at(deadline_at, async {
+                            match admit(&shared, request, shape, open).await {
+                                Err(status) => Ok(status.into_http()),
+                                Ok((request, permit)) => inner
+                                    .call(request)
+                                    .await
+                                    .map(|response| hold(rewrite_client_errors(response), permit)),
+                            }
+                        })
+                        .await;
                         match answered {
-                            Ok(response) => rewrite_limits(response?),
+                            Ok(response) => response?,
                             Err(_) => refusal(
                                 Code::DeadlineExceeded,
                                 DEADLINE_EXCEEDED,
@@ -245,23 +295,115 @@ where
     }
 }
 
-/// tonic refuses an oversized message with OUT_OF_RANGE and no details; say
-/// RESOURCE_EXHAUSTED with a reason, as gRPC's own implementations do.
-fn rewrite_limits(response: Response<Body>) -> Response<Body> {
-    match Status::from_header_map(response.headers()) {
-        Some(status)
-            if status.code() == Code::OutOfRange
-                && status.message().contains("message length too large") =>
+/// The slot a call holds: a unary call's until it is answered, a stream's
+/// until it ends.
+enum Permit {
+    /// Health checks: never shed.
+    None,
+    Call(OwnedSemaphorePermit),
+    Stream(OwnedSemaphorePermit),
+}
+
+/// Reads the request message where the client sends exactly one, then
+/// takes the call's slot: only a call whose message has arrived competes
+/// for one, so stalled clients cannot starve the others.
+async fn admit(
+    shared: &Shared,
+    request: Request<Body>,
+    shape: Option<Shape>,
+    open: bool,
+) -> Result<(Request<Body>, Permit), Status> {
+    let request = match shape {
+        Some(Shape::Unary | Shape::ServerStream) => {
+            message::read_one(
+                request,
+                shared.max_request_bytes,
+                shared.request_message_timeout,
+            )
+            .await?
+        }
+        // Unknown paths go on to be answered UNIMPLEMENTED.
+        Some(Shape::ClientStream) | None => request,
+    };
+    let (budget, kind) = match shape {
+        Some(Shape::Unary) if open => return Ok((request, Permit::None)),
+        Some(Shape::Unary) | None => (&shared.calls, "calls"),
+        Some(Shape::ServerStream | Shape::ClientStream) => (&shared.streams, "streams"),
+    };
+    let permit = budget.clone().try_acquire_owned().map_err(|_| {
+        refusal(
+            Code::ResourceExhausted,
+            OVERLOADED,
+            format!("too many {kind} in flight; retry with backoff"),
+        )
+    })?;
+    let permit = match kind {
+        "streams" => Permit::Stream(permit),
+        _ => Permit::Call(permit),
+    };
+    Ok((request, permit))
+}
+
+/// A stream keeps its slot in its body until it ends; a call's is released
+/// now that it is answered.
+fn hold(response: Response<Body>, permit: Permit) -> Response<Body> {
+    match permit {
+        Permit::Stream(permit) => response.map(|body| Body::new(held::Held::new(body, permit))),
+        Permit::Call(permit) => {
+            drop(permit);
+            response
+        }
+        Permit::None => response,
+    }
+}
+
+/// tonic answers two client mistakes as if they were its own: an oversized
+/// message with OUT_OF_RANGE and no details (say RESOURCE_EXHAUSTED with a
+/// reason, as gRPC's own implementations do), and bytes that do not decode
+/// as the method's message with INTERNAL (say INVALID_ARGUMENT: the client
+/// sent garbage, and it must not count as a server error).
+fn rewrite_client_errors(response: Response<Body>) -> Response<Body> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    match status.code() {
+        Code::OutOfRange if status.message().contains("message length too large") => refusal(
+            Code::ResourceExhausted,
+            REQUEST_TOO_LARGE,
+            status.message().to_owned(),
+        )
+        .into_http(),
+        Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
         {
             refusal(
-                Code::ResourceExhausted,
-                REQUEST_TOO_LARGE,
-                status.message().to_owned(),
+                Code::InvalidArgument,
+                MALFORMED_REQUEST,
+                format!("the request message does not decode: {}", status.message()),
             )
             .into_http()
         }
         _ => response,
     }
+}
+
+/// The longest request path a log line shows of a path wagate does not
+/// serve (anyone can send 8 KB of path).
+const LOGGED_PATH_LIMIT: usize = 96;
+
+/// A served method's path as is; any other cut to [`LOGGED_PATH_LIMIT`]
+/// bytes, marked with `…` where cut.
+fn logged_path(path: &str, served: bool) -> std::borrow::Cow<'_, str> {
+    if served || path.len() <= LOGGED_PATH_LIMIT {
+        return path.into();
+    }
+    let mut end = LOGGED_PATH_LIMIT;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end]).into()
 }
 
 /// A refusal's code travels in the response headers (trailers-only); a
@@ -411,9 +553,31 @@ mod tests {
             "/wagate.v1.TemplateRegistry/ListTemplates",
             "/grpc.health.v1.Health/Check",
         ] {
-            assert!(methods.contains(path), "{path}");
+            assert!(methods.contains_key(path), "{path}");
         }
-        assert!(!methods.contains("/wagate.v1.Gateway/Nope"));
+        assert!(!methods.contains_key("/wagate.v1.Gateway/Nope"));
+        assert_eq!(
+            methods["/wagate.v1.Gateway/WatchMessages"],
+            Shape::ServerStream
+        );
+        assert_eq!(methods["/wagate.v1.Gateway/SendMessage"], Shape::Unary);
+    }
+
+    #[test]
+    fn long_unknown_paths_are_cut_in_logs() {
+        let long = format!("/x/{}", "é".repeat(4000));
+        let logged = logged_path(&long, false);
+        assert!(
+            logged.len() <= LOGGED_PATH_LIMIT + "…".len(),
+            "{}",
+            logged.len()
+        );
+        assert!(logged.ends_with('…'));
+        assert_eq!(
+            logged_path("/wagate.v1.Gateway/SendMessage", true),
+            "/wagate.v1.Gateway/SendMessage"
+        );
+        assert_eq!(logged_path("/short/Nope", false), "/short/Nope");
     }
 
     #[test]
