@@ -71,7 +71,8 @@ pub const GRPC_REQUESTS: &str = "wagate_grpc_requests_total";
 pub const GRPC_DURATION: &str = "wagate_grpc_request_duration_seconds";
 /// SendMessage outcomes: `ACCEPTED`, `REPLAYED`, `DRY_RUN` or the refusal reason.
 pub const SEND_DECISIONS: &str = "wagate_send_decisions_total";
-/// RecordInbound outcomes.
+/// Inbound outcomes (`Opened`, `Duplicate`, ... or the refusal reason), by
+/// `source`: `grpc` (RecordInbound) or `webhook`.
 pub const INBOUND_OUTCOMES: &str = "wagate_inbound_outcomes_total";
 /// Windows open now (read at each scrape).
 pub const OPEN_WINDOWS: &str = "wagate_open_windows";
@@ -154,13 +155,32 @@ pub fn record_delivery(outcome: &'static str) {
     metrics::counter!(DELIVERIES, "outcome" => outcome).increment(1);
 }
 
-pub fn record_webhook(event: &str, handled: bool) {
-    metrics::counter!(
-        WEBHOOK_EVENTS,
-        "event" => event.to_owned(),
-        "handled" => if handled { "true" } else { "false" }
-    )
-    .increment(1);
+/// What became of a webhook event, the `handled` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Acted on.
+    Yes,
+    /// Seen and not acted on (not understood, refused, or not for us).
+    No,
+    /// Delivered again by Meta and already acted on: not counted twice.
+    Duplicate,
+}
+
+/// `event` must come from a bounded set: see `domain::cloud_api`.
+pub fn record_webhook(event: &str, handled: Handled) {
+    let handled = match handled {
+        Handled::Yes => "true",
+        Handled::No => "false",
+        Handled::Duplicate => "duplicate",
+    };
+    metrics::counter!(WEBHOOK_EVENTS, "event" => event.to_owned(), "handled" => handled)
+        .increment(1);
+}
+
+/// A RecordInbound outcome (or refusal reason), from a gRPC call or a
+/// webhook (`source`), so every inbound is counted in one family.
+pub fn record_inbound(source: &'static str, outcome: String) {
+    metrics::counter!(INBOUND_OUTCOMES, "outcome" => outcome, "source" => source).increment(1);
 }
 
 pub fn record_call(method: &str, code: tonic::Code, caller: &str, elapsed: Duration) {

@@ -639,6 +639,18 @@ async fn inbound_webhooks_open_windows_and_ad_referrals_start_the_free_period() 
     );
     assert!(free.free_until.is_some());
     assert!(!free.billable);
+
+    // The replay is counted as a duplicate, not handled twice, and webhook
+    // inbounds count with every other inbound.
+    let metrics = http_get_text(&metrics_url(&server)).await;
+    for line in [
+        r#"wagate_webhook_events_total{event="message",handled="true"} 2"#,
+        r#"wagate_webhook_events_total{event="message",handled="duplicate"} 2"#,
+        r#"wagate_inbound_outcomes_total{outcome="Opened",source="webhook"} 2"#,
+        r#"wagate_inbound_outcomes_total{outcome="Duplicate",source="webhook"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -743,11 +755,19 @@ async fn template_review_webhooks_update_the_registry_and_unknown_events_are_cou
 
     let unknown = change("account_update", json!({ "event": "VERIFIED_ACCOUNT" }));
     assert_eq!(notify(&server, &unknown).await, 200);
+    // A field nobody documents does not mint a new series.
+    let made_up = change("x-made-up-field-8271", json!({}));
+    assert_eq!(notify(&server, &made_up).await, 200);
     let metrics = http_get_text(&metrics_url(&server)).await;
     assert!(
         metrics.contains(
             r#"wagate_webhook_events_total{event="field:account_update",handled="false"} 1"#
         ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"wagate_webhook_events_total{event="field:unknown",handled="false"} 1"#)
+            && !metrics.contains("made-up"),
         "{metrics}"
     );
     assert!(

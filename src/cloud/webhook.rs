@@ -24,11 +24,13 @@ use tokio::net::TcpListener;
 
 use crate::config::Secret;
 use crate::domain::cloud_api::{self, WebhookEvent};
-use crate::domain::{Inbound, InboundKind, InboundMessageId, Pair, PhoneNumber, TemplateId};
+use crate::domain::{
+    Inbound, InboundKind, InboundMessageId, InboundOutcome, Pair, PhoneNumber, TemplateId,
+};
 use crate::net::{self, ConnectionLimits, Gatekeeper};
 use crate::service::Service;
 use crate::store::{StatusReport, StoreError};
-use crate::telemetry;
+use crate::telemetry::{self, Handled};
 
 pub struct WebhookSettings {
     pub app_secret: Secret,
@@ -110,11 +112,11 @@ async fn notify(
 ) -> (StatusCode, &'static str) {
     if let Err(status) = check_signature(&receiver.settings.app_secret, &headers, &body) {
         tracing::warn!(%status, "webhook refused: missing or wrong signature");
-        telemetry::record_webhook("unsigned", false);
+        telemetry::record_webhook("unsigned", Handled::No);
         return (status, "bad signature");
     }
     let Ok(notification) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        telemetry::record_webhook("malformed", false);
+        telemetry::record_webhook("malformed", Handled::No);
         return (StatusCode::BAD_REQUEST, "not JSON");
     };
     for event in cloud_api::webhook_events(&notification) {
@@ -160,18 +162,26 @@ impl Receiver {
                     Ok(parsed) => parsed,
                     Err(rejection) => {
                         tracing::warn!(%rejection, "webhook message not recorded");
-                        telemetry::record_webhook("message", false);
+                        telemetry::record_webhook("message", Handled::No);
+                        telemetry::record_inbound("webhook", rejection.reason.as_str().to_owned());
                         return Ok(());
                     }
                 };
                 match self.store.record_inbound(&pair, &id, &inbound, now).await {
                     Ok((outcome, _)) => {
                         tracing::info!(business = %pair.business, customer = %pair.customer, ?outcome, ?entry_point, "webhook inbound recorded");
-                        telemetry::record_webhook("message", true);
+                        let handled = if outcome == InboundOutcome::Duplicate {
+                            Handled::Duplicate
+                        } else {
+                            Handled::Yes
+                        };
+                        telemetry::record_webhook("message", handled);
+                        telemetry::record_inbound("webhook", format!("{outcome:?}"));
                     }
                     Err(StoreError::Rejected(rejection)) => {
                         tracing::warn!(%rejection, "webhook message not recorded");
-                        telemetry::record_webhook("message", false);
+                        telemetry::record_webhook("message", Handled::No);
+                        telemetry::record_inbound("webhook", rejection.reason.as_str().to_owned());
                     }
                     Err(other) => return Err(other),
                 }
@@ -186,7 +196,14 @@ impl Receiver {
                     .report_status(&wamid, status, error.as_ref(), now)
                     .await?;
                 tracing::info!(%wamid, ?status, outcome = ?report_name(&report), "webhook status");
-                telemetry::record_webhook("status", !matches!(report, StatusReport::Early));
+                let handled = match report {
+                    StatusReport::Applied(_) => Handled::Yes,
+                    // Meta delivers statuses again (and out of order): one
+                    // already stored, or already passed, is a replay.
+                    StatusReport::Unchanged => Handled::Duplicate,
+                    StatusReport::Early => Handled::No,
+                };
+                telemetry::record_webhook("status", handled);
             }
             WebhookEvent::TemplateStatus {
                 name,
@@ -195,7 +212,7 @@ impl Receiver {
                 reason,
             } => {
                 let Ok(id) = TemplateId::parse(&name, &language) else {
-                    telemetry::record_webhook("template_status", false);
+                    telemetry::record_webhook("template_status", Handled::No);
                     return Ok(());
                 };
                 let updated = match self
@@ -206,17 +223,22 @@ impl Receiver {
                     Ok(updated) => updated,
                     Err(StoreError::Rejected(rejection)) => {
                         tracing::warn!(%rejection, "template status not applied");
-                        telemetry::record_webhook("template_status", false);
+                        telemetry::record_webhook("template_status", Handled::No);
                         return Ok(());
                     }
                     Err(other) => return Err(other),
                 };
                 tracing::info!(template = %name, %language, status = status.as_str(), known = updated.is_some(), "webhook template status");
-                telemetry::record_webhook("template_status", updated.is_some());
+                let handled = if updated.is_some() {
+                    Handled::Yes
+                } else {
+                    Handled::No
+                };
+                telemetry::record_webhook("template_status", handled);
             }
             WebhookEvent::Unhandled { kind } => {
                 tracing::info!(%kind, "webhook event not handled");
-                telemetry::record_webhook(&kind, false);
+                telemetry::record_webhook(&kind, Handled::No);
             }
         }
         Ok(())

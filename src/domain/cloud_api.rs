@@ -119,12 +119,62 @@ pub fn webhook_events(notification: &Value) -> Vec<WebhookEvent> {
             match change["field"].as_str() {
                 Some("messages") => message_events(value, &mut events),
                 Some("message_template_status_update") => events.push(template_event(value)),
-                Some(other) => events.push(unhandled(&format!("field:{other}"))),
+                Some(other) => events.push(unhandled(&bounded("field", other, KNOWN_FIELDS))),
                 None => events.push(unhandled("malformed")),
             }
         }
     }
     events
+}
+
+/// Webhook `field`s of a WhatsApp Business Account that Meta documents.
+const KNOWN_FIELDS: &[&str] = &[
+    "account_alerts",
+    "account_review_update",
+    "account_update",
+    "business_capability_update",
+    "calls",
+    "flows",
+    "history",
+    "message_echoes",
+    "message_template_components_update",
+    "message_template_quality_update",
+    "partner_solutions",
+    "payment_configuration_update",
+    "phone_number_name_update",
+    "phone_number_quality_update",
+    "security",
+    "smb_app_state_sync",
+    "smb_message_echoes",
+    "template_category_update",
+    "user_preferences",
+];
+
+/// Message status names, including those wagate does not act on.
+const KNOWN_STATUSES: &[&str] = &[
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "deleted",
+    "warning",
+    "played",
+    "missing",
+];
+
+/// Template review events, including those that change no status.
+const KNOWN_TEMPLATE_EVENTS: &[&str] = &["FLAGGED", "DELETED", "missing"];
+
+/// `prefix:value` where `value` is known, else `prefix:unknown`: these name
+/// metric series, and anyone who can reach the webhook must not be able to
+/// mint new ones.
+fn bounded(prefix: &str, value: &str, known: &[&str]) -> String {
+    let value = if known.contains(&value) {
+        value
+    } else {
+        "unknown"
+    };
+    format!("{prefix}:{value}")
 }
 
 fn unhandled(kind: &str) -> WebhookEvent {
@@ -190,7 +240,7 @@ fn message_events(value: &Value, events: &mut Vec<WebhookEvent>) {
                 error,
             })
         })();
-        events.push(parsed.unwrap_or_else(|| unhandled(&format!("status:{name}"))));
+        events.push(parsed.unwrap_or_else(|| unhandled(&bounded("status", name, KNOWN_STATUSES))));
     }
 }
 
@@ -207,7 +257,7 @@ fn template_event(value: &Value) -> WebhookEvent {
         "LIMIT_EXCEEDED" => Status::LimitExceeded,
         "ARCHIVED" => Status::Archived,
         // FLAGGED warns about quality; the status itself does not change.
-        other => return unhandled(&format!("template:{other}")),
+        other => return unhandled(&bounded("template", other, KNOWN_TEMPLATE_EVENTS)),
     };
     let (Some(name), Some(language)) = (
         value["message_template_name"].as_str(),

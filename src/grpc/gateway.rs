@@ -172,7 +172,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             Ok(response) => format!("{:?}", response.outcome()),
             Err(status) => refusal_reason(status),
         };
-        metrics::counter!(telemetry::INBOUND_OUTCOMES, "outcome" => outcome).increment(1);
+        telemetry::record_inbound("grpc", outcome);
         recorded.map(Response::new)
     }
 
