@@ -52,14 +52,20 @@ pub async fn read_one(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    check_framing(&bytes)
+    // A compressed message needs the encoding named; which encodings are
+    // served is tonic's to answer (UNIMPLEMENTED for one it lacks).
+    let encoded = parts
+        .headers
+        .get("grpc-encoding")
+        .is_some_and(|encoding| encoding != "identity");
+    check_framing(&bytes, encoded)
         .map_err(|rule| refusal(Code::InvalidArgument, MALFORMED_REQUEST, rule))?;
     Ok(Request::from_parts(parts, Body::new(Full::new(bytes))))
 }
 
-/// Exactly one message: a prefix with flag 0 or 1 and a length that the
-/// rest of the body matches.
-fn check_framing(body: &Bytes) -> Result<(), &'static str> {
+/// Exactly one message: a prefix with flag 0 (or 1, when the call names
+/// its encoding) and a length that the rest of the body matches.
+fn check_framing(body: &Bytes, encoded: bool) -> Result<(), &'static str> {
     if body.is_empty() {
         return Err("the call carries no request message; it takes exactly one");
     }
@@ -68,6 +74,11 @@ fn check_framing(body: &Bytes) -> Result<(), &'static str> {
     }
     if body[0] > 1 {
         return Err("the request message's compressed flag must be 0 or 1");
+    }
+    if body[0] == 1 && !encoded {
+        return Err(
+            "the request message is flagged compressed but the call names no grpc-encoding",
+        );
     }
     let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     let rest = body.len() - PREFIX;
@@ -93,9 +104,9 @@ mod tests {
 
     #[test]
     fn one_whole_message_passes() {
-        assert_eq!(check_framing(&frame(0, 3, b"abc")), Ok(()));
-        assert_eq!(check_framing(&frame(1, 3, b"abc")), Ok(()));
-        assert_eq!(check_framing(&frame(0, 0, b"")), Ok(()));
+        assert_eq!(check_framing(&frame(0, 3, b"abc"), false), Ok(()));
+        assert_eq!(check_framing(&frame(1, 3, b"abc"), true), Ok(()));
+        assert_eq!(check_framing(&frame(0, 0, b""), false), Ok(()));
     }
 
     #[test]
@@ -106,10 +117,11 @@ mod tests {
             (Bytes::new(), "no request message"),
             (Bytes::from_static(&[0, 0, 0]), "inside its length prefix"),
             (frame(2, 1, b"a"), "compressed flag"),
+            (frame(1, 1, b"a"), "names no grpc-encoding"),
             (frame(0, 5, b"abc"), "shorter than"),
             (Bytes::from(two), "more than one"),
         ] {
-            let refused = check_framing(&body).unwrap_err();
+            let refused = check_framing(&body, false).unwrap_err();
             assert!(refused.contains(rule), "{body:?}: {refused}");
         }
     }
