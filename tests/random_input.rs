@@ -18,7 +18,7 @@ use tonic::Code;
 
 const CASES: usize = 3_000;
 const CONNECTIONS: usize = 8;
-const DEFAULT_SEED: u64 = 0x5eed_0f_3a9e;
+const DEFAULT_SEED: u64 = 0x005e_ed0f_3a9e;
 
 /// xorshift64*: small, and the same sequence from the same seed.
 struct Rng(u64);
