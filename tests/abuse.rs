@@ -349,3 +349,106 @@ fn the_open_files_limit_is_raised_and_logged() {
     };
     assert_eq!(field("soft"), field("hard"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_validation_gaps_are_closed_with_clear_reasons() {
+    let server = Server::start();
+    let mut gateway = server.gateway().await;
+    let ancient = pb::RecordInboundRequest {
+        received_at: Some(prost_types::Timestamp {
+            seconds: -62_135_596_801, // a second before 0001-01-01
+            nanos: 0,
+        }),
+        ..inbound("+27820000401", "ancient")
+    };
+    let refused = refusal(gateway.record_inbound(ancient).await);
+    assert_eq!(
+        (refused.code, refused.reason.as_str()),
+        (Code::InvalidArgument, "INVALID_TIMESTAMP"),
+        "{refused:?}"
+    );
+    for number in [
+        "+27(82 123 4567",
+        "+2782) 123 4567",
+        "(+)27821234567",
+        "+27((82)) 1234567",
+    ] {
+        let refused = refusal(gateway.record_inbound(inbound(number, "paren")).await);
+        assert_eq!(
+            refused.reason, "INVALID_PHONE_NUMBER",
+            "{number}: {refused:?}"
+        );
+    }
+    gateway
+        .record_inbound(inbound("+27820000402", "open"))
+        .await
+        .unwrap();
+    for body in ["nul\0inside", "\u{1b}[31mred", "carriage\rreturn"] {
+        let refused = refusal(
+            gateway
+                .send_message(text("+27820000402", "ctl", body))
+                .await,
+        );
+        assert_eq!(refused.reason, "INVALID_TEXT", "{body:?}: {refused:?}");
+    }
+    let mut templates = server.templates().await;
+    let refused = refusal(
+        templates
+            .upsert_template(pb::UpsertTemplateRequest {
+                template: Some(template(
+                    "ctl_tpl",
+                    pb::TemplateCategory::Utility,
+                    "Hi\0{{1}}",
+                )),
+            })
+            .await,
+    );
+    assert_eq!(refused.reason, "INVALID_TEMPLATE", "{refused:?}");
+    approved_template(&server, "ok_tpl", pb::TemplateCategory::Utility, "Hi {{1}}").await;
+    let refused = refusal(
+        templates
+            .set_template_status(pb::SetTemplateStatusRequest {
+                name: "ok_tpl".into(),
+                language: "en_US".into(),
+                status: pb::TemplateStatus::Paused as i32,
+                reason: "quality\u{1b}[0m".into(),
+            })
+            .await,
+    );
+    assert_eq!(refused.reason, "INVALID_TEMPLATE_STATUS", "{refused:?}");
+    // Tab and newline are WhatsApp's own and pass.
+    gateway
+        .send_message(text("+27820000402", "tab", "Line one\n\tLine two"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_calls_take_no_slot_when_auth_is_on() {
+    let files = tempfile::tempdir().unwrap();
+    let tokens = files.path().join("tokens");
+    std::fs::write(&tokens, "billing:billing-token-0123456789\n").unwrap();
+    let server = Server::start_with(&[
+        "--auth-tokens-file",
+        tokens.to_str().unwrap(),
+        "--max-concurrent-calls",
+        "4",
+    ]);
+    // Headers without credentials, and no message: refused at once.
+    let mut anonymous = Vec::new();
+    for _ in 0..20 {
+        anonymous.push(start_slow_get_window(&server, &[]).await);
+    }
+    for (response, _stream, _client) in anonymous {
+        let refused = refusal::<()>(Err(raw_status(response).await));
+        assert_eq!(refused.reason, "MISSING_CREDENTIALS", "{refused:?}");
+    }
+    // A caller with a token is served meanwhile.
+    let mut gateway = server.gateway().await;
+    let mut request = tonic::Request::new(get_window_request());
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer billing-token-0123456789".parse().unwrap(),
+    );
+    gateway.get_window(request).await.unwrap();
+}
