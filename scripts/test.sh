@@ -4,7 +4,8 @@
 # .venv, the manifest checkers (tests/k8s/requirements.txt) into .venv-k8s,
 # the Node example's packages (examples/node, npm ci), and PostgreSQL
 # (Debian's postgresql, which the PostgreSQL tests start on their own temp
-# directories) when missing, then runs cargo test.
+# directories) and promtool (Debian's prometheus, which lints /metrics) when
+# missing, then runs cargo test.
 # Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,11 @@ cd "$(dirname "$0")/.."
 if ! command -v pg_config >/dev/null || [ ! -x "$(pg_config --bindir)/initdb" ]; then
     echo "installing PostgreSQL (Debian postgresql) for the PostgreSQL tests" >&2
     apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
+
+if ! command -v promtool >/dev/null; then
+    echo "installing promtool (Debian prometheus) for the metrics lint test" >&2
+    apt-get update -qq && apt-get install -y -qq prometheus >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -308,10 +308,19 @@ fn connection_limits(config: &Config) -> ConnectionLimits {
     }
 }
 
-/// Sets the gauges that are read from the store: open windows (a walk of the
-/// open part of the expiry index) and size on disk. Runs on a blocking
-/// thread at scrape time.
+/// Sets the gauges read at scrape time: the process's (CPU, memory, open
+/// files), and the store's: open windows (a walk of the open part of the
+/// expiry index) and size on disk. Runs on a blocking thread.
 fn refresh_store_gauges(store: &dyn Storage) {
+    // process_cpu_seconds_total, process_resident_memory_bytes,
+    // process_open_fds, ...: the process collector's standard names.
+    static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+        std::sync::LazyLock::new(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        });
+    PROCESS.collect();
     tokio::runtime::Handle::current().block_on(async {
         match store.open_windows(chrono::Utc::now()).await {
             Ok(open) => metrics::gauge!(telemetry::OPEN_WINDOWS).set(open as f64),

@@ -45,6 +45,10 @@ pub fn init_tracing(config: &Config) -> Result<Option<SdkTracerProvider>, BoxErr
                 .build()?;
             let resource = opentelemetry_sdk::Resource::builder()
                 .with_service_name("wagate")
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.version",
+                    env!("CARGO_PKG_VERSION"),
+                ))
                 .build();
             Some(
                 SdkTracerProvider::builder()
@@ -65,13 +69,22 @@ pub fn init_tracing(config: &Config) -> Result<Option<SdkTracerProvider>, BoxErr
     Ok(provider)
 }
 
-/// Calls by method, gRPC status code and caller.
-pub const GRPC_REQUESTS: &str = "wagate_grpc_requests_total";
-/// Call latency by method, seconds.
-pub const GRPC_DURATION: &str = "wagate_grpc_request_duration_seconds";
+/// Calls started, by `grpc_type`, `grpc_service` and `grpc_method` (the
+/// names go-grpc-prometheus and its dashboards use).
+pub const GRPC_STARTED: &str = "grpc_server_started_total";
+/// Calls finished, by the labels above, `grpc_code` and `caller`; a
+/// stream when it ends.
+pub const GRPC_HANDLED: &str = "grpc_server_handled_total";
+/// Time from a call's headers to its end, seconds, by type, service,
+/// method and code.
+pub const GRPC_HANDLING: &str = "grpc_server_handling_seconds";
+/// Health and reflection calls finished: probes and tools, not traffic.
+pub const GRPC_INFRASTRUCTURE: &str = "wagate_grpc_infrastructure_handled_total";
+/// Always 1, labelled with the version.
+pub const BUILD_INFO: &str = "wagate_build_info";
 /// SendMessage outcomes: `ACCEPTED`, `REPLAYED`, `DRY_RUN` or the refusal reason.
 pub const SEND_DECISIONS: &str = "wagate_send_decisions_total";
-/// Inbound outcomes (`Opened`, `Duplicate`, ... or the refusal reason), by
+/// Inbound outcomes (`OPENED`, `DUPLICATE`, ... or the refusal reason), by
 /// `source`: `grpc` (RecordInbound) or `webhook`.
 pub const INBOUND_OUTCOMES: &str = "wagate_inbound_outcomes_total";
 /// Windows open now (read at each scrape).
@@ -116,14 +129,25 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 /// Installs the process-wide metrics recorder. Call once, before anything records.
 pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(GRPC_DURATION.to_owned()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(GRPC_HANDLING.to_owned()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_BATCH.to_owned()), BATCH_BUCKETS)?
         .install_recorder()?;
+    metrics::describe_counter!(GRPC_STARTED, "gRPC calls started on the server");
     metrics::describe_counter!(
-        GRPC_REQUESTS,
-        "gRPC calls by method, status code and caller"
+        GRPC_HANDLED,
+        "gRPC calls completed on the server, regardless of success or failure"
     );
-    metrics::describe_histogram!(GRPC_DURATION, metrics::Unit::Seconds, "gRPC call latency");
+    metrics::describe_histogram!(
+        GRPC_HANDLING,
+        metrics::Unit::Seconds,
+        "time to complete a gRPC call on the server"
+    );
+    metrics::describe_counter!(
+        GRPC_INFRASTRUCTURE,
+        "health and reflection calls completed (kept apart from traffic)"
+    );
+    metrics::describe_gauge!(BUILD_INFO, "wagate's version; always 1");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::describe_counter!(
         SEND_DECISIONS,
         "SendMessage decisions by outcome or refusal reason"
@@ -133,6 +157,11 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     metrics::describe_gauge!(STORE_BYTES, metrics::Unit::Bytes, "store size on disk");
     metrics::describe_counter!(SWEEPER_RUNS, "completed sweeps");
     metrics::describe_gauge!(OPEN_CONNECTIONS, "connections open now, by listener");
+    metrics::describe_gauge!(STORE_UP, "1 while the store can take writes, else 0");
+    metrics::describe_counter!(STORE_RETRIES, "database transactions run again, by cause");
+    metrics::describe_gauge!(POOL_CONNECTIONS, "database connections open");
+    metrics::describe_gauge!(POOL_IDLE, "database connections idle");
+    metrics::describe_gauge!(POOL_WAITING, "callers waiting for a database connection");
     metrics::describe_counter!(
         CONNECTIONS_REFUSED,
         "connections closed at once because the listener had too many open"
@@ -183,15 +212,85 @@ pub fn record_inbound(source: &'static str, outcome: String) {
     metrics::counter!(INBOUND_OUTCOMES, "outcome" => outcome, "source" => source).increment(1);
 }
 
-pub fn record_call(method: &str, code: tonic::Code, caller: &str, elapsed: Duration) {
+/// What a call's metrics are labelled with.
+#[derive(Debug, Clone)]
+pub struct CallLabels {
+    /// `unary`, `server_stream`, `client_stream`, `bidi_stream`.
+    pub grpc_type: &'static str,
+    pub service: String,
+    pub method: String,
+    /// Health or reflection: counted apart from traffic.
+    pub infrastructure: bool,
+    pub caller: String,
+}
+
+pub fn record_started(labels: &CallLabels) {
+    if labels.infrastructure {
+        return;
+    }
     metrics::counter!(
-        GRPC_REQUESTS,
-        "method" => method.to_owned(),
-        "code" => format!("{code:?}"),
-        "caller" => caller.to_owned()
+        GRPC_STARTED,
+        "grpc_type" => labels.grpc_type,
+        "grpc_service" => labels.service.clone(),
+        "grpc_method" => labels.method.clone()
     )
     .increment(1);
-    metrics::histogram!(GRPC_DURATION, "method" => method.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub fn record_handled(labels: &CallLabels, code: tonic::Code, elapsed: Duration) {
+    let code = code_name(code);
+    if labels.infrastructure {
+        metrics::counter!(
+            GRPC_INFRASTRUCTURE,
+            "grpc_service" => labels.service.clone(),
+            "grpc_method" => labels.method.clone(),
+            "grpc_code" => code
+        )
+        .increment(1);
+        return;
+    }
+    metrics::counter!(
+        GRPC_HANDLED,
+        "grpc_type" => labels.grpc_type,
+        "grpc_service" => labels.service.clone(),
+        "grpc_method" => labels.method.clone(),
+        "grpc_code" => code,
+        "caller" => labels.caller.clone()
+    )
+    .increment(1);
+    metrics::histogram!(
+        GRPC_HANDLING,
+        "grpc_type" => labels.grpc_type,
+        "grpc_service" => labels.service.clone(),
+        "grpc_method" => labels.method.clone(),
+        "grpc_code" => code
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+/// A gRPC code as the spec and every gRPC library spell it: `OK`,
+/// `FAILED_PRECONDITION`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 /// Binds the metrics port; the returned future serves `/metrics` until

@@ -16,7 +16,7 @@ fn get_window_request() -> pb::GetWindowRequest {
     }
 }
 
-/// Raw HTTP/2 scrape of a counter sample by its labels.
+/// Calls of `method` (a `grpc_method`) handled with `code`, from a scrape.
 async fn requests_counted(server: &Server, method: &str, code: &str) -> f64 {
     let text = reqwest::get(metrics_url(server))
         .await
@@ -25,10 +25,10 @@ async fn requests_counted(server: &Server, method: &str, code: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|line| line.starts_with("wagate_grpc_requests_total{"))
+        .filter(|line| line.starts_with("grpc_server_handled_total{"))
         .filter(|line| {
-            line.contains(&format!("method=\"{method}\""))
-                && line.contains(&format!("code=\"{code}\""))
+            line.contains(&format!("grpc_method=\"{method}\""))
+                && line.contains(&format!("grpc_code=\"{code}\""))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -106,13 +106,16 @@ async fn garbage_missing_and_doubled_messages_are_malformed_requests() {
     let refused = refusal::<()>(Err(raw_status(response).await));
     assert_eq!(refused.code, Code::InvalidArgument, "{refused:?}");
 
-    let method = "/wagate.v1.Gateway/GetWindow";
     assert_eq!(
-        requests_counted(&server, method, "InvalidArgument").await,
+        requests_counted(&server, "GetWindow", "INVALID_ARGUMENT").await,
         5.0
     );
-    assert_eq!(requests_counted(&server, method, "Internal").await, 0.0);
+    assert_eq!(
+        requests_counted(&server, "GetWindow", "INTERNAL").await,
+        0.0
+    );
     // The server is fine and still answers properly formed calls.
+    let method = "/wagate.v1.Gateway/GetWindow";
     let (response, mut stream, _client) = raw_call(&server, method, &[]).await;
     stream.send_data(valid, true).unwrap();
     assert_eq!(raw_status(response).await.code(), Code::Ok);
@@ -238,11 +241,12 @@ async fn connections_beyond_the_cap_are_closed_logged_and_counted() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut over = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     assert!(closed_within(&mut over, Duration::from_secs(5)).await);
-    assert!(
-        server.logs().contains("too many open connections"),
-        "{}",
-        server.logs()
-    );
+    // The log line is read from the server's stderr as it comes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.logs().contains("too many open connections") {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let text = reqwest::get(metrics_url(&server))
         .await
         .unwrap()

@@ -646,8 +646,8 @@ async fn inbound_webhooks_open_windows_and_ad_referrals_start_the_free_period() 
     for line in [
         r#"wagate_webhook_events_total{event="message",handled="true"} 2"#,
         r#"wagate_webhook_events_total{event="message",handled="duplicate"} 2"#,
-        r#"wagate_inbound_outcomes_total{outcome="Opened",source="webhook"} 2"#,
-        r#"wagate_inbound_outcomes_total{outcome="Duplicate",source="webhook"} 2"#,
+        r#"wagate_inbound_outcomes_total{outcome="OPENED",source="webhook"} 2"#,
+        r#"wagate_inbound_outcomes_total{outcome="DUPLICATE",source="webhook"} 2"#,
     ] {
         assert!(metrics.contains(line), "no {line} in:\n{metrics}");
     }

@@ -99,12 +99,22 @@ async fn metrics_count_calls_decisions_windows_sweeps_and_commits() {
     // A made-up method: UNIMPLEMENTED, counted without minting a label.
     call_unknown_method(&server, "/wagate.v1.Gateway/MadeUp").await;
 
+    // A health probe: counted apart from traffic.
+    tonic_health::pb::health_client::HealthClient::new(server.channel().await)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+
     let scrape = scrape(&server).await;
     assert_eq!(
         sample(
             &scrape,
-            "wagate_grpc_requests_total",
-            &[("method", "unknown"), ("code", "Unimplemented")]
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "unknown"),
+                ("grpc_method", "unknown"),
+                ("grpc_code", "UNIMPLEMENTED")
+            ]
         ),
         Some(1.0)
     );
@@ -112,37 +122,83 @@ async fn metrics_count_calls_decisions_windows_sweeps_and_commits() {
         !scrape
             .samples
             .iter()
-            .any(|s| s.labels.get("method") == Some("/wagate.v1.Gateway/MadeUp"))
+            .any(|s| s.labels.values().any(|v| v.contains("MadeUp")))
     );
-    let send = "/wagate.v1.Gateway/SendMessage";
+    let send = [
+        ("grpc_type", "unary"),
+        ("grpc_service", "wagate.v1.Gateway"),
+        ("grpc_method", "SendMessage"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut labels = send.to_vec();
+        labels.extend_from_slice(extra);
+        labels
+    };
+    assert_eq!(
+        sample(&scrape, "grpc_server_started_total", &send),
+        Some(3.0)
+    );
     assert_eq!(
         sample(
             &scrape,
-            "wagate_grpc_requests_total",
-            &[("method", send), ("code", "Ok")]
+            "grpc_server_handled_total",
+            &with(&[("grpc_code", "OK")])
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &scrape,
-            "wagate_grpc_requests_total",
-            &[
-                ("method", send),
-                ("code", "FailedPrecondition"),
-                ("caller", "-")
-            ]
+            "grpc_server_handled_total",
+            &with(&[("grpc_code", "FAILED_PRECONDITION"), ("caller", "-")])
         ),
         Some(2.0)
     );
     assert_eq!(
         sample(
             &scrape,
-            "wagate_grpc_request_duration_seconds_count",
-            &[("method", send)]
+            "grpc_server_handling_seconds_count",
+            &with(&[("grpc_code", "FAILED_PRECONDITION")])
         ),
-        Some(3.0)
+        Some(2.0)
     );
+    assert_eq!(
+        sample(
+            &scrape,
+            "grpc_server_started_total",
+            &[("grpc_service", "grpc.health.v1.Health")]
+        ),
+        None,
+        "health probes are not traffic"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "wagate_grpc_infrastructure_handled_total",
+            &[
+                ("grpc_service", "grpc.health.v1.Health"),
+                ("grpc_method", "Check"),
+                ("grpc_code", "OK")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "wagate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(sample(&scrape, process, &[]).is_some(), "no {process}");
+    }
     for (decision, count) in [
         ("ACCEPTED", 1.0),
         ("WINDOW_CLOSED", 1.0),
@@ -162,7 +218,7 @@ async fn metrics_count_calls_decisions_windows_sweeps_and_commits() {
         sample(
             &scrape,
             "wagate_inbound_outcomes_total",
-            &[("outcome", "Opened")]
+            &[("outcome", "OPENED"), ("source", "grpc")]
         ),
         Some(1.0)
     );
@@ -206,7 +262,7 @@ async fn a_call_logs_one_span_with_method_status_latency_and_the_callers_trace()
         "method=/wagate.v1.Gateway/RecordInbound",
         "trace_id=4bf92f3577b34da6a3ce929d0e0e4736",
         "parent_span_id=00f067aa0ba902b7",
-        "code=Ok",
+        "code=OK",
         "latency_ms=",
     ] {
         assert!(
@@ -215,7 +271,7 @@ async fn a_call_logs_one_span_with_method_status_latency_and_the_callers_trace()
         );
     }
     assert!(
-        finished[1].contains("code=FailedPrecondition"),
+        finished[1].contains("code=FAILED_PRECONDITION"),
         "{}",
         finished[1]
     );
@@ -306,23 +362,22 @@ async fn bearer_tokens_name_callers_and_everything_else_is_unauthenticated() {
     assert!(logs.contains("caller=billing"), "{logs}");
     assert!(!logs.contains("billing-token"), "a token leaked:\n{logs}");
     let scrape = scrape(&server).await;
-    let get = "/wagate.v1.Gateway/GetWindow";
     assert_eq!(
         sample(
             &scrape,
-            "wagate_grpc_requests_total",
-            &[("method", get), ("caller", "billing")]
+            "grpc_server_handled_total",
+            &[("grpc_method", "GetWindow"), ("caller", "billing")]
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &scrape,
-            "wagate_grpc_requests_total",
+            "grpc_server_handled_total",
             &[
-                ("method", get),
+                ("grpc_method", "GetWindow"),
                 ("caller", "unauthenticated"),
-                ("code", "Unauthenticated")
+                ("grpc_code", "UNAUTHENTICATED")
             ]
         ),
         Some(2.0)
@@ -550,12 +605,14 @@ async fn a_flood_beyond_the_concurrency_limit_is_shed_with_resource_exhausted() 
         .unwrap();
     assert_eq!(health.into_inner().status(), ServingStatus::Serving);
     let scrape = scrape(&server).await;
-    let inbound = "/wagate.v1.Gateway/RecordInbound";
     assert_eq!(
         sample(
             &scrape,
-            "wagate_grpc_requests_total",
-            &[("method", inbound), ("code", "ResourceExhausted")]
+            "grpc_server_handled_total",
+            &[
+                ("grpc_method", "RecordInbound"),
+                ("grpc_code", "RESOURCE_EXHAUSTED")
+            ]
         ),
         Some(shed as f64)
     );
@@ -697,12 +754,14 @@ mod otlp {
     use opentelemetry_proto::tonic::collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
     };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::Span;
 
     /// An OTLP/gRPC collector on an ephemeral port that keeps what it gets.
     #[derive(Clone, Default)]
     pub struct Collector {
         pub spans: Arc<Mutex<Vec<Span>>>,
+        pub resources: Arc<Mutex<Vec<Resource>>>,
     }
 
     #[tonic::async_trait]
@@ -713,6 +772,9 @@ mod otlp {
         ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
             let mut spans = self.spans.lock().unwrap();
             for resource in request.into_inner().resource_spans {
+                if let Some(kept) = resource.resource {
+                    self.resources.lock().unwrap().push(kept);
+                }
                 for scope in resource.scope_spans {
                     spans.extend(scope.spans);
                 }
@@ -739,49 +801,134 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An attribute's value as text (strings as they are, numbers in decimal).
+fn attribute(
+    attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let value = attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    Some(match value {
+        Value::StringValue(s) => s.clone(),
+        Value::IntValue(n) => n.to_string(),
+        Value::DoubleValue(n) => n.to_string(),
+        Value::BoolValue(b) => b.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
 #[tokio::test]
-async fn call_spans_are_exported_over_otlp_as_children_of_the_callers_span() {
+async fn call_spans_follow_the_rpc_conventions_under_the_callers_trace() {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
     let (collector, collector_addr) = otlp::start().await;
     let endpoint = format!("http://{collector_addr}");
     let mut server = Server::start_with(&["--otlp-endpoint", &endpoint]);
     let mut request = tonic::Request::new(inbound(CUSTOMER, "otlp-1"));
-    request.metadata_mut().insert(
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-            .parse()
-            .unwrap(),
-    );
+    for (name, value) in [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "vendor=abc"),
+        ("baggage", "tenant=acme"),
+    ] {
+        request.metadata_mut().insert(name, value.parse().unwrap());
+    }
     server
         .gateway()
         .await
         .record_inbound(request)
         .await
         .unwrap();
+    let refused = server
+        .gateway()
+        .await
+        .send_message(text("+27829999999", "otlp-k", "hello"))
+        .await;
+    assert_eq!(refusal(refused).code, Code::FailedPrecondition);
+    call_unknown_method(&server, "/wagate.v1.Gateway/MadeUp").await;
     // Shutdown flushes the batched spans.
     server.signal("TERM");
     let exit = server.wait_exit(Duration::from_secs(15)).await;
     assert!(exit.success(), "exit status {exit}\n{}", server.logs());
 
     let spans = collector.spans.lock().unwrap().clone();
-    let rpc = spans
-        .iter()
-        .find(|span| {
-            span.name == "rpc"
-                && span.attributes.iter().any(|kv| {
-                    kv.key == "method"
-                        && format!("{:?}", kv.value).contains("/wagate.v1.Gateway/RecordInbound")
-                })
-        })
-        .unwrap_or_else(|| panic!("no RecordInbound span among {spans:#?}"));
-    for attribute in ["code", "latency_ms", "caller"] {
-        assert!(
-            rpc.attributes.iter().any(|kv| kv.key == attribute),
-            "no {attribute} on {rpc:#?}"
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| panic!("no {name} span among {spans:#?}"))
+            .clone()
+    };
+    let rpc = named("wagate.v1.Gateway/RecordInbound");
+    assert_eq!(rpc.kind, SpanKind::Server as i32, "{rpc:#?}");
+    for (key, value) in [
+        ("rpc.system", "grpc"),
+        ("rpc.service", "wagate.v1.Gateway"),
+        ("rpc.method", "RecordInbound"),
+        ("rpc.grpc.status_code", "0"),
+        ("caller", "-"),
+    ] {
+        assert_eq!(
+            attribute(&rpc.attributes, key).as_deref(),
+            Some(value),
+            "{key}: {rpc:#?}"
         );
     }
-    assert!(format!("{:?}", rpc.attributes).contains("Ok"), "{rpc:#?}");
     assert_eq!(hex(&rpc.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(hex(&rpc.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        rpc.trace_state, "vendor=abc",
+        "the caller's tracestate is kept"
+    );
+    assert_ne!(
+        rpc.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+
+    // A refusal is the caller's doing: its code, no error status.
+    let send = named("wagate.v1.Gateway/SendMessage");
+    assert_eq!(
+        attribute(&send.attributes, "rpc.grpc.status_code").as_deref(),
+        Some("9")
+    );
+    assert_ne!(
+        send.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    // A method wagate does not serve is a server span in error, named for
+    // the system rather than the made-up path.
+    let unknown = named("grpc");
+    assert_eq!(
+        attribute(&unknown.attributes, "rpc.grpc.status_code").as_deref(),
+        Some("12")
+    );
+    assert_eq!(
+        unknown.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert_eq!(
+        attribute(&unknown.attributes, "rpc.method").as_deref(),
+        Some("_OTHER")
+    );
+
+    let resources = collector.resources.lock().unwrap().clone();
+    let resource = resources.first().expect("a resource");
+    assert_eq!(
+        attribute(&resource.attributes, "service.name").as_deref(),
+        Some("wagate")
+    );
+    assert_eq!(
+        attribute(&resource.attributes, "service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     assert!(
         !format!("{spans:?}").contains("27821234567"),
         "a phone number was exported"
@@ -872,4 +1019,96 @@ async fn call_unknown_method(server: &Server, path: &str) {
         .unwrap();
     let response = response.await.unwrap();
     assert_eq!(response.headers()["grpc-status"], "12", "UNIMPLEMENTED");
+}
+
+#[tokio::test]
+async fn a_stream_is_counted_when_it_ends_with_its_real_code_and_the_exposition_lints_clean() {
+    let server = Server::start();
+    let mut gateway = server.gateway().await;
+    let watch = [
+        ("grpc_type", "server_stream"),
+        ("grpc_service", "wagate.v1.Gateway"),
+        ("grpc_method", "WatchMessages"),
+    ];
+    let stream = gateway
+        .watch_messages(pb::WatchMessagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let open = scrape(&server).await;
+    assert_eq!(
+        sample(&open, "grpc_server_started_total", &watch),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&open, "grpc_server_handled_total", &watch),
+        None,
+        "an open stream is not finished"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+    let mut cancelled = watch.to_vec();
+    cancelled.push(("grpc_code", "CANCELLED"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let ended = loop {
+        let scraped = scrape(&server).await;
+        if sample(&scraped, "grpc_server_handled_total", &cancelled).is_some() {
+            break scraped;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ended stream was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        sample(&ended, "grpc_server_handled_total", &cancelled),
+        Some(1.0)
+    );
+    let duration = ended
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "grpc_server_handling_seconds"
+                && cancelled.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().find(|b| b.count > 0.0).map(|b| b.less_than)
+            }
+            _ => None,
+        });
+    assert!(
+        duration.flatten().is_some_and(|le| le >= 0.25),
+        "the stream's duration is its life, not its headers': {duration:?}"
+    );
+
+    // promtool (Debian `prometheus`) lints the exposition as Prometheus would.
+    let text = reqwest::get(metrics_url(&server))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian prometheus; scripts/test.sh installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
 }

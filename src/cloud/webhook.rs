@@ -176,7 +176,7 @@ impl Receiver {
                             Handled::Yes
                         };
                         telemetry::record_webhook("message", handled);
-                        telemetry::record_inbound("webhook", format!("{outcome:?}"));
+                        telemetry::record_inbound("webhook", outcome.as_str().to_owned());
                     }
                     Err(StoreError::Rejected(rejection)) => {
                         tracing::warn!(%rejection, "webhook message not recorded");

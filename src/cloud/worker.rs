@@ -137,7 +137,7 @@ impl Worker {
         let now = || Utc::now();
         let Some(phone_number_id) = self.settings.phone_number_ids.get(business) else {
             tracing::warn!(message_id = %id, %business, "no phone number id configured for this business number");
-            telemetry::record_delivery("no_phone_number_id");
+            telemetry::record_delivery("NO_PHONE_NUMBER_ID");
             return delivery.refused(
                 DeliveryError {
                     code: 0,
@@ -172,12 +172,12 @@ impl Worker {
         match outcome {
             Attempt::Submitted { wamid } => {
                 tracing::info!(message_id = %id, %wamid, "submitted to the Cloud API");
-                telemetry::record_delivery("submitted");
+                telemetry::record_delivery("SUBMITTED");
                 delivery.submitted(wamid, now())
             }
             Attempt::Refused(error) => {
                 tracing::warn!(message_id = %id, code = error.code, title = %error.title, "the Cloud API refused the message");
-                telemetry::record_delivery("refused");
+                telemetry::record_delivery("REFUSED");
                 delivery.refused(error, now())
             }
             Attempt::Retry { why } => {
@@ -186,11 +186,11 @@ impl Worker {
                 match next.next_attempt_at {
                     Some(at) => {
                         tracing::info!(message_id = %id, %why, retry_at = %at, "delivery will be retried");
-                        telemetry::record_delivery("retry");
+                        telemetry::record_delivery("RETRY");
                     }
                     None => {
                         tracing::warn!(message_id = %id, %why, attempts = next.attempts, "giving up");
-                        telemetry::record_delivery("gave_up");
+                        telemetry::record_delivery("GAVE_UP");
                     }
                 }
                 next

@@ -163,6 +163,19 @@ pub enum InboundOutcome {
     Duplicate,
 }
 
+impl InboundOutcome {
+    /// As the API's enum names it, without its prefix: `OPENED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboundOutcome::Opened => "OPENED",
+            InboundOutcome::Extended => "EXTENDED",
+            InboundOutcome::Unchanged => "UNCHANGED",
+            InboundOutcome::TooOld => "TOO_OLD",
+            InboundOutcome::Duplicate => "DUPLICATE",
+        }
+    }
+}
+
 /// Whether free-form messages may be sent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowState {

@@ -169,7 +169,12 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::RecordInboundResponse>, Status> {
         let recorded = self.inbound(request.into_inner()).await;
         let outcome = match &recorded {
-            Ok(response) => format!("{:?}", response.outcome()),
+            // OPENED, ...: as the API's enum names it, and as the webhook counts.
+            Ok(response) => response
+                .outcome()
+                .as_str_name()
+                .trim_start_matches("INBOUND_OUTCOME_")
+                .to_owned(),
             Err(status) => refusal_reason(status),
         };
         telemetry::record_inbound("grpc", outcome);

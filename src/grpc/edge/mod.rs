@@ -9,23 +9,26 @@
 //! have a budget of their own, held until the stream ends, so they can
 //! neither crowd out unary calls nor grow without bound.
 
-mod held;
+mod deadline;
 mod message;
+mod observe;
+mod trace;
+
+pub use deadline::grpc_timeout;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::auth::Callers;
 use super::status::service as refusal;
@@ -71,16 +74,29 @@ enum Shape {
     Unary,
     /// One message in, a stream out.
     ServerStream,
-    /// A stream in (client or bidirectional streaming).
+    /// A stream in, one message out.
     ClientStream,
+    /// Streams both ways.
+    BidiStream,
 }
 
 impl Shape {
     fn of(client_streaming: bool, server_streaming: bool) -> Shape {
         match (client_streaming, server_streaming) {
-            (true, _) => Shape::ClientStream,
+            (true, true) => Shape::BidiStream,
+            (true, false) => Shape::ClientStream,
             (false, true) => Shape::ServerStream,
             (false, false) => Shape::Unary,
+        }
+    }
+
+    /// The `grpc_type` label.
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Unary => "unary",
+            Shape::ServerStream => "server_stream",
+            Shape::ClientStream => "client_stream",
+            Shape::BidiStream => "bidi_stream",
         }
     }
 }
@@ -110,11 +126,11 @@ fn served_methods() -> HashMap<String, Shape> {
         ("/grpc.health.v1.Health/Watch", Shape::ServerStream),
         (
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-            Shape::ClientStream,
+            Shape::BidiStream,
         ),
         (
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-            Shape::ClientStream,
+            Shape::BidiStream,
         ),
     ]
     .map(|(path, shape)| (path.to_owned(), shape))
@@ -189,10 +205,9 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let started = Instant::now();
         let method = request.uri().path().to_owned();
         let open = is_infrastructure(&method);
-        let trace = TraceParent::from_headers(request.headers());
+        let parent = trace::caller_context(request.headers());
         let deadline = grpc_timeout(request.headers()).map_or(self.shared.call_timeout, |asked| {
             asked
                 .saturating_sub(CALLER_DEADLINE_MARGIN)
@@ -201,6 +216,14 @@ where
         // From the headers: waiting for the message counts against it too.
         let deadline_at = tokio::time::Instant::now() + deadline;
 
+        let shape = self.shared.methods.get(&method).copied();
+        let span = trace::call_span(
+            &method,
+            shape.is_some(),
+            &logged_path(&method, shape.is_some()),
+            parent,
+        );
+        let mut call = observe::Call::start(call_labels(&method, shape, open), span.clone());
         let caller = match (&self.shared.callers, open) {
             (Some(callers), false) => match request.headers().get(http::header::AUTHORIZATION) {
                 None => Err(refusal(
@@ -221,33 +244,12 @@ where
             },
             _ => Ok("-".to_owned()),
         };
-        let shape = self.shared.methods.get(&method).copied();
-        let method_label = if shape.is_some() {
-            method.clone()
-        } else {
-            "unknown".to_owned()
-        };
-        let span = tracing::info_span!(
-            "rpc",
-            method = %logged_path(&method, shape.is_some()),
-            caller = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            parent_span_id = tracing::field::Empty,
-            code = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
-        if let Some(trace) = &trace {
-            span.record("trace_id", tracing::field::display(&trace.trace_id));
-            span.record("parent_span_id", tracing::field::display(&trace.parent_id));
-            // Without an OTLP exporter there is no OpenTelemetry layer to
-            // take the parent; the ids above still join the logs to the trace.
-            let _ = span.set_parent(trace.context());
-        }
         let caller_label = match &caller {
-            Ok(name) => name.clone(),
-            Err(_) => "unauthenticated".to_owned(),
+            Ok(name) => name.as_str(),
+            Err(_) => "unauthenticated",
         };
-        span.record("caller", tracing::field::display(&caller_label));
+        span.record("caller", tracing::field::display(caller_label));
+        call.set_caller(caller_label);
 
         // Take the service that was polled ready; leave a clone for the next call.
         let clone = self.inner.clone();
@@ -255,52 +257,81 @@ where
         let shared = self.shared.clone();
         Box::pin(
             async move {
-                let response = match caller {
+                let (response, permit) = match caller {
                     // Refused before it reads anything or takes any slot.
-                    Err(status) => status.into_http(),
+                    Err(status) => (status.into_http(), None),
                     Ok(_) => {
                         let answered = tokio::time::timeout_at(deadline_at, async {
                             match admit(&shared, request, shape, open).await {
-                                Err(status) => Ok(status.into_http()),
+                                Err(status) => Ok((status.into_http(), None)),
                                 Ok((request, permit)) => inner
                                     .call(request)
                                     .await
-                                    .map(|response| hold(rewrite_client_errors(response), permit)),
+                                    .map(|response| (rewrite_client_errors(response), permit)),
                             }
                         })
                         .await;
                         match answered {
                             Ok(response) => response?,
-                            Err(_) => refusal(
-                                Code::DeadlineExceeded,
-                                DEADLINE_EXCEEDED,
-                                format!("no answer within {deadline:?}"),
-                            )
-                            .into_http(),
+                            Err(_) => (
+                                refusal(
+                                    Code::DeadlineExceeded,
+                                    DEADLINE_EXCEEDED,
+                                    format!("no answer within {deadline:?}"),
+                                )
+                                .into_http(),
+                                None,
+                            ),
                         }
                     }
                 };
-                let code = response_code(response.headers());
-                let elapsed = started.elapsed();
-                telemetry::record_call(&method_label, code, &caller_label, elapsed);
-                // On the span, so exported traces carry them too.
-                let span = tracing::Span::current();
-                span.record("code", tracing::field::debug(code));
-                span.record("latency_ms", elapsed.as_micros() as f64 / 1000.0);
-                tracing::info!("call finished");
-                Ok(response)
+                Ok(finish_when_done(response, call, permit))
             }
             .instrument(span),
         )
     }
 }
 
+/// The call's metric labels: served methods by service and method, any
+/// other path as `unknown` (a caller cannot mint series).
+fn call_labels(path: &str, shape: Option<Shape>, infrastructure: bool) -> telemetry::CallLabels {
+    let (service, method) = match (shape, path.trim_start_matches('/').split_once('/')) {
+        (Some(_), Some((service, method))) => (service.to_owned(), method.to_owned()),
+        _ => ("unknown".to_owned(), "unknown".to_owned()),
+    };
+    telemetry::CallLabels {
+        grpc_type: shape.map_or("unknown", Shape::name),
+        service,
+        method,
+        infrastructure,
+        caller: String::new(),
+    }
+}
+
+/// A refusal (trailers-only: the code is in the headers) finishes the call
+/// now; an answer finishes it when its body ends, keeping a stream's slot
+/// until then. A unary call's slot is freed now that it is answered.
+fn finish_when_done(
+    response: Response<Body>,
+    call: observe::Call,
+    permit: Option<Permit>,
+) -> Response<Body> {
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        call.finish(status.code(), Some(status.message()));
+        return response;
+    }
+    let held = match permit {
+        Some(Permit::Stream(permit)) => Some(permit),
+        Some(Permit::Call(_)) | None => None,
+    };
+    response.map(|body| Body::new(observe::Tracked::new(body, call, held)))
+}
+
 /// The slot a call holds: a unary call's until it is answered, a stream's
 /// until it ends.
 enum Permit {
-    /// Health checks: never shed.
-    None,
-    Call(OwnedSemaphorePermit),
+    // Held for its drop.
+    Call(#[allow(dead_code)] OwnedSemaphorePermit),
     Stream(OwnedSemaphorePermit),
 }
 
@@ -312,7 +343,7 @@ async fn admit(
     request: Request<Body>,
     shape: Option<Shape>,
     open: bool,
-) -> Result<(Request<Body>, Permit), Status> {
+) -> Result<(Request<Body>, Option<Permit>), Status> {
     let request = match shape {
         Some(Shape::Unary | Shape::ServerStream) => {
             message::read_one(
@@ -323,12 +354,15 @@ async fn admit(
             .await?
         }
         // Unknown paths go on to be answered UNIMPLEMENTED.
-        Some(Shape::ClientStream) | None => request,
+        Some(Shape::ClientStream | Shape::BidiStream) | None => request,
     };
     let (budget, kind) = match shape {
-        Some(Shape::Unary) if open => return Ok((request, Permit::None)),
+        // Health checks: never shed.
+        Some(Shape::Unary) if open => return Ok((request, None)),
         Some(Shape::Unary) | None => (&shared.calls, "calls"),
-        Some(Shape::ServerStream | Shape::ClientStream) => (&shared.streams, "streams"),
+        Some(Shape::ServerStream | Shape::ClientStream | Shape::BidiStream) => {
+            (&shared.streams, "streams")
+        }
     };
     let permit = budget.clone().try_acquire_owned().map_err(|_| {
         refusal(
@@ -341,20 +375,7 @@ async fn admit(
         "streams" => Permit::Stream(permit),
         _ => Permit::Call(permit),
     };
-    Ok((request, permit))
-}
-
-/// A stream keeps its slot in its body until it ends; a call's is released
-/// now that it is answered.
-fn hold(response: Response<Body>, permit: Permit) -> Response<Body> {
-    match permit {
-        Permit::Stream(permit) => response.map(|body| Body::new(held::Held::new(body, permit))),
-        Permit::Call(permit) => {
-            drop(permit);
-            response
-        }
-        Permit::None => response,
-    }
+    Ok((request, Some(permit)))
 }
 
 /// tonic answers two client mistakes as if they were its own: an oversized
@@ -406,143 +427,9 @@ fn logged_path(path: &str, served: bool) -> std::borrow::Cow<'_, str> {
     format!("{}…", &path[..end]).into()
 }
 
-/// A refusal's code travels in the response headers (trailers-only); a
-/// response that starts without one is an answer, OK.
-fn response_code(headers: &HeaderMap) -> Code {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(Code::Ok, Code::from_i32)
-}
-
-/// The caller's deadline, from `grpc-timeout` (gRPC over HTTP/2: up to 8
-/// digits and a unit, H M S m u n).
-pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
-}
-
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
-/// The W3C trace context a caller sent (`traceparent`, version 00).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceParent {
-    pub trace_id: String,
-    pub parent_id: String,
-    pub sampled: bool,
-}
-
-impl TraceParent {
-    /// The caller's span as a remote OpenTelemetry parent.
-    fn context(&self) -> opentelemetry::Context {
-        use opentelemetry::trace::{
-            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-        };
-        let flags = if self.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
-        let parent = SpanContext::new(
-            TraceId::from_hex(&self.trace_id).unwrap_or(TraceId::INVALID),
-            SpanId::from_hex(&self.parent_id).unwrap_or(SpanId::INVALID),
-            flags,
-            true,
-            TraceState::default(),
-        );
-        opentelemetry::Context::new().with_remote_span_context(parent)
-    }
-
-    fn from_headers(headers: &HeaderMap) -> Option<TraceParent> {
-        TraceParent::parse(headers.get("traceparent")?.to_str().ok()?)
-    }
-
-    /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; all-zero ids
-    /// are invalid. A malformed header is ignored, not an error.
-    pub fn parse(value: &str) -> Option<TraceParent> {
-        let mut parts = value.trim().split('-');
-        let (version, trace_id, parent_id, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let lower_hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
-        let valid = version == "00"
-            && parts.next().is_none()
-            && lower_hex(trace_id, 32)
-            && lower_hex(parent_id, 16)
-            && lower_hex(flags, 2)
-            && trace_id.bytes().any(|b| b != b'0')
-            && parent_id.bytes().any(|b| b != b'0');
-        valid.then(|| TraceParent {
-            trace_id: trace_id.to_owned(),
-            parent_id: parent_id.to_owned(),
-            sampled: u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_grpc_timeouts_in_every_unit() {
-        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(
-            parse_grpc_timeout("99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
-        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
-        for bad in ["", "m", "123456789m", "10s", "1.5S", "-1S", "10"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn parses_a_w3c_traceparent() {
-        let parent =
-            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(parent.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(parent.parent_id, "00f067aa0ba902b7");
-        assert!(parent.sampled);
-        for bad in [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-        ] {
-            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn refusal_codes_are_read_from_trailers_only_responses() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(response_code(&headers), Code::Ok);
-        headers.insert("grpc-status", "8".parse().unwrap());
-        assert_eq!(response_code(&headers), Code::ResourceExhausted);
-    }
 
     #[test]
     fn served_methods_come_from_the_descriptors() {
