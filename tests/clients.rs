@@ -72,6 +72,7 @@ fn the_readme_grpcurl_session_works_through_reflection_alone() {
         "rpc SendMessage",
         "\"outcome\": \"INBOUND_OUTCOME_OPENED\"",
         "\"state\": \"WINDOW_STATE_OPEN\"",
+        "\"windows\": [",
         "\"pricingCategory\": \"PRICING_CATEGORY_SERVICE\"",
         "Code: FailedPrecondition",
         // grpcurl prints detail fields alphabetically: metadata before reason.

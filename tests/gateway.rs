@@ -672,3 +672,212 @@ async fn click_to_whatsapp_ad_makes_the_first_reply_free_for_72h() {
         (PricingCategory::Marketing, true)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_windows_pages_over_ten_thousand_windows_each_once_in_expiry_order() {
+    const WINDOWS: usize = 10_000;
+    const WRITERS: usize = 32;
+    let server = Server::start();
+    let gateway = server.gateway().await;
+    let base = Utc::now().trunc_subsecs(3) - TimeDelta::hours(1);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let mut gateway = gateway.clone();
+            tokio::spawn(async move {
+                for n in (writer..WINDOWS).step_by(WRITERS) {
+                    // A few windows share an expiry, so ties are ordered too.
+                    let at = base + TimeDelta::milliseconds((n / 3) as i64);
+                    gateway
+                        .record_inbound(pb::RecordInboundRequest {
+                            received_at: Some(timestamp(at)),
+                            ..inbound(&format!("+2782{n:07}"), &format!("list-{n}"))
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let mut gateway = server.gateway().await;
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = gateway
+            .list_windows(pb::ListWindowsRequest {
+                page_size: 997,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert!(page.windows.len() <= 997);
+        listed.extend(page.windows);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, WINDOWS.div_ceil(997));
+    assert_eq!(listed.len(), WINDOWS);
+    let keys: Vec<_> = listed
+        .iter()
+        .map(|w| {
+            (
+                time(w.expires_at.as_ref().unwrap()),
+                w.business_number.clone(),
+                w.customer_number.clone(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "each once, in expiry order");
+    assert!(listed.iter().all(|w| w.state() == WindowState::Open));
+
+    // Open windows closing within the first half-second of the run: 1,500.
+    let soon = gateway
+        .list_windows(pb::ListWindowsRequest {
+            business_number: BUSINESS.into(),
+            states: vec![WindowState::Open as i32],
+            expires_before: Some(timestamp(
+                base + TimeDelta::hours(24) + TimeDelta::milliseconds(500),
+            )),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(soon.windows.len(), 1000);
+    assert!(!soon.next_page_token.is_empty());
+    let closed = gateway
+        .list_windows(pb::ListWindowsRequest {
+            states: vec![WindowState::Closed as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(closed.windows.is_empty() && closed.next_page_token.is_empty());
+}
+
+#[tokio::test]
+async fn list_windows_refuses_bad_filters_and_tokens() {
+    let server = Server::start();
+    let mut gateway = server.gateway().await;
+    gateway
+        .record_inbound(inbound(CUSTOMER, "lw-1"))
+        .await
+        .unwrap();
+    let cases = [
+        (
+            pb::ListWindowsRequest {
+                states: vec![WindowState::NeverOpened as i32],
+                ..Default::default()
+            },
+            "INVALID_WINDOW_FILTER",
+            "states",
+        ),
+        (
+            pb::ListWindowsRequest {
+                states: vec![WindowState::Unspecified as i32],
+                ..Default::default()
+            },
+            "INVALID_WINDOW_FILTER",
+            "states",
+        ),
+        (
+            pb::ListWindowsRequest {
+                states: vec![42],
+                ..Default::default()
+            },
+            "INVALID_ENUM_VALUE",
+            "states",
+        ),
+        (
+            pb::ListWindowsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            "INVALID_PAGE_SIZE",
+            "page_size",
+        ),
+        (
+            pb::ListWindowsRequest {
+                page_token: "not-a-token".into(),
+                ..Default::default()
+            },
+            "INVALID_PAGE_TOKEN",
+            "page_token",
+        ),
+        (
+            pb::ListWindowsRequest {
+                business_number: "12".into(),
+                ..Default::default()
+            },
+            "INVALID_PHONE_NUMBER",
+            "business_number",
+        ),
+        (
+            pb::ListWindowsRequest {
+                expires_before: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                }),
+                ..Default::default()
+            },
+            "INVALID_TIMESTAMP",
+            "expires_before",
+        ),
+    ];
+    for (request, reason, field) in cases {
+        let refused = refusal(gateway.list_windows(request.clone()).await);
+        assert_eq!(refused.code, Code::InvalidArgument, "{request:?}");
+        assert_eq!(refused.reason, reason, "{request:?}");
+        assert_eq!(refused.fields, [field], "{request:?}");
+    }
+    // A template page's token is not a window page's.
+    for name in ["first_tpl", "second_tpl"] {
+        approved_template(&server, name, TemplateCategory::Utility, "Hi {{1}}").await;
+    }
+    let templates_token = server
+        .templates()
+        .await
+        .list_templates(pb::ListTemplatesRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    assert!(
+        templates_token.is_empty() || {
+            let refused = refusal(
+                gateway
+                    .list_windows(pb::ListWindowsRequest {
+                        page_token: templates_token,
+                        ..Default::default()
+                    })
+                    .await,
+            );
+            refused.reason == "INVALID_PAGE_TOKEN"
+        }
+    );
+    // Nothing else was affected.
+    let listed = gateway
+        .list_windows(pb::ListWindowsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.windows.len(), 1);
+    assert_eq!(listed.windows[0].customer_number, CUSTOMER);
+}

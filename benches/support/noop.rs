@@ -51,6 +51,12 @@ impl pb::gateway_server::Gateway for Noop {
     ) -> Result<Response<Self::WatchMessagesStream>, Status> {
         Err(Status::unimplemented("not in the baseline"))
     }
+    async fn list_windows(
+        &self,
+        _: Request<pb::ListWindowsRequest>,
+    ) -> Result<Response<pb::ListWindowsResponse>, Status> {
+        Err(Status::unimplemented("not in the baseline"))
+    }
 }
 
 pub fn serve() {

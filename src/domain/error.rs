@@ -37,13 +37,14 @@ pub enum Reason {
     InvalidTemplateStatus,
     InvalidPageSize,
     InvalidPageToken,
+    InvalidWindowFilter,
     InvalidTimestamp,
     InvalidEnumValue,
     MessageNotFound,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -61,6 +62,7 @@ impl Reason {
         Reason::InvalidTemplateStatus,
         Reason::InvalidPageSize,
         Reason::InvalidPageToken,
+        Reason::InvalidWindowFilter,
         Reason::InvalidTimestamp,
         Reason::InvalidEnumValue,
         Reason::MessageNotFound,
@@ -85,6 +87,7 @@ impl Reason {
             Reason::InvalidTemplateStatus => "INVALID_TEMPLATE_STATUS",
             Reason::InvalidPageSize => "INVALID_PAGE_SIZE",
             Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Reason::InvalidWindowFilter => "INVALID_WINDOW_FILTER",
             Reason::InvalidTimestamp => "INVALID_TIMESTAMP",
             Reason::InvalidEnumValue => "INVALID_ENUM_VALUE",
             Reason::MessageNotFound => "MESSAGE_NOT_FOUND",

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use tonic_types::StatusExt;
 
-use super::{convert, status};
+use super::{convert, status, templates, windows};
 use crate::domain::{
     IdempotencyKey, Inbound, InboundMessageId, Reason, Rejection, SendRequest, Window,
 };
@@ -263,6 +263,34 @@ impl pb::gateway_server::Gateway for GatewayService {
         let view = Window::view(window.as_ref(), convert::now());
         Ok(Response::new(pb::GetWindowResponse {
             window: Some(convert::window(&pair, &view)),
+        }))
+    }
+
+    async fn list_windows(
+        &self,
+        request: Request<pb::ListWindowsRequest>,
+    ) -> Result<Response<pb::ListWindowsResponse>, Status> {
+        let request = request.into_inner();
+        let now = convert::now();
+        let query = windows::query(&request, now).map_err(status::rejection)?;
+        let limit = templates::page_size(request.page_size).map_err(status::rejection)?;
+        let after = windows::parse_page_token(&request.page_token).map_err(status::rejection)?;
+        let page = self
+            .store
+            .list_windows(&query, after.as_ref(), limit)
+            .await
+            .map_err(status::store)?;
+        Ok(Response::new(pb::ListWindowsResponse {
+            windows: page
+                .windows
+                .iter()
+                .map(|(pair, window)| convert::window(pair, &Window::view(Some(window), now)))
+                .collect(),
+            next_page_token: page
+                .next_after
+                .as_ref()
+                .map(windows::page_token)
+                .unwrap_or_default(),
         }))
     }
 }

@@ -7,6 +7,7 @@ pub mod edge;
 mod gateway;
 pub mod status;
 mod templates;
+mod windows;
 
 pub use gateway::GatewayService;
 pub use templates::TemplateRegistryService;

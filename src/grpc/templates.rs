@@ -66,7 +66,7 @@ fn parse_page_token(token: &str) -> Result<Option<TemplateId>, Rejection> {
         })
 }
 
-fn page_size(requested: i32) -> Result<usize, Rejection> {
+pub(super) fn page_size(requested: i32) -> Result<usize, Rejection> {
     match usize::try_from(requested) {
         Ok(0) => Ok(DEFAULT_PAGE_SIZE),
         Ok(size) => Ok(size.min(MAX_PAGE_SIZE)),

@@ -16,6 +16,7 @@ use crate::domain::send::{self, DeliveryMode, SendPlan};
 use crate::domain::template::{self, TemplateFilter, TemplateWrite};
 use crate::domain::time;
 use crate::domain::window::{self, InboundOutcome};
+use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundMessageId, Pair, SendRequest, Status, Template, TemplateContent, TemplateId,
     Window,
@@ -25,6 +26,12 @@ use crate::store::{
 };
 
 pub use sweeper::{spawn_sweeper, sweep};
+
+/// A page of windows and where the next one starts (`None`: the last page).
+pub struct WindowPage {
+    pub windows: Vec<(Pair, Window)>,
+    pub next_after: Option<WindowCursor>,
+}
 
 #[derive(Clone)]
 pub struct Service {
@@ -154,6 +161,30 @@ impl Service {
             .change_template(id, &|existing| Ok(template::plan_delete(existing.as_ref())))
             .await?;
         Ok(before.is_some())
+    }
+
+    /// One page of the windows `query` matches, after `after`: one more
+    /// than the page is fetched, so the last page says it is the last.
+    pub async fn list_windows(
+        &self,
+        query: &WindowQuery,
+        after: Option<&WindowCursor>,
+        limit: usize,
+    ) -> Result<WindowPage, StoreError> {
+        let mut windows = self.store.list_windows(query, after, limit + 1).await?;
+        let next_after = if windows.len() > limit {
+            windows.truncate(limit);
+            windows.last().map(|(pair, window)| WindowCursor {
+                expires_at: window.expires_at,
+                pair: pair.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(WindowPage {
+            windows,
+            next_after,
+        })
     }
 
     pub async fn list_templates(

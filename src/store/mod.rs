@@ -21,6 +21,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
+use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, Rejection, SendRequest, Template,
     TemplateId, Window,
@@ -317,6 +318,15 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Makes everything written so far durable; for shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Windows `query` matches that come after `after` in listing order
+    /// (expiry, then business and customer number), at most `limit`.
+    async fn list_windows(
+        &self,
+        query: &WindowQuery,
+        after: Option<&WindowCursor>,
+        limit: usize,
+    ) -> Result<Vec<(Pair, Window)>, StoreError>;
 
     /// Windows open at `now`; for a periodic gauge, not a request path.
     async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;

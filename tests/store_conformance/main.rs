@@ -3,6 +3,7 @@
 //! differently on one of them without a failing test.
 
 mod cases;
+mod listing;
 #[path = "../pg/mod.rs"]
 mod pg;
 
@@ -99,6 +100,7 @@ macro_rules! conformance {
                 statuses_for_wamids_that_never_arrive_are_swept_after_a_day,
                 the_send_rate_is_shared_by_every_replica,
                 sweeping_on_every_replica_at_once_removes_each_record_once,
+                windows_are_listed_by_expiry_a_page_at_a_time,
             );
         }
     };

@@ -20,7 +20,7 @@ fn text(tree: &'static str, bytes: &[u8]) -> Result<String, StoreError> {
 }
 
 /// A window's key, `business \0 customer`, back to its pair.
-fn pair_of(key: &[u8]) -> Result<Pair, StoreError> {
+pub(super) fn pair_of(key: &[u8]) -> Result<Pair, StoreError> {
     let key = text(WINDOWS, key)?;
     let (business, customer) = key
         .split_once('\0')

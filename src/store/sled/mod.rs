@@ -8,6 +8,7 @@
 mod delivery;
 mod export;
 mod keys;
+mod listing;
 mod records;
 mod rekey;
 mod sweep;
@@ -31,6 +32,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
+use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, SendRequest, Template, TemplateId,
     Window,
@@ -578,6 +580,15 @@ impl Storage for SledStore {
 
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError> {
         Ok(Some(self.db.size_on_disk()?))
+    }
+
+    async fn list_windows(
+        &self,
+        query: &WindowQuery,
+        after: Option<&WindowCursor>,
+        limit: usize,
+    ) -> Result<Vec<(Pair, Window)>, StoreError> {
+        self.list_windows_now(query, after, limit)
     }
 
     /// Not ready while the log cannot write (reads still work).
