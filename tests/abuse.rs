@@ -18,20 +18,14 @@ fn get_window_request() -> pb::GetWindowRequest {
 
 /// Calls of `method` (a `grpc_method`) handled with `code`, from a scrape.
 async fn requests_counted(server: &Server, method: &str, code: &str) -> f64 {
-    let text = reqwest::get(metrics_url(server))
+    let labels = [
+        format!("grpc_method=\"{method}\""),
+        format!("grpc_code=\"{code}\""),
+    ];
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    metric_sum(server, "grpc_server_handled_total", &labels)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("grpc_server_handled_total{"))
-        .filter(|line| {
-            line.contains(&format!("grpc_method=\"{method}\""))
-                && line.contains(&format!("grpc_code=\"{code}\""))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,18 +241,13 @@ async fn connections_beyond_the_cap_are_closed_logged_and_counted() {
         assert!(Instant::now() < deadline, "{}", server.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let text = reqwest::get(metrics_url(&server))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("wagate_connections_refused_total{listener=\"grpc\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(refused >= 1.0, "{text}");
+    let refused = metric_sum(
+        &server,
+        "wagate_connections_refused_total",
+        &["listener=\"grpc\""],
+    )
+    .await;
+    assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
 
     // Closing connections makes room again.
     drop(held);

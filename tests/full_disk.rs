@@ -145,19 +145,6 @@ async fn readiness_becomes(server: &Server, wanted: ServingStatus) {
     }
 }
 
-/// The value of the first sample of `metric` whose labels contain `labels`.
-async fn sample(server: &Server, metric: &str, labels: &str) -> Option<f64> {
-    let text = reqwest::get(metrics_url(server))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(metric) && line.contains(labels))
-        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 async fn lost(server: &Server, writes: &[Acknowledged]) -> usize {
     let mut gateway = server.gateway().await;
     let mut lost = 0;
@@ -206,14 +193,14 @@ async fn writes_resume_once_a_full_disk_has_room_again() {
         window(&server, &acknowledged[0].customer).await.state(),
         pb::WindowState::Open
     );
-    let failures = sample(
+    let failures = metric_sum(
         &server,
         "wagate_store_write_failures_total",
-        "cause=\"disk_full\"",
+        &["cause=\"disk_full\""],
     )
     .await;
     assert!(failures.is_some_and(|n| n >= 1.0), "{failures:?}");
-    assert_eq!(sample(&server, "wagate_store_up", "").await, Some(0.0));
+    assert_eq!(metric_sum(&server, "wagate_store_up", &[]).await, Some(0.0));
 
     // Room again: ready and writing with no restart.
     std::fs::remove_file(&ballast).unwrap();

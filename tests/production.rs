@@ -1084,12 +1084,7 @@ async fn a_stream_is_counted_when_it_ends_with_its_real_code_and_the_exposition_
     );
 
     // promtool (Debian `prometheus`) lints the exposition as Prometheus would.
-    let text = reqwest::get(metrics_url(&server))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server).await;
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -243,6 +243,20 @@ async fn call(
         .code()
 }
 
+/// The template stored before the random input, as GetTemplate reads it.
+async fn known_template(server: &Server) -> pb::GetTemplateResponse {
+    server
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: "known_tpl".into(),
+            language: "en_US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_input_gets_client_error_codes_and_leaves_stored_data_intact() {
     let seed = std::env::var("WAGATE_FUZZ_SEED")
@@ -284,16 +298,7 @@ async fn random_input_gets_client_error_codes_and_leaves_stored_data_intact() {
             last_inbound_at: window.last_inbound_at,
         });
     }
-    let template_before = server
-        .templates()
-        .await
-        .get_template(pb::GetTemplateRequest {
-            name: "known_tpl".into(),
-            language: "en_US".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let template_before = known_template(&server).await;
 
     let requests = valid_requests();
     let workers: Vec<_> = (0..CONNECTIONS)
@@ -358,17 +363,7 @@ async fn random_input_gets_client_error_codes_and_leaves_stored_data_intact() {
     for write in &known {
         assert!(still_there(&mut gateway, write).await, "{write:?}");
     }
-    let template_after = server
-        .templates()
-        .await
-        .get_template(pb::GetTemplateRequest {
-            name: "known_tpl".into(),
-            language: "en_US".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(template_after, template_before);
+    assert_eq!(known_template(&server).await, template_before);
 
     // And all of it is on disk: it survives a restart.
     server.restart().await;

@@ -57,13 +57,16 @@ fn parse_page_token(token: &str) -> Result<Option<TemplateId>, Rejection> {
             TemplateId::parse(name, language).ok()
         })
         .map(Some)
-        .ok_or_else(|| {
-            Rejection::new(
-                Reason::InvalidPageToken,
-                "is not a token this service issued; pass next_page_token unchanged",
-            )
-            .at("page_token")
-        })
+        .ok_or_else(invalid_page_token)
+}
+
+/// A page token this RPC did not issue.
+pub(super) fn invalid_page_token() -> Rejection {
+    Rejection::new(
+        Reason::InvalidPageToken,
+        "is not a token this service issued; pass next_page_token unchanged",
+    )
+    .at("page_token")
 }
 
 pub(super) fn page_size(requested: i32) -> Result<usize, Rejection> {

@@ -90,13 +90,7 @@ pub fn parse_page_token(token: &str) -> Result<Option<WindowCursor>, Rejection> 
             })
         })
         .map(Some)
-        .ok_or_else(|| {
-            Rejection::new(
-                Reason::InvalidPageToken,
-                "is not a token this service issued; pass next_page_token unchanged",
-            )
-            .at("page_token")
-        })
+        .ok_or_else(super::templates::invalid_page_token)
 }
 
 #[cfg(test)]

@@ -451,6 +451,31 @@ pub fn metrics_url(server: &Server) -> String {
     logged_after(server, "serving metrics on ")
 }
 
+/// The server's `/metrics` text, as Prometheus scrapes it.
+pub async fn metrics_text(server: &Server) -> String {
+    reqwest::get(metrics_url(server))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of the samples of `metric` whose labels include each of
+/// `labels` (written as exposed: `grpc_code="OK"`); `None` when none do.
+pub async fn metric_sum(server: &Server, metric: &str, labels: &[&str]) -> Option<f64> {
+    let text = metrics_text(server).await;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            name == metric && labels.iter().all(|label| line.contains(label))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// One acknowledged write of the fault tests: the inbound that opened the
 /// customer's window and the send accepted right after it (its text is
 /// [`STILL_THERE`], so the check can replay it).
