@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use tonic_types::StatusExt;
 
-use super::{convert, status, templates, windows};
+use super::{convert, page, status, windows};
 use crate::domain::{
     IdempotencyKey, Inbound, InboundMessageId, Reason, Rejection, SendRequest, Window,
 };
@@ -273,7 +273,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let request = request.into_inner();
         let now = convert::now();
         let query = windows::query(&request, now).map_err(status::rejection)?;
-        let limit = templates::page_size(request.page_size).map_err(status::rejection)?;
+        let limit = page::size(request.page_size).map_err(status::rejection)?;
         let after = windows::parse_page_token(&request.page_token).map_err(status::rejection)?;
         let page = self
             .store

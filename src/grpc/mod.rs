@@ -5,6 +5,7 @@ pub mod auth;
 mod convert;
 pub mod edge;
 mod gateway;
+mod page;
 pub mod status;
 mod templates;
 mod windows;

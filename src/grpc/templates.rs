@@ -1,17 +1,13 @@
 //! The `wagate.v1.TemplateRegistry` service.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::{Request, Response, Status};
 
-use super::{convert, status};
+use super::{convert, page, status};
 use crate::domain::template::TemplateFilter;
 use crate::domain::{Reason, Rejection, TemplateId};
 use crate::pb;
 use crate::service::Service;
 
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 1000;
 /// Page tokens are versioned so their format can change without confusing
 /// clients that hold an old one.
 const PAGE_TOKEN_PREFIX: &str = "v1:";
@@ -37,46 +33,17 @@ fn not_found(id: &TemplateId) -> Status {
 }
 
 fn page_token(after: &TemplateId) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{PAGE_TOKEN_PREFIX}{}\n{}",
-        after.name(),
-        after.language()
-    ))
+    page::token(
+        PAGE_TOKEN_PREFIX,
+        &format!("{}\n{}", after.name(), after.language()),
+    )
 }
 
 fn parse_page_token(token: &str) -> Result<Option<TemplateId>, Rejection> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            let (name, language) = text.strip_prefix(PAGE_TOKEN_PREFIX)?.split_once('\n')?;
-            TemplateId::parse(name, language).ok()
-        })
-        .map(Some)
-        .ok_or_else(invalid_page_token)
-}
-
-/// A page token this RPC did not issue.
-pub(super) fn invalid_page_token() -> Rejection {
-    Rejection::new(
-        Reason::InvalidPageToken,
-        "is not a token this service issued; pass next_page_token unchanged",
-    )
-    .at("page_token")
-}
-
-pub(super) fn page_size(requested: i32) -> Result<usize, Rejection> {
-    match usize::try_from(requested) {
-        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
-        Ok(size) => Ok(size.min(MAX_PAGE_SIZE)),
-        Err(_) => {
-            Err(Rejection::new(Reason::InvalidPageSize, "must not be negative").at("page_size"))
-        }
-    }
+    page::read_token(token, PAGE_TOKEN_PREFIX, |text| {
+        let (name, language) = text.split_once('\n')?;
+        TemplateId::parse(name, language).ok()
+    })
 }
 
 #[tonic::async_trait]
@@ -133,7 +100,7 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
         request: Request<pb::ListTemplatesRequest>,
     ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
         let request = request.into_inner();
-        let limit = page_size(request.page_size).map_err(status::rejection)?;
+        let limit = page::size(request.page_size).map_err(status::rejection)?;
         let after = parse_page_token(&request.page_token).map_err(status::rejection)?;
         let filter = TemplateFilter {
             status: convert::status(request.status, "status").map_err(status::rejection)?,
@@ -217,24 +184,12 @@ mod tests {
         let id = TemplateId::parse("order_update", "pt_BR").unwrap();
         assert_eq!(parse_page_token(&page_token(&id)).unwrap(), Some(id));
         assert_eq!(parse_page_token("").unwrap(), None);
-        for bad in [
-            "!!",
-            "bm90IGEgdG9rZW4",
-            &URL_SAFE_NO_PAD.encode("v1:Bad\nen"),
-        ] {
+        for bad in ["!!", "bm90IGEgdG9rZW4", &page::token("v1:", "Bad\nen")] {
             assert_eq!(
                 parse_page_token(bad).unwrap_err().reason,
                 Reason::InvalidPageToken,
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn page_size_defaults_and_clamps() {
-        assert_eq!(page_size(0).unwrap(), 50);
-        assert_eq!(page_size(7).unwrap(), 7);
-        assert_eq!(page_size(5000).unwrap(), 1000);
-        assert_eq!(page_size(-1).unwrap_err().reason, Reason::InvalidPageSize);
     }
 }

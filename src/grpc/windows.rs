@@ -1,11 +1,9 @@
 //! ListWindows on the wire: the request's filters to a domain query, and
 //! page tokens (an opaque cursor: the last window handed out).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DateTime;
 
-use super::convert;
+use super::{convert, page};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{Pair, PhoneNumber, Reason, Rejection, WindowState};
 use crate::pb;
@@ -60,37 +58,31 @@ fn state(value: i32) -> Result<WindowState, Rejection> {
 }
 
 pub fn page_token(cursor: &WindowCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{PAGE_TOKEN_PREFIX}{}\n{}\n{}",
-        cursor.expires_at.timestamp_micros(),
-        cursor.pair.business.as_str(),
-        cursor.pair.customer.as_str()
-    ))
+    page::token(
+        PAGE_TOKEN_PREFIX,
+        &format!(
+            "{}\n{}\n{}",
+            cursor.expires_at.timestamp_micros(),
+            cursor.pair.business.as_str(),
+            cursor.pair.customer.as_str()
+        ),
+    )
 }
 
 pub fn parse_page_token(token: &str) -> Result<Option<WindowCursor>, Rejection> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            let mut parts = text.strip_prefix(PAGE_TOKEN_PREFIX)?.split('\n');
-            let micros: i64 = parts.next()?.parse().ok()?;
-            let business = PhoneNumber::parse(parts.next()?).ok()?;
-            let customer = PhoneNumber::parse(parts.next()?).ok()?;
-            if parts.next().is_some() {
-                return None;
-            }
-            Some(WindowCursor {
-                expires_at: DateTime::from_timestamp_micros(micros)?,
-                pair: Pair { business, customer },
-            })
+    page::read_token(token, PAGE_TOKEN_PREFIX, |text| {
+        let mut parts = text.split('\n');
+        let micros: i64 = parts.next()?.parse().ok()?;
+        let business = PhoneNumber::parse(parts.next()?).ok()?;
+        let customer = PhoneNumber::parse(parts.next()?).ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(WindowCursor {
+            expires_at: DateTime::from_timestamp_micros(micros)?,
+            pair: Pair { business, customer },
         })
-        .map(Some)
-        .ok_or_else(super::templates::invalid_page_token)
+    })
 }
 
 #[cfg(test)]
@@ -111,7 +103,7 @@ mod tests {
             Some(cursor)
         );
         assert_eq!(parse_page_token("").unwrap(), None);
-        let template_token = URL_SAFE_NO_PAD.encode("v1:order_update\nen_US");
+        let template_token = page::token("v1:", "order_update\nen_US");
         for bad in ["not base64!", "d2hhdA", template_token.as_str()] {
             assert_eq!(
                 parse_page_token(bad).unwrap_err().reason,
