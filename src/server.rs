@@ -293,11 +293,12 @@ fn connection_limits(config: &Config) -> ConnectionLimits {
         // Two listeners share the descriptors.
         let fits = (files.saturating_sub(RESERVED_FILES) / 2).max(1) as usize;
         if fits < max_connections {
-            tracing::warn!(
+            // Expected wherever the limit is modest; not a fault.
+            tracing::info!(
                 configured = max_connections,
                 open_files_limit = files,
                 max_connections = fits,
-                "lowering the connection cap to fit the open files limit"
+                "connection cap lowered to fit the open files limit"
             );
             max_connections = fits;
         }
