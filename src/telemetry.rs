@@ -217,8 +217,9 @@ pub fn record_inbound(source: &'static str, outcome: String) {
 pub struct CallLabels {
     /// `unary`, `server_stream`, `client_stream`, `bidi_stream`.
     pub grpc_type: &'static str,
-    pub service: String,
-    pub method: String,
+    /// Shared with every call of the method: cloning one is a count.
+    pub service: metrics::SharedString,
+    pub method: metrics::SharedString,
     /// Health or reflection: counted apart from traffic.
     pub infrastructure: bool,
     pub caller: String,

@@ -24,6 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
+use metrics::SharedString;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -101,6 +102,32 @@ impl Shape {
     }
 }
 
+/// A served method, its names resolved once at start: every call's span
+/// and metrics share them rather than splitting and copying its path.
+#[derive(Debug, Clone)]
+struct Method {
+    shape: Shape,
+    /// `package.Service/Method`, the span's name.
+    qualified: SharedString,
+    /// `package.Service`, `Method`.
+    service: SharedString,
+    name: SharedString,
+}
+
+impl Method {
+    /// `path` is `/package.Service/Method`.
+    fn new(path: &str, shape: Shape) -> Method {
+        let qualified = path.trim_start_matches('/');
+        let (service, name) = qualified.split_once('/').unwrap_or((qualified, ""));
+        Method {
+            shape,
+            qualified: SharedString::from_shared(Arc::from(qualified)),
+            service: SharedString::from_shared(Arc::from(service)),
+            name: SharedString::from_shared(Arc::from(name)),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct EdgeLayer {
     shared: Arc<Shared>,
@@ -115,13 +142,13 @@ struct Shared {
     max_request_bytes: usize,
     /// The methods served, by path; any other path is labelled "unknown"
     /// in metrics, so a caller cannot mint new time series.
-    methods: HashMap<String, Shape>,
+    methods: HashMap<String, Method>,
 }
 
-/// `/package.Service/Method` for every method wagate serves, with its shape.
-fn served_methods() -> HashMap<String, Shape> {
+/// `/package.Service/Method` for every method wagate serves.
+fn served_methods() -> HashMap<String, Method> {
     use prost::Message;
-    let mut methods: HashMap<String, Shape> = [
+    let mut shapes: Vec<(String, Shape)> = [
         ("/grpc.health.v1.Health/Check", Shape::Unary),
         ("/grpc.health.v1.Health/Watch", Shape::ServerStream),
         (
@@ -141,15 +168,21 @@ fn served_methods() -> HashMap<String, Shape> {
             let package = file.package().to_owned();
             for service in &file.service {
                 for method in &service.method {
-                    methods.insert(
+                    shapes.push((
                         format!("/{package}.{}/{}", service.name(), method.name()),
                         Shape::of(method.client_streaming(), method.server_streaming()),
-                    );
+                    ));
                 }
             }
         }
     }
-    methods
+    shapes
+        .into_iter()
+        .map(|(path, shape)| {
+            let method = Method::new(&path, shape);
+            (path, method)
+        })
+        .collect()
 }
 
 impl EdgeLayer {
@@ -216,14 +249,10 @@ where
         // From the headers: waiting for the message counts against it too.
         let deadline_at = tokio::time::Instant::now() + deadline;
 
-        let shape = self.shared.methods.get(&method).copied();
-        let span = trace::call_span(
-            &method,
-            shape.is_some(),
-            &logged_path(&method, shape.is_some()),
-            parent,
-        );
-        let mut call = observe::Call::start(call_labels(&method, shape, open), span.clone());
+        let served = self.shared.methods.get(&method);
+        let shape = served.map(|served| served.shape);
+        let span = trace::call_span(served, &logged_path(&method, served.is_some()), parent);
+        let mut call = observe::Call::start(call_labels(served, open), span.clone());
         let caller = match (&self.shared.callers, open) {
             (Some(callers), false) => match request.headers().get(http::header::AUTHORIZATION) {
                 None => Err(refusal(
@@ -294,15 +323,12 @@ where
 
 /// The call's metric labels: served methods by service and method, any
 /// other path as `unknown` (a caller cannot mint series).
-fn call_labels(path: &str, shape: Option<Shape>, infrastructure: bool) -> telemetry::CallLabels {
-    let (service, method) = match (shape, path.trim_start_matches('/').split_once('/')) {
-        (Some(_), Some((service, method))) => (service.to_owned(), method.to_owned()),
-        _ => ("unknown".to_owned(), "unknown".to_owned()),
-    };
+fn call_labels(served: Option<&Method>, infrastructure: bool) -> telemetry::CallLabels {
+    let unknown = || SharedString::const_str("unknown");
     telemetry::CallLabels {
-        grpc_type: shape.map_or("unknown", Shape::name),
-        service,
-        method,
+        grpc_type: served.map_or("unknown", |served| served.shape.name()),
+        service: served.map_or_else(unknown, |served| served.service.clone()),
+        method: served.map_or_else(unknown, |served| served.name.clone()),
         infrastructure,
         caller: String::new(),
     }
@@ -356,12 +382,12 @@ async fn admit(
         // Unknown paths go on to be answered UNIMPLEMENTED.
         Some(Shape::ClientStream | Shape::BidiStream) | None => request,
     };
-    let (budget, kind) = match shape {
+    let (budget, kind, held_as): (_, _, fn(OwnedSemaphorePermit) -> Permit) = match shape {
         // Health checks: never shed.
         Some(Shape::Unary) if open => return Ok((request, None)),
-        Some(Shape::Unary) | None => (&shared.calls, "calls"),
+        Some(Shape::Unary) | None => (&shared.calls, "calls", Permit::Call),
         Some(Shape::ServerStream | Shape::ClientStream | Shape::BidiStream) => {
-            (&shared.streams, "streams")
+            (&shared.streams, "streams", Permit::Stream)
         }
     };
     let permit = budget.clone().try_acquire_owned().map_err(|_| {
@@ -371,11 +397,7 @@ async fn admit(
             format!("too many {kind} in flight; retry with backoff"),
         )
     })?;
-    let permit = match kind {
-        "streams" => Permit::Stream(permit),
-        _ => Permit::Call(permit),
-    };
-    Ok((request, Some(permit)))
+    Ok((request, Some(held_as(permit))))
 }
 
 /// tonic answers two client mistakes as if they were its own: an oversized
@@ -444,10 +466,19 @@ mod tests {
         }
         assert!(!methods.contains_key("/wagate.v1.Gateway/Nope"));
         assert_eq!(
-            methods["/wagate.v1.Gateway/WatchMessages"],
+            methods["/wagate.v1.Gateway/WatchMessages"].shape,
             Shape::ServerStream
         );
-        assert_eq!(methods["/wagate.v1.Gateway/SendMessage"], Shape::Unary);
+        let send = &methods["/wagate.v1.Gateway/SendMessage"];
+        assert_eq!(send.shape, Shape::Unary);
+        assert_eq!(
+            (&*send.qualified, &*send.service, &*send.name),
+            (
+                "wagate.v1.Gateway/SendMessage",
+                "wagate.v1.Gateway",
+                "SendMessage"
+            )
+        );
     }
 
     #[test]

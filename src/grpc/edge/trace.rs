@@ -39,23 +39,17 @@ pub fn caller_context(headers: &HeaderMap) -> opentelemetry::Context {
     PROPAGATOR.extract(&Headers(headers))
 }
 
-/// The span of a call to `path`: a server span named `package.Service/Method`
-/// (`grpc` for a path wagate does not serve), under `parent`. `logged_path`
+/// The span of a call: a server span named `package.Service/Method` for a
+/// served method, `grpc` for any other path, under `parent`. `logged_path`
 /// is what logs show as `method`.
 pub fn call_span(
-    path: &str,
-    served: bool,
+    served: Option<&super::Method>,
     logged_path: &str,
     parent: opentelemetry::Context,
 ) -> tracing::Span {
-    let (service, method) = match path.trim_start_matches('/').split_once('/') {
-        Some((service, method)) if served => (service, method),
-        _ => ("_OTHER", "_OTHER"),
-    };
-    let name = if served {
-        path.trim_start_matches('/')
-    } else {
-        "grpc"
+    let (name, service, method) = match served {
+        Some(served) => (&*served.qualified, &*served.service, &*served.name),
+        None => ("grpc", "_OTHER", "_OTHER"),
     };
     let span = tracing::info_span!(
         "rpc",
