@@ -67,7 +67,7 @@ fn duration(span: TimeDelta) -> prost_types::Duration {
 }
 
 /// Reads an enum field, refusing numbers this API does not define.
-fn known<E: TryFrom<i32>>(value: i32, field: &str) -> Result<E, Rejection> {
+pub fn known<E: TryFrom<i32>>(value: i32, field: &str) -> Result<E, Rejection> {
     E::try_from(value).map_err(|_| {
         Rejection::new(
             Reason::InvalidEnumValue,

@@ -84,10 +84,11 @@ impl GatewayService {
         Ok((convert::send_response(message, request.dry_run), outcome))
     }
 
+    /// Also returns the outcome's name for metrics, as the webhook counts it.
     async fn inbound(
         &self,
         request: pb::RecordInboundRequest,
-    ) -> Result<pb::RecordInboundResponse, Status> {
+    ) -> Result<(pb::RecordInboundResponse, &'static str), Status> {
         let now = convert::now();
         let pair = convert::pair(&request.business_number, &request.customer_number)
             .map_err(status::rejection)?;
@@ -118,10 +119,11 @@ impl GatewayService {
             ?outcome,
             "inbound recorded"
         );
-        Ok(pb::RecordInboundResponse {
+        let response = pb::RecordInboundResponse {
             outcome: convert::inbound_outcome(outcome) as i32,
             window: Some(convert::window(&pair, &Window::view(window.as_ref(), now))),
-        })
+        };
+        Ok((response, outcome.as_str()))
     }
 }
 
@@ -169,16 +171,11 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::RecordInboundResponse>, Status> {
         let recorded = self.inbound(request.into_inner()).await;
         let outcome = match &recorded {
-            // OPENED, ...: as the API's enum names it, and as the webhook counts.
-            Ok(response) => response
-                .outcome()
-                .as_str_name()
-                .trim_start_matches("INBOUND_OUTCOME_")
-                .to_owned(),
+            Ok((_, outcome)) => (*outcome).to_owned(),
             Err(status) => refusal_reason(status),
         };
         telemetry::record_inbound("grpc", outcome);
-        recorded.map(Response::new)
+        recorded.map(|(response, _)| Response::new(response))
     }
 
     async fn get_message(

@@ -38,14 +38,7 @@ pub fn query(
 }
 
 fn state(value: i32) -> Result<WindowState, Rejection> {
-    let state = pb::WindowState::try_from(value).map_err(|_| {
-        Rejection::new(
-            Reason::InvalidEnumValue,
-            format!("{value} is not a defined value"),
-        )
-        .at("states")
-    })?;
-    match state {
+    match convert::known(value, "states")? {
         pb::WindowState::Open => Ok(WindowState::Open),
         pb::WindowState::Closed => Ok(WindowState::Closed),
         pb::WindowState::NeverOpened => Ok(WindowState::NeverOpened),
