@@ -57,6 +57,15 @@ pub struct Config {
     #[arg(long, env = "WAGATE_INBOUND_ID_RETENTION", default_value = "7d", value_parser = parse_inbound_id_retention)]
     pub inbound_id_retention: Duration,
 
+    /// How far back a WatchWindows resume token is honoured (at least 24h).
+    #[arg(long, env = "WAGATE_WINDOW_EVENT_RETENTION", default_value = "24h", value_parser = parse_window_event_retention)]
+    pub window_event_retention: Duration,
+
+    /// How long a WatchWindows stream may leave its buffer full (the
+    /// client not reading) before it is ended with WATCH_LAGGED.
+    #[arg(long, env = "WAGATE_WATCH_LAG_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub watch_lag_timeout: Duration,
+
     /// How often the sweeper removes records past their retention.
     #[arg(long, env = "WAGATE_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
@@ -309,6 +318,14 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_window_event_retention(value: &str) -> Result<Duration, String> {
+    let retention = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if retention < Duration::from_secs(24 * 3600) {
+        return Err("must be at least 24h: a watcher may resume a day later".to_owned());
+    }
+    Ok(retention)
+}
+
 fn parse_inbound_id_retention(value: &str) -> Result<Duration, String> {
     let retention = humantime::parse_duration(value).map_err(|e| e.to_string())?;
     if retention < MIN_INBOUND_ID_RETENTION {
@@ -328,6 +345,11 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.window_retention, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.inbound_id_retention, MIN_INBOUND_ID_RETENTION);
+        assert_eq!(
+            config.window_event_retention,
+            Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(config.watch_lag_timeout, Duration::from_secs(30));
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.metrics_listen, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(config.tls_cert, None);
@@ -427,6 +449,7 @@ mod tests {
         assert_eq!(config.window_retention, Duration::from_secs(7200));
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(Config::try_parse_from(["wagate", "--inbound-id-retention", "6d"]).is_err());
+        assert!(Config::try_parse_from(["wagate", "--window-event-retention", "23h"]).is_err());
         assert!(Config::try_parse_from(["wagate", "--window-retention", "soon"]).is_err());
         assert!(Config::try_parse_from(["wagate", "--log-level", "wagate=debug,info"]).is_ok());
         assert!(Config::try_parse_from(["wagate", "--log-level", "wagate=loud"]).is_err());

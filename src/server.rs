@@ -62,6 +62,11 @@ pub async fn run(
     let retention = Retention {
         closed_windows: TimeDelta::from_std(config.window_retention)?,
         inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,
+        window_events: TimeDelta::from_std(config.window_event_retention)?,
+    };
+    let watch_limits = crate::grpc::WatchLimits {
+        retention: retention.window_events,
+        lag_timeout: config.watch_lag_timeout,
     };
     let sweeper = service::spawn_sweeper(store.clone(), retention, config.sweep_interval);
     let cloud = cloud::start(&config.cloud, &service, limits).await?;
@@ -152,7 +157,7 @@ pub async fn run(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
-            GatewayServer::new(GatewayService::new(service.clone()))
+            GatewayServer::new(GatewayService::new(service.clone(), watch_limits))
                 .max_decoding_message_size(config.max_request_bytes),
         )
         .add_service(

@@ -116,6 +116,13 @@ pub const CONNECTIONS_REFUSED: &str = "wagate_connections_refused_total";
 /// Cloud API delivery attempts by outcome.
 pub const DELIVERIES: &str = "wagate_deliveries_total";
 /// Webhook events by kind and whether they were acted on.
+/// WatchWindows streams open now.
+pub const WINDOW_WATCHERS: &str = "wagate_window_watchers";
+/// Window events handed to watchers, by type.
+pub const WINDOW_EVENTS_SENT: &str = "wagate_window_events_sent_total";
+/// Window events read for a watcher and not handed to it because it was
+/// ended for lag (it reads them again when it resumes).
+pub const WINDOW_EVENTS_DROPPED: &str = "wagate_window_events_dropped_total";
 pub const WEBHOOK_EVENTS: &str = "wagate_webhook_events_total";
 
 /// How often histogram samples are folded into their buckets.
@@ -171,6 +178,15 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
         "failed writes of the store's log, by cause"
     );
     metrics::describe_counter!(SWEPT_ITEMS, "records removed by the sweeper");
+    metrics::describe_gauge!(WINDOW_WATCHERS, "WatchWindows streams open now");
+    metrics::describe_counter!(
+        WINDOW_EVENTS_SENT,
+        "window events sent to watchers, by type"
+    );
+    metrics::describe_counter!(
+        WINDOW_EVENTS_DROPPED,
+        "window events not sent because their watcher was ended for lag"
+    );
     metrics::describe_histogram!(GROUP_COMMIT_BATCH, "writes made durable per flush");
     metrics::describe_counter!(DELIVERIES, "Cloud API delivery attempts by outcome");
     metrics::describe_counter!(

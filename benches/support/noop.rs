@@ -57,6 +57,13 @@ impl pb::gateway_server::Gateway for Noop {
     ) -> Result<Response<pb::ListWindowsResponse>, Status> {
         Err(Status::unimplemented("not in the baseline"))
     }
+    type WatchWindowsStream = tokio_stream::Empty<Result<pb::WatchWindowsResponse, Status>>;
+    async fn watch_windows(
+        &self,
+        _: Request<pb::WatchWindowsRequest>,
+    ) -> Result<Response<Self::WatchWindowsStream>, Status> {
+        Err(Status::unimplemented("not in the baseline"))
+    }
 }
 
 pub fn serve() {

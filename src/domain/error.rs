@@ -41,10 +41,12 @@ pub enum Reason {
     InvalidTimestamp,
     InvalidEnumValue,
     MessageNotFound,
+    InvalidClosingLead,
+    InvalidResumeToken,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -66,6 +68,8 @@ impl Reason {
         Reason::InvalidTimestamp,
         Reason::InvalidEnumValue,
         Reason::MessageNotFound,
+        Reason::InvalidClosingLead,
+        Reason::InvalidResumeToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +95,8 @@ impl Reason {
             Reason::InvalidTimestamp => "INVALID_TIMESTAMP",
             Reason::InvalidEnumValue => "INVALID_ENUM_VALUE",
             Reason::MessageNotFound => "MESSAGE_NOT_FOUND",
+            Reason::InvalidClosingLead => "INVALID_CLOSING_LEAD",
+            Reason::InvalidResumeToken => "INVALID_RESUME_TOKEN",
         }
     }
 

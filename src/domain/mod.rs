@@ -14,6 +14,7 @@ pub mod template;
 pub mod text;
 pub mod time;
 pub mod window;
+pub mod window_events;
 pub mod window_query;
 
 pub use error::{Reason, Rejection, RejectionKind};

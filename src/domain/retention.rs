@@ -4,6 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::delivery::EARLY_STATUS_TTL;
 use super::send::IDEMPOTENCY_TTL;
+use super::window_events::{DEFAULT_RESUME_RETENTION, WindowChange};
 
 /// How long swept things are kept.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +13,8 @@ pub struct Retention {
     pub closed_windows: TimeDelta,
     /// How long an inbound message id is remembered for dedupe (SPEC: at least 7 days).
     pub inbound_ids: TimeDelta,
+    /// How far back a WatchWindows resume token is honoured.
+    pub window_events: TimeDelta,
 }
 
 impl Default for Retention {
@@ -19,6 +22,7 @@ impl Default for Retention {
         Retention {
             closed_windows: TimeDelta::days(30),
             inbound_ids: TimeDelta::days(7),
+            window_events: DEFAULT_RESUME_RETENTION,
         }
     }
 }
@@ -34,6 +38,9 @@ pub struct Cutoffs {
     pub idempotency_keys: DateTime<Utc>,
     /// Early statuses received at or before this.
     pub early_statuses: DateTime<Utc>,
+    /// Window changes recorded before this: none can yield an event a
+    /// resume token may still ask for.
+    pub window_changes: DateTime<Utc>,
 }
 
 impl Retention {
@@ -43,6 +50,7 @@ impl Retention {
             inbound_ids: now - self.inbound_ids,
             idempotency_keys: now - IDEMPOTENCY_TTL,
             early_statuses: now - EARLY_STATUS_TTL,
+            window_changes: WindowChange::kept_from(now - self.window_events),
         }
     }
 }

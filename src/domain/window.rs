@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::error::{Reason, Rejection};
 use super::phone::Pair;
+use super::window_events::ChangeKind;
 
 /// How long one inbound keeps the window open.
 pub const WINDOW_LENGTH: TimeDelta = TimeDelta::hours(24);
@@ -127,6 +128,9 @@ pub struct InboundPlan {
     /// Remember the message id (with the inbound) for dedupe, as recorded
     /// at this instant; `None` for a repeat, which changes nothing.
     pub remember_at: Option<DateTime<Utc>>,
+    /// Log the change for window events: the window opened or moved its
+    /// expiry (not a change of the free entry deadline alone).
+    pub log_change: Option<ChangeKind>,
 }
 
 /// Plans recording `inbound` with message id already looked up in `seen`.
@@ -142,10 +146,17 @@ pub fn plan_inbound(
             window: seen.window.clone(),
             write_window: None,
             remember_at: None,
+            log_change: None,
         });
     }
     let (changed, outcome) = Window::record_inbound(seen.window.as_ref(), inbound, now);
+    let log_change = match outcome {
+        InboundOutcome::Opened => Some(ChangeKind::Opened),
+        InboundOutcome::Extended => Some(ChangeKind::Extended),
+        _ => None,
+    };
     Ok(InboundPlan {
+        log_change,
         outcome,
         window: changed.clone().or_else(|| seen.window.clone()),
         write_window: changed,

@@ -59,7 +59,7 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-fn duration(span: TimeDelta) -> prost_types::Duration {
+pub fn duration(span: TimeDelta) -> prost_types::Duration {
     prost_types::Duration {
         seconds: span.num_seconds(),
         nanos: span.subsec_nanos(),

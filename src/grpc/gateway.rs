@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use tonic_types::StatusExt;
 
+use super::window_watch::{self, WatchLimits};
 use super::{convert, page, status, windows};
 use crate::domain::{
     IdempotencyKey, Inbound, InboundMessageId, Reason, Rejection, SendRequest, Window,
@@ -33,11 +34,12 @@ async fn forward(sender: &WatchSender, state: &MessageState) -> bool {
 
 pub struct GatewayService {
     store: Service,
+    watch: WatchLimits,
 }
 
 impl GatewayService {
-    pub fn new(store: Service) -> Self {
-        GatewayService { store }
+    pub fn new(store: Service, watch: WatchLimits) -> Self {
+        GatewayService { store, watch }
     }
 
     async fn send(
@@ -247,6 +249,23 @@ impl pb::gateway_server::Gateway for GatewayService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    type WatchWindowsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchWindowsResponse, Status>> + Send>>;
+
+    async fn watch_windows(
+        &self,
+        request: Request<pb::WatchWindowsRequest>,
+    ) -> Result<Response<Self::WatchWindowsStream>, Status> {
+        let request = request.into_inner();
+        let filter = window_watch::filter(&request).map_err(status::rejection)?;
+        let token =
+            window_watch::read_resume_token(&request.resume_token).map_err(status::rejection)?;
+        let after = window_watch::start(token, convert::now(), self.watch.retention)?;
+        let watcher = crate::service::watch::Watcher::new(filter, after);
+        let events = window_watch::spawn(self.store.store().clone(), watcher, self.watch);
+        Ok(Response::new(Box::pin(ReceiverStream::new(events))))
     }
 
     async fn get_window(

@@ -8,7 +8,9 @@ mod gateway;
 mod page;
 pub mod status;
 mod templates;
+mod window_watch;
 mod windows;
 
 pub use gateway::GatewayService;
 pub use templates::TemplateRegistryService;
+pub use window_watch::WatchLimits;

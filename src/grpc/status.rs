@@ -17,8 +17,10 @@ pub const ERROR_DOMAIN: &str = "wagate";
 pub const STORE_FAILURE: &str = "STORE_FAILURE";
 /// A stored record could not be decoded.
 pub const CORRUPT_RECORD: &str = "CORRUPT_RECORD";
-/// A WatchMessages stream fell too far behind the updates and was ended.
+/// A watch stream fell too far behind and was ended.
 pub const WATCH_LAGGED: &str = "WATCH_LAGGED";
+/// A WatchWindows resume token older than the events kept.
+pub const RESUME_TOKEN_EXPIRED: &str = "RESUME_TOKEN_EXPIRED";
 
 /// A refusal that comes from the service itself rather than a domain rule.
 pub fn service(code: Code, reason: &str, message: impl Into<String>) -> Status {

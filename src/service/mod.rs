@@ -5,6 +5,7 @@
 //! which backend it runs on.
 
 mod sweeper;
+pub mod watch;
 
 use std::sync::Arc;
 

@@ -61,6 +61,7 @@ pub fn spawn_sweeper(
                     ("inbound_id", counts.inbound_ids),
                     ("idempotency_key", counts.idempotency_keys),
                     ("early_status", counts.early_statuses),
+                    ("window_change", counts.window_changes),
                 ] {
                     metrics::counter!(telemetry::SWEPT_ITEMS, "kind" => kind).increment(count);
                 }

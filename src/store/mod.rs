@@ -21,6 +21,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
+use crate::domain::window_events::{ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, Rejection, SendRequest, Template,
@@ -182,6 +183,7 @@ pub struct SweepCounts {
     pub inbound_ids: u64,
     pub idempotency_keys: u64,
     pub early_statuses: u64,
+    pub window_changes: u64,
 }
 
 impl std::ops::AddAssign for SweepCounts {
@@ -190,6 +192,7 @@ impl std::ops::AddAssign for SweepCounts {
         self.inbound_ids += other.inbound_ids;
         self.idempotency_keys += other.idempotency_keys;
         self.early_statuses += other.early_statuses;
+        self.window_changes += other.window_changes;
     }
 }
 
@@ -327,6 +330,36 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<&WindowCursor>,
         limit: usize,
     ) -> Result<Vec<(Pair, Window)>, StoreError>;
+
+    /// The instant through which the window-change log is complete: every
+    /// change stamped at or before it is durable and readable, and no
+    /// change can be stamped at or before it any more.
+    async fn changes_settled(&self) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Logged window changes at or after `from` in (recorded_at, id)
+    /// order, recorded at or before `through`; at most `limit`.
+    async fn changes_recorded(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError>;
+
+    /// Logged window changes at or after `from` in (expires_at, id)
+    /// order, expiring at or before `through`; at most `limit`.
+    async fn changes_expiring(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError>;
+
+    /// For each logged change (its pair and place in record order): when
+    /// the pair's next change was recorded, if there is one.
+    async fn next_changes(
+        &self,
+        changes: &[(Pair, ChangePosition)],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError>;
 
     /// Windows open at `now`; for a periodic gauge, not a request path.
     async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;

@@ -134,6 +134,10 @@ impl Server {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
@@ -175,7 +179,8 @@ impl Server {
         self.start_again();
     }
 
-    fn start_again(&mut self) {
+    /// Starts the binary again (after `kill`) on the same data directory.
+    pub fn start_again(&mut self) {
         let (child, addr, logs) = spawn(&self.launch);
         self.child = child;
         self.addr = addr;

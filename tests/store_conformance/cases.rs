@@ -20,6 +20,7 @@ use wagate::domain::{
 use wagate::service::Service;
 use wagate::store::{Claim, SendOutcome, StatusReport, StoreError, SweepCounts, TemplatePage};
 
+pub use crate::changes::window_changes_are_logged_read_in_order_and_swept;
 pub use crate::listing::windows_are_listed_by_expiry_a_page_at_a_time;
 
 /// A backend under test: each `open` returns a service on the same stored

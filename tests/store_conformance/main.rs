@@ -3,6 +3,7 @@
 //! differently on one of them without a failing test.
 
 mod cases;
+mod changes;
 mod listing;
 #[path = "../pg/mod.rs"]
 mod pg;
@@ -101,6 +102,7 @@ macro_rules! conformance {
                 the_send_rate_is_shared_by_every_replica,
                 sweeping_on_every_replica_at_once_removes_each_record_once,
                 windows_are_listed_by_expiry_a_page_at_a_time,
+                window_changes_are_logged_read_in_order_and_swept,
             );
         }
     };

@@ -25,6 +25,7 @@
 //!
 //! Only `store::postgres` names PostgreSQL.
 
+mod changes;
 mod conn;
 mod feed;
 mod import;
@@ -52,6 +53,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
+use crate::domain::window_events::{ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundKind, InboundMessageId, OutboxMessage, Pair, PhoneNumber, SendRequest,
@@ -573,6 +575,12 @@ impl Storage for PgStore {
                         None => Ok(()),
                     }
                 },
+                async {
+                    match (plan.log_change, &plan.write_window) {
+                        (Some(kind), Some(window)) => changes::log(&tx, pair, kind, window).await,
+                        _ => Ok(()),
+                    }
+                },
             )?;
             plan
         })
@@ -905,6 +913,12 @@ impl Storage for PgStore {
                      FROM early_statuses WHERE received_at <= $1 LIMIT $2)",
                     cutoffs.early_statuses,
                 ),
+                (
+                    &mut removed.window_changes,
+                    "DELETE FROM window_changes WHERE id IN (SELECT id \
+                     FROM window_changes WHERE recorded_at < $1 LIMIT $2)",
+                    cutoffs.window_changes,
+                ),
             ] {
                 *count = conn::execute(&tx, "sweep", sql, &[&cutoff, &SWEEP_CHUNK]).await?;
             }
@@ -919,7 +933,8 @@ impl Storage for PgStore {
             let visited = removed.windows
                 + removed.inbound_ids
                 + removed.idempotency_keys
-                + removed.early_statuses;
+                + removed.early_statuses
+                + removed.window_changes;
             SweepStep {
                 removed,
                 visited: visited as usize,
@@ -934,6 +949,38 @@ impl Storage for PgStore {
     async fn flush(&self) -> Result<(), StoreError> {
         // Every acknowledged write was committed first.
         Ok(())
+    }
+
+    async fn changes_settled(&self) -> Result<DateTime<Utc>, StoreError> {
+        changes::settled(&self.client().await?).await
+    }
+
+    async fn changes_recorded(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError> {
+        let client = self.client().await?;
+        changes::read(&client, changes::Order::Recorded, from, through, limit).await
+    }
+
+    async fn changes_expiring(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError> {
+        let client = self.client().await?;
+        changes::read(&client, changes::Order::Expiring, from, through, limit).await
+    }
+
+    async fn next_changes(
+        &self,
+        changes: &[(Pair, ChangePosition)],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        let client = self.client().await?;
+        changes::next(&client, changes).await
     }
 
     async fn list_windows(

@@ -117,6 +117,25 @@ CREATE TABLE send_rate (
 -- change even when several land between two polls of the feed.
 ALTER TABLE changes ADD COLUMN delivery jsonb;
 "#,
+    r#"
+-- The window-change log WatchWindows reads. recorded_at is the database's
+-- clock at the insert, right before COMMIT, so every replica stamps from
+-- one clock; id only orders changes of the same microsecond.
+CREATE TABLE window_changes (
+    id                  bigserial PRIMARY KEY,
+    recorded_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    business            text NOT NULL,
+    customer            text NOT NULL,
+    kind                text NOT NULL,
+    last_inbound_at     timestamptz NOT NULL,
+    expires_at          timestamptz NOT NULL,
+    free_entry_deadline timestamptz,
+    free_until          timestamptz
+);
+CREATE INDEX window_changes_by_record ON window_changes (recorded_at, id);
+CREATE INDEX window_changes_by_expiry ON window_changes (expires_at, id);
+CREATE INDEX window_changes_by_pair ON window_changes (business, customer, recorded_at, id);
+"#,
 ];
 
 /// The newest schema this build understands.

@@ -5,6 +5,7 @@
 //! the log to sync and apply them ([`wal`]), so it answers only once the
 //! change is on disk.
 
+mod changes;
 mod delivery;
 mod export;
 mod keys;
@@ -32,6 +33,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
+use crate::domain::window_events::{ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, SendRequest, Template, TemplateId,
@@ -107,6 +109,9 @@ struct Trees {
     wamids: sled::Tree,
     early_statuses: sled::Tree,
     early_status_age: sled::Tree,
+    window_changes: sled::Tree,
+    change_expiry: sled::Tree,
+    change_pairs: sled::Tree,
 }
 
 impl Trees {
@@ -125,6 +130,9 @@ impl Trees {
             Tree::Wamids => &self.wamids,
             Tree::EarlyStatuses => &self.early_statuses,
             Tree::EarlyStatusAge => &self.early_status_age,
+            Tree::WindowChanges => &self.window_changes,
+            Tree::ChangeExpiry => &self.change_expiry,
+            Tree::ChangePairs => &self.change_pairs,
         }
     }
 }
@@ -196,6 +204,9 @@ impl SledStore {
             wamids: db.open_tree(WAMIDS)?,
             early_statuses: db.open_tree(EARLY_STATUSES)?,
             early_status_age: db.open_tree("early_status_age/v1")?,
+            window_changes: db.open_tree(changes::WINDOW_CHANGES)?,
+            change_expiry: db.open_tree("window_change_expiry/v1")?,
+            change_pairs: db.open_tree("window_change_pairs/v1")?,
         };
         let trees = Arc::new(trees);
         // The log first: what it holds was acknowledged before any rekeying
@@ -219,6 +230,7 @@ impl SledStore {
                 "moved keys written under older phone-number rules to their normal form"
             );
         }
+        wal.stamps_after(changes::last_stamp(&trees)?);
         Ok(SledStore {
             db,
             trees,
@@ -298,6 +310,9 @@ impl Storage for SledStore {
                 );
                 w.insert(Tree::InboundIds, id, encode(&record));
                 w.insert(Tree::InboundAge, keys::timed(at, id), IVec::default());
+            }
+            if let (Some(kind), Some(next)) = (plan.log_change, &plan.write_window) {
+                changes::log(&mut w, &pair_key, kind, pair, next);
             }
             if let Some(next) = &plan.write_window {
                 if let Some(current) = &window {
@@ -566,6 +581,35 @@ impl Storage for SledStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.durable(self.wal.last_lsn()).await
+    }
+
+    async fn changes_settled(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.wal.settled())
+    }
+
+    async fn changes_recorded(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError> {
+        self.changes_recorded_now(from, through, limit)
+    }
+
+    async fn changes_expiring(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError> {
+        self.changes_expiring_now(from, through, limit)
+    }
+
+    async fn next_changes(
+        &self,
+        changes: &[(Pair, ChangePosition)],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        self.next_changes_now(changes)
     }
 
     async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus, EarlyStatus};
 use crate::domain::send::Fingerprint;
 use crate::domain::template::ComponentParameters;
+use crate::domain::window_events::{ChangeKind, WindowChange};
 use crate::domain::{
     Accepted, Button, Category, Content, EntryPoint, IdempotencyKey, InboundKind, MessageKind,
     MessageStatus, OutboxMessage, Pair, PhoneNumber, Pricing, PricingCategory, SendParameters,
@@ -99,6 +100,46 @@ impl TryFrom<WindowRecord> for Window {
             expires_at: time(record.expires_at)?,
             free_entry_deadline: record.free_entry_deadline.map(time).transpose()?,
             free_until: record.free_until.map(time).transpose()?,
+        })
+    }
+}
+
+/// A logged window change; its key holds when it was recorded and its id.
+#[derive(Serialize, Deserialize)]
+pub struct ChangeRecord {
+    business: String,
+    customer: String,
+    kind: u8,
+    window: WindowRecord,
+}
+
+impl ChangeRecord {
+    pub fn new(pair: &Pair, kind: ChangeKind, window: &Window) -> ChangeRecord {
+        ChangeRecord {
+            business: pair.business.as_str().to_owned(),
+            customer: pair.customer.as_str().to_owned(),
+            kind: match kind {
+                ChangeKind::Opened => 1,
+                ChangeKind::Extended => 2,
+            },
+            window: WindowRecord::from(window),
+        }
+    }
+
+    pub fn into_change(self, recorded_at: i64, id: i64) -> Result<WindowChange, DecodeError> {
+        Ok(WindowChange {
+            id,
+            recorded_at: time(recorded_at)?,
+            pair: Pair {
+                business: phone(&self.business)?,
+                customer: phone(&self.customer)?,
+            },
+            kind: match self.kind {
+                1 => ChangeKind::Opened,
+                2 => ChangeKind::Extended,
+                other => return Err(code_error("window change", other)),
+            },
+            window: Window::try_from(self.window)?,
         })
     }
 }

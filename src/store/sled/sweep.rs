@@ -52,14 +52,16 @@ impl SledStore {
             cutoffs.early_statuses,
             |v| Ok(decode::<EarlyStatusRecord>(v)?.received_at),
         )?;
+        let (visited_changes, window_changes) = self.sweep_changes(cutoffs.window_changes)?;
         Ok(SweepStep {
             removed: SweepCounts {
                 windows,
                 inbound_ids,
                 idempotency_keys,
                 early_statuses,
+                window_changes,
             },
-            visited: visited_windows + visited_ids + visited_keys + visited_early,
+            visited: visited_windows + visited_ids + visited_keys + visited_early + visited_changes,
         })
     }
 }

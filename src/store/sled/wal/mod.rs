@@ -26,6 +26,7 @@ mod record;
 mod section;
 mod segment;
 
+use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
@@ -93,6 +94,13 @@ struct Staged {
     last_lsn: u64,
     closing: bool,
     failing: bool,
+    /// Window-change stamps (microseconds) not yet durable, with the lsn
+    /// of the record that carries each, oldest first.
+    stamps: std::collections::VecDeque<(u64, i64)>,
+    /// The latest stamp handed out, and the latest instant declared
+    /// settled: the next stamp is after both.
+    last_stamp: i64,
+    settled: i64,
 }
 
 struct Shared {
@@ -276,6 +284,36 @@ impl Wal {
         }
         let error = seen.error.clone().unwrap_or_else(|| "write failed".into());
         Err(StoreError::unavailable("log", error.to_string()))
+    }
+
+    /// Stamps come after every stamp already in the store.
+    pub fn stamps_after(&self, micros: i64) {
+        let mut staged = self.shared.lock();
+        staged.last_stamp = staged.last_stamp.max(micros);
+    }
+
+    /// The instant through which every stamped change is durable and in
+    /// sled (see [`Section::stamp`]): just before the oldest stamp still in
+    /// flight, else now. No later section can stamp at or before it.
+    pub fn settled(&self) -> DateTime<Utc> {
+        let durable = self.shared.progress.borrow().durable;
+        let now = Utc::now().timestamp_micros();
+        let mut staged = self.shared.lock();
+        while staged
+            .stamps
+            .front()
+            .is_some_and(|&(lsn, _)| lsn <= durable)
+        {
+            staged.stamps.pop_front();
+        }
+        let settled = match staged.stamps.front() {
+            Some(&(_, stamp)) => stamp - 1,
+            None => now.max(staged.last_stamp),
+        };
+        staged.settled = staged.settled.max(settled);
+        let settled = staged.settled;
+        drop(staged);
+        DateTime::from_timestamp_micros(settled).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// The last lsn staged: waiting on it waits for everything staged so far.

@@ -27,10 +27,13 @@ pub enum Tree {
     Wamids = 11,
     EarlyStatuses = 12,
     EarlyStatusAge = 13,
+    WindowChanges = 14,
+    ChangeExpiry = 15,
+    ChangePairs = 16,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 16] = [
         Tree::Windows,
         Tree::WindowExpiry,
         Tree::InboundIds,
@@ -44,6 +47,9 @@ impl Tree {
         Tree::Wamids,
         Tree::EarlyStatuses,
         Tree::EarlyStatusAge,
+        Tree::WindowChanges,
+        Tree::ChangeExpiry,
+        Tree::ChangePairs,
     ];
 
     fn from_byte(byte: u8) -> Option<Tree> {

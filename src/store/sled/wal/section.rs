@@ -72,6 +72,23 @@ impl<'a> Section<'a> {
         Ok(value)
     }
 
+    /// A stamp for a window change this section logs: an instant (in
+    /// microseconds) after every stamp before it and after every instant
+    /// already declared settled, so it also serves as the change's id. The
+    /// section must then commit (it will, having a change to log): the
+    /// stamp stays in flight until its record is durable, which holds
+    /// [`super::Wal::settled`] back until then.
+    pub fn stamp(&mut self) -> i64 {
+        let now = chrono::Utc::now().timestamp_micros();
+        let stamp = now
+            .max(self.staged.last_stamp + 1)
+            .max(self.staged.settled + 1);
+        self.staged.last_stamp = stamp;
+        let lsn = self.staged.last_lsn + 1;
+        self.staged.stamps.push_back((lsn, stamp));
+        stamp
+    }
+
     /// Stages this section's changes as one record and returns the lsn to
     /// wait on: its own, or (with nothing to stage) the last staged record,
     /// since what this section read may be staged and not yet durable.

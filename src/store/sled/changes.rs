@@ -1,0 +1,192 @@
+//! The window-change log on sled (see `domain::window_events`): three
+//! trees written together by the section that records the inbound.
+//!
+//! - `window_changes/v1`: `recorded_at ++ id` → the change (pair, kind,
+//!   window). On sled a change's id is its stamp, unique in the store.
+//! - `window_change_expiry/v1`: `expires_at ++ id` → the change's key.
+//! - `window_change_pairs/v1`: `pair \0 recorded_at ++ id` → nothing; a
+//!   pair's changes in order, to tell whether a state was superseded.
+
+use chrono::{DateTime, Utc};
+use sled::IVec;
+
+use super::records::{ChangeRecord, decode, encode};
+use super::wal::{Section, Tree};
+use super::{SledStore, Trees, keys};
+use crate::domain::window_events::{ChangeKind, ChangePosition, WindowChange};
+use crate::domain::{Pair, Window};
+use crate::store::StoreError;
+
+pub const WINDOW_CHANGES: &str = "window_changes/v1";
+
+/// Entries removed per sweep step.
+const SWEEP_CHUNK: usize = 128;
+
+/// `at ++ id`: a place in either order, sorting as it.
+fn position_key(at_micros: i64, id: i64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&keys::instant_of_micros(at_micros));
+    key[8..].copy_from_slice(&keys::instant_of_micros(id));
+    key
+}
+
+fn position_of(key: &[u8]) -> Result<(i64, i64), StoreError> {
+    let bytes: [u8; 16] = key
+        .try_into()
+        .map_err(|_| StoreError::corrupt(WINDOW_CHANGES, "a key not 16 bytes long"))?;
+    let number = |b: &[u8]| {
+        let raw = u64::from_be_bytes(b.try_into().unwrap_or_default());
+        (raw ^ (1 << 63)) as i64
+    };
+    Ok((number(&bytes[..8]), number(&bytes[8..])))
+}
+
+/// `pair \0`: the prefix of one pair's entries in the pair index.
+fn pair_prefix(pair_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(pair_key.len() + 17);
+    key.extend_from_slice(pair_key);
+    key.push(0);
+    key
+}
+
+/// Logs that the inbound staged in `w` left `pair`'s window as `window`.
+pub(super) fn log(
+    w: &mut Section<'_>,
+    pair_key: &[u8],
+    kind: ChangeKind,
+    pair: &Pair,
+    window: &Window,
+) {
+    let stamp = w.stamp();
+    let key = position_key(stamp, stamp);
+    let mut by_pair = pair_prefix(pair_key);
+    by_pair.extend_from_slice(&key);
+    w.insert(
+        Tree::WindowChanges,
+        key.to_vec(),
+        encode(&ChangeRecord::new(pair, kind, window)),
+    );
+    w.insert(
+        Tree::ChangeExpiry,
+        position_key(window.expires_at.timestamp_micros(), stamp).to_vec(),
+        IVec::from(&key[..]),
+    );
+    w.insert(Tree::ChangePairs, by_pair, IVec::default());
+}
+
+/// The latest stamp in the log, so stamps keep rising across restarts.
+pub(super) fn last_stamp(trees: &Trees) -> Result<i64, StoreError> {
+    match trees.window_changes.last()? {
+        Some((key, _)) => Ok(position_of(&key)?.1),
+        None => Ok(i64::MIN),
+    }
+}
+
+fn change(key: &[u8], value: &[u8]) -> Result<WindowChange, StoreError> {
+    let (recorded_at, id) = position_of(key)?;
+    decode::<ChangeRecord>(value)
+        .and_then(|record| record.into_change(recorded_at, id))
+        .map_err(|error| StoreError::corrupt(WINDOW_CHANGES, error))
+}
+
+impl SledStore {
+    pub(super) fn changes_recorded_now(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError> {
+        let start = position_key(from.at.timestamp_micros(), from.id);
+        let end = position_key(through.timestamp_micros(), i64::MAX);
+        self.trees
+            .window_changes
+            .range(start..=end)
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                change(&key, &value)
+            })
+            .collect()
+    }
+
+    pub(super) fn changes_expiring_now(
+        &self,
+        from: ChangePosition,
+        through: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WindowChange>, StoreError> {
+        let start = position_key(from.at.timestamp_micros(), from.id);
+        let end = position_key(through.timestamp_micros(), i64::MAX);
+        let mut found = Vec::new();
+        for entry in self.trees.change_expiry.range(start..=end) {
+            let (_, key) = entry?;
+            // A change swept between the two reads is simply gone.
+            if let Some(value) = self.trees.window_changes.get(&key)? {
+                found.push(change(&key, &value)?);
+            }
+            if found.len() == limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) fn next_changes_now(
+        &self,
+        changes: &[(Pair, ChangePosition)],
+    ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        changes
+            .iter()
+            .map(|(pair, position)| {
+                let prefix = pair_prefix(&keys::pair(pair));
+                let mut start = prefix.clone();
+                start.extend_from_slice(&position_key(position.at.timestamp_micros(), position.id));
+                let next = self
+                    .trees
+                    .change_pairs
+                    .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+                    .keys()
+                    .next()
+                    .transpose()?;
+                match next {
+                    Some(key) if key.starts_with(&prefix) => {
+                        let (at, _) = position_of(&key[prefix.len()..])?;
+                        Ok(DateTime::from_timestamp_micros(at))
+                    }
+                    _ => Ok(None),
+                }
+            })
+            .collect()
+    }
+
+    /// Removes up to a chunk of changes recorded before `cutoff`, with
+    /// their index entries. Returns the changes visited and removed.
+    pub(super) fn sweep_changes(&self, cutoff: DateTime<Utc>) -> Result<(usize, u64), StoreError> {
+        let end = keys::instant(cutoff);
+        let chunk: Vec<(IVec, IVec)> = self
+            .trees
+            .window_changes
+            .range(..end.as_slice())
+            .take(SWEEP_CHUNK)
+            .collect::<Result<_, _>>()?;
+        if chunk.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut w = self.wal.section()?;
+        for (key, value) in &chunk {
+            let change = change(key, value)?;
+            let (_, id) = position_of(key)?;
+            let mut by_pair = pair_prefix(&keys::pair(&change.pair));
+            by_pair.extend_from_slice(key);
+            w.remove(Tree::WindowChanges, key.to_vec());
+            w.remove(
+                Tree::ChangeExpiry,
+                position_key(change.window.expires_at.timestamp_micros(), id).to_vec(),
+            );
+            w.remove(Tree::ChangePairs, by_pair);
+        }
+        // The caller waits for the log once every chunk is staged.
+        w.commit();
+        Ok((chunk.len(), chunk.len() as u64))
+    }
+}
