@@ -460,3 +460,95 @@ async fn the_database_url_can_come_from_a_file() {
         "the write reached the database the file names"
     );
 }
+
+/// (type, customer, occurred_at, resume token) of the next event.
+async fn next_window_event(
+    stream: &mut tonic::Streaming<pb::WatchWindowsResponse>,
+) -> (i32, String, prost_types::Timestamp, String) {
+    let next = tokio::time::timeout(Duration::from_secs(20), stream.message());
+    let event = next
+        .await
+        .expect("an event within 20s")
+        .unwrap()
+        .unwrap()
+        .event
+        .unwrap();
+    let window = event.window.unwrap();
+    (
+        event.r#type,
+        window.customer_number,
+        event.occurred_at.unwrap(),
+        event.resume_token,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_events_from_every_replica_reach_a_watcher_on_any_other() {
+    const CUSTOMERS: usize = 20;
+    let (replicas, _) = replicas(3);
+    let (a, b, c) = (&replicas[0], &replicas[1], &replicas[2]);
+    let watch = |token: &str| pb::WatchWindowsRequest {
+        closing_leads: vec![prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }],
+        resume_token: token.into(),
+        ..Default::default()
+    };
+    let mut on_b = b
+        .gateway()
+        .await
+        .watch_windows(watch(""))
+        .await
+        .unwrap()
+        .into_inner();
+    let now = chrono::Utc::now();
+    for n in 0..CUSTOMERS {
+        // Half through A, half through C; each closes 3-5 s from now, so
+        // its 1-minute point has passed already and fires with the record.
+        let writer = if n % 2 == 0 { a } else { c };
+        let received = now - chrono::TimeDelta::hours(24)
+            + chrono::TimeDelta::milliseconds(3_000 + 100 * n as i64);
+        writer
+            .gateway()
+            .await
+            .record_inbound(pb::RecordInboundRequest {
+                received_at: Some(timestamp(received)),
+                ..inbound(&format!("+2782500{n:04}"), &format!("wamid.we-{n}"))
+            })
+            .await
+            .unwrap();
+    }
+    let mut events = Vec::new();
+    for _ in 0..CUSTOMERS {
+        events.push(next_window_event(&mut on_b).await);
+    }
+    drop(on_b);
+    // The rest through another replica, from the last token B handed out.
+    let mut on_c = c
+        .gateway()
+        .await
+        .watch_windows(watch(&events.last().unwrap().3))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in CUSTOMERS..3 * CUSTOMERS {
+        events.push(next_window_event(&mut on_c).await);
+    }
+    let distinct: HashSet<&String> = events.iter().map(|e| &e.3).collect();
+    assert_eq!(distinct.len(), 3 * CUSTOMERS, "none twice");
+    for kind in [
+        pb::WindowEventType::Opened,
+        pb::WindowEventType::Closing,
+        pb::WindowEventType::Closed,
+    ] {
+        let customers: HashSet<&String> = events
+            .iter()
+            .filter(|e| e.0 == kind as i32)
+            .map(|e| &e.1)
+            .collect();
+        assert_eq!(customers.len(), CUSTOMERS, "{kind:?} for every customer");
+    }
+    let times: Vec<(i64, i32)> = events.iter().map(|e| (e.2.seconds, e.2.nanos)).collect();
+    assert!(times.is_sorted(), "in the order they happened");
+}
