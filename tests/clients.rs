@@ -182,3 +182,172 @@ fn the_node_example_records_sends_watches_and_reads_a_refusal() {
     let stdout = run_example(&node, "examples/node/example.js");
     assert!(example_succeeded(&stdout, "node"), "{stdout}");
 }
+
+/// Waits until the server counts `count` WatchWindows streams.
+async fn watchers_become(server: &Server, count: f64) {
+    for _ in 0..300 {
+        let now = common::metric_sum(server, "wagate_window_watchers", &[]).await;
+        if now.unwrap_or(0.0) == count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the server never counted {count} watchers");
+}
+
+/// Runs the closing-reminder example until it has sent one reminder,
+/// recording inbounds once it watches: `soon` closes in 30 minutes
+/// (inside the 1-hour lead), `later` in 24 hours (nothing to do yet).
+/// Returns the message it reports.
+async fn remind_once(
+    server: &Server,
+    extra: &[&str],
+    soon: &str,
+    later: &str,
+) -> common::pb::OutboundMessage {
+    use std::io::{BufRead, BufReader};
+    let python = tool("WAGATE_PYTHON", "python");
+    watchers_become(server, 0.0).await;
+    let mut child = Command::new(&python)
+        .arg(manifest_dir().join("examples/python/closing_reminder.py"))
+        .arg(server.addr.to_string())
+        .args(["--exit-after", "1"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, read) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let next_line = || {
+        read.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the example prints")
+    };
+    assert!(next_line().starts_with("watching for windows closing within 3600s"));
+    // The stream is open once the server counts it.
+    watchers_become(server, 1.0).await;
+    let mut gateway = server.gateway().await;
+    let now = chrono::Utc::now();
+    for (customer, received) in [
+        (later, now),
+        (soon, now - chrono::TimeDelta::minutes(23 * 60 + 30)),
+    ] {
+        gateway
+            .record_inbound(common::pb::RecordInboundRequest {
+                received_at: Some(common::timestamp(received)),
+                ..common::inbound(customer, &format!("wamid.remind-{customer}"))
+            })
+            .await
+            .unwrap();
+    }
+    let sent = next_line();
+    assert!(sent.contains(&format!(" to {soon} ")), "{sent}");
+    assert_eq!(next_line(), "closing reminder ok: sent 1");
+    assert!(child.wait().unwrap().success());
+    let message_id = sent.split(' ').nth(1).unwrap().to_owned();
+    gateway
+        .get_message(common::pb::GetMessageRequest { message_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_closing_reminder_example_sends_before_the_window_closes() {
+    let server = Server::start();
+    let text = remind_once(&server, &[], "+27821110001", "+27821110002").await;
+    assert_eq!(text.customer_number, "+27821110001");
+    assert_eq!(text.kind, common::pb::MessageKind::FreeForm as i32);
+    assert_eq!(
+        text.rendered_text,
+        "Anything else we can help with? Just reply here."
+    );
+
+    common::approved_template(
+        &server,
+        "closing_offer",
+        common::pb::TemplateCategory::Utility,
+        "Your chat with us is closing soon.",
+    )
+    .await;
+    let args = ["--template", "closing_offer", "--language", "en_US"];
+    let template = remind_once(&server, &args, "+27821110003", "+27821110004").await;
+    assert_eq!(template.customer_number, "+27821110003");
+    assert_eq!(template.kind, common::pb::MessageKind::Template as i32);
+    assert_eq!(template.rendered_text, "Your chat with us is closing soon.");
+}
+
+/// The README's two WatchWindows lines, continuation lines joined.
+fn readme_watch_lines() -> Vec<String> {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let section = readme
+        .split("### Watching windows by hand")
+        .nth(1)
+        .expect("README shows how to watch by hand");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("\n```")
+        .next()
+        .unwrap();
+    block
+        .replace("\\\n", " ")
+        .lines()
+        .filter(|line| line.starts_with("grpcurl"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readme_watch_lines_stream_and_resume() {
+    let grpcurl = tool("WAGATE_GRPCURL", "grpcurl");
+    let server = Server::start();
+    let lines = readme_watch_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let run = |line: &str| {
+        let line = line
+            .replace("localhost:50051", &server.addr.to_string())
+            .replacen("grpcurl", &format!("{} -max-time 4", grpcurl.display()), 1);
+        Command::new("bash")
+            .arg("-c")
+            .arg(line)
+            .stdout(std::process::Stdio::piped())
+            // It ends at -max-time, saying so on stderr.
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    watchers_become(&server, 0.0).await;
+    let watching = run(&lines[0]);
+    watchers_become(&server, 1.0).await;
+    // 30 minutes left: OPENED, then CLOSING for the 1-hour lead at once.
+    let received = chrono::Utc::now() - chrono::TimeDelta::minutes(23 * 60 + 30);
+    server
+        .gateway()
+        .await
+        .record_inbound(common::pb::RecordInboundRequest {
+            received_at: Some(common::timestamp(received)),
+            ..common::inbound("+27821230001", "wamid.readme-watch")
+        })
+        .await
+        .unwrap();
+    let first = String::from_utf8(watching.wait_with_output().unwrap().stdout).unwrap();
+    assert!(first.contains("WINDOW_EVENT_TYPE_OPENED"), "{first}");
+    assert!(first.contains("WINDOW_EVENT_TYPE_CLOSING"), "{first}");
+    let token = first
+        .split("\"resumeToken\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a resume token");
+    let resumed = run(&lines[1].replace("LAST_TOKEN", token));
+    let rest = String::from_utf8(resumed.wait_with_output().unwrap().stdout).unwrap();
+    assert!(rest.contains("WINDOW_EVENT_TYPE_CLOSING"), "{rest}");
+    assert!(!rest.contains("WINDOW_EVENT_TYPE_OPENED"), "{rest}");
+}

@@ -35,10 +35,15 @@ def generate_stubs(proto_dir: str) -> str:
     return out
 
 
+def proto_dir_default() -> str:
+    """The repository's proto/, next to this example."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(here, "..", "..", "proto")
+
+
 def main() -> None:
     address = sys.argv[1]
-    here = os.path.dirname(os.path.abspath(__file__))
-    proto_dir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "..", "..", "proto")
+    proto_dir = sys.argv[2] if len(sys.argv) > 2 else proto_dir_default()
     sys.path.insert(0, generate_stubs(proto_dir))
     from wagate.v1 import gateway_pb2, gateway_pb2_grpc
 
