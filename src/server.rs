@@ -157,8 +157,12 @@ pub async fn run(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(
-            GatewayServer::new(GatewayService::new(service.clone(), watch_limits))
-                .max_decoding_message_size(config.max_request_bytes),
+            GatewayServer::new(GatewayService::new(
+                service.clone(),
+                watch_limits,
+                draining_since.clone(),
+            ))
+            .max_decoding_message_size(config.max_request_bytes),
         )
         .add_service(
             TemplateRegistryServer::new(TemplateRegistryService::new(service.clone()))

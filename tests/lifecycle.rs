@@ -406,6 +406,7 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         "delivery.rs",
         "abuse.rs",
         "full_disk.rs",
+        "window_events.rs",
     ]
     .iter()
     .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())
@@ -420,6 +421,8 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         edge::REQUEST_MESSAGE_TIMEOUT,
         edge::MALFORMED_REQUEST,
         wagate::grpc::status::WATCH_LAGGED,
+        wagate::grpc::status::RESUME_TOKEN_EXPIRED,
+        wagate::grpc::status::SERVER_DRAINING,
     ];
     let domain_reasons = wagate::domain::Reason::ALL.iter().map(|r| r.as_str());
     for reason in domain_reasons.chain(edge_reasons) {

@@ -555,3 +555,39 @@ async fn a_hundred_thousand_windows_closing_in_one_minute_reach_two_watchers() {
     let dropped = common::metric_sum(&server, "wagate_window_events_dropped_total", &[]).await;
     assert_eq!(dropped.unwrap_or(0.0), 0.0);
 }
+
+#[tokio::test]
+async fn a_shutdown_ends_watches_at_once_so_they_resume_elsewhere() {
+    let mut server = Server::start();
+    let mut gateway = server.gateway().await;
+    let mut watcher = watch(&mut gateway, &[], "").await;
+    record(&mut gateway, "+27820000077", "drain-1", Utc::now()).await;
+    let opened = read_until(&mut watcher, Duration::from_secs(10), |e| !e.is_empty()).await;
+
+    server.signal("TERM");
+    let ended = tokio::time::timeout(Duration::from_secs(10), watcher.message())
+        .await
+        .expect("the watch ends when the server drains");
+    let refused = refusal(ended);
+    assert_eq!(refused.code, tonic::Code::Unavailable);
+    assert_eq!(refused.reason, "SERVER_DRAINING");
+    assert!(server.wait_exit(Duration::from_secs(15)).await.success());
+    assert!(
+        !server
+            .logs()
+            .contains("still in flight after the shutdown grace"),
+        "{}",
+        server.logs()
+    );
+
+    // Back up: the token still resumes, and new events follow.
+    server.start_again();
+    let mut gateway = server.gateway().await;
+    let mut resumed = watch(&mut gateway, &[], &opened[0].token).await;
+    record(&mut gateway, "+27820000078", "drain-2", Utc::now()).await;
+    let next = read_until(&mut resumed, Duration::from_secs(10), |e| !e.is_empty()).await;
+    assert_eq!(
+        (next[0].kind, next[0].customer.as_str()),
+        (OPENED, "+27820000078")
+    );
+}

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use tonic_types::StatusExt;
 
-use super::window_watch::{self, WatchLimits};
+use super::window_watch::{self, Draining, WatchLimits};
 use super::{convert, page, status, windows};
 use crate::domain::{
     IdempotencyKey, Inbound, InboundMessageId, Reason, Rejection, SendRequest, Window,
@@ -35,11 +35,18 @@ async fn forward(sender: &WatchSender, state: &MessageState) -> bool {
 pub struct GatewayService {
     store: Service,
     watch: WatchLimits,
+    /// Turns true when the server stops taking calls: watch streams end
+    /// then, so their clients move to another replica at once.
+    draining: Draining,
 }
 
 impl GatewayService {
-    pub fn new(store: Service, watch: WatchLimits) -> Self {
-        GatewayService { store, watch }
+    pub fn new(store: Service, watch: WatchLimits, draining: Draining) -> Self {
+        GatewayService {
+            store,
+            watch,
+            draining,
+        }
     }
 
     async fn send(
@@ -215,6 +222,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             current.push(self.known_message(*id).await?);
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let mut draining = self.draining.clone();
         tokio::spawn(async move {
             for state in &current {
                 if !forward(&sender, state).await {
@@ -224,6 +232,10 @@ impl pb::gateway_server::Gateway for GatewayService {
             loop {
                 let update = tokio::select! {
                     () = sender.closed() => return,
+                    () = window_watch::drain_started(&mut draining) => {
+                        let _ = sender.send(Err(window_watch::drained())).await;
+                        return;
+                    }
                     update = updates.recv() => update,
                 };
                 let state = match update {
@@ -264,7 +276,12 @@ impl pb::gateway_server::Gateway for GatewayService {
             window_watch::read_resume_token(&request.resume_token).map_err(status::rejection)?;
         let after = window_watch::start(token, convert::now(), self.watch.retention)?;
         let watcher = crate::service::watch::Watcher::new(filter, after);
-        let events = window_watch::spawn(self.store.store().clone(), watcher, self.watch);
+        let events = window_watch::spawn(
+            self.store.store().clone(),
+            watcher,
+            self.watch,
+            self.draining.clone(),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(events))))
     }
 

@@ -19,6 +19,8 @@ pub const STORE_FAILURE: &str = "STORE_FAILURE";
 pub const CORRUPT_RECORD: &str = "CORRUPT_RECORD";
 /// A watch stream fell too far behind and was ended.
 pub const WATCH_LAGGED: &str = "WATCH_LAGGED";
+/// The server is shutting down: watch again (on another replica).
+pub const SERVER_DRAINING: &str = "SERVER_DRAINING";
 /// A WatchWindows resume token older than the events kept.
 pub const RESUME_TOKEN_EXPIRED: &str = "RESUME_TOKEN_EXPIRED";
 

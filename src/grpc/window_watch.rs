@@ -30,6 +30,9 @@ const MAX_TOKEN_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 pub type Events = mpsc::Receiver<Result<pb::WatchWindowsResponse, Status>>;
 
+/// True once the server has stopped taking calls.
+pub type Draining = tokio::sync::watch::Receiver<bool>;
+
 /// How watches are served.
 #[derive(Debug, Clone, Copy)]
 pub struct WatchLimits {
@@ -189,6 +192,7 @@ pub fn spawn(
     store: std::sync::Arc<dyn Storage>,
     mut watcher: Watcher,
     limits: WatchLimits,
+    mut draining: Draining,
 ) -> Events {
     let (sender, receiver) = mpsc::channel(BUFFERED);
     tokio::spawn(async move {
@@ -197,6 +201,10 @@ pub fn spawn(
         loop {
             let batch = tokio::select! {
                 () = sender.closed() => return,
+                () = drain_started(&mut draining) => {
+                    let _ = sender.send(Err(drained())).await;
+                    return;
+                }
                 batch = watcher.next_batch(&*store) => batch,
             };
             let batch = match batch {
@@ -231,12 +239,35 @@ pub fn spawn(
             if batch.caught_up {
                 tokio::select! {
                     () = sender.closed() => return,
+                    () = drain_started(&mut draining) => {
+                        let _ = sender.send(Err(drained())).await;
+                        return;
+                    }
                     () = tokio::time::sleep(POLL) => {}
                 }
             }
         }
     });
     receiver
+}
+
+/// Returns once the server stops taking calls (never, if the server is
+/// gone without saying so).
+pub async fn drain_started(draining: &mut Draining) {
+    if draining.wait_for(|draining| *draining).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Ends a watch when the server shuts down, so its client reconnects
+/// (to another replica) at once instead of holding the shutdown up.
+pub fn drained() -> Status {
+    status::service(
+        Code::Unavailable,
+        status::SERVER_DRAINING,
+        "this server is shutting down; watch again with the last resume_token received \
+         (another replica serves the same events)",
+    )
 }
 
 fn lagged(last_sent: Option<EventKey>, timeout: Duration) -> Status {

@@ -94,8 +94,9 @@ struct Staged {
     last_lsn: u64,
     closing: bool,
     failing: bool,
-    /// Window-change stamps (microseconds) not yet durable, with the lsn
-    /// of the record that carries each, oldest first.
+    /// Window-change stamps (microseconds) not yet durable and in sled,
+    /// with the lsn of the record that carries each, oldest first; the log
+    /// thread drops them as it applies their records.
     stamps: std::collections::VecDeque<(u64, i64)>,
     /// The latest stamp handed out, and the latest instant declared
     /// settled: the next stamp is after both.
@@ -296,16 +297,8 @@ impl Wal {
     /// sled (see [`Section::stamp`]): just before the oldest stamp still in
     /// flight, else now. No later section can stamp at or before it.
     pub fn settled(&self) -> DateTime<Utc> {
-        let durable = self.shared.progress.borrow().durable;
         let now = Utc::now().timestamp_micros();
         let mut staged = self.shared.lock();
-        while staged
-            .stamps
-            .front()
-            .is_some_and(|&(lsn, _)| lsn <= durable)
-        {
-            staged.stamps.pop_front();
-        }
         let settled = match staged.stamps.front() {
             Some(&(_, stamp)) => stamp - 1,
             None => now.max(staged.last_stamp),
@@ -488,6 +481,10 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
                     for change in &record.changes {
                         staged.overlay.applied(record.lsn, change);
                     }
+                }
+                // Their stamps are settled: sled has the changes.
+                while staged.stamps.front().is_some_and(|&(lsn, _)| lsn <= last) {
+                    staged.stamps.pop_front();
                 }
             }
         }
