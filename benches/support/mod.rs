@@ -91,7 +91,11 @@ impl Process {
     }
 
     pub fn wagate_logging(data_dir: &Path, log_level: &str, extra: &[&str]) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+        // WAGATE_BENCH_BINARY runs another build (an older commit, say)
+        // under the same load, for a before/after on one machine.
+        let binary = std::env::var_os("WAGATE_BENCH_BINARY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_wagate").into());
+        let mut command = Command::new(binary);
         command
             .args(["--listen", "127.0.0.1:0", "--log-level", log_level])
             .args(["--metrics-listen", "127.0.0.1:0", "--drain-delay", "0s"])

@@ -54,3 +54,28 @@ impl Retention {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_changes_outlive_the_resume_retention_by_a_window() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let cutoffs = Retention::default().cutoffs(now);
+        // A token from 24h ago still needs the changes whose windows were
+        // open then: up to 24h (and clock skew) older again.
+        assert_eq!(
+            now - cutoffs.window_changes,
+            TimeDelta::hours(48) + TimeDelta::minutes(5)
+        );
+        let longer = Retention {
+            window_events: TimeDelta::days(3),
+            ..Retention::default()
+        };
+        assert_eq!(
+            now - longer.cutoffs(now).window_changes,
+            TimeDelta::hours(96) + TimeDelta::minutes(5)
+        );
+    }
+}

@@ -64,6 +64,15 @@ impl WindowChange {
     }
 }
 
+/// The log's two orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOrder {
+    /// By (recorded_at, id): where OPENED and EXTENDED come from.
+    Recorded,
+    /// By (window expires_at, id): where CLOSING and CLOSED come from.
+    Expiring,
+}
+
 /// A place in one of the log's two orders: (recorded_at, id) or
 /// (expires_at, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -6,7 +6,7 @@
 use chrono::TimeDelta;
 
 use crate::domain::window_events::{
-    self, EventKey, LogRead, WatchFilter, WindowEvent, WindowEventType,
+    self, ChangeOrder, EventKey, LogRead, WatchFilter, WindowEvent, WindowEventType,
 };
 use crate::store::{Storage, StoreError};
 
@@ -44,7 +44,7 @@ impl Watcher {
         }
         let (recorded_from, point_froms) = window_events::read_from(&self.after, &self.filter);
         let recorded = store
-            .changes_recorded(recorded_from, horizon, BATCH)
+            .window_changes(ChangeOrder::Recorded, recorded_from, horizon, BATCH)
             .await?;
         let mut read = LogRead {
             recorded_full: recorded.len() == BATCH,
@@ -53,7 +53,9 @@ impl Watcher {
         };
         for (lead, from) in self.filter.points().zip(point_froms) {
             let through = horizon + lead.unwrap_or(TimeDelta::zero());
-            let rows = store.changes_expiring(from, through, BATCH).await?;
+            let rows = store
+                .window_changes(ChangeOrder::Expiring, from, through, BATCH)
+                .await?;
             let full = rows.len() == BATCH;
             read.by_point.push((rows, full));
         }

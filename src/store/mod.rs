@@ -21,7 +21,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
-use crate::domain::window_events::{ChangePosition, WindowChange};
+use crate::domain::window_events::{ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, Rejection, SendRequest, Template,
@@ -336,19 +336,12 @@ pub trait Storage: Send + Sync + 'static {
     /// change can be stamped at or before it any more.
     async fn changes_settled(&self) -> Result<DateTime<Utc>, StoreError>;
 
-    /// Logged window changes at or after `from` in (recorded_at, id)
-    /// order, recorded at or before `through`; at most `limit`.
-    async fn changes_recorded(
+    /// Logged window changes at or after `from` in `order`, whose time in
+    /// that order (recorded_at or expires_at) is at or before `through`;
+    /// at most `limit`.
+    async fn window_changes(
         &self,
-        from: ChangePosition,
-        through: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<WindowChange>, StoreError>;
-
-    /// Logged window changes at or after `from` in (expires_at, id)
-    /// order, expiring at or before `through`; at most `limit`.
-    async fn changes_expiring(
-        &self,
+        order: ChangeOrder,
         from: ChangePosition,
         through: DateTime<Utc>,
         limit: usize,

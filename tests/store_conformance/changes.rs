@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use wagate::domain::retention::Cutoffs;
 use wagate::domain::window_events::{
-    ChangeKind, ChangePosition, EventKey, Leads, WatchFilter, WindowChange, WindowEventType,
+    ChangeKind, ChangeOrder, ChangePosition, EventKey, Leads, WatchFilter, WindowChange,
+    WindowEventType,
 };
 use wagate::domain::{EntryPoint, Inbound, InboundKind, InboundMessageId, Pair, PhoneNumber};
 use wagate::service::Service;
@@ -47,7 +48,10 @@ async fn settled_changes(store: &Service, expected: usize) -> (Vec<WindowChange>
     let storage = store.store();
     for _ in 0..100 {
         let settled = storage.changes_settled().await.unwrap();
-        let changes = storage.changes_recorded(FIRST, settled, 100).await.unwrap();
+        let changes = storage
+            .window_changes(ChangeOrder::Recorded, FIRST, settled, 100)
+            .await
+            .unwrap();
         if changes.len() >= expected {
             return (changes, settled);
         }
@@ -108,29 +112,35 @@ pub async fn window_changes_are_logged_read_in_order_and_swept(h: &dyn Harness) 
     let replica = h.another_replica(&store).await;
     let seen = replica
         .store()
-        .changes_recorded(FIRST, settled, 100)
+        .window_changes(ChangeOrder::Recorded, FIRST, settled, 100)
         .await
         .unwrap();
     assert_eq!(seen, changes);
 
     // Paging from a position includes the change at it.
     let storage = store.store();
-    let first_two = storage.changes_recorded(FIRST, settled, 2).await.unwrap();
+    let first_two = storage
+        .window_changes(ChangeOrder::Recorded, FIRST, settled, 2)
+        .await
+        .unwrap();
     assert_eq!(first_two, changes[..2]);
     let from_second = storage
-        .changes_recorded(changes[1].position(), settled, 100)
+        .window_changes(ChangeOrder::Recorded, changes[1].position(), settled, 100)
         .await
         .unwrap();
     assert_eq!(from_second, changes[1..]);
     let until_first = storage
-        .changes_recorded(FIRST, changes[0].recorded_at, 100)
+        .window_changes(ChangeOrder::Recorded, FIRST, changes[0].recorded_at, 100)
         .await
         .unwrap();
     assert_eq!(until_first, changes[..1]);
 
     // In expiry order: B, then A's first state, then A's extension.
     let far = now + TimeDelta::days(3);
-    let by_expiry = storage.changes_expiring(FIRST, far, 100).await.unwrap();
+    let by_expiry = storage
+        .window_changes(ChangeOrder::Expiring, FIRST, far, 100)
+        .await
+        .unwrap();
     assert_eq!(
         by_expiry,
         vec![changes[2].clone(), changes[0].clone(), changes[1].clone()]
@@ -139,10 +149,18 @@ pub async fn window_changes_are_logged_read_in_order_and_swept(h: &dyn Harness) 
         at: changes[0].window.expires_at,
         id: changes[0].id,
     };
-    let later = storage.changes_expiring(from_a, far, 1).await.unwrap();
+    let later = storage
+        .window_changes(ChangeOrder::Expiring, from_a, far, 1)
+        .await
+        .unwrap();
     assert_eq!(later, vec![changes[0].clone()]);
     let none_yet = storage
-        .changes_expiring(FIRST, now + TimeDelta::minutes(29), 100)
+        .window_changes(
+            ChangeOrder::Expiring,
+            FIRST,
+            now + TimeDelta::minutes(29),
+            100,
+        )
         .await
         .unwrap();
     assert!(none_yet.is_empty());
@@ -205,9 +223,15 @@ pub async fn window_changes_are_logged_read_in_order_and_swept(h: &dyn Harness) 
         .await
         .unwrap();
     assert_eq!(step.removed.window_changes, 1);
-    let left = storage.changes_recorded(FIRST, settled, 100).await.unwrap();
+    let left = storage
+        .window_changes(ChangeOrder::Recorded, FIRST, settled, 100)
+        .await
+        .unwrap();
     assert_eq!(left, changes[1..]);
-    let by_expiry = storage.changes_expiring(FIRST, far, 100).await.unwrap();
+    let by_expiry = storage
+        .window_changes(ChangeOrder::Expiring, FIRST, far, 100)
+        .await
+        .unwrap();
     assert_eq!(by_expiry, vec![changes[2].clone(), changes[1].clone()]);
     storage
         .sweep_step(&cutoffs(settled + TimeDelta::seconds(1)))
@@ -215,14 +239,14 @@ pub async fn window_changes_are_logged_read_in_order_and_swept(h: &dyn Harness) 
         .unwrap();
     assert!(
         storage
-            .changes_recorded(FIRST, settled, 100)
+            .window_changes(ChangeOrder::Recorded, FIRST, settled, 100)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         storage
-            .changes_expiring(FIRST, far, 100)
+            .window_changes(ChangeOrder::Expiring, FIRST, far, 100)
             .await
             .unwrap()
             .is_empty()

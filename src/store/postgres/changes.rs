@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 
 use super::{conn, rows};
-use crate::domain::window_events::{ChangeKind, ChangePosition, WindowChange};
+use crate::domain::window_events::{ChangeKind, ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::{Pair, Window};
 use crate::store::StoreError;
 
@@ -88,23 +88,22 @@ pub(super) async fn settled(db: &impl conn::Connection) -> Result<DateTime<Utc>,
     Ok(row.get(0))
 }
 
-/// Changes from `from` in the order of `column` (`recorded_at` or
-/// `expires_at`, each followed by id), up to `through`.
+/// Changes from `from` in `order`, up to `through`.
 pub(super) async fn read(
     db: &impl conn::Connection,
-    column: Order,
+    order: ChangeOrder,
     from: ChangePosition,
     through: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<WindowChange>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let sql = match column {
-        Order::Recorded => format!(
+    let sql = match order {
+        ChangeOrder::Recorded => format!(
             "SELECT {COLUMNS} FROM window_changes \
              WHERE (recorded_at, id) >= ($1, $2) AND recorded_at <= $3 \
              ORDER BY recorded_at, id LIMIT $4"
         ),
-        Order::Expiring => format!(
+        ChangeOrder::Expiring => format!(
             "SELECT {COLUMNS} FROM window_changes \
              WHERE (expires_at, id) >= ($1, $2) AND expires_at <= $3 \
              ORDER BY expires_at, id LIMIT $4"
@@ -120,12 +119,6 @@ pub(super) async fn read(
     .iter()
     .map(change)
     .collect()
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Order {
-    Recorded,
-    Expiring,
 }
 
 pub(super) async fn next(

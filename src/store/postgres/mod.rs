@@ -53,7 +53,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
-use crate::domain::window_events::{ChangePosition, WindowChange};
+use crate::domain::window_events::{ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundKind, InboundMessageId, OutboxMessage, Pair, PhoneNumber, SendRequest,
@@ -955,24 +955,15 @@ impl Storage for PgStore {
         changes::settled(&self.client().await?).await
     }
 
-    async fn changes_recorded(
+    async fn window_changes(
         &self,
+        order: ChangeOrder,
         from: ChangePosition,
         through: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WindowChange>, StoreError> {
         let client = self.client().await?;
-        changes::read(&client, changes::Order::Recorded, from, through, limit).await
-    }
-
-    async fn changes_expiring(
-        &self,
-        from: ChangePosition,
-        through: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<WindowChange>, StoreError> {
-        let client = self.client().await?;
-        changes::read(&client, changes::Order::Expiring, from, through, limit).await
+        changes::read(&client, order, from, through, limit).await
     }
 
     async fn next_changes(

@@ -13,7 +13,7 @@ use sled::IVec;
 use super::records::{ChangeRecord, decode, encode};
 use super::wal::{Section, Tree};
 use super::{SledStore, Trees, keys};
-use crate::domain::window_events::{ChangeKind, ChangePosition, WindowChange};
+use crate::domain::window_events::{ChangeKind, ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::{Pair, Window};
 use crate::store::StoreError;
 
@@ -90,38 +90,30 @@ fn change(key: &[u8], value: &[u8]) -> Result<WindowChange, StoreError> {
 }
 
 impl SledStore {
-    pub(super) fn changes_recorded_now(
+    /// Reads the log itself in record order, or the expiry index (whose
+    /// values name the log's keys) in expiry order.
+    pub(super) fn window_changes_now(
         &self,
+        order: ChangeOrder,
         from: ChangePosition,
         through: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WindowChange>, StoreError> {
         let start = position_key(from.at.timestamp_micros(), from.id);
         let end = position_key(through.timestamp_micros(), i64::MAX);
-        self.trees
-            .window_changes
-            .range(start..=end)
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry?;
-                change(&key, &value)
-            })
-            .collect()
-    }
-
-    pub(super) fn changes_expiring_now(
-        &self,
-        from: ChangePosition,
-        through: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<WindowChange>, StoreError> {
-        let start = position_key(from.at.timestamp_micros(), from.id);
-        let end = position_key(through.timestamp_micros(), i64::MAX);
+        let index = match order {
+            ChangeOrder::Recorded => &self.trees.window_changes,
+            ChangeOrder::Expiring => &self.trees.change_expiry,
+        };
         let mut found = Vec::new();
-        for entry in self.trees.change_expiry.range(start..=end) {
-            let (_, key) = entry?;
-            // A change swept between the two reads is simply gone.
-            if let Some(value) = self.trees.window_changes.get(&key)? {
+        for entry in index.range(start..=end) {
+            let (key, value) = entry?;
+            let (key, value) = match order {
+                ChangeOrder::Recorded => (key, Some(value)),
+                // A change swept between the two reads is simply gone.
+                ChangeOrder::Expiring => (value.clone(), self.trees.window_changes.get(&value)?),
+            };
+            if let Some(value) = value {
                 found.push(change(&key, &value)?);
             }
             if found.len() == limit {

@@ -33,7 +33,7 @@ use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::window::{InboundPlan, InboundSnapshot};
-use crate::domain::window_events::{ChangePosition, WindowChange};
+use crate::domain::window_events::{ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
     Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, SendRequest, Template, TemplateId,
@@ -587,22 +587,14 @@ impl Storage for SledStore {
         Ok(self.wal.settled())
     }
 
-    async fn changes_recorded(
+    async fn window_changes(
         &self,
+        order: ChangeOrder,
         from: ChangePosition,
         through: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WindowChange>, StoreError> {
-        self.changes_recorded_now(from, through, limit)
-    }
-
-    async fn changes_expiring(
-        &self,
-        from: ChangePosition,
-        through: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<WindowChange>, StoreError> {
-        self.changes_expiring_now(from, through, limit)
+        self.window_changes_now(order, from, through, limit)
     }
 
     async fn next_changes(
