@@ -115,7 +115,6 @@ pub const OPEN_CONNECTIONS: &str = "wagate_open_connections";
 pub const CONNECTIONS_REFUSED: &str = "wagate_connections_refused_total";
 /// Cloud API delivery attempts by outcome.
 pub const DELIVERIES: &str = "wagate_deliveries_total";
-/// Webhook events by kind and whether they were acted on.
 /// WatchWindows streams open now.
 pub const WINDOW_WATCHERS: &str = "wagate_window_watchers";
 /// Window events handed to watchers, by type.
@@ -123,6 +122,7 @@ pub const WINDOW_EVENTS_SENT: &str = "wagate_window_events_sent_total";
 /// Window events read for a watcher and not handed to it because it was
 /// ended for lag (it reads them again when it resumes).
 pub const WINDOW_EVENTS_DROPPED: &str = "wagate_window_events_dropped_total";
+/// Webhook events by kind and whether they were acted on.
 pub const WEBHOOK_EVENTS: &str = "wagate_webhook_events_total";
 
 /// How often histogram samples are folded into their buckets.

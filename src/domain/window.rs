@@ -133,6 +133,13 @@ pub struct InboundPlan {
     pub log_change: Option<ChangeKind>,
 }
 
+impl InboundPlan {
+    /// The change to log, with the window it left, when there is one.
+    pub fn logged_change(&self) -> Option<(ChangeKind, &Window)> {
+        self.log_change.zip(self.write_window.as_ref())
+    }
+}
+
 /// Plans recording `inbound` with message id already looked up in `seen`.
 pub fn plan_inbound(
     seen: &InboundSnapshot,

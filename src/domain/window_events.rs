@@ -191,16 +191,20 @@ impl WindowEvent {
         }
     }
 
+    /// Whether this event is a point in the window's life (CLOSING,
+    /// CLOSED), which a later change can supersede, rather than a change.
+    pub fn is_point(&self) -> bool {
+        matches!(
+            self.kind,
+            WindowEventType::Closing | WindowEventType::Closed
+        )
+    }
+
     /// Whether this event stands for a state the pair had already left:
     /// a CLOSING or CLOSED whose window the pair's next change (recorded at
     /// `next_change_at`) extended at or before the instant it would fire.
     pub fn superseded(&self, next_change_at: Option<DateTime<Utc>>) -> bool {
-        match self.kind {
-            WindowEventType::Opened | WindowEventType::Extended => false,
-            WindowEventType::Closing | WindowEventType::Closed => {
-                next_change_at.is_some_and(|next| next <= self.key.at)
-            }
-        }
+        self.is_point() && next_change_at.is_some_and(|next| next <= self.key.at)
     }
 }
 
@@ -316,15 +320,16 @@ pub fn event_at_point(change: &WindowChange, lead: Option<TimeDelta>) -> Option<
 
 /// One read of the log for a watcher: the changes recorded after its
 /// position, and for each point (as [`WatchFilter::points`] orders them)
-/// the changes whose point falls after it. `full` says a read stopped at
-/// its limit, so events past its last row are not known yet. A read starts
-/// at the watcher's own change (inclusive), so a limit of at least 2 rows
-/// is what guarantees each read moves the watcher on.
-#[derive(Debug, Default)]
+/// the changes whose point falls after it, each read at most `limit` rows.
+/// A read that filled its limit stopped there, so events past its last row
+/// are not known yet. A read starts at the watcher's own change
+/// (inclusive), so a limit of at least 2 rows is what guarantees each read
+/// moves the watcher on.
+#[derive(Debug)]
 pub struct LogRead {
+    pub limit: usize,
     pub recorded: Vec<WindowChange>,
-    pub recorded_full: bool,
-    pub by_point: Vec<(Vec<WindowChange>, bool)>,
+    pub by_point: Vec<Vec<WindowChange>>,
 }
 
 /// Where each read must start for a watcher at `after`: the changes from
@@ -355,8 +360,9 @@ pub fn candidates(
     filter: &WatchFilter,
     read: &LogRead,
 ) -> (Vec<WindowEvent>, EventKey) {
+    let full = |rows: &[WindowChange]| rows.len() >= read.limit;
     let mut reach = EventKey::through(horizon);
-    if read.recorded_full
+    if full(&read.recorded)
         && let Some(last) = read.recorded.last()
     {
         reach = reach.min(EventKey::through_change(last.position()));
@@ -367,8 +373,10 @@ pub fn candidates(
         .filter(|change| filter.follows(&change.pair))
         .flat_map(|change| events_at_record(change, filter))
         .collect();
-    for ((rows, full), lead) in read.by_point.iter().zip(filter.points()) {
-        if *full && let Some(last) = rows.last() {
+    for (rows, lead) in read.by_point.iter().zip(filter.points()) {
+        if full(rows)
+            && let Some(last) = rows.last()
+        {
             let last_at = point_at(last, lead);
             reach = reach.min(EventKey::through_change(ChangePosition {
                 at: last_at,
@@ -382,8 +390,8 @@ pub fn candidates(
         );
     }
     events.retain(|event| event.key > *after && event.key <= reach);
+    // Keys are unique: each names its change, type and lead.
     events.sort_by_key(|event| event.key);
-    events.dedup_by_key(|event| event.key);
     (events, reach)
 }
 

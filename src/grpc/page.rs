@@ -27,6 +27,13 @@ pub fn token(prefix: &str, text: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{prefix}{text}"))
 }
 
+/// The text a token made by [`token`] with `prefix` carries; `None` for
+/// anything else (not base64, not text, another prefix).
+pub fn token_text(token: &str, prefix: &str) -> Option<String> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
+    text.strip_prefix(prefix).map(str::to_owned)
+}
+
 /// A token `token` made with `prefix`, read back by `read`; empty is the
 /// first page (`None`); anything else is INVALID_PAGE_TOKEN.
 pub fn read_token<T>(
@@ -37,11 +44,8 @@ pub fn read_token<T>(
     if token.is_empty() {
         return Ok(None);
     }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| read(text.strip_prefix(prefix)?))
+    token_text(token, prefix)
+        .and_then(|text| read(&text))
         .map(Some)
         .ok_or_else(|| {
             Rejection::new(

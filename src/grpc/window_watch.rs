@@ -4,14 +4,12 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{convert, status};
+use super::{convert, page, status};
 use crate::domain::window_events::{EventKey, Leads, WatchFilter, WindowEvent, WindowEventType};
 use crate::domain::{PhoneNumber, Reason, Rejection, Window};
 use crate::pb;
@@ -74,13 +72,16 @@ fn lead_of(lead: &prost_types::Duration, field: &str) -> Result<TimeDelta, Rejec
 }
 
 pub fn resume_token(key: &EventKey) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{TOKEN_PREFIX}{}.{}.{}.{}",
-        key.at.timestamp_micros(),
-        key.change,
-        key.rank,
-        key.lead_micros
-    ))
+    page::token(
+        TOKEN_PREFIX,
+        &format!(
+            "{}.{}.{}.{}",
+            key.at.timestamp_micros(),
+            key.change,
+            key.rank,
+            key.lead_micros
+        ),
+    )
 }
 
 /// The position a token names; `None` for an empty token (from now).
@@ -89,7 +90,7 @@ pub fn read_resume_token(token: &str) -> Result<Option<EventKey>, Rejection> {
         return Ok(None);
     }
     let parse = |text: &str| -> Option<EventKey> {
-        let mut parts = text.strip_prefix(TOKEN_PREFIX)?.split('.');
+        let mut parts = text.split('.');
         let key = EventKey {
             at: DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?,
             change: parts.next()?.parse().ok()?,
@@ -98,10 +99,7 @@ pub fn read_resume_token(token: &str) -> Result<Option<EventKey>, Rejection> {
         };
         parts.next().is_none().then_some(key)
     };
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
+    page::token_text(token, TOKEN_PREFIX)
         .and_then(|text| parse(&text))
         .map(Some)
         .ok_or_else(|| {

@@ -6,7 +6,7 @@
 use chrono::TimeDelta;
 
 use crate::domain::window_events::{
-    self, ChangeOrder, EventKey, LogRead, WatchFilter, WindowEvent, WindowEventType,
+    self, ChangeOrder, EventKey, LogRead, WatchFilter, WindowEvent,
 };
 use crate::store::{Storage, StoreError};
 
@@ -47,7 +47,7 @@ impl Watcher {
             .window_changes(ChangeOrder::Recorded, recorded_from, horizon, BATCH)
             .await?;
         let mut read = LogRead {
-            recorded_full: recorded.len() == BATCH,
+            limit: BATCH,
             recorded,
             by_point: Vec::new(),
         };
@@ -56,30 +56,19 @@ impl Watcher {
             let rows = store
                 .window_changes(ChangeOrder::Expiring, from, through, BATCH)
                 .await?;
-            let full = rows.len() == BATCH;
-            read.by_point.push((rows, full));
+            read.by_point.push(rows);
         }
         let (mut events, reach) =
             window_events::candidates(&self.after, horizon, &self.filter, &read);
-        let derived: Vec<usize> = (0..events.len())
-            .filter(|&i| {
-                matches!(
-                    events[i].kind,
-                    WindowEventType::Closing | WindowEventType::Closed
-                )
-            })
-            .collect();
-        let asks: Vec<_> = derived
+        // Each point's pair's next change, asked in the events' order and
+        // so answered in it.
+        let asks: Vec<_> = events
             .iter()
-            .map(|&i| (events[i].pair.clone(), events[i].change))
+            .filter(|event| event.is_point())
+            .map(|event| (event.pair.clone(), event.change))
             .collect();
-        let next = store.next_changes(&asks).await?;
-        let mut superseded = vec![false; events.len()];
-        for (&i, next) in derived.iter().zip(next) {
-            superseded[i] = events[i].superseded(next);
-        }
-        let mut kept = superseded.into_iter();
-        events.retain(|_| !kept.next().unwrap_or(false));
+        let mut next = store.next_changes(&asks).await?.into_iter();
+        events.retain(|event| !event.is_point() || !event.superseded(next.next().flatten()));
         let caught_up = reach >= EventKey::through(horizon);
         self.after = self.after.max(reach);
         Ok(Batch { events, caught_up })

@@ -88,12 +88,11 @@ impl Log {
                     .collect();
                 rows.sort_by_key(expiry);
                 rows.truncate(batch);
-                let full = rows.len() == batch;
-                (rows, full)
+                rows
             })
             .collect();
         LogRead {
-            recorded_full: recorded.len() == batch,
+            limit: batch,
             recorded,
             by_point,
         }

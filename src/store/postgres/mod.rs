@@ -576,9 +576,9 @@ impl Storage for PgStore {
                     }
                 },
                 async {
-                    match (plan.log_change, &plan.write_window) {
-                        (Some(kind), Some(window)) => changes::log(&tx, pair, kind, window).await,
-                        _ => Ok(()),
+                    match plan.logged_change() {
+                        Some((kind, window)) => changes::log(&tx, pair, kind, window).await,
+                        None => Ok(()),
                     }
                 },
             )?;

@@ -311,7 +311,7 @@ impl Storage for SledStore {
                 w.insert(Tree::InboundIds, id, encode(&record));
                 w.insert(Tree::InboundAge, keys::timed(at, id), IVec::default());
             }
-            if let (Some(kind), Some(next)) = (plan.log_change, &plan.write_window) {
+            if let Some((kind, next)) = plan.logged_change() {
                 changes::log(&mut w, &pair_key, kind, pair, next);
             }
             if let Some(next) = &plan.write_window {
