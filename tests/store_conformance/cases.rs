@@ -20,6 +20,7 @@ use wagate::domain::{
 use wagate::service::Service;
 use wagate::store::{Claim, SendOutcome, StatusReport, StoreError, SweepCounts, TemplatePage};
 
+pub use crate::cancel::cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving;
 pub use crate::changes::window_changes_are_logged_read_in_order_and_swept;
 pub use crate::listing::windows_are_listed_by_expiry_a_page_at_a_time;
 
@@ -31,6 +32,11 @@ pub trait Harness: Send + Sync {
     /// Another replica on the same stored data while `first` is open (for
     /// an embedded store, which one process owns, `first` itself).
     async fn another_replica(&self, first: &Service) -> Service;
+    /// Whether a call can be dropped between its first poll and its end
+    /// (one that finishes on its first poll cannot be cancelled part way).
+    fn calls_can_be_cancelled_part_way(&self) -> bool {
+        true
+    }
 }
 
 fn t0() -> DateTime<Utc> {

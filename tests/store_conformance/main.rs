@@ -2,6 +2,7 @@
 //! once and instantiated here for each store, so a rule cannot behave
 //! differently on one of them without a failing test.
 
+mod cancel;
 mod cases;
 mod changes;
 mod listing;
@@ -40,6 +41,12 @@ impl cases::Harness for Sled {
 
     async fn another_replica(&self, first: &Service) -> Service {
         first.clone()
+    }
+
+    /// sled's store finishes a call on its first poll (the server's
+    /// write-ahead log, which waits for fsync, is not part of it).
+    fn calls_can_be_cancelled_part_way(&self) -> bool {
+        false
     }
 }
 
@@ -103,6 +110,7 @@ macro_rules! conformance {
                 sweeping_on_every_replica_at_once_removes_each_record_once,
                 windows_are_listed_by_expiry_a_page_at_a_time,
                 window_changes_are_logged_read_in_order_and_swept,
+                cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving,
             );
         }
     };

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
 
 use super::{conn, rows};
 use crate::domain::window_events::{ChangeKind, ChangeOrder, ChangePosition, WindowChange};
@@ -32,7 +31,7 @@ fn kind_name(kind: ChangeKind) -> &'static str {
 }
 
 pub(super) async fn log(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     pair: &Pair,
     kind: ChangeKind,
     w: &Window,

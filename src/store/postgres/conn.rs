@@ -11,9 +11,10 @@
 
 use deadpool_postgres::StatementCache;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Row};
 
 use super::db_error;
+use super::tx::Ticket;
 use crate::store::StoreError;
 
 /// Parameters of one statement.
@@ -23,6 +24,22 @@ pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 pub(super) trait Connection: Sync {
     fn client(&self) -> &Client;
     fn statements(&self) -> &StatementCache;
+    /// The BEGIN the next statement must send ahead of itself, once: for a
+    /// transaction that sends BEGIN with its first statements ([`Tx`]).
+    fn take_begin(&self) -> Option<&'static str> {
+        None
+    }
+    /// This statement's place among the transaction's requests, taken
+    /// when it is first polled: it goes out after every earlier one
+    /// ([`Tx`]). Outside such a transaction, its turn is now.
+    fn ticket(&self) -> Ticket<'_> {
+        Ticket::now()
+    }
+    /// A transaction whose COMMIT or ROLLBACK went out: a statement now
+    /// would run outside it.
+    fn ended(&self) -> bool {
+        false
+    }
 }
 
 impl Connection for deadpool_postgres::Object {
@@ -50,17 +67,71 @@ impl<T: Connection> Connection for &T {
     fn statements(&self) -> &StatementCache {
         (**self).statements()
     }
+    fn take_begin(&self) -> Option<&'static str> {
+        (**self).take_begin()
+    }
+    fn ticket(&self) -> Ticket<'_> {
+        (**self).ticket()
+    }
+    fn ended(&self) -> bool {
+        (**self).ended()
+    }
 }
 
-async fn prepared(
+/// Runs one statement: prepared once per connection, sent behind the
+/// transaction's BEGIN when it is the first, and in its turn (the order
+/// first polled, whatever order the Parses are answered in). The rows it
+/// returned and the rows it changed.
+async fn run(
     db: &impl Connection,
     context: &'static str,
     sql: &str,
-) -> Result<Statement, StoreError> {
-    db.statements()
-        .prepare(db.client(), sql)
-        .await
-        .map_err(db_error(context))
+    params: Params<'_>,
+) -> Result<(Vec<Row>, u64), StoreError> {
+    if db.ended() {
+        // A use case awaited a statement after the one it sent COMMIT
+        // behind (`pipelined_then_commit!` takes statements that go out
+        // on their first poll).
+        debug_assert!(
+            false,
+            "{context}: a statement after its transaction's COMMIT"
+        );
+        return Err(StoreError::unavailable(
+            context,
+            "a statement after its transaction's COMMIT",
+        ));
+    }
+    let ticket = db.ticket();
+    let begin = db.take_begin();
+    let begin = async {
+        match begin {
+            Some(begin) => db.client().batch_execute(begin).await,
+            None => Ok(()),
+        }
+    };
+    let statement = async {
+        let statement = db.statements().prepare(db.client(), sql).await?;
+        ticket.turn().await;
+        let params = params.iter().map(|p| *p as &dyn ToSql);
+        let mut call = std::pin::pin!(db.client().query_raw(&statement, params));
+        // The first poll sends the request (tokio-postgres sends in the
+        // order first polled).
+        let first = futures_util::poll!(call.as_mut());
+        ticket.done();
+        let stream = match first {
+            std::task::Poll::Ready(stream) => stream?,
+            std::task::Poll::Pending => call.await?,
+        };
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = Vec::new();
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut stream).await? {
+            rows.push(row);
+        }
+        let changed = stream.rows_affected().unwrap_or(0);
+        Ok((rows, changed))
+    };
+    let ((), result) = futures_util::try_join!(begin, statement).map_err(db_error(context))?;
+    Ok(result)
 }
 
 pub(super) async fn query(
@@ -69,11 +140,7 @@ pub(super) async fn query(
     sql: &str,
     params: Params<'_>,
 ) -> Result<Vec<Row>, StoreError> {
-    let statement = prepared(db, context, sql).await?;
-    db.client()
-        .query(&statement, params)
-        .await
-        .map_err(db_error(context))
+    Ok(run(db, context, sql, params).await?.0)
 }
 
 pub(super) async fn query_opt(
@@ -82,11 +149,14 @@ pub(super) async fn query_opt(
     sql: &str,
     params: Params<'_>,
 ) -> Result<Option<Row>, StoreError> {
-    let statement = prepared(db, context, sql).await?;
-    db.client()
-        .query_opt(&statement, params)
-        .await
-        .map_err(db_error(context))
+    let mut rows = query(db, context, sql, params).await?;
+    if rows.len() > 1 {
+        return Err(StoreError::corrupt(
+            context,
+            "more than one row where one was expected",
+        ));
+    }
+    Ok(rows.pop())
 }
 
 pub(super) async fn query_one(
@@ -95,11 +165,9 @@ pub(super) async fn query_one(
     sql: &str,
     params: Params<'_>,
 ) -> Result<Row, StoreError> {
-    let statement = prepared(db, context, sql).await?;
-    db.client()
-        .query_one(&statement, params)
-        .await
-        .map_err(db_error(context))
+    query_opt(db, context, sql, params)
+        .await?
+        .ok_or_else(|| StoreError::corrupt(context, "no row where one was expected"))
 }
 
 pub(super) async fn execute(
@@ -108,11 +176,7 @@ pub(super) async fn execute(
     sql: &str,
     params: Params<'_>,
 ) -> Result<u64, StoreError> {
-    let statement = prepared(db, context, sql).await?;
-    db.client()
-        .execute(&statement, params)
-        .await
-        .map_err(db_error(context))
+    Ok(run(db, context, sql, params).await?.1)
 }
 
 /// Sends independent statements of one transaction together and waits for

@@ -32,13 +32,13 @@ mod import;
 mod rows;
 mod schema;
 mod tls;
+mod tx;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, Row};
@@ -144,16 +144,22 @@ macro_rules! in_transaction {
         let mut attempt = 0u32;
         loop {
             let result: Result<_, StoreError> = async {
-                let mut client = $store.client().await?;
-                let $tx = client
-                    .build_transaction()
-                    .isolation_level($isolation)
-                    .start()
-                    .await
-                    .map_err(db_error($context))?;
-                let value = $body;
-                $tx.commit().await.map_err(db_error($context))?;
-                Ok(value)
+                let mut tx = crate::store::postgres::tx::Tx::new($store.client().await?, $isolation);
+                let outcome: Result<_, StoreError> = async {
+                    let $tx = &tx;
+                    Ok($body)
+                }
+                .await;
+                match outcome {
+                    Ok(value) => {
+                        tx.commit().await?;
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        tx.rollback().await;
+                        Err(error)
+                    }
+                }
             }
             .await;
             match result {
@@ -230,7 +236,10 @@ impl PgStore {
 const MESSAGE_COLUMNS: &str = "o.*, d.status AS d_status, d.updated_at AS d_updated_at, \
     d.wamid, d.attempts, d.next_attempt_at, d.error_code, d.error_title, d.fence";
 
-async fn message_state(tx: &Transaction<'_>, id: Uuid) -> Result<Option<MessageState>, StoreError> {
+async fn message_state(
+    tx: &impl conn::Connection,
+    id: Uuid,
+) -> Result<Option<MessageState>, StoreError> {
     let row = conn::query_opt(
         tx,
         "read a message",
@@ -255,7 +264,7 @@ fn state_of(row: &Row) -> Result<MessageState, StoreError> {
 /// Adds a change to the feed, with the delivery state it wrote (`None`: a
 /// message recorded without delivery).
 async fn note_change(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     id: Uuid,
     delivery: Option<&Delivery>,
 ) -> Result<(), StoreError> {
@@ -270,7 +279,7 @@ async fn note_change(
 }
 
 async fn write_delivery(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     id: Uuid,
     delivery: &Delivery,
 ) -> Result<(), StoreError> {
@@ -279,31 +288,40 @@ async fn write_delivery(
         Some(e) => (Some(e.code), Some(e.title.as_str())),
         None => (None, None),
     };
-    conn::execute(
-        tx,
-        "write a delivery",
-        "INSERT INTO deliveries (message_id, status, wamid, attempts, next_attempt_at, \
-            error_code, error_title, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (message_id) DO UPDATE SET status = EXCLUDED.status, \
-            wamid = EXCLUDED.wamid, attempts = EXCLUDED.attempts, \
-            next_attempt_at = EXCLUDED.next_attempt_at, error_code = EXCLUDED.error_code, \
-            error_title = EXCLUDED.error_title, updated_at = EXCLUDED.updated_at",
-        &[
-            &id,
-            &rows::delivery_status_name(delivery.status),
-            &delivery.wamid,
-            &attempts,
-            &delivery.next_attempt_at,
-            &code,
-            &title,
-            &delivery.updated_at,
-        ],
-    )
-    .await?;
-    note_change(tx, id, Some(delivery)).await
+    let status = rows::delivery_status_name(delivery.status);
+    let params: conn::Params = &[
+        &id,
+        &status,
+        &delivery.wamid,
+        &attempts,
+        &delivery.next_attempt_at,
+        &code,
+        &title,
+        &delivery.updated_at,
+    ];
+    // Both at once: a use case may send COMMIT right behind them.
+    conn::pipelined!(
+        conn::execute(
+            tx,
+            "write a delivery",
+            "INSERT INTO deliveries (message_id, status, wamid, attempts, next_attempt_at, \
+                error_code, error_title, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (message_id) DO UPDATE SET status = EXCLUDED.status, \
+                wamid = EXCLUDED.wamid, attempts = EXCLUDED.attempts, \
+                next_attempt_at = EXCLUDED.next_attempt_at, error_code = EXCLUDED.error_code, \
+                error_title = EXCLUDED.error_title, updated_at = EXCLUDED.updated_at",
+            params,
+        ),
+        note_change(tx, id, Some(delivery)),
+    )?;
+    Ok(())
 }
 
-async fn write_window(tx: &Transaction<'_>, pair: &Pair, w: &Window) -> Result<(), StoreError> {
+async fn write_window(
+    tx: &impl conn::Connection,
+    pair: &Pair,
+    w: &Window,
+) -> Result<(), StoreError> {
     conn::execute(
         tx,
         "write a window",
@@ -340,7 +358,7 @@ async fn read_window(
 }
 
 async fn read_template(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     id: &TemplateId,
 ) -> Result<Option<Template>, StoreError> {
     conn::query_opt(
@@ -355,7 +373,7 @@ async fn read_template(
 }
 
 async fn send_snapshot(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     request: &SendRequest,
 ) -> Result<SendSnapshot, StoreError> {
     let key = request.idempotency_key.as_str();
@@ -373,7 +391,7 @@ async fn send_snapshot(
     })
 }
 
-async fn read_key(tx: &Transaction<'_>, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+async fn read_key(tx: &impl conn::Connection, key: &str) -> Result<Option<KeyRecord>, StoreError> {
     let row = conn::query_opt(
         tx,
         "read an idempotency key",
@@ -396,7 +414,7 @@ async fn read_key(tx: &Transaction<'_>, key: &str) -> Result<Option<KeyRecord>, 
 
 /// The pair an inbound id was recorded for, if it was.
 async fn read_inbound_id(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     id: &InboundMessageId,
 ) -> Result<Option<Pair>, StoreError> {
     conn::query_opt(
@@ -411,7 +429,7 @@ async fn read_inbound_id(
 }
 
 async fn insert_inbound_id(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     id: &InboundMessageId,
     pair: &Pair,
     inbound: &Inbound,
@@ -441,7 +459,7 @@ async fn insert_inbound_id(
     Ok(())
 }
 
-async fn insert_message(tx: &Transaction<'_>, m: &OutboxMessage) -> Result<(), StoreError> {
+async fn insert_message(tx: &impl conn::Connection, m: &OutboxMessage) -> Result<(), StoreError> {
     let a = &m.accepted;
     conn::execute(
         tx,
@@ -471,7 +489,11 @@ async fn insert_message(tx: &Transaction<'_>, m: &OutboxMessage) -> Result<(), S
 }
 
 /// Stores an idempotency key's first use (taking over an expired one).
-async fn put_key(tx: &Transaction<'_>, key: &str, record: &KeyRecord) -> Result<(), StoreError> {
+async fn put_key(
+    tx: &impl conn::Connection,
+    key: &str,
+    record: &KeyRecord,
+) -> Result<(), StoreError> {
     conn::execute(
         tx,
         "store an idempotency key",
@@ -490,7 +512,7 @@ async fn put_key(tx: &Transaction<'_>, key: &str, record: &KeyRecord) -> Result<
     Ok(())
 }
 
-async fn put_template(tx: &Transaction<'_>, t: &Template) -> Result<(), StoreError> {
+async fn put_template(tx: &impl conn::Connection, t: &Template) -> Result<(), StoreError> {
     let c = &t.content;
     conn::execute(
         tx,
@@ -522,7 +544,7 @@ async fn put_template(tx: &Transaction<'_>, t: &Template) -> Result<(), StoreErr
 }
 
 async fn put_early(
-    tx: &Transaction<'_>,
+    tx: &impl conn::Connection,
     wamid: &str,
     early: &EarlyStatus,
 ) -> Result<(), StoreError> {
@@ -562,7 +584,8 @@ impl Storage for PgStore {
             let (seen_for, window) =
                 conn::pipelined!(read_inbound_id(&tx, id), read_window(&tx, pair))?;
             let plan = plan(&InboundSnapshot { seen_for, window })?;
-            conn::pipelined!(
+            tx::pipelined_then_commit!(
+                tx,
                 async {
                     match plan.remember_at {
                         Some(at) => insert_inbound_id(&tx, id, pair, inbound, at).await,
@@ -581,7 +604,7 @@ impl Storage for PgStore {
                         None => Ok(()),
                     }
                 },
-            )?;
+            );
             plan
         })
     }
@@ -613,7 +636,10 @@ impl Storage for PgStore {
                 }
                 SendPlan::Accept(accepted) => {
                     let m = &accepted.message;
-                    conn::pipelined!(
+                    // In this order: the delivery and the change refer to
+                    // the message, and the server runs them as sent.
+                    tx::pipelined_then_commit!(
+                        tx,
                         insert_message(&tx, m),
                         put_key(&tx, request.idempotency_key.as_str(), &accepted.key),
                         async {
@@ -624,15 +650,11 @@ impl Storage for PgStore {
                         },
                         async {
                             match &accepted.delivery {
-                                Some(_) => Ok(()),
+                                Some(delivery) => write_delivery(&tx, m.message_id, delivery).await,
                                 None => note_change(&tx, m.message_id, None).await,
                             }
                         },
-                    )?;
-                    // After the message: a delivery refers to it.
-                    if let Some(delivery) = &accepted.delivery {
-                        write_delivery(&tx, m.message_id, delivery).await?;
-                    }
+                    );
                     SendOutcome::Accepted(m.clone())
                 }
             }
