@@ -74,6 +74,8 @@ fn the_readme_grpcurl_session_works_through_reflection_alone() {
         "\"state\": \"WINDOW_STATE_OPEN\"",
         "\"windows\": [",
         "\"pricingCategory\": \"PRICING_CATEGORY_SERVICE\"",
+        "\"renderedText\": \"[document: invoice-1001.pdf] Your invoice\"",
+        "\"renderedText\": \"Which slot suits you?\\n[Morning]\\n[Afternoon]\"",
         "Code: FailedPrecondition",
         // grpcurl prints detail fields alphabetically: metadata before reason.
         "\"whatsapp_code\":\"131047\"",

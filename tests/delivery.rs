@@ -363,6 +363,94 @@ async fn delivers_text_and_templates_as_cloud_api_json_and_keeps_the_wamid() {
     );
 }
 
+/// Every free-form content beyond text, as the Cloud API's JSON, in the
+/// order sent (one customer each, so they go out one by one).
+#[tokio::test]
+async fn delivers_media_interactive_location_and_reactions_as_cloud_api_json() {
+    let (graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    let mut expected = Vec::new();
+    let bodies = [
+        json!({ "type": "document", "document": {
+            "link": "https://files.example.com/invoice-1001.pdf",
+            "caption": "Your invoice", "filename": "invoice-1001.pdf" } }),
+        json!({ "type": "image", "image": { "id": "1013859600285441", "caption": "Your parcel" } }),
+        json!({ "type": "interactive", "interactive": {
+            "type": "button",
+            "header": { "type": "text", "text": "Delivery" },
+            "body": { "text": "Which slot suits you?" },
+            "footer": { "text": "Reply to choose" },
+            "action": { "buttons": [
+                { "type": "reply", "reply": { "id": "slot-am", "title": "Morning" } },
+                { "type": "reply", "reply": { "id": "slot-pm", "title": "Afternoon" } }
+            ] } } }),
+        json!({ "type": "interactive", "interactive": {
+            "type": "list",
+            "body": { "text": "Pick a branch" },
+            "action": { "button": "Branches", "sections": [{ "title": "Cape Town", "rows": [
+                { "id": "ct-1", "title": "Gardens", "description": "Open until 18:00" }
+            ] }] } } }),
+        json!({ "type": "interactive", "interactive": {
+            "type": "cta_url",
+            "body": { "text": "Track your parcel" },
+            "action": { "name": "cta_url", "parameters": {
+                "display_text": "Track", "url": "https://track.example.com/A-1001" } } } }),
+        json!({ "type": "location", "location": {
+            "latitude": -33.9249, "longitude": 18.4241,
+            "name": "Gardens branch", "address": "1 Kloof St, Cape Town" } }),
+        json!({ "type": "reaction", "reaction": {
+            "message_id": "wamid.HBgLMjc4MjEyMzQ1Njc", "emoji": "👍" } }),
+    ];
+    for (i, ((name, content), body)) in rich_contents().into_iter().zip(bodies).enumerate() {
+        let customer = format!("+2782123450{i}");
+        open_window(&server, &customer).await;
+        let id = send(&server, send_of(&customer, name, content)).await;
+        wait_for(&server, &id, MessageStatus::Submitted).await;
+        let mut full = json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": customer.trim_start_matches('+'),
+        });
+        for (key, value) in body.as_object().unwrap() {
+            full[key] = value.clone();
+        }
+        expected.push((name, full));
+    }
+    for (name, body) in expected {
+        let to = body["to"].as_str().unwrap().to_owned();
+        let received = graph.to(&to);
+        assert_eq!(received.len(), 1, "{name}");
+        assert_eq!(received[0].body, body, "{name}");
+    }
+}
+
+/// A media link WhatsApp cannot fetch fails the message for good.
+#[tokio::test]
+async fn a_media_message_the_cloud_api_refuses_fails_with_its_code_and_is_not_retried() {
+    let (graph, url) = FakeGraph::start().await;
+    graph.then(
+        400,
+        json!({ "error": {
+            "message": "(#131053) Media upload error",
+            "type": "OAuthException", "code": 131053,
+            "error_data": { "messaging_product": "whatsapp", "details": "Unable to download the media from the link" },
+            "fbtrace_id": "AbCdEf"
+        }}),
+    );
+    let server = start(&url, &[]);
+    open_window(&server, CUSTOMER).await;
+    let (name, document) = rich_contents().remove(0);
+    assert_eq!(name, "document");
+    let id = send(&server, send_of(CUSTOMER, "m-1", document)).await;
+    let failed = wait_for(&server, &id, MessageStatus::Failed).await;
+    assert_eq!(failed.error_code, 131053);
+    assert_eq!(failed.attempts, 1);
+    // The worker goes on; the refused message was sent once.
+    let next = send(&server, text(CUSTOMER, "m-2", "hello")).await;
+    wait_for(&server, &next, MessageStatus::Submitted).await;
+    assert_eq!(graph.to(CUSTOMER).len(), 2);
+}
+
 #[tokio::test]
 async fn rate_limits_and_server_errors_are_retried_until_accepted() {
     let (graph, url) = FakeGraph::start().await;

@@ -97,6 +97,21 @@ pub fn serve() {
         status: pb::MessageStatus::Accepted as i32,
         dry_run: false,
         free_until: None,
+        // wagate echoes what was sent; so does the ceiling.
+        content: Some(pb::MessageContent {
+            content: Some(pb::message_content::Content::Template(
+                pb::TemplateContent {
+                    name: "order_shipped".into(),
+                    language: "en_US".into(),
+                    body_parameters: Some(pb::TemplateParameters {
+                        positional: vec!["Ann".into(), "A-1001".into()],
+                        named: Default::default(),
+                    }),
+                    header_parameters: None,
+                    button_parameters: vec![],
+                },
+            )),
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::delivery::{DeliveryError, DeliveryStatus};
+use super::rich::{Action, Interactive, MediaSource};
 use super::template::{ComponentParameters, Status};
 use super::{Content, EntryPoint, OutboxMessage};
 
@@ -54,8 +55,100 @@ pub fn message_body(message: &OutboxMessage) -> Value {
             body["type"] = json!("template");
             body["template"] = template;
         }
+        Content::Media(media) => {
+            let kind = media.kind.as_str();
+            let mut object = match &media.source {
+                MediaSource::Link(link) => json!({ "link": link }),
+                MediaSource::Id(id) => json!({ "id": id }),
+            };
+            if let Some(caption) = &media.caption {
+                object["caption"] = json!(caption);
+            }
+            if let Some(filename) = &media.filename {
+                object["filename"] = json!(filename);
+            }
+            body["type"] = json!(kind);
+            body[kind] = object;
+        }
+        Content::Interactive(interactive) => {
+            body["type"] = json!("interactive");
+            body["interactive"] = interactive_object(interactive);
+        }
+        Content::Location(location) => {
+            let mut object = json!({
+                "latitude": location.latitude.get(),
+                "longitude": location.longitude.get(),
+            });
+            if let Some(name) = &location.name {
+                object["name"] = json!(name);
+            }
+            if let Some(address) = &location.address {
+                object["address"] = json!(address);
+            }
+            body["type"] = json!("location");
+            body["location"] = object;
+        }
+        Content::Reaction(reaction) => {
+            body["type"] = json!("reaction");
+            body["reaction"] = json!({
+                "message_id": reaction.message_id,
+                "emoji": reaction.emoji,
+            });
+        }
     }
     body
+}
+
+/// The `interactive` object of a message with reply buttons, a list or a
+/// call-to-action URL button.
+fn interactive_object(interactive: &Interactive) -> Value {
+    let (kind, action) = match &interactive.action {
+        Action::Buttons(buttons) => (
+            "button",
+            json!({ "buttons": buttons.iter().map(|b| json!({
+                "type": "reply",
+                "reply": { "id": b.id, "title": b.title },
+            })).collect::<Vec<_>>() }),
+        ),
+        Action::List { button, sections } => (
+            "list",
+            json!({
+                "button": button,
+                "sections": sections.iter().map(|section| {
+                    let mut object = json!({ "rows": section.rows.iter().map(|row| {
+                        let mut object = json!({ "id": row.id, "title": row.title });
+                        if let Some(description) = &row.description {
+                            object["description"] = json!(description);
+                        }
+                        object
+                    }).collect::<Vec<_>>() });
+                    if let Some(title) = &section.title {
+                        object["title"] = json!(title);
+                    }
+                    object
+                }).collect::<Vec<_>>(),
+            }),
+        ),
+        Action::CallToActionUrl { display_text, url } => (
+            "cta_url",
+            json!({
+                "name": "cta_url",
+                "parameters": { "display_text": display_text, "url": url },
+            }),
+        ),
+    };
+    let mut object = json!({
+        "type": kind,
+        "body": { "text": interactive.body },
+        "action": action,
+    });
+    if let Some(header) = &interactive.header {
+        object["header"] = json!({ "type": "text", "text": header });
+    }
+    if let Some(footer) = &interactive.footer {
+        object["footer"] = json!({ "text": footer });
+    }
+    object
 }
 
 fn component(kind: &str, values: &ComponentParameters) -> Option<Value> {

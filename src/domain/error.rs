@@ -43,10 +43,11 @@ pub enum Reason {
     MessageNotFound,
     InvalidClosingLead,
     InvalidResumeToken,
+    InvalidContent,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -70,6 +71,7 @@ impl Reason {
         Reason::MessageNotFound,
         Reason::InvalidClosingLead,
         Reason::InvalidResumeToken,
+        Reason::InvalidContent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +99,7 @@ impl Reason {
             Reason::MessageNotFound => "MESSAGE_NOT_FOUND",
             Reason::InvalidClosingLead => "INVALID_CLOSING_LEAD",
             Reason::InvalidResumeToken => "INVALID_RESUME_TOKEN",
+            Reason::InvalidContent => "INVALID_CONTENT",
         }
     }
 

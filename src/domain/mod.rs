@@ -9,6 +9,7 @@ pub mod phone;
 pub mod placeholder;
 pub mod pricing;
 pub mod retention;
+pub mod rich;
 pub mod send;
 pub mod template;
 pub mod text;

@@ -9,6 +9,7 @@ use super::error::{Reason, Rejection};
 use super::ids::IdempotencyKey;
 use super::phone::Pair;
 use super::pricing::{Pricing, price};
+use super::rich::{self, Action, Interactive, Location, Media, MediaSource, Reaction};
 use super::template::{Category, ComponentParameters, SendParameters, Template, TemplateId};
 use super::window::Window;
 
@@ -24,6 +25,10 @@ pub enum Content {
         id: TemplateId,
         parameters: SendParameters,
     },
+    Media(Media),
+    Interactive(Interactive),
+    Location(Location),
+    Reaction(Reaction),
 }
 
 impl Content {
@@ -44,8 +49,21 @@ impl Content {
     pub fn template_id(&self) -> Option<&TemplateId> {
         match self {
             Content::Template { id, .. } => Some(id),
-            Content::Text(_) => None,
+            _ => None,
         }
+    }
+
+    /// What the customer reads, for a free-form content (SPEC §3:
+    /// `rendered_text`); `None` for a template, which its registry renders.
+    pub fn free_form_text(&self) -> Option<String> {
+        Some(match self {
+            Content::Text(body) => body.clone(),
+            Content::Template { .. } => return None,
+            Content::Media(media) => rich::media_summary(media),
+            Content::Interactive(interactive) => rich::interactive_summary(interactive),
+            Content::Location(location) => rich::location_summary(location),
+            Content::Reaction(reaction) => rich::reaction_summary(reaction),
+        })
     }
 }
 
@@ -83,6 +101,41 @@ impl SendRequest {
                     canonical.str(value);
                 }
             }
+            Content::Media(media) => {
+                canonical.tag(3);
+                canonical.str(media.kind.as_str());
+                match &media.source {
+                    MediaSource::Link(link) => {
+                        canonical.tag(1);
+                        canonical.str(link);
+                    }
+                    MediaSource::Id(id) => {
+                        canonical.tag(2);
+                        canonical.str(id);
+                    }
+                }
+                canonical.opt(&media.caption);
+                canonical.opt(&media.filename);
+            }
+            Content::Interactive(interactive) => {
+                canonical.tag(4);
+                canonical.opt(&interactive.header);
+                canonical.str(&interactive.body);
+                canonical.opt(&interactive.footer);
+                canonical.action(&interactive.action);
+            }
+            Content::Location(location) => {
+                canonical.tag(5);
+                canonical.0.update(location.latitude.get().to_be_bytes());
+                canonical.0.update(location.longitude.get().to_be_bytes());
+                canonical.opt(&location.name);
+                canonical.opt(&location.address);
+            }
+            Content::Reaction(reaction) => {
+                canonical.tag(6);
+                canonical.str(&reaction.message_id);
+                canonical.str(&reaction.emoji);
+            }
         }
         canonical.0.finalize().into()
     }
@@ -102,6 +155,46 @@ impl Canonical {
     fn str(&mut self, value: &str) {
         self.len(value.len());
         self.0.update(value.as_bytes());
+    }
+    fn opt(&mut self, value: &Option<String>) {
+        match value {
+            None => self.tag(0),
+            Some(value) => {
+                self.tag(1);
+                self.str(value);
+            }
+        }
+    }
+    fn action(&mut self, action: &Action) {
+        match action {
+            Action::Buttons(buttons) => {
+                self.tag(1);
+                self.len(buttons.len());
+                for button in buttons {
+                    self.str(&button.id);
+                    self.str(&button.title);
+                }
+            }
+            Action::List { button, sections } => {
+                self.tag(2);
+                self.str(button);
+                self.len(sections.len());
+                for section in sections {
+                    self.opt(&section.title);
+                    self.len(section.rows.len());
+                    for row in &section.rows {
+                        self.str(&row.id);
+                        self.str(&row.title);
+                        self.opt(&row.description);
+                    }
+                }
+            }
+            Action::CallToActionUrl { display_text, url } => {
+                self.tag(3);
+                self.str(display_text);
+                self.str(url);
+            }
+        }
     }
     fn component(&mut self, parameters: &ComponentParameters) {
         self.len(parameters.positional.len());
@@ -178,15 +271,6 @@ pub fn decide(
 ) -> Result<Decision, Rejection> {
     let window_open = window.is_some_and(|w| w.is_open(now));
     let (kind, rendered_text, template_category) = match content {
-        Content::Text(body) => {
-            if !window_open {
-                return Err(Rejection::new(
-                    Reason::WindowClosed,
-                    "no customer service window is open for this pair: free-form messages need an inbound from the customer in the last 24 hours; send an approved template instead",
-                ));
-            }
-            (MessageKind::FreeForm, body.clone(), None)
-        }
         Content::Template { id, parameters } => {
             let template = template.ok_or_else(|| {
                 Rejection::new(
@@ -204,6 +288,16 @@ pub fn decide(
                 rendered,
                 Some(template.content.category),
             )
+        }
+        free_form => {
+            if !window_open {
+                return Err(Rejection::new(
+                    Reason::WindowClosed,
+                    "no customer service window is open for this pair: free-form messages (text, media, interactive, location, reaction) need an inbound from the customer in the last 24 hours; send an approved template instead",
+                ));
+            }
+            let text = free_form.free_form_text().unwrap_or_default();
+            (MessageKind::FreeForm, text, None)
         }
     };
     let window_update = window.and_then(|w| w.after_accepted_send(now));

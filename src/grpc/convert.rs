@@ -121,11 +121,16 @@ pub fn window(pair: &Pair, view: &WindowView) -> pb::Window {
 pub fn content(content: Option<pb::send_message_request::Content>) -> Result<Content, Rejection> {
     use pb::send_message_request::Content as C;
     match content {
-        None => Err(
-            Rejection::new(Reason::MissingContent, "is required: set text or template")
-                .at("content"),
-        ),
+        None => Err(Rejection::new(
+            Reason::MissingContent,
+            "is required: set text, template, media, interactive, location or reaction",
+        )
+        .at("content")),
         Some(C::Text(text)) => Content::text(&text.body),
+        Some(C::Media(media)) => super::rich::media(media),
+        Some(C::Interactive(interactive)) => super::rich::interactive(interactive),
+        Some(C::Location(location)) => super::rich::location(location),
+        Some(C::Reaction(reaction)) => super::rich::reaction(reaction),
         Some(C::Template(template)) => {
             let id = TemplateId::parse(&template.name, &template.language)
                 .map_err(|e| e.within("template"))?;
@@ -192,6 +197,7 @@ pub fn send_response(message: &OutboxMessage, dry_run: bool) -> pb::SendMessageR
         } as i32,
         dry_run,
         free_until: accepted.free_until.map(timestamp),
+        content: Some(super::rich::message_content(&message.request.content)),
     }
 }
 
@@ -238,6 +244,7 @@ pub fn outbound_message(state: &MessageState) -> pb::OutboundMessage {
         error_code: error.map_or(0, |e| e.code),
         error_title: error.map(|e| e.title.clone()).unwrap_or_default(),
         idempotency_key: message.request.idempotency_key.as_str().to_owned(),
+        content: Some(super::rich::message_content(&message.request.content)),
     }
 }
 

@@ -6,6 +6,7 @@ mod convert;
 pub mod edge;
 mod gateway;
 mod page;
+mod rich;
 pub mod status;
 mod templates;
 mod window_watch;

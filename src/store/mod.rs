@@ -10,6 +10,7 @@
 //! Only `store::sled` names sled.
 
 pub mod postgres;
+mod rich_json;
 pub mod sled;
 
 use async_trait::async_trait;

@@ -324,6 +324,121 @@ pub fn template_send(
     }
 }
 
+/// A send of any content.
+pub fn send_of(
+    customer: &str,
+    key: &str,
+    content: pb::send_message_request::Content,
+) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        content: Some(content),
+        ..text(customer, key, "")
+    }
+}
+
+/// One of each free-form content beyond text, named: a document, an image
+/// by media id, reply buttons, a list, a call-to-action URL, a location and
+/// a reaction.
+pub fn rich_contents() -> Vec<(&'static str, pb::send_message_request::Content)> {
+    use pb::send_message_request::Content as C;
+    let interactive = |action| pb::InteractiveContent {
+        header_text: "Delivery".into(),
+        body: "Which slot suits you?".into(),
+        footer: "Reply to choose".into(),
+        action: Some(action),
+    };
+    vec![
+        (
+            "document",
+            C::Media(pb::MediaContent {
+                r#type: pb::MediaType::Document as i32,
+                source: Some(pb::media_content::Source::Link(
+                    "https://files.example.com/invoice-1001.pdf".into(),
+                )),
+                caption: "Your invoice".into(),
+                filename: "invoice-1001.pdf".into(),
+            }),
+        ),
+        (
+            "image",
+            C::Media(pb::MediaContent {
+                r#type: pb::MediaType::Image as i32,
+                source: Some(pb::media_content::Source::MediaId(
+                    "1013859600285441".into(),
+                )),
+                caption: "Your parcel".into(),
+                filename: String::new(),
+            }),
+        ),
+        (
+            "buttons",
+            C::Interactive(interactive(pb::interactive_content::Action::Buttons(
+                pb::ReplyButtons {
+                    buttons: vec![
+                        pb::ReplyButton {
+                            id: "slot-am".into(),
+                            title: "Morning".into(),
+                        },
+                        pb::ReplyButton {
+                            id: "slot-pm".into(),
+                            title: "Afternoon".into(),
+                        },
+                    ],
+                },
+            ))),
+        ),
+        (
+            "list",
+            C::Interactive(pb::InteractiveContent {
+                header_text: String::new(),
+                body: "Pick a branch".into(),
+                footer: String::new(),
+                action: Some(pb::interactive_content::Action::List(pb::ListAction {
+                    button: "Branches".into(),
+                    sections: vec![pb::ListSection {
+                        title: "Cape Town".into(),
+                        rows: vec![pb::ListRow {
+                            id: "ct-1".into(),
+                            title: "Gardens".into(),
+                            description: "Open until 18:00".into(),
+                        }],
+                    }],
+                })),
+            }),
+        ),
+        (
+            "cta_url",
+            C::Interactive(pb::InteractiveContent {
+                header_text: String::new(),
+                body: "Track your parcel".into(),
+                footer: String::new(),
+                action: Some(pb::interactive_content::Action::CtaUrl(
+                    pb::CallToActionUrl {
+                        display_text: "Track".into(),
+                        url: "https://track.example.com/A-1001".into(),
+                    },
+                )),
+            }),
+        ),
+        (
+            "location",
+            C::Location(pb::LocationContent {
+                latitude: -33.9249,
+                longitude: 18.4241,
+                name: "Gardens branch".into(),
+                address: "1 Kloof St, Cape Town".into(),
+            }),
+        ),
+        (
+            "reaction",
+            C::Reaction(pb::ReactionContent {
+                message_id: "wamid.HBgLMjc4MjEyMzQ1Njc".into(),
+                emoji: "👍".into(),
+            }),
+        ),
+    ]
+}
+
 pub fn template(name: &str, category: pb::TemplateCategory, body: &str) -> pb::Template {
     pb::Template {
         name: name.into(),

@@ -8,6 +8,7 @@ mod changes;
 mod listing;
 #[path = "../pg/mod.rs"]
 mod pg;
+mod rich;
 
 use async_trait::async_trait;
 use wagate::domain::send::DeliveryMode;
@@ -111,6 +112,7 @@ macro_rules! conformance {
                 windows_are_listed_by_expiry_a_page_at_a_time,
                 window_changes_are_logged_read_in_order_and_swept,
                 cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving,
+                rich_contents_are_stored_and_read_back_as_sent,
             );
         }
     };

@@ -197,12 +197,17 @@ pub fn content(content: &Content) -> Value {
             "header": component(&parameters.header),
             "buttons": parameters.buttons.iter().map(|(i, v)| json!([i, v])).collect::<Vec<_>>(),
         }}),
+        rich => json!({ "rich": crate::store::rich_json::encode(rich) }),
     }
 }
 
 fn content_of(value: &Value) -> Result<Content, StoreError> {
     if let Some(body) = value["text"].as_str() {
         return Ok(Content::Text(body.to_owned()));
+    }
+    if let Some(rich) = value.get("rich") {
+        return crate::store::rich_json::decode(rich)
+            .map_err(|e| StoreError::corrupt("outbox", format!("content: {e}")));
     }
     let template = &value["template"];
     let id = TemplateId::parse(

@@ -385,6 +385,9 @@ enum ContentRecord {
         header: ComponentRecord,
         buttons: Vec<(u32, String)>,
     },
+    /// Media, interactive, location, reaction: JSON (`store::rich_json`).
+    /// Last, so that older records keep their variant index.
+    Rich(String),
 }
 
 /// An accepted send in the outbox.
@@ -436,6 +439,11 @@ impl From<&OutboxMessage> for OutboxRecord {
                         .map(|(i, v)| (*i, v.clone()))
                         .collect(),
                 },
+                rich => ContentRecord::Rich(
+                    crate::store::rich_json::encode(rich)
+                        .map(|json| json.to_string())
+                        .unwrap_or_default(),
+                ),
             },
             fingerprint: message.fingerprint,
             kind: match accepted.kind {
@@ -464,6 +472,9 @@ impl TryFrom<OutboxRecord> for OutboxMessage {
         let invalid = |e: crate::domain::Rejection| DecodeError::Invalid(e.description());
         let content = match record.content {
             ContentRecord::Text(body) => Content::Text(body),
+            ContentRecord::Rich(json) => serde_json::from_str(&json)
+                .and_then(|value: serde_json::Value| crate::store::rich_json::decode(&value))
+                .map_err(|e| DecodeError::Invalid(format!("content: {e}")))?,
             ContentRecord::Template {
                 name,
                 language,

@@ -1,0 +1,203 @@
+//! Protobuf ⇄ domain for the contents beyond text and templates (media,
+//! interactive, location, reaction), and for `MessageContent`, which
+//! answers carry back.
+
+use crate::domain::rich::{
+    Action, Interactive, ListRow, ListSection, Location, Media, MediaDraft, MediaKind, MediaSource,
+    Reaction, ReplyButton,
+};
+use crate::domain::template::ComponentParameters;
+use crate::domain::{Content, Rejection};
+use crate::pb;
+
+pub fn media(media: pb::MediaContent) -> Result<Content, Rejection> {
+    use pb::media_content::Source;
+    let kind = match pb::MediaType::try_from(media.r#type) {
+        Ok(pb::MediaType::Image) => Some(MediaKind::Image),
+        Ok(pb::MediaType::Video) => Some(MediaKind::Video),
+        Ok(pb::MediaType::Audio) => Some(MediaKind::Audio),
+        Ok(pb::MediaType::Document) => Some(MediaKind::Document),
+        Ok(pb::MediaType::Sticker) => Some(MediaKind::Sticker),
+        Ok(pb::MediaType::Unspecified) | Err(_) => None,
+    };
+    let (link, media_id) = match &media.source {
+        Some(Source::Link(link)) => (link.as_str(), ""),
+        Some(Source::MediaId(id)) => ("", id.as_str()),
+        None => ("", ""),
+    };
+    Media::new(MediaDraft {
+        kind,
+        link,
+        media_id,
+        caption: &media.caption,
+        filename: &media.filename,
+    })
+    .map(Content::Media)
+    .map_err(|e| e.within("media"))
+}
+
+pub fn interactive(interactive: pb::InteractiveContent) -> Result<Content, Rejection> {
+    use pb::interactive_content::Action as A;
+    let action = interactive.action.map(|action| match action {
+        A::Buttons(buttons) => Action::Buttons(
+            buttons
+                .buttons
+                .into_iter()
+                .map(|b| ReplyButton {
+                    id: b.id,
+                    title: b.title,
+                })
+                .collect(),
+        ),
+        A::List(list) => Action::List {
+            button: list.button,
+            sections: list
+                .sections
+                .into_iter()
+                .map(|s| ListSection {
+                    title: (!s.title.is_empty()).then_some(s.title),
+                    rows: s
+                        .rows
+                        .into_iter()
+                        .map(|r| ListRow {
+                            id: r.id,
+                            title: r.title,
+                            description: (!r.description.is_empty()).then_some(r.description),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        },
+        A::CtaUrl(cta) => Action::CallToActionUrl {
+            display_text: cta.display_text,
+            url: cta.url,
+        },
+    });
+    Interactive::new(
+        &interactive.header_text,
+        &interactive.body,
+        &interactive.footer,
+        action,
+    )
+    .map(Content::Interactive)
+    .map_err(|e| e.within("interactive"))
+}
+
+pub fn location(location: pb::LocationContent) -> Result<Content, Rejection> {
+    Location::new(
+        location.latitude,
+        location.longitude,
+        &location.name,
+        &location.address,
+    )
+    .map(Content::Location)
+    .map_err(|e| e.within("location"))
+}
+
+pub fn reaction(reaction: pb::ReactionContent) -> Result<Content, Rejection> {
+    Reaction::new(&reaction.message_id, &reaction.emoji)
+        .map(Content::Reaction)
+        .map_err(|e| e.within("reaction"))
+}
+
+fn parameters(component: &ComponentParameters) -> Option<pb::TemplateParameters> {
+    (!component.positional.is_empty() || !component.named.is_empty()).then(|| {
+        pb::TemplateParameters {
+            positional: component.positional.clone(),
+            named: component.named.clone().into_iter().collect(),
+        }
+    })
+}
+
+/// What a send carried, as answers report it.
+pub fn message_content(content: &Content) -> pb::MessageContent {
+    use pb::message_content::Content as C;
+    let content = match content {
+        Content::Text(body) => C::Text(pb::TextContent { body: body.clone() }),
+        Content::Template { id, parameters: p } => C::Template(pb::TemplateContent {
+            name: id.name().to_owned(),
+            language: id.language().to_owned(),
+            body_parameters: parameters(&p.body),
+            header_parameters: parameters(&p.header),
+            button_parameters: p
+                .buttons
+                .iter()
+                .map(|(index, value)| pb::ButtonParameter {
+                    button_index: *index,
+                    value: value.clone(),
+                })
+                .collect(),
+        }),
+        Content::Media(m) => C::Media(pb::MediaContent {
+            r#type: match m.kind {
+                MediaKind::Image => pb::MediaType::Image,
+                MediaKind::Video => pb::MediaType::Video,
+                MediaKind::Audio => pb::MediaType::Audio,
+                MediaKind::Document => pb::MediaType::Document,
+                MediaKind::Sticker => pb::MediaType::Sticker,
+            } as i32,
+            source: Some(match &m.source {
+                MediaSource::Link(link) => pb::media_content::Source::Link(link.clone()),
+                MediaSource::Id(id) => pb::media_content::Source::MediaId(id.clone()),
+            }),
+            caption: m.caption.clone().unwrap_or_default(),
+            filename: m.filename.clone().unwrap_or_default(),
+        }),
+        Content::Interactive(i) => C::Interactive(interactive_to_pb(i)),
+        Content::Location(l) => C::Location(pb::LocationContent {
+            latitude: l.latitude.get(),
+            longitude: l.longitude.get(),
+            name: l.name.clone().unwrap_or_default(),
+            address: l.address.clone().unwrap_or_default(),
+        }),
+        Content::Reaction(r) => C::Reaction(pb::ReactionContent {
+            message_id: r.message_id.clone(),
+            emoji: r.emoji.clone(),
+        }),
+    };
+    pb::MessageContent {
+        content: Some(content),
+    }
+}
+
+fn interactive_to_pb(i: &Interactive) -> pb::InteractiveContent {
+    use pb::interactive_content::Action as A;
+    pb::InteractiveContent {
+        header_text: i.header.clone().unwrap_or_default(),
+        body: i.body.clone(),
+        footer: i.footer.clone().unwrap_or_default(),
+        action: Some(match &i.action {
+            Action::Buttons(buttons) => A::Buttons(pb::ReplyButtons {
+                buttons: buttons
+                    .iter()
+                    .map(|b| pb::ReplyButton {
+                        id: b.id.clone(),
+                        title: b.title.clone(),
+                    })
+                    .collect(),
+            }),
+            Action::List { button, sections } => A::List(pb::ListAction {
+                button: button.clone(),
+                sections: sections
+                    .iter()
+                    .map(|s| pb::ListSection {
+                        title: s.title.clone().unwrap_or_default(),
+                        rows: s
+                            .rows
+                            .iter()
+                            .map(|r| pb::ListRow {
+                                id: r.id.clone(),
+                                title: r.title.clone(),
+                                description: r.description.clone().unwrap_or_default(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+            Action::CallToActionUrl { display_text, url } => A::CtaUrl(pb::CallToActionUrl {
+                display_text: display_text.clone(),
+                url: url.clone(),
+            }),
+        }),
+    }
+}

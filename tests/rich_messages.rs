@@ -1,0 +1,235 @@
+//! Media, interactive, location and reaction messages through the real
+//! binary (issue #14): each is free-form, so accepted inside the window,
+//! priced SERVICE and refused outside it; bad ones are refused with
+//! INVALID_CONTENT naming the field; they replay under their idempotency
+//! key, dry-run, survive a restart, and GetMessage gives them back as sent.
+
+mod common;
+
+use common::*;
+use pb::send_message_request::Content as C;
+use tonic::Code;
+
+const CUSTOMER: &str = "+27821234567";
+
+/// A request's content as answers carry it.
+fn carried(content: &C) -> pb::message_content::Content {
+    use pb::message_content::Content as M;
+    match content.clone() {
+        C::Text(c) => M::Text(c),
+        C::Template(c) => M::Template(c),
+        C::Media(c) => M::Media(c),
+        C::Interactive(c) => M::Interactive(c),
+        C::Location(c) => M::Location(c),
+        C::Reaction(c) => M::Reaction(c),
+    }
+}
+
+#[tokio::test]
+async fn every_rich_content_is_accepted_in_the_window_and_refused_outside_it() {
+    let mut server = Server::start();
+    let mut gateway = server.gateway().await;
+    let outside = "+27821230000";
+    gateway
+        .record_inbound(inbound(CUSTOMER, "wamid.in.1"))
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for (name, content) in rich_contents() {
+        let refused = refusal(
+            gateway
+                .send_message(send_of(outside, &format!("out-{name}"), content.clone()))
+                .await,
+        );
+        assert_eq!(refused.code, Code::FailedPrecondition, "{name}");
+        assert_eq!(refused.reason, "WINDOW_CLOSED", "{name}");
+        assert_eq!(refused.metadata["whatsapp_code"], "131047", "{name}");
+
+        let request = send_of(CUSTOMER, &format!("in-{name}"), content.clone());
+        let dry = gateway
+            .send_message(pb::SendMessageRequest {
+                dry_run: true,
+                ..request.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(dry.dry_run, "{name}");
+        let accepted = gateway
+            .send_message(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(accepted.kind, pb::MessageKind::FreeForm as i32, "{name}");
+        assert_eq!(
+            accepted.pricing_category,
+            pb::PricingCategory::Service as i32,
+            "{name}"
+        );
+        assert_eq!(dry.rendered_text, accepted.rendered_text, "{name}");
+        assert_eq!(
+            accepted.content.as_ref().and_then(|c| c.content.clone()),
+            Some(carried(&content)),
+            "{name}: the answer carries what was sent"
+        );
+        // The same key and content: the first answer again.
+        let again = gateway
+            .send_message(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.message_id, accepted.message_id, "{name}");
+        sent.push((name, content, accepted));
+    }
+    // What the customer reads, as text.
+    let rendered: Vec<&str> = sent
+        .iter()
+        .map(|(_, _, a)| a.rendered_text.as_str())
+        .collect();
+    assert_eq!(
+        rendered,
+        [
+            "[document: invoice-1001.pdf] Your invoice",
+            "[image] Your parcel",
+            "Delivery\nWhich slot suits you?\nReply to choose\n[Morning]\n[Afternoon]",
+            "Pick a branch\n[Branches]\nCape Town\n- Gardens: Open until 18:00",
+            "Track your parcel\n[Track](https://track.example.com/A-1001)",
+            "[location -33.9249, 18.4241] Gardens branch 1 Kloof St, Cape Town",
+            "[reaction 👍]",
+        ]
+    );
+    // The same key with another content is a different request.
+    let reused = refusal(
+        gateway
+            .send_message(send_of(CUSTOMER, "in-document", sent[1].1.clone()))
+            .await,
+    );
+    assert_eq!(reused.reason, "IDEMPOTENCY_KEY_REUSED");
+
+    // A restart keeps them, structured.
+    server.restart().await;
+    let mut gateway = server.gateway().await;
+    for (name, content, accepted) in &sent {
+        let message = gateway
+            .get_message(pb::GetMessageRequest {
+                message_id: accepted.message_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message
+            .unwrap();
+        assert_eq!(message.rendered_text, accepted.rendered_text, "{name}");
+        assert_eq!(
+            message.content.and_then(|c| c.content),
+            Some(carried(content)),
+            "{name}: GetMessage gives back what was sent"
+        );
+    }
+}
+
+/// Refusals name the field and the limit, and store nothing.
+#[tokio::test]
+async fn bad_rich_contents_are_refused_with_the_field_named() {
+    let server = Server::start();
+    let mut gateway = server.gateway().await;
+    gateway
+        .record_inbound(inbound(CUSTOMER, "wamid.in.1"))
+        .await
+        .unwrap();
+    let contents = rich_contents();
+    let get = |name: &str| contents.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let with = |name: &str, change: &dyn Fn(&mut C)| {
+        let mut content = get(name);
+        change(&mut content);
+        content
+    };
+    let cases: Vec<(C, &str)> = vec![
+        (
+            with("document", &|c| {
+                if let C::Media(m) = c {
+                    m.caption = "c".repeat(1025);
+                }
+            }),
+            "media.caption",
+        ),
+        (
+            with("document", &|c| {
+                if let C::Media(m) = c {
+                    m.source = None;
+                }
+            }),
+            "media.link",
+        ),
+        (
+            with("image", &|c| {
+                if let C::Media(m) = c {
+                    m.r#type = pb::MediaType::Audio as i32;
+                }
+            }),
+            "media.caption",
+        ),
+        (
+            with("buttons", &|c| {
+                if let C::Interactive(i) = c
+                    && let Some(pb::interactive_content::Action::Buttons(b)) = &mut i.action
+                {
+                    b.buttons[1].title = "t".repeat(21);
+                }
+            }),
+            "interactive.buttons.buttons[1].title",
+        ),
+        (
+            with("list", &|c| {
+                if let C::Interactive(i) = c
+                    && let Some(pb::interactive_content::Action::List(l)) = &mut i.action
+                {
+                    let row = l.sections[0].rows[0].clone();
+                    l.sections[0].rows = vec![row; 11];
+                }
+            }),
+            "interactive.list.sections",
+        ),
+        (
+            with("cta_url", &|c| {
+                if let C::Interactive(i) = c {
+                    i.body = String::new();
+                }
+            }),
+            "interactive.body",
+        ),
+        (
+            with("location", &|c| {
+                if let C::Location(l) = c {
+                    l.latitude = 91.0;
+                }
+            }),
+            "location.latitude",
+        ),
+        (
+            with("reaction", &|c| {
+                if let C::Reaction(r) = c {
+                    r.emoji = "yes".into();
+                }
+            }),
+            "reaction.emoji",
+        ),
+    ];
+    for (i, (content, field)) in cases.into_iter().enumerate() {
+        let refused = refusal(
+            gateway
+                .send_message(send_of(CUSTOMER, &format!("bad-{i}"), content))
+                .await,
+        );
+        assert_eq!(refused.code, Code::InvalidArgument, "{field}");
+        assert_eq!(refused.reason, "INVALID_CONTENT", "{field}");
+        assert_eq!(refused.fields, [field.to_owned()], "{field}");
+    }
+    // Nothing was stored under those keys: a good send takes the first one.
+    let taken = gateway
+        .send_message(send_of(CUSTOMER, "bad-0", get("document")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!taken.message_id.is_empty());
+}
