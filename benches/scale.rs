@@ -257,6 +257,7 @@ async fn seed(path: &Path, windows: u64) {
                         header_text: String::new(),
                         footer_text: String::new(),
                         buttons: vec![],
+                        header_media: None,
                     }
                     .validate()
                     .unwrap();

@@ -424,6 +424,51 @@ async fn delivers_media_interactive_location_and_reactions_as_cloud_api_json() {
     }
 }
 
+/// A template's document header goes out as a header parameter.
+#[tokio::test]
+async fn delivers_a_template_document_header_as_a_header_parameter() {
+    let (graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    approve(
+        &server,
+        pb::Template {
+            header_format: pb::HeaderFormat::Document as i32,
+            ..template(
+                "invoice_ready",
+                pb::TemplateCategory::Utility,
+                "Hi {{1}}, your invoice is attached.",
+            )
+        },
+    )
+    .await;
+    let mut request = template_send(CUSTOMER, "h-1", "invoice_ready", &["Ann"]);
+    if let Some(pb::send_message_request::Content::Template(t)) = &mut request.content {
+        t.header = Some(pb::TemplateHeader {
+            value: Some(pb::template_header::Value::Document(pb::MediaReference {
+                source: Some(pb::media_reference::Source::Link(
+                    "https://files.example.com/invoice-1001.pdf".into(),
+                )),
+                filename: "invoice-1001.pdf".into(),
+            })),
+        });
+    }
+    let id = send(&server, request).await;
+    wait_for(&server, &id, MessageStatus::Submitted).await;
+    assert_eq!(
+        graph.to(CUSTOMER)[0].body["template"],
+        json!({
+            "name": "invoice_ready",
+            "language": { "code": "en_US" },
+            "components": [
+                { "type": "header", "parameters": [{ "type": "document", "document": {
+                    "link": "https://files.example.com/invoice-1001.pdf",
+                    "filename": "invoice-1001.pdf" } }] },
+                { "type": "body", "parameters": [{ "type": "text", "text": "Ann" }] }
+            ]
+        })
+    );
+}
+
 /// A media link WhatsApp cannot fetch fails the message for good.
 #[tokio::test]
 async fn a_media_message_the_cloud_api_refuses_fails_with_its_code_and_is_not_retried() {

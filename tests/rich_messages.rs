@@ -3,6 +3,8 @@
 //! priced SERVICE and refused outside it; bad ones are refused with
 //! INVALID_CONTENT naming the field; they replay under their idempotency
 //! key, dry-run, survive a restart, and GetMessage gives them back as sent.
+//! Templates with an image, video, document or location header take the
+//! media in every send.
 
 mod common;
 
@@ -232,4 +234,147 @@ async fn bad_rich_contents_are_refused_with_the_field_named() {
         .unwrap()
         .into_inner();
     assert!(!taken.message_id.is_empty());
+}
+
+fn invoice_template() -> pb::Template {
+    pb::Template {
+        header_format: pb::HeaderFormat::Document as i32,
+        ..template(
+            "invoice_ready",
+            pb::TemplateCategory::Utility,
+            "Hi {{1}}, your invoice is attached.",
+        )
+    }
+}
+
+fn invoice_send(key: &str, header: Option<pb::template_header::Value>) -> pb::SendMessageRequest {
+    let mut request = template_send("+27829990000", key, "invoice_ready", &["Ann"]);
+    if let Some(C::Template(t)) = &mut request.content {
+        t.header = header.map(|value| pb::TemplateHeader { value: Some(value) });
+    }
+    request
+}
+
+fn document(link: &str) -> pb::template_header::Value {
+    pb::template_header::Value::Document(pb::MediaReference {
+        source: Some(pb::media_reference::Source::Link(link.into())),
+        filename: "invoice-1001.pdf".into(),
+    })
+}
+
+#[tokio::test]
+async fn a_template_with_a_document_header_takes_the_document_in_every_send() {
+    let mut server = Server::start();
+    approve(&server, invoice_template()).await;
+    let mut gateway = server.gateway().await;
+
+    // No document, or media of another kind: WhatsApp's 132000, refused first.
+    let image = pb::template_header::Value::Image(pb::MediaReference {
+        source: Some(pb::media_reference::Source::MediaId("42".into())),
+        filename: String::new(),
+    });
+    for (key, header) in [("no-header", None), ("image", Some(image))] {
+        let refused = refusal(gateway.send_message(invoice_send(key, header)).await);
+        assert_eq!(refused.code, Code::InvalidArgument, "{key}");
+        assert_eq!(refused.reason, "TEMPLATE_PARAMETER_MISMATCH", "{key}");
+        assert_eq!(refused.metadata["whatsapp_code"], "132000", "{key}");
+        assert_eq!(refused.fields, ["template.header"], "{key}");
+    }
+    let bad_link = refusal(
+        gateway
+            .send_message(invoice_send(
+                "bad-link",
+                Some(document("ftp://files.example.com/x")),
+            ))
+            .await,
+    );
+    assert_eq!(bad_link.reason, "INVALID_CONTENT");
+    assert_eq!(bad_link.fields, ["template.header.document.link"]);
+
+    let request = invoice_send(
+        "with-document",
+        Some(document("https://files.example.com/invoice-1001.pdf")),
+    );
+    let accepted = gateway
+        .send_message(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        accepted.rendered_text,
+        "[document: invoice-1001.pdf]\nHi Ann, your invoice is attached."
+    );
+    assert_eq!(accepted.kind, pb::MessageKind::Template as i32);
+    assert_eq!(
+        accepted.pricing_category,
+        pb::PricingCategory::Utility as i32
+    );
+    // Another document under the same key is another request.
+    let reused = refusal(
+        gateway
+            .send_message(invoice_send(
+                "with-document",
+                Some(document("https://files.example.com/invoice-1002.pdf")),
+            ))
+            .await,
+    );
+    assert_eq!(reused.reason, "IDEMPOTENCY_KEY_REUSED");
+
+    // A restart keeps the template's header format and the send's document.
+    server.restart().await;
+    let stored = server
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: "invoice_ready".into(),
+            language: "en_US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(stored.header_format, pb::HeaderFormat::Document as i32);
+    let message = server
+        .gateway()
+        .await
+        .get_message(pb::GetMessageRequest {
+            message_id: accepted.message_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert_eq!(
+        message.content.and_then(|c| c.content),
+        request.content.as_ref().map(carried)
+    );
+    let replayed = server
+        .gateway()
+        .await
+        .send_message(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.message_id, accepted.message_id);
+}
+
+#[tokio::test]
+async fn a_media_header_and_header_text_together_are_refused() {
+    let server = Server::start();
+    let refused = refusal(
+        server
+            .templates()
+            .await
+            .upsert_template(pb::UpsertTemplateRequest {
+                template: Some(pb::Template {
+                    header_text: "Your invoice".into(),
+                    ..invoice_template()
+                }),
+            })
+            .await,
+    );
+    assert_eq!(refused.reason, "INVALID_TEMPLATE");
+    assert_eq!(refused.fields, ["template.header_format"]);
 }

@@ -109,6 +109,7 @@ pub fn serve() {
                     }),
                     header_parameters: None,
                     button_parameters: vec![],
+                    header: None,
                 },
             )),
         }),

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::delivery::{DeliveryError, DeliveryStatus};
 use super::rich::{Action, Interactive, MediaSource};
-use super::template::{ComponentParameters, Status};
+use super::template::{ComponentParameters, HeaderValue, Status};
 use super::{Content, EntryPoint, OutboxMessage};
 
 /// The `POST /{phone_number_id}/messages` body for an accepted message.
@@ -33,6 +33,10 @@ pub fn message_body(message: &OutboxMessage) -> Value {
             let mut components = Vec::new();
             if let Some(header) = component("header", &parameters.header) {
                 components.push(header);
+            }
+            if let Some(value) = &parameters.header_media {
+                components
+                    .push(json!({ "type": "header", "parameters": [header_parameter(value)] }));
             }
             if let Some(body) = component("body", &parameters.body) {
                 components.push(body);
@@ -149,6 +153,39 @@ fn interactive_object(interactive: &Interactive) -> Value {
         object["footer"] = json!({ "text": footer });
     }
     object
+}
+
+/// A template header's image, video, document or location parameter.
+fn header_parameter(value: &HeaderValue) -> Value {
+    match value {
+        HeaderValue::Location(location) => {
+            let mut object = json!({
+                "latitude": location.latitude.get(),
+                "longitude": location.longitude.get(),
+            });
+            if let Some(name) = &location.name {
+                object["name"] = json!(name);
+            }
+            if let Some(address) = &location.address {
+                object["address"] = json!(address);
+            }
+            json!({ "type": "location", "location": object })
+        }
+        HeaderValue::Media {
+            kind,
+            source,
+            filename,
+        } => {
+            let mut object = match source {
+                MediaSource::Link(link) => json!({ "link": link }),
+                MediaSource::Id(id) => json!({ "id": id }),
+            };
+            if let Some(name) = filename {
+                object["filename"] = json!(name);
+            }
+            json!({ "type": kind.as_str(), kind.as_str(): object })
+        }
+    }
 }
 
 fn component(kind: &str, values: &ComponentParameters) -> Option<Value> {
@@ -411,6 +448,40 @@ mod tests {
     }
 
     #[test]
+    fn template_media_and_location_headers_are_header_parameters() {
+        let send = |header_media| {
+            message_body(&message(Content::Template {
+                id: crate::domain::TemplateId::parse("invoice", "en_US").unwrap(),
+                parameters: crate::domain::SendParameters {
+                    header_media: Some(header_media),
+                    ..Default::default()
+                },
+            }))["template"]["components"][0]
+                .clone()
+        };
+        let document = send(crate::domain::template::HeaderValue::Media {
+            kind: crate::domain::template::HeaderMedia::Document,
+            source: crate::domain::rich::MediaSource::Id("42".into()),
+            filename: Some("invoice.pdf".into()),
+        });
+        assert_eq!(
+            document,
+            json!({ "type": "header", "parameters": [
+                { "type": "document", "document": { "id": "42", "filename": "invoice.pdf" } }
+            ] })
+        );
+        let place = send(crate::domain::template::HeaderValue::Location(
+            crate::domain::rich::Location::new(-33.9, 18.4, "Gardens", "").unwrap(),
+        ));
+        assert_eq!(
+            place,
+            json!({ "type": "header", "parameters": [
+                { "type": "location", "location": { "latitude": -33.9, "longitude": 18.4, "name": "Gardens" } }
+            ] })
+        );
+    }
+
+    #[test]
     fn text_body() {
         let body = message_body(&message(Content::Text("Hi there".into())));
         assert_eq!(
@@ -437,6 +508,7 @@ mod tests {
                 ..Default::default()
             },
             buttons: BTreeMap::from([(0, "track/A-1001".into())]),
+            header_media: None,
         };
         let body = message_body(&message(Content::Template {
             id: TemplateId::parse("order_update", "en_US").unwrap(),

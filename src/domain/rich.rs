@@ -216,17 +216,7 @@ impl Media {
         let kind = draft.kind.ok_or_else(|| {
             invalid("is required: IMAGE, VIDEO, AUDIO, DOCUMENT or STICKER").at("type")
         })?;
-        let source = match (draft.link.is_empty(), draft.media_id.is_empty()) {
-            (false, true) => {
-                check_https(draft.link, "link")?;
-                MediaSource::Link(draft.link.to_owned())
-            }
-            (true, false) => {
-                check_text(draft.media_id, MAX_MEDIA_ID, true, "media_id")?;
-                MediaSource::Id(draft.media_id.to_owned())
-            }
-            _ => return Err(invalid("set exactly one of link and media_id").at("link")),
-        };
+        let source = media_source(draft.link, draft.media_id)?;
         if !draft.caption.is_empty() && !kind.takes_caption() {
             return Err(
                 invalid(format!("is not allowed on {} messages", kind.as_str())).at("caption"),
@@ -236,14 +226,34 @@ impl Media {
         if !draft.filename.is_empty() && kind != MediaKind::Document {
             return Err(invalid("is allowed on documents only").at("filename"));
         }
-        check_text(draft.filename, MAX_FILENAME, false, "filename")?;
         Ok(Media {
             kind,
             source,
             caption: optional(draft.caption),
-            filename: optional(draft.filename),
+            filename: filename(draft.filename)?,
         })
     }
+}
+
+/// Exactly one of an https link and a provider media id.
+pub fn media_source(link: &str, media_id: &str) -> Result<MediaSource, Rejection> {
+    match (link.is_empty(), media_id.is_empty()) {
+        (false, true) => {
+            check_https(link, "link")?;
+            Ok(MediaSource::Link(link.to_owned()))
+        }
+        (true, false) => {
+            check_text(media_id, MAX_MEDIA_ID, true, "media_id")?;
+            Ok(MediaSource::Id(media_id.to_owned()))
+        }
+        _ => Err(invalid("set exactly one of link and media_id").at("link")),
+    }
+}
+
+/// A document's file name as the customer sees it; empty means none.
+pub fn filename(name: &str) -> Result<Option<String>, Rejection> {
+    check_text(name, MAX_FILENAME, false, "filename")?;
+    Ok(optional(name))
 }
 
 impl Interactive {

@@ -10,7 +10,9 @@ use super::ids::IdempotencyKey;
 use super::phone::Pair;
 use super::pricing::{Pricing, price};
 use super::rich::{self, Action, Interactive, Location, Media, MediaSource, Reaction};
-use super::template::{Category, ComponentParameters, SendParameters, Template, TemplateId};
+use super::template::{
+    Category, ComponentParameters, HeaderValue, SendParameters, Template, TemplateId,
+};
 use super::window::Window;
 
 const MAX_TEXT_CHARS: usize = 4096;
@@ -100,20 +102,27 @@ impl SendRequest {
                     canonical.len(*index as usize);
                     canonical.str(value);
                 }
+                // Only when present, so earlier sends keep their digest.
+                if let Some(header) = &parameters.header_media {
+                    canonical.tag(7);
+                    match header {
+                        HeaderValue::Media {
+                            kind,
+                            source,
+                            filename,
+                        } => {
+                            canonical.str(kind.as_str());
+                            canonical.source(source);
+                            canonical.opt(filename);
+                        }
+                        HeaderValue::Location(location) => canonical.location(location),
+                    }
+                }
             }
             Content::Media(media) => {
                 canonical.tag(3);
                 canonical.str(media.kind.as_str());
-                match &media.source {
-                    MediaSource::Link(link) => {
-                        canonical.tag(1);
-                        canonical.str(link);
-                    }
-                    MediaSource::Id(id) => {
-                        canonical.tag(2);
-                        canonical.str(id);
-                    }
-                }
+                canonical.source(&media.source);
                 canonical.opt(&media.caption);
                 canonical.opt(&media.filename);
             }
@@ -126,10 +135,7 @@ impl SendRequest {
             }
             Content::Location(location) => {
                 canonical.tag(5);
-                canonical.0.update(location.latitude.get().to_be_bytes());
-                canonical.0.update(location.longitude.get().to_be_bytes());
-                canonical.opt(&location.name);
-                canonical.opt(&location.address);
+                canonical.location(location);
             }
             Content::Reaction(reaction) => {
                 canonical.tag(6);
@@ -155,6 +161,24 @@ impl Canonical {
     fn str(&mut self, value: &str) {
         self.len(value.len());
         self.0.update(value.as_bytes());
+    }
+    fn source(&mut self, source: &MediaSource) {
+        match source {
+            MediaSource::Link(link) => {
+                self.tag(1);
+                self.str(link);
+            }
+            MediaSource::Id(id) => {
+                self.tag(2);
+                self.str(id);
+            }
+        }
+    }
+    fn location(&mut self, location: &Location) {
+        self.0.update(location.latitude.get().to_be_bytes());
+        self.0.update(location.longitude.get().to_be_bytes());
+        self.opt(&location.name);
+        self.opt(&location.address);
     }
     fn opt(&mut self, value: &Option<String>) {
         match value {
@@ -455,6 +479,7 @@ mod tests {
             header_text: String::new(),
             footer_text: String::new(),
             buttons: vec![],
+            header_media: None,
         };
         let id = TemplateId::parse("greet", "en").unwrap();
         Template::upsert(None, id, draft.validate().unwrap(), t0())

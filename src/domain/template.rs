@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::error::{Reason, Rejection};
 use super::phone::PhoneNumber;
 use super::placeholder::{self, ParameterFormat, Placeholders, Segment};
+use super::rich::{Location, MediaSource};
 
 const MAX_NAME_LEN: usize = 512;
 const MAX_BODY_CHARS: usize = 1024;
@@ -141,12 +143,62 @@ pub enum Button {
     },
 }
 
+/// A header that is not text: its media (or place) is given by each send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderMedia {
+    Image,
+    Video,
+    Document,
+    Location,
+}
+
+impl HeaderMedia {
+    pub const ALL: [HeaderMedia; 4] = [
+        HeaderMedia::Image,
+        HeaderMedia::Video,
+        HeaderMedia::Document,
+        HeaderMedia::Location,
+    ];
+
+    /// The Cloud API's name for it (a header parameter's `type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderMedia::Image => "image",
+            HeaderMedia::Video => "video",
+            HeaderMedia::Document => "document",
+            HeaderMedia::Location => "location",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<HeaderMedia> {
+        HeaderMedia::ALL.into_iter().find(|h| h.as_str() == name)
+    }
+}
+
+/// What a send puts in a template's media or location header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderValue {
+    Media {
+        /// Image, video or document, as the send said (it must match the
+        /// template's).
+        kind: HeaderMedia,
+        source: MediaSource,
+        /// Documents only: the name the customer sees.
+        filename: Option<String>,
+    },
+    Location(Location),
+}
+
 /// The editable part of a template, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateContent {
     pub category: Category,
     pub body: String,
     pub header_text: Option<String>,
+    /// An image, video, document or location header instead of text.
+    pub header_media: Option<HeaderMedia>,
     pub footer_text: Option<String>,
     pub buttons: Vec<Button>,
 }
@@ -165,6 +217,7 @@ pub struct TemplateDraft {
     pub category: Option<Category>,
     pub body: String,
     pub header_text: String,
+    pub header_media: Option<HeaderMedia>,
     pub footer_text: String,
     pub buttons: Vec<ButtonDraft>,
 }
@@ -187,6 +240,12 @@ impl TemplateDraft {
         let body = component_placeholders(&self.body, "body")?;
 
         let header_text = non_empty(self.header_text);
+        if header_text.is_some() && self.header_media.is_some() {
+            return Err(invalid(
+                "a template has a text header or a media header, not both: clear header_text",
+            )
+            .at("header_format"));
+        }
         let mut header = Placeholders::default();
         if let Some(text) = &header_text {
             check_chars(text, MAX_HEADER_CHARS, "header_text")?;
@@ -232,6 +291,7 @@ impl TemplateDraft {
             category,
             body: self.body,
             header_text,
+            header_media: self.header_media,
             footer_text,
             buttons,
         })
@@ -464,6 +524,7 @@ impl Template {
             .header
             .check_matches(&Placeholders::of(&header), "header_parameters")?;
         self.check_button_parameters(&parameters.buttons)?;
+        let header_media = self.check_header_media(parameters.header_media.as_ref())?;
 
         parameters.body.check_values("body_parameters")?;
         parameters.header.check_values("header_parameters")?;
@@ -472,6 +533,7 @@ impl Template {
         }
 
         let mut parts = Vec::with_capacity(3);
+        parts.extend(header_media);
         if !header.is_empty() {
             parts.push(placeholder::render(&header, |s| parameters.header.value(s)));
         }
@@ -480,6 +542,56 @@ impl Template {
             parts.push(footer.clone());
         }
         Ok(parts.join("\n"))
+    }
+
+    /// A media header needs its media in every send, of its kind, and a
+    /// template without one takes none (WhatsApp 132000). Returns the
+    /// header as the customer reads it.
+    fn check_header_media(&self, given: Option<&HeaderValue>) -> Result<Option<String>, Rejection> {
+        let kind = self.content.header_media;
+        let text = match (kind, given) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => {
+                return Err(mismatch(
+                    "the template has no media header; leave header empty".into(),
+                )
+                .at("header"));
+            }
+            (Some(kind), None) => {
+                let what = match kind {
+                    HeaderMedia::Location => "a location",
+                    _ => "its media (link or media_id)",
+                };
+                return Err(mismatch(format!(
+                    "the template has a {} header: give {what}",
+                    kind.as_str()
+                ))
+                .at("header"));
+            }
+            (Some(kind), Some(value)) => {
+                let given = match value {
+                    HeaderValue::Location(_) => HeaderMedia::Location,
+                    HeaderValue::Media { kind, .. } => *kind,
+                };
+                if given != kind {
+                    return Err(mismatch(format!(
+                        "the template has a {} header, not a {} one",
+                        kind.as_str(),
+                        given.as_str()
+                    ))
+                    .at("header"));
+                }
+                match value {
+                    HeaderValue::Location(location) => super::rich::location_summary(location),
+                    HeaderValue::Media {
+                        filename: Some(name),
+                        ..
+                    } => format!("[{}: {name}]", kind.as_str()),
+                    HeaderValue::Media { .. } => format!("[{}]", kind.as_str()),
+                }
+            }
+        };
+        Ok(Some(text))
     }
 
     fn check_button_parameters(&self, given: &BTreeMap<u32, String>) -> Result<(), Rejection> {
@@ -581,6 +693,8 @@ pub struct ComponentParameters {
 pub struct SendParameters {
     pub body: ComponentParameters,
     pub header: ComponentParameters,
+    /// The media or location of a template with such a header.
+    pub header_media: Option<HeaderValue>,
     /// URL button index -> value for its `{{1}}`.
     pub buttons: BTreeMap<u32, String>,
 }
@@ -672,6 +786,7 @@ mod tests {
             header_text: String::new(),
             footer_text: String::new(),
             buttons: vec![],
+            header_media: None,
         }
     }
 
@@ -945,12 +1060,83 @@ mod tests {
             body: positional(&["Ann", "A-7"]),
             header: positional(&["A-7"]),
             buttons: BTreeMap::new(),
+            header_media: None,
         };
         assert_eq!(template.parameter_format(), ParameterFormat::Positional);
         assert_eq!(
             template.fill(&parameters).unwrap(),
             "Order A-7\nHi Ann, order A-7 ships Ann.\nThanks"
         );
+    }
+
+    fn invoice(kind: HeaderMedia) -> HeaderValue {
+        HeaderValue::Media {
+            kind,
+            source: MediaSource::Link("https://files.example.com/invoice.pdf".into()),
+            filename: (kind == HeaderMedia::Document).then(|| "invoice.pdf".into()),
+        }
+    }
+
+    #[test]
+    fn a_media_header_needs_its_media_of_its_kind_in_every_send() {
+        let both = TemplateDraft {
+            header_text: "Invoice".into(),
+            header_media: Some(HeaderMedia::Document),
+            ..draft("Your invoice {{1}}")
+        };
+        assert_eq!(problem(both).0, "header_format");
+
+        let template = approved(TemplateDraft {
+            header_media: Some(HeaderMedia::Document),
+            ..draft("Your invoice {{1}}")
+        });
+        let with = |header_media| SendParameters {
+            header_media,
+            ..body_only(positional(&["A-1001"]))
+        };
+        assert_eq!(
+            template
+                .fill(&with(Some(invoice(HeaderMedia::Document))))
+                .unwrap(),
+            "[document: invoice.pdf]\nYour invoice A-1001"
+        );
+        for wrong in [
+            None,
+            Some(invoice(HeaderMedia::Image)),
+            Some(HeaderValue::Location(
+                Location::new(1.0, 2.0, "", "").unwrap(),
+            )),
+        ] {
+            let err = template.fill(&with(wrong.clone())).unwrap_err();
+            assert_eq!(err.reason, Reason::TemplateParameterMismatch, "{wrong:?}");
+            assert_eq!(err.field.as_deref(), Some("header"), "{wrong:?}");
+            assert_eq!(err.reason.whatsapp_code(), Some(132_000));
+        }
+
+        let located = approved(TemplateDraft {
+            header_media: Some(HeaderMedia::Location),
+            ..draft("Your parcel waits here")
+        });
+        let here = HeaderValue::Location(Location::new(-33.9, 18.4, "Gardens", "").unwrap());
+        assert_eq!(
+            located
+                .fill(&SendParameters {
+                    header_media: Some(here),
+                    ..SendParameters::default()
+                })
+                .unwrap(),
+            "[location -33.9, 18.4] Gardens\nYour parcel waits here"
+        );
+
+        // A template without a media header takes none.
+        let plain = approved(draft("Hi {{1}}"));
+        let err = plain
+            .fill(&SendParameters {
+                header_media: Some(invoice(HeaderMedia::Image)),
+                ..body_only(positional(&["Ann"]))
+            })
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("header"));
     }
 
     #[test]

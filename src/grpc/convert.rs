@@ -150,11 +150,17 @@ pub fn content(content: Option<pb::send_message_request::Content>) -> Result<Con
                     .at("template.button_parameters"));
                 }
             }
+            let header_media = template
+                .header
+                .map(super::rich::template_header)
+                .transpose()
+                .map_err(|e| e.within("template.header"))?;
             Ok(Content::Template {
                 id,
                 parameters: SendParameters {
                     body: component(template.body_parameters),
                     header: component(template.header_parameters),
+                    header_media,
                     buttons,
                 },
             })
@@ -325,6 +331,7 @@ pub fn template_draft(template: pb::Template) -> Result<(TemplateId, TemplateDra
             category,
             body: template.body,
             header_text: template.header_text,
+            header_media: super::rich::header_format(template.header_format)?,
             footer_text: template.footer_text,
             buttons,
         },
@@ -371,6 +378,7 @@ pub fn template(template: &Template) -> pb::Template {
         } as i32,
         create_time: Some(timestamp(template.created_at)),
         update_time: Some(timestamp(template.updated_at)),
+        header_format: super::rich::header_format_to_pb(content) as i32,
     }
 }
 

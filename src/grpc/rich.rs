@@ -3,10 +3,10 @@
 //! answers carry back.
 
 use crate::domain::rich::{
-    Action, Interactive, ListRow, ListSection, Location, Media, MediaDraft, MediaKind, MediaSource,
-    Reaction, ReplyButton,
+    self, Action, Interactive, ListRow, ListSection, Location, Media, MediaDraft, MediaKind,
+    MediaSource, Reaction, ReplyButton,
 };
-use crate::domain::template::ComponentParameters;
+use crate::domain::template::{ComponentParameters, HeaderMedia, HeaderValue, TemplateContent};
 use crate::domain::{Content, Rejection};
 use crate::pb;
 
@@ -100,6 +100,108 @@ pub fn reaction(reaction: pb::ReactionContent) -> Result<Content, Rejection> {
         .map_err(|e| e.within("reaction"))
 }
 
+/// A send's value for a template's media or location header.
+pub fn template_header(header: pb::TemplateHeader) -> Result<HeaderValue, Rejection> {
+    use pb::template_header::Value;
+    let media = |kind: HeaderMedia, reference: pb::MediaReference, field: &str| {
+        use pb::media_reference::Source;
+        let (link, id) = match &reference.source {
+            Some(Source::Link(link)) => (link.as_str(), ""),
+            Some(Source::MediaId(id)) => ("", id.as_str()),
+            None => ("", ""),
+        };
+        let filename = rich::filename(&reference.filename).map_err(|e| e.within(field))?;
+        if filename.is_some() && kind != HeaderMedia::Document {
+            return Err(Rejection::new(
+                crate::domain::Reason::InvalidContent,
+                "is allowed on document headers only",
+            )
+            .at(format!("{field}.filename")));
+        }
+        Ok(HeaderValue::Media {
+            kind,
+            source: rich::media_source(link, id).map_err(|e| e.within(field))?,
+            filename,
+        })
+    };
+    match header.value {
+        Some(Value::Image(r)) => media(HeaderMedia::Image, r, "image"),
+        Some(Value::Video(r)) => media(HeaderMedia::Video, r, "video"),
+        Some(Value::Document(r)) => media(HeaderMedia::Document, r, "document"),
+        Some(Value::Location(l)) => Location::new(l.latitude, l.longitude, &l.name, &l.address)
+            .map(HeaderValue::Location)
+            .map_err(|e| e.within("location")),
+        None => Err(Rejection::new(
+            crate::domain::Reason::InvalidContent,
+            "is required: set image, video, document or location (or leave header unset)",
+        )),
+    }
+}
+
+fn template_header_to_pb(value: &HeaderValue) -> pb::TemplateHeader {
+    use pb::template_header::Value;
+    pb::TemplateHeader {
+        value: Some(match value {
+            HeaderValue::Media {
+                kind,
+                source,
+                filename,
+            } => {
+                let reference = pb::MediaReference {
+                    source: Some(match source {
+                        MediaSource::Link(link) => pb::media_reference::Source::Link(link.clone()),
+                        MediaSource::Id(id) => pb::media_reference::Source::MediaId(id.clone()),
+                    }),
+                    filename: filename.clone().unwrap_or_default(),
+                };
+                match kind {
+                    HeaderMedia::Image => Value::Image(reference),
+                    HeaderMedia::Video => Value::Video(reference),
+                    // A media value is never of kind Location.
+                    HeaderMedia::Document | HeaderMedia::Location => Value::Document(reference),
+                }
+            }
+            HeaderValue::Location(l) => Value::Location(location_to_pb(l)),
+        }),
+    }
+}
+
+const HEADER_FORMATS: [(pb::HeaderFormat, HeaderMedia); 4] = [
+    (pb::HeaderFormat::Image, HeaderMedia::Image),
+    (pb::HeaderFormat::Video, HeaderMedia::Video),
+    (pb::HeaderFormat::Document, HeaderMedia::Document),
+    (pb::HeaderFormat::Location, HeaderMedia::Location),
+];
+
+/// A template's media header kind; `None` for text or no header.
+pub fn header_format(value: i32) -> Result<Option<HeaderMedia>, Rejection> {
+    let format: pb::HeaderFormat = super::convert::known(value, "header_format")?;
+    Ok(HEADER_FORMATS
+        .iter()
+        .find(|(p, _)| *p == format)
+        .map(|(_, h)| *h))
+}
+
+pub fn header_format_to_pb(content: &TemplateContent) -> pb::HeaderFormat {
+    match content.header_media {
+        Some(media) => HEADER_FORMATS
+            .iter()
+            .find(|(_, h)| *h == media)
+            .map_or(pb::HeaderFormat::Unspecified, |(p, _)| *p),
+        None if content.header_text.is_some() => pb::HeaderFormat::Text,
+        None => pb::HeaderFormat::Unspecified,
+    }
+}
+
+fn location_to_pb(l: &Location) -> pb::LocationContent {
+    pb::LocationContent {
+        latitude: l.latitude.get(),
+        longitude: l.longitude.get(),
+        name: l.name.clone().unwrap_or_default(),
+        address: l.address.clone().unwrap_or_default(),
+    }
+}
+
 fn parameters(component: &ComponentParameters) -> Option<pb::TemplateParameters> {
     (!component.positional.is_empty() || !component.named.is_empty()).then(|| {
         pb::TemplateParameters {
@@ -127,6 +229,7 @@ pub fn message_content(content: &Content) -> pb::MessageContent {
                     value: value.clone(),
                 })
                 .collect(),
+            header: p.header_media.as_ref().map(template_header_to_pb),
         }),
         Content::Media(m) => C::Media(pb::MediaContent {
             r#type: match m.kind {
@@ -144,12 +247,7 @@ pub fn message_content(content: &Content) -> pb::MessageContent {
             filename: m.filename.clone().unwrap_or_default(),
         }),
         Content::Interactive(i) => C::Interactive(interactive_to_pb(i)),
-        Content::Location(l) => C::Location(pb::LocationContent {
-            latitude: l.latitude.get(),
-            longitude: l.longitude.get(),
-            name: l.name.clone().unwrap_or_default(),
-            address: l.address.clone().unwrap_or_default(),
-        }),
+        Content::Location(l) => C::Location(location_to_pb(l)),
         Content::Reaction(r) => C::Reaction(pb::ReactionContent {
             message_id: r.message_id.clone(),
             emoji: r.emoji.clone(),

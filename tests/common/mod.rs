@@ -472,16 +472,22 @@ pub async fn approved_template(
     category: pb::TemplateCategory,
     body: &str,
 ) {
+    approve(server, template(name, category, body)).await;
+}
+
+/// Registers `template` and approves it as WhatsApp's review would.
+pub async fn approve(server: &Server, template: pb::Template) {
+    let name = template.name.clone();
     let mut templates = server.templates().await;
     templates
         .upsert_template(pb::UpsertTemplateRequest {
-            template: Some(template(name, category, body)),
+            template: Some(template),
         })
         .await
         .expect("upsert");
     templates
         .set_template_status(pb::SetTemplateStatusRequest {
-            name: name.into(),
+            name,
             language: "en_US".into(),
             status: pb::TemplateStatus::Approved as i32,
             reason: String::new(),

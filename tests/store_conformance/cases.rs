@@ -463,6 +463,7 @@ fn draft(body: &str, category: Category) -> TemplateContent {
         header_text: String::new(),
         footer_text: String::new(),
         buttons: vec![],
+        header_media: None,
     }
     .validate()
     .unwrap()

@@ -1,5 +1,6 @@
-//! Media, interactive, location and reaction messages, run by `main.rs` on
-//! every backend: each is stored and read back exactly as sent.
+//! Media, interactive, location and reaction messages, and templates with
+//! a media header, run by `main.rs` on every backend: each is stored and
+//! read back exactly as sent.
 
 use chrono::Utc;
 use uuid::Uuid;
@@ -7,6 +8,9 @@ use uuid::Uuid;
 use wagate::domain::rich::{
     Action, Interactive, ListRow, ListSection, Location, Media, MediaDraft, MediaKind, Reaction,
     ReplyButton,
+};
+use wagate::domain::template::{
+    Category, HeaderMedia, HeaderValue, SendParameters, Status, TemplateDraft, TemplateId,
 };
 use wagate::domain::{
     Content, EntryPoint, IdempotencyKey, Inbound, InboundKind, InboundMessageId, Pair, PhoneNumber,
@@ -102,8 +106,55 @@ pub async fn rich_contents_are_stored_and_read_back_as_sent(h: &dyn Harness) {
     }
     // Read back through a fresh open (sled: the same files; PostgreSQL: a
     // new pool), so nothing answers from memory.
+    // A template with a document header, and a send that fills it.
+    let invoice = TemplateId::parse("invoice_ready", "en_US").unwrap();
+    let content = TemplateDraft {
+        category: Some(Category::Utility),
+        body: "Your invoice {{1}}".into(),
+        header_text: String::new(),
+        footer_text: String::new(),
+        buttons: vec![],
+        header_media: Some(HeaderMedia::Document),
+    }
+    .validate()
+    .unwrap();
+    store
+        .upsert_template(&invoice, &content, Utc::now())
+        .await
+        .unwrap();
+    store
+        .set_template_status(&invoice, Status::Approved, "", Utc::now())
+        .await
+        .unwrap();
+    let request = SendRequest {
+        pair: pair.clone(),
+        idempotency_key: IdempotencyKey::parse("rich-template").unwrap(),
+        content: Content::Template {
+            id: invoice.clone(),
+            parameters: SendParameters {
+                body: wagate::domain::template::ComponentParameters {
+                    positional: vec!["A-1001".into()],
+                    named: Default::default(),
+                },
+                header_media: Some(HeaderValue::Media {
+                    kind: HeaderMedia::Document,
+                    source: wagate::domain::rich::MediaSource::Id("42".into()),
+                    filename: Some("invoice.pdf".into()),
+                }),
+                ..SendParameters::default()
+            },
+        },
+    };
+    let id = Uuid::now_v7();
+    store.send(&request, id, Utc::now(), false).await.unwrap();
+    sent.push((id, request));
+
     drop(store);
     let store = h.open().await;
+    assert_eq!(
+        store.template(&invoice).await.unwrap().unwrap().content,
+        content
+    );
     for (id, request) in sent {
         let message = store.message(id).await.unwrap().unwrap().message;
         assert_eq!(message.request, request);

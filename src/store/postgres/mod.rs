@@ -518,13 +518,14 @@ async fn put_template(tx: &impl conn::Connection, t: &Template) -> Result<(), St
         tx,
         "write a template",
         "INSERT INTO templates (name, language, category, status, status_reason, body, \
-            header_text, footer_text, buttons, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+            header_text, footer_text, buttons, created_at, updated_at, header_media) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (name, language) DO UPDATE SET category = EXCLUDED.category, \
             status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, \
             body = EXCLUDED.body, header_text = EXCLUDED.header_text, \
             footer_text = EXCLUDED.footer_text, buttons = EXCLUDED.buttons, \
-            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+            header_media = EXCLUDED.header_media",
         &[
             &t.id.name(),
             &t.id.language(),
@@ -537,6 +538,7 @@ async fn put_template(tx: &impl conn::Connection, t: &Template) -> Result<(), St
             &rows::buttons(&c.buttons),
             &t.created_at,
             &t.updated_at,
+            &c.header_media.map(|h| h.as_str()),
         ],
     )
     .await?;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio_postgres::Row;
 
 use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus, EarlyStatus};
-use crate::domain::template::ComponentParameters;
+use crate::domain::template::{ComponentParameters, HeaderMedia};
 use crate::domain::{
     Accepted, Button, Category, Content, EntryPoint, IdempotencyKey, MessageKind, MessageStatus,
     OutboxMessage, Pair, PhoneNumber, Pricing, PricingCategory, SendParameters, SendRequest,
@@ -148,6 +148,14 @@ pub fn template(row: &Row) -> Result<Template, StoreError> {
             category: named(CATEGORIES, "templates", row.get("category"))?,
             body: row.get("body"),
             header_text: row.get("header_text"),
+            header_media: row
+                .get::<_, Option<&str>>("header_media")
+                .map(|name| {
+                    HeaderMedia::parse(name).ok_or_else(|| {
+                        StoreError::corrupt("templates", format!("unknown header {name:?}"))
+                    })
+                })
+                .transpose()?,
             footer_text: row.get("footer_text"),
             buttons: buttons
                 .as_array()
@@ -196,6 +204,7 @@ pub fn content(content: &Content) -> Value {
             "body": component(&parameters.body),
             "header": component(&parameters.header),
             "buttons": parameters.buttons.iter().map(|(i, v)| json!([i, v])).collect::<Vec<_>>(),
+            "header_media": parameters.header_media,
         }}),
         rich => json!({ "rich": crate::store::rich_json::encode(rich) }),
     }
@@ -223,11 +232,19 @@ fn content_of(value: &Value) -> Result<Content, StoreError> {
                 .collect()
         })
         .unwrap_or_default();
+    let header_media = match template.get("header_media") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            serde_json::from_value(value.clone())
+                .map_err(|e| StoreError::corrupt("outbox", format!("template header: {e}")))?,
+        ),
+    };
     Ok(Content::Template {
         id,
         parameters: SendParameters {
             body: component_of(&template["body"]),
             header: component_of(&template["header"]),
+            header_media,
             buttons,
         },
     })

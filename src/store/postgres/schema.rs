@@ -136,6 +136,11 @@ CREATE INDEX window_changes_by_record ON window_changes (recorded_at, id);
 CREATE INDEX window_changes_by_expiry ON window_changes (expires_at, id);
 CREATE INDEX window_changes_by_pair ON window_changes (business, customer, recorded_at, id);
 "#,
+    r#"
+-- A template's image, video, document or location header (NULL: text or
+-- none, as header_text says).
+ALTER TABLE templates ADD COLUMN header_media text;
+"#,
 ];
 
 /// The newest schema this build understands.

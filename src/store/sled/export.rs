@@ -5,7 +5,7 @@ use chrono::DateTime;
 
 use super::records::{
     DeliveryRecord, EarlyStatusRecord, IdempotencyRecord, InboundRecord, OutboxRecord,
-    TemplateRecord, WindowRecord, decode,
+    WindowRecord, decode,
 };
 use super::{
     DELIVERIES, EARLY_STATUSES, IDEMPOTENCY, INBOUND_IDS, OUTBOX, SledStore, TEMPLATES, WINDOWS,
@@ -59,7 +59,7 @@ impl SledStore {
         });
         let templates = t.templates.iter().map(|entry| {
             let (_, value) = entry?;
-            let template = read::<TemplateRecord, _>(TEMPLATES, Some(value))?
+            let template = super::template_from(Some(value))?
                 .ok_or_else(|| StoreError::corrupt(TEMPLATES, "empty"))?;
             Ok(Record::Template(Box::new(template)))
         });

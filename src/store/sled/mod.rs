@@ -83,6 +83,14 @@ fn read_record<R: DeserializeOwned>(
         .map_err(corrupt(tree))
 }
 
+/// Decodes a stored template, of either layout (`records::decode_template`).
+fn template_from(bytes: Option<sled::IVec>) -> Result<Option<Template>, StoreError> {
+    bytes
+        .map(|bytes| records::decode_template(&bytes).and_then(Template::try_from))
+        .transpose()
+        .map_err(corrupt(TEMPLATES))
+}
+
 /// Decodes a stored value into its domain type.
 fn read<R, D>(tree: &'static str, bytes: Option<sled::IVec>) -> Result<Option<D>, StoreError>
 where
@@ -260,7 +268,7 @@ impl SledStore {
     }
 
     fn read_template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
-        read::<TemplateRecord, _>(TEMPLATES, self.trees.templates.get(keys::template(id))?)
+        template_from(self.trees.templates.get(keys::template(id))?)
     }
 }
 
@@ -372,10 +380,7 @@ impl Storage for SledStore {
                 .transpose()?,
                 window: read::<WindowRecord, Window>(WINDOWS, w.get(Tree::Windows, &pair_key)?)?,
                 template: match request.content.template_id() {
-                    Some(id) => read::<TemplateRecord, Template>(
-                        TEMPLATES,
-                        w.get(Tree::Templates, &keys::template(id))?,
-                    )?,
+                    Some(id) => template_from(w.get(Tree::Templates, &keys::template(id))?)?,
                     None => None,
                 },
             };
@@ -460,8 +465,7 @@ impl Storage for SledStore {
         let key = keys::template(id);
         let (outcome, lsn) = {
             let mut w = self.wal.section()?;
-            let existing =
-                read::<TemplateRecord, Template>(TEMPLATES, w.get(Tree::Templates, &key)?)?;
+            let existing = template_from(w.get(Tree::Templates, &key)?)?;
             let write = plan(&existing).map_err(StoreError::Rejected)?;
             match &write {
                 TemplateWrite::Put(template) => {
@@ -497,7 +501,7 @@ impl Storage for SledStore {
             .range((start, std::ops::Bound::Unbounded))
         {
             let (_, bytes) = entry?;
-            let Some(template) = read::<TemplateRecord, Template>(TEMPLATES, Some(bytes))? else {
+            let Some(template) = template_from(Some(bytes))? else {
                 continue;
             };
             if !filter.keeps(&template) {

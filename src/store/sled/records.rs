@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus, EarlyStatus};
 use crate::domain::send::Fingerprint;
-use crate::domain::template::ComponentParameters;
+use crate::domain::template::{ComponentParameters, HeaderMedia};
 use crate::domain::window_events::{ChangeKind, WindowChange};
 use crate::domain::{
     Accepted, Button, Category, Content, EntryPoint, IdempotencyKey, InboundKind, MessageKind,
@@ -233,6 +233,51 @@ pub struct TemplateRecord {
     buttons: Vec<ButtonRecord>,
     created_at: i64,
     updated_at: i64,
+    /// Added with media headers: records stored before end one field
+    /// earlier ([`TemplateRecordV1`]).
+    header_media: Option<String>,
+}
+
+/// A template as stored before media headers.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct TemplateRecordV1 {
+    name: String,
+    language: String,
+    category: u8,
+    status: u8,
+    status_reason: String,
+    body: String,
+    header_text: Option<String>,
+    footer_text: Option<String>,
+    buttons: Vec<ButtonRecord>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// Decodes a template of either layout. An older record is one field short,
+/// so it fails the current layout (and a current one, which has no bytes
+/// to spare, never reads as the older).
+pub fn decode_template(bytes: &[u8]) -> Result<TemplateRecord, DecodeError> {
+    decode::<TemplateRecord>(bytes).or_else(|error| {
+        let Ok(v1) = decode::<TemplateRecordV1>(bytes) else {
+            return Err(error);
+        };
+        Ok(TemplateRecord {
+            name: v1.name,
+            language: v1.language,
+            category: v1.category,
+            status: v1.status,
+            status_reason: v1.status_reason,
+            body: v1.body,
+            header_text: v1.header_text,
+            footer_text: v1.footer_text,
+            buttons: v1.buttons,
+            created_at: v1.created_at,
+            updated_at: v1.updated_at,
+            header_media: None,
+        })
+    })
 }
 
 fn category_code(category: Category) -> u8 {
@@ -308,6 +353,7 @@ impl From<&Template> for TemplateRecord {
                 .collect(),
             created_at: micros(template.created_at),
             updated_at: micros(template.updated_at),
+            header_media: content.header_media.map(|h| h.as_str().to_owned()),
         }
     }
 }
@@ -336,6 +382,13 @@ impl TryFrom<TemplateRecord> for Template {
                 category: category(record.category)?,
                 body: record.body,
                 header_text: record.header_text,
+                header_media: record
+                    .header_media
+                    .map(|name| {
+                        HeaderMedia::parse(&name)
+                            .ok_or_else(|| DecodeError::Invalid(format!("unknown header {name:?}")))
+                    })
+                    .transpose()?,
                 footer_text: record.footer_text,
                 buttons,
             },
@@ -388,6 +441,16 @@ enum ContentRecord {
     /// Media, interactive, location, reaction: JSON (`store::rich_json`).
     /// Last, so that older records keep their variant index.
     Rich(String),
+    /// A template send with a media or location header: `Template`'s
+    /// fields and the header's value as JSON.
+    TemplateWithHeader {
+        name: String,
+        language: String,
+        body: ComponentRecord,
+        header: ComponentRecord,
+        buttons: Vec<(u32, String)>,
+        header_media: String,
+    },
 }
 
 /// An accepted send in the outbox.
@@ -428,17 +491,31 @@ impl From<&OutboxMessage> for OutboxRecord {
             idempotency_key: request.idempotency_key.as_str().to_owned(),
             content: match &request.content {
                 Content::Text(body) => ContentRecord::Text(body.clone()),
-                Content::Template { id, parameters } => ContentRecord::Template {
-                    name: id.name().to_owned(),
-                    language: id.language().to_owned(),
-                    body: (&parameters.body).into(),
-                    header: (&parameters.header).into(),
-                    buttons: parameters
+                Content::Template { id, parameters } => {
+                    let buttons = parameters
                         .buttons
                         .iter()
                         .map(|(i, v)| (*i, v.clone()))
-                        .collect(),
-                },
+                        .collect();
+                    match &parameters.header_media {
+                        None => ContentRecord::Template {
+                            name: id.name().to_owned(),
+                            language: id.language().to_owned(),
+                            body: (&parameters.body).into(),
+                            header: (&parameters.header).into(),
+                            buttons,
+                        },
+                        Some(value) => ContentRecord::TemplateWithHeader {
+                            name: id.name().to_owned(),
+                            language: id.language().to_owned(),
+                            body: (&parameters.body).into(),
+                            header: (&parameters.header).into(),
+                            buttons,
+                            header_media: serde_json::to_string(value)
+                                .expect("a header value encodes as JSON"),
+                        },
+                    }
+                }
                 rich => ContentRecord::Rich(
                     crate::store::rich_json::encode(rich)
                         .map(|json| json.to_string())
@@ -486,6 +563,26 @@ impl TryFrom<OutboxRecord> for OutboxMessage {
                 parameters: SendParameters {
                     body: body.into(),
                     header: header.into(),
+                    header_media: None,
+                    buttons: buttons.into_iter().collect::<BTreeMap<_, _>>(),
+                },
+            },
+            ContentRecord::TemplateWithHeader {
+                name,
+                language,
+                body,
+                header,
+                buttons,
+                header_media,
+            } => Content::Template {
+                id: TemplateId::parse(&name, &language).map_err(invalid)?,
+                parameters: SendParameters {
+                    body: body.into(),
+                    header: header.into(),
+                    header_media: Some(
+                        serde_json::from_str(&header_media)
+                            .map_err(|e| DecodeError::Invalid(format!("template header: {e}")))?,
+                    ),
                     buttons: buttons.into_iter().collect::<BTreeMap<_, _>>(),
                 },
             },
@@ -632,6 +729,41 @@ impl EarlyStatusRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_stored_before_media_headers_still_decode() {
+        let old = TemplateRecordV1 {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            category: 2,
+            status: 1,
+            status_reason: String::new(),
+            body: "Hi {{1}}".into(),
+            header_text: Some("Order".into()),
+            footer_text: None,
+            buttons: vec![ButtonRecord::QuickReply {
+                text: "Stop".into(),
+            }],
+            created_at: 1,
+            updated_at: 2,
+        };
+        let template = Template::try_from(decode_template(&encode(&old)).unwrap()).unwrap();
+        assert_eq!(template.content.header_text.as_deref(), Some("Order"));
+        assert_eq!(template.content.header_media, None);
+        assert_eq!(template.content.buttons.len(), 1);
+
+        let with_media = Template {
+            content: TemplateContent {
+                header_text: None,
+                header_media: Some(HeaderMedia::Document),
+                ..template.content.clone()
+            },
+            ..template
+        };
+        let bytes = encode(&TemplateRecord::from(&with_media));
+        let back = Template::try_from(decode_template(&bytes).unwrap()).unwrap();
+        assert_eq!(back, with_media);
+    }
 
     #[test]
     fn values_carry_a_version_byte() {
