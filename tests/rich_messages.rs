@@ -4,7 +4,8 @@
 //! INVALID_CONTENT naming the field; they replay under their idempotency
 //! key, dry-run, survive a restart, and GetMessage gives them back as sent.
 //! Templates with an image, video, document or location header take the
-//! media in every send.
+//! media in every send; copy-code buttons take the code, quick replies an
+//! optional payload.
 
 mod common;
 
@@ -377,4 +378,135 @@ async fn a_media_header_and_header_text_together_are_refused() {
     );
     assert_eq!(refused.reason, "INVALID_TEMPLATE");
     assert_eq!(refused.fields, ["template.header_format"]);
+}
+
+fn otp_template() -> pb::Template {
+    pb::Template {
+        buttons: vec![pb::TemplateButton {
+            kind: Some(pb::template_button::Kind::CopyCode(pb::CopyCodeButton {
+                text: "Copy code".into(),
+            })),
+        }],
+        ..template(
+            "login_code",
+            pb::TemplateCategory::Authentication,
+            "{{1}} is your verification code.",
+        )
+    }
+}
+
+fn otp_send(key: &str, code: Option<&str>) -> pb::SendMessageRequest {
+    let mut request = template_send("+27829990001", key, "login_code", &["482913"]);
+    if let Some(C::Template(t)) = &mut request.content {
+        t.button_parameters = code
+            .map(|code| pb::ButtonParameter {
+                button_index: 0,
+                value: code.into(),
+            })
+            .into_iter()
+            .collect();
+    }
+    request
+}
+
+#[tokio::test]
+async fn an_authentication_template_sends_its_code_in_the_copy_code_button() {
+    let mut server = Server::start();
+    approve(&server, otp_template()).await;
+    let mut gateway = server.gateway().await;
+    let missing = refusal(gateway.send_message(otp_send("no-code", None)).await);
+    assert_eq!(missing.reason, "TEMPLATE_PARAMETER_MISMATCH");
+    assert_eq!(missing.fields, ["template.button_parameters"]);
+    let long = refusal(
+        gateway
+            .send_message(otp_send("long", Some("1234567890123456")))
+            .await,
+    );
+    assert_eq!(long.reason, "INVALID_TEMPLATE_PARAMETER");
+    let sent = gateway
+        .send_message(otp_send("code", Some("482913")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        sent.pricing_category,
+        pb::PricingCategory::Authentication as i32
+    );
+
+    // The button is registered for good, and a utility template cannot have one.
+    server.restart().await;
+    let stored = server
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: "login_code".into(),
+            language: "en_US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(stored.buttons, otp_template().buttons);
+    let refused = refusal(
+        server
+            .templates()
+            .await
+            .upsert_template(pb::UpsertTemplateRequest {
+                template: Some(pb::Template {
+                    category: pb::TemplateCategory::Utility as i32,
+                    ..otp_template()
+                }),
+            })
+            .await,
+    );
+    assert_eq!(refused.reason, "INVALID_TEMPLATE");
+    assert_eq!(refused.fields, ["template.buttons[0]"]);
+}
+
+#[tokio::test]
+async fn quick_reply_payloads_go_only_to_quick_reply_buttons() {
+    let server = Server::start();
+    approve(
+        &server,
+        pb::Template {
+            buttons: vec![pb::TemplateButton {
+                kind: Some(pb::template_button::Kind::QuickReply(
+                    pb::QuickReplyButton {
+                        text: "Keep my slot".into(),
+                    },
+                )),
+            }],
+            ..template(
+                "slot_reminder",
+                pb::TemplateCategory::Utility,
+                "Your slot is tomorrow.",
+            )
+        },
+    )
+    .await;
+    let mut gateway = server.gateway().await;
+    let send = |key: &str, index: u32| {
+        let mut request = template_send("+27829990002", key, "slot_reminder", &[]);
+        if let Some(C::Template(t)) = &mut request.content {
+            t.quick_reply_payloads = vec![pb::QuickReplyPayload {
+                button_index: index,
+                payload: "keep:slot-17".into(),
+            }];
+        }
+        request
+    };
+    let accepted = gateway
+        .send_message(send("payload", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let carried_payloads = match accepted.content.and_then(|c| c.content) {
+        Some(pb::message_content::Content::Template(t)) => t.quick_reply_payloads,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(carried_payloads.len(), 1);
+    let refused = refusal(gateway.send_message(send("wrong-index", 1)).await);
+    assert_eq!(refused.reason, "TEMPLATE_PARAMETER_MISMATCH");
+    assert_eq!(refused.fields, ["template.quick_reply_payloads"]);
 }

@@ -110,6 +110,7 @@ pub fn serve() {
                     header_parameters: None,
                     button_parameters: vec![],
                     header: None,
+                    quick_reply_payloads: vec![],
                 },
             )),
         }),

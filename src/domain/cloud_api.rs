@@ -41,14 +41,36 @@ pub fn message_body(message: &OutboxMessage) -> Value {
             if let Some(body) = component("body", &parameters.body) {
                 components.push(body);
             }
-            for (index, value) in &parameters.buttons {
-                components.push(json!({
-                    "type": "button",
-                    "sub_type": "url",
-                    "index": index.to_string(),
-                    "parameters": [{ "type": "text", "text": value }],
-                }));
-            }
+            // URL suffixes and copy codes are both "url" parameters;
+            // quick replies carry a payload. In button order.
+            let mut buttons: Vec<(u32, Value)> = parameters
+                .buttons
+                .iter()
+                .map(|(index, value)| {
+                    (
+                        *index,
+                        json!({
+                            "type": "button",
+                            "sub_type": "url",
+                            "index": index.to_string(),
+                            "parameters": [{ "type": "text", "text": value }],
+                        }),
+                    )
+                })
+                .chain(parameters.quick_replies.iter().map(|(index, payload)| {
+                    (
+                        *index,
+                        json!({
+                            "type": "button",
+                            "sub_type": "quick_reply",
+                            "index": index.to_string(),
+                            "parameters": [{ "type": "payload", "payload": payload }],
+                        }),
+                    )
+                }))
+                .collect();
+            buttons.sort_by_key(|(index, _)| *index);
+            components.extend(buttons.into_iter().map(|(_, button)| button));
             let mut template = json!({
                 "name": id.name(),
                 "language": { "code": id.language() },
@@ -448,6 +470,27 @@ mod tests {
     }
 
     #[test]
+    fn quick_reply_payloads_and_codes_are_button_parameters_in_button_order() {
+        let body = message_body(&message(Content::Template {
+            id: crate::domain::TemplateId::parse("otp", "en_US").unwrap(),
+            parameters: crate::domain::SendParameters {
+                buttons: [(1, "482913".to_owned())].into_iter().collect(),
+                quick_replies: [(0, "not-me".to_owned())].into_iter().collect(),
+                ..Default::default()
+            },
+        }));
+        assert_eq!(
+            body["template"]["components"],
+            json!([
+                { "type": "button", "sub_type": "quick_reply", "index": "0",
+                  "parameters": [{ "type": "payload", "payload": "not-me" }] },
+                { "type": "button", "sub_type": "url", "index": "1",
+                  "parameters": [{ "type": "text", "text": "482913" }] }
+            ])
+        );
+    }
+
+    #[test]
     fn template_media_and_location_headers_are_header_parameters() {
         let send = |header_media| {
             message_body(&message(Content::Template {
@@ -509,6 +552,7 @@ mod tests {
             },
             buttons: BTreeMap::from([(0, "track/A-1001".into())]),
             header_media: None,
+            quick_replies: BTreeMap::new(),
         };
         let body = message_body(&message(Content::Template {
             id: TemplateId::parse("order_update", "en_US").unwrap(),

@@ -102,7 +102,15 @@ impl SendRequest {
                     canonical.len(*index as usize);
                     canonical.str(value);
                 }
-                // Only when present, so earlier sends keep their digest.
+                // Each only when present, so earlier sends keep their digest.
+                if !parameters.quick_replies.is_empty() {
+                    canonical.tag(8);
+                    canonical.len(parameters.quick_replies.len());
+                    for (index, payload) in &parameters.quick_replies {
+                        canonical.len(*index as usize);
+                        canonical.str(payload);
+                    }
+                }
                 if let Some(header) = &parameters.header_media {
                     canonical.tag(7);
                     match header {

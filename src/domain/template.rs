@@ -22,6 +22,8 @@ const MAX_BUTTON_TEXT_CHARS: usize = 25;
 const MAX_URL_CHARS: usize = 2000;
 const MAX_STATUS_REASON_CHARS: usize = 1024;
 const MAX_PARAMETER_CHARS: usize = 1024;
+/// WhatsApp's limit for a one-time passcode in a copy-code button.
+const MAX_CODE_CHARS: usize = 15;
 const MAX_CONSECUTIVE_SPACES: usize = 4;
 
 fn invalid(message: impl Into<String>) -> Rejection {
@@ -141,6 +143,11 @@ pub enum Button {
         text: String,
         phone_number: PhoneNumber,
     },
+    /// An authentication template's one-time-passcode button: each send
+    /// gives the code, which the customer copies with one tap.
+    CopyCode {
+        text: String,
+    },
 }
 
 /// A header that is not text: its media (or place) is given by each send.
@@ -209,6 +216,7 @@ pub enum ButtonDraft {
     QuickReply { text: String },
     Url { text: String, url: String },
     PhoneNumber { text: String, phone_number: String },
+    CopyCode { text: String },
 }
 
 /// A template's content as submitted; empty header or footer means none.
@@ -287,6 +295,16 @@ impl TemplateDraft {
         }
 
         let buttons = validate_buttons(self.buttons)?;
+        if let Some(index) = buttons
+            .iter()
+            .position(|b| matches!(b, Button::CopyCode { .. }))
+            && category != Category::Authentication
+        {
+            return Err(
+                invalid("a copy-code button belongs to AUTHENTICATION templates only")
+                    .at(format!("buttons[{index}]")),
+            );
+        }
         Ok(TemplateContent {
             category,
             body: self.body,
@@ -339,6 +357,9 @@ fn validate_buttons(drafts: Vec<ButtonDraft>) -> Result<Vec<Button>, Rejection> 
             invalid(format!("at most {MAX_PHONE_BUTTONS} phone number button")).at("buttons"),
         );
     }
+    if count(|b| matches!(b, ButtonDraft::CopyCode { .. })) > 1 {
+        return Err(invalid("at most 1 copy-code button").at("buttons"));
+    }
     drafts
         .into_iter()
         .enumerate()
@@ -378,6 +399,10 @@ fn validate_button(draft: ButtonDraft) -> Result<Button, Rejection> {
                 .map_err(|e| invalid(e.message).at("phone_number"))?;
             Ok(Button::PhoneNumber { text, phone_number })
         }
+        ButtonDraft::CopyCode { text } => {
+            label(&text)?;
+            Ok(Button::CopyCode { text })
+        }
     }
 }
 
@@ -402,8 +427,11 @@ fn check_url(url: &str) -> Result<(), Rejection> {
 }
 
 impl Button {
-    fn has_url_parameter(&self) -> bool {
+    /// Whether every send gives this button a value: a URL's `{{1}}`
+    /// suffix, or the code of a copy-code button.
+    fn takes_value(&self) -> bool {
         matches!(self, Button::Url { url, .. } if url.ends_with("{{1}}"))
+            || matches!(self, Button::CopyCode { .. })
     }
 }
 
@@ -523,13 +551,17 @@ impl Template {
         parameters
             .header
             .check_matches(&Placeholders::of(&header), "header_parameters")?;
-        self.check_button_parameters(&parameters.buttons)?;
+        self.check_button_parameters(parameters)?;
         let header_media = self.check_header_media(parameters.header_media.as_ref())?;
 
         parameters.body.check_values("body_parameters")?;
         parameters.header.check_values("header_parameters")?;
         for (index, value) in &parameters.buttons {
             check_value(value).map_err(|e| e.at(format!("button_parameters[{index}].value")))?;
+        }
+        for (index, payload) in &parameters.quick_replies {
+            check_value(payload)
+                .map_err(|e| e.at(format!("quick_reply_payloads[{index}].payload")))?;
         }
 
         let mut parts = Vec::with_capacity(3);
@@ -594,18 +626,47 @@ impl Template {
         Ok(Some(text))
     }
 
-    fn check_button_parameters(&self, given: &BTreeMap<u32, String>) -> Result<(), Rejection> {
-        let expected: BTreeSet<u32> = (0u32..)
-            .zip(&self.content.buttons)
-            .filter(|(_, button)| button.has_url_parameter())
-            .map(|(index, _)| index)
-            .collect();
-        let given: BTreeSet<u32> = given.keys().copied().collect();
+    fn check_button_parameters(&self, parameters: &SendParameters) -> Result<(), Rejection> {
+        let indexes = |want: fn(&Button) -> bool| -> BTreeSet<u32> {
+            (0u32..)
+                .zip(&self.content.buttons)
+                .filter(|(_, button)| want(button))
+                .map(|(index, _)| index)
+                .collect()
+        };
+        let expected = indexes(Button::takes_value);
+        let given: BTreeSet<u32> = parameters.buttons.keys().copied().collect();
         if expected != given {
             return Err(mismatch(format!(
-                "template expects values for URL buttons at indexes {expected:?}; got indexes {given:?}"
+                "template expects values for URL and copy-code buttons at indexes {expected:?}; got indexes {given:?}"
             ))
             .at("button_parameters"));
+        }
+        let quick_replies = indexes(|b| matches!(b, Button::QuickReply { .. }));
+        if let Some(index) = parameters
+            .quick_replies
+            .keys()
+            .find(|index| !quick_replies.contains(index))
+        {
+            return Err(mismatch(format!(
+                "button {index} is not a quick-reply button; quick replies are at indexes {quick_replies:?}"
+            ))
+            .at("quick_reply_payloads"));
+        }
+        for (index, button) in (0u32..).zip(&self.content.buttons) {
+            if let (Button::CopyCode { .. }, Some(code)) = (button, parameters.buttons.get(&index))
+            {
+                let chars = code.chars().count();
+                if !(1..=MAX_CODE_CHARS).contains(&chars) || code.contains(char::is_whitespace) {
+                    return Err(Rejection::new(
+                        Reason::InvalidTemplateParameter,
+                        format!(
+                            "a code is 1-{MAX_CODE_CHARS} characters without spaces, got {chars}"
+                        ),
+                    )
+                    .at(format!("button_parameters[{index}].value")));
+                }
+            }
         }
         Ok(())
     }
@@ -695,8 +756,12 @@ pub struct SendParameters {
     pub header: ComponentParameters,
     /// The media or location of a template with such a header.
     pub header_media: Option<HeaderValue>,
-    /// URL button index -> value for its `{{1}}`.
+    /// Button index -> a URL button's `{{1}}` suffix, or a copy-code
+    /// button's code (the Cloud API takes both as a URL button parameter).
     pub buttons: BTreeMap<u32, String>,
+    /// Quick-reply button index -> the payload WhatsApp returns when the
+    /// customer taps it (optional per button).
+    pub quick_replies: BTreeMap<u32, String>,
 }
 
 impl ComponentParameters {
@@ -1061,6 +1126,7 @@ mod tests {
             header: positional(&["A-7"]),
             buttons: BTreeMap::new(),
             header_media: None,
+            quick_replies: BTreeMap::new(),
         };
         assert_eq!(template.parameter_format(), ParameterFormat::Positional);
         assert_eq!(
@@ -1137,6 +1203,69 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("header"));
+    }
+
+    #[test]
+    fn copy_code_buttons_take_a_code_and_quick_replies_an_optional_payload() {
+        let otp = |category| TemplateDraft {
+            category: Some(category),
+            buttons: vec![ButtonDraft::CopyCode {
+                text: "Copy code".into(),
+            }],
+            ..draft("{{1}} is your verification code.")
+        };
+        assert_eq!(problem(otp(Category::Utility)).0, "buttons[0]");
+        let two = TemplateDraft {
+            buttons: vec![
+                ButtonDraft::CopyCode { text: "A".into() },
+                ButtonDraft::CopyCode { text: "B".into() },
+            ],
+            ..otp(Category::Authentication)
+        };
+        assert_eq!(problem(two).0, "buttons");
+
+        let template = approved(otp(Category::Authentication));
+        let with_code = |code: Option<&str>| SendParameters {
+            buttons: code.map(|c| (0, c.to_owned())).into_iter().collect(),
+            ..body_only(positional(&["482913"]))
+        };
+        assert!(template.fill(&with_code(Some("482913"))).is_ok());
+        let missing = template.fill(&with_code(None)).unwrap_err();
+        assert_eq!(missing.reason, Reason::TemplateParameterMismatch);
+        assert_eq!(missing.field.as_deref(), Some("button_parameters"));
+        for bad in ["1234567890123456", "12 34"] {
+            let err = template.fill(&with_code(Some(bad))).unwrap_err();
+            assert_eq!(err.reason, Reason::InvalidTemplateParameter, "{bad}");
+            assert_eq!(err.field.as_deref(), Some("button_parameters[0].value"));
+        }
+        assert!(template.fill(&with_code(Some("123456789012345"))).is_ok());
+
+        let replies = approved(TemplateDraft {
+            buttons: vec![
+                ButtonDraft::QuickReply { text: "Yes".into() },
+                ButtonDraft::Url {
+                    text: "Track".into(),
+                    url: "https://t.example/{{1}}".into(),
+                },
+                ButtonDraft::QuickReply { text: "No".into() },
+            ],
+            ..draft("Keep your slot?")
+        });
+        let with = |payloads: &[(u32, &str)]| SendParameters {
+            buttons: [(1, "A-1".to_owned())].into_iter().collect(),
+            quick_replies: payloads.iter().map(|(i, p)| (*i, p.to_string())).collect(),
+            ..SendParameters::default()
+        };
+        assert!(replies.fill(&with(&[])).is_ok());
+        assert!(replies.fill(&with(&[(0, "keep"), (2, "release")])).is_ok());
+        let wrong = replies.fill(&with(&[(1, "keep")])).unwrap_err();
+        assert_eq!(wrong.reason, Reason::TemplateParameterMismatch);
+        assert_eq!(wrong.field.as_deref(), Some("quick_reply_payloads"));
+        let empty = replies.fill(&with(&[(0, "")])).unwrap_err();
+        assert_eq!(
+            empty.field.as_deref(),
+            Some("quick_reply_payloads[0].payload")
+        );
     }
 
     #[test]

@@ -150,6 +150,22 @@ pub fn content(content: Option<pb::send_message_request::Content>) -> Result<Con
                     .at("template.button_parameters"));
                 }
             }
+            let mut quick_replies = BTreeMap::new();
+            for payload in template.quick_reply_payloads {
+                if quick_replies
+                    .insert(payload.button_index, payload.payload)
+                    .is_some()
+                {
+                    return Err(Rejection::new(
+                        Reason::TemplateParameterMismatch,
+                        format!(
+                            "button index {} is given more than once",
+                            payload.button_index
+                        ),
+                    )
+                    .at("template.quick_reply_payloads"));
+                }
+            }
             let header_media = template
                 .header
                 .map(super::rich::template_header)
@@ -162,6 +178,7 @@ pub fn content(content: Option<pb::send_message_request::Content>) -> Result<Con
                     header: component(template.header_parameters),
                     header_media,
                     buttons,
+                    quick_replies,
                 },
             })
         }
@@ -317,9 +334,10 @@ pub fn template_draft(template: pb::Template) -> Result<(TemplateId, TemplateDra
                     text: b.text,
                     phone_number: b.phone_number,
                 }),
+                Some(Kind::CopyCode(b)) => Ok(ButtonDraft::CopyCode { text: b.text }),
                 None => Err(Rejection::new(
                     Reason::InvalidTemplate,
-                    "is required: quick_reply, url or phone_number",
+                    "is required: quick_reply, url, phone_number or copy_code",
                 )
                 .at(format!("buttons[{index}].kind"))),
             }
@@ -367,6 +385,9 @@ pub fn template(template: &Template) -> pb::Template {
                             text: text.clone(),
                             phone_number: phone_number.as_str().to_owned(),
                         })
+                    }
+                    Button::CopyCode { text } => {
+                        Kind::CopyCode(pb::CopyCodeButton { text: text.clone() })
                     }
                 }),
             })

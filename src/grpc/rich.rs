@@ -230,6 +230,14 @@ pub fn message_content(content: &Content) -> pb::MessageContent {
                 })
                 .collect(),
             header: p.header_media.as_ref().map(template_header_to_pb),
+            quick_reply_payloads: p
+                .quick_replies
+                .iter()
+                .map(|(index, payload)| pb::QuickReplyPayload {
+                    button_index: *index,
+                    payload: payload.clone(),
+                })
+                .collect(),
         }),
         Content::Media(m) => C::Media(pb::MediaContent {
             r#type: match m.kind {

@@ -113,7 +113,9 @@ pub async fn rich_contents_are_stored_and_read_back_as_sent(h: &dyn Harness) {
         body: "Your invoice {{1}}".into(),
         header_text: String::new(),
         footer_text: String::new(),
-        buttons: vec![],
+        buttons: vec![wagate::domain::template::ButtonDraft::QuickReply {
+            text: "I paid".into(),
+        }],
         header_media: Some(HeaderMedia::Document),
     }
     .validate()
@@ -141,6 +143,7 @@ pub async fn rich_contents_are_stored_and_read_back_as_sent(h: &dyn Harness) {
                     source: wagate::domain::rich::MediaSource::Id("42".into()),
                     filename: Some("invoice.pdf".into()),
                 }),
+                quick_replies: [(0, "paid".to_owned())].into_iter().collect(),
                 ..SendParameters::default()
             },
         },
@@ -154,6 +157,30 @@ pub async fn rich_contents_are_stored_and_read_back_as_sent(h: &dyn Harness) {
     assert_eq!(
         store.template(&invoice).await.unwrap().unwrap().content,
         content
+    );
+    // An authentication template's copy-code button.
+    let otp = TemplateId::parse("login_code", "en_US").unwrap();
+    let otp_content = TemplateDraft {
+        category: Some(Category::Authentication),
+        body: "{{1}} is your code.".into(),
+        header_text: String::new(),
+        footer_text: String::new(),
+        buttons: vec![wagate::domain::template::ButtonDraft::CopyCode {
+            text: "Copy code".into(),
+        }],
+        header_media: None,
+    }
+    .validate()
+    .unwrap();
+    store
+        .upsert_template(&otp, &otp_content, Utc::now())
+        .await
+        .unwrap();
+    drop(store);
+    let store = h.open().await;
+    assert_eq!(
+        store.template(&otp).await.unwrap().unwrap().content,
+        otp_content
     );
     for (id, request) in sent {
         let message = store.message(id).await.unwrap().unwrap().message;

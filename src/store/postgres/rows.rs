@@ -105,6 +105,7 @@ pub fn buttons(buttons: &[Button]) -> Value {
                 Button::PhoneNumber { text, phone_number } => json!({
                     "phone_number": {"text": text, "phone_number": phone_number.as_str()}
                 }),
+                Button::CopyCode { text } => json!({"copy_code": {"text": text}}),
             })
             .collect(),
     )
@@ -132,6 +133,11 @@ fn button(value: &Value) -> Result<Button, StoreError> {
         return Ok(Button::PhoneNumber {
             text: text(v, "text")?,
             phone_number: phone("templates", &text(v, "phone_number")?)?,
+        });
+    }
+    if let Some(v) = value.get("copy_code") {
+        return Ok(Button::CopyCode {
+            text: text(v, "text")?,
         });
     }
     Err(StoreError::corrupt("templates", "unknown button"))
@@ -205,6 +211,7 @@ pub fn content(content: &Content) -> Value {
             "header": component(&parameters.header),
             "buttons": parameters.buttons.iter().map(|(i, v)| json!([i, v])).collect::<Vec<_>>(),
             "header_media": parameters.header_media,
+            "quick_replies": parameters.quick_replies.iter().map(|(i, v)| json!([i, v])).collect::<Vec<_>>(),
         }}),
         rich => json!({ "rich": crate::store::rich_json::encode(rich) }),
     }
@@ -224,14 +231,19 @@ fn content_of(value: &Value) -> Result<Content, StoreError> {
         template["language"].as_str().unwrap_or_default(),
     )
     .map_err(|e| StoreError::corrupt("outbox", e.description()))?;
-    let buttons: BTreeMap<u32, String> = template["buttons"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|pair| Some((pair[0].as_u64()? as u32, pair[1].as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let indexed = |list: &Value| -> BTreeMap<u32, String> {
+        list.as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|pair| {
+                        Some((pair[0].as_u64()? as u32, pair[1].as_str()?.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let buttons = indexed(&template["buttons"]);
+    let quick_replies = indexed(&template["quick_replies"]);
     let header_media = match template.get("header_media") {
         None | Some(Value::Null) => None,
         Some(value) => Some(
@@ -246,6 +258,7 @@ fn content_of(value: &Value) -> Result<Content, StoreError> {
             header: component_of(&template["header"]),
             header_media,
             buttons,
+            quick_replies,
         },
     })
 }

@@ -215,9 +215,21 @@ pub struct IdempotencyRecord {
 
 #[derive(Serialize, Deserialize)]
 enum ButtonRecord {
-    QuickReply { text: String },
-    Url { text: String, url: String },
-    PhoneNumber { text: String, phone_number: String },
+    QuickReply {
+        text: String,
+    },
+    Url {
+        text: String,
+        url: String,
+    },
+    PhoneNumber {
+        text: String,
+        phone_number: String,
+    },
+    /// Last, so that older records keep their variant indexes.
+    CopyCode {
+        text: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -349,6 +361,7 @@ impl From<&Template> for TemplateRecord {
                         text: text.clone(),
                         phone_number: phone_number.as_str().to_owned(),
                     },
+                    Button::CopyCode { text } => ButtonRecord::CopyCode { text: text.clone() },
                 })
                 .collect(),
             created_at: micros(template.created_at),
@@ -372,6 +385,7 @@ impl TryFrom<TemplateRecord> for Template {
                         text,
                         phone_number: phone(&phone_number)?,
                     },
+                    ButtonRecord::CopyCode { text } => Button::CopyCode { text },
                 })
             })
             .collect::<Result<_, DecodeError>>()?;
@@ -441,15 +455,17 @@ enum ContentRecord {
     /// Media, interactive, location, reaction: JSON (`store::rich_json`).
     /// Last, so that older records keep their variant index.
     Rich(String),
-    /// A template send with a media or location header: `Template`'s
-    /// fields and the header's value as JSON.
-    TemplateWithHeader {
+    /// A template send with a media or location header or quick-reply
+    /// payloads: `Template`'s fields, the header's value as JSON, the
+    /// payloads.
+    TemplateV2 {
         name: String,
         language: String,
         body: ComponentRecord,
         header: ComponentRecord,
         buttons: Vec<(u32, String)>,
-        header_media: String,
+        header_media: Option<String>,
+        quick_replies: Vec<(u32, String)>,
     },
 }
 
@@ -497,23 +513,31 @@ impl From<&OutboxMessage> for OutboxRecord {
                         .iter()
                         .map(|(i, v)| (*i, v.clone()))
                         .collect();
-                    match &parameters.header_media {
-                        None => ContentRecord::Template {
+                    if parameters.header_media.is_none() && parameters.quick_replies.is_empty() {
+                        ContentRecord::Template {
                             name: id.name().to_owned(),
                             language: id.language().to_owned(),
                             body: (&parameters.body).into(),
                             header: (&parameters.header).into(),
                             buttons,
-                        },
-                        Some(value) => ContentRecord::TemplateWithHeader {
+                        }
+                    } else {
+                        ContentRecord::TemplateV2 {
                             name: id.name().to_owned(),
                             language: id.language().to_owned(),
                             body: (&parameters.body).into(),
                             header: (&parameters.header).into(),
                             buttons,
-                            header_media: serde_json::to_string(value)
-                                .expect("a header value encodes as JSON"),
-                        },
+                            header_media: parameters.header_media.as_ref().map(|value| {
+                                serde_json::to_string(value)
+                                    .expect("a header value encodes as JSON")
+                            }),
+                            quick_replies: parameters
+                                .quick_replies
+                                .iter()
+                                .map(|(i, v)| (*i, v.clone()))
+                                .collect(),
+                        }
                     }
                 }
                 rich => ContentRecord::Rich(
@@ -565,25 +589,28 @@ impl TryFrom<OutboxRecord> for OutboxMessage {
                     header: header.into(),
                     header_media: None,
                     buttons: buttons.into_iter().collect::<BTreeMap<_, _>>(),
+                    quick_replies: BTreeMap::new(),
                 },
             },
-            ContentRecord::TemplateWithHeader {
+            ContentRecord::TemplateV2 {
                 name,
                 language,
                 body,
                 header,
                 buttons,
                 header_media,
+                quick_replies,
             } => Content::Template {
                 id: TemplateId::parse(&name, &language).map_err(invalid)?,
                 parameters: SendParameters {
                     body: body.into(),
                     header: header.into(),
-                    header_media: Some(
-                        serde_json::from_str(&header_media)
-                            .map_err(|e| DecodeError::Invalid(format!("template header: {e}")))?,
-                    ),
+                    header_media: header_media
+                        .map(|json| serde_json::from_str(&json))
+                        .transpose()
+                        .map_err(|e| DecodeError::Invalid(format!("template header: {e}")))?,
                     buttons: buttons.into_iter().collect::<BTreeMap<_, _>>(),
+                    quick_replies: quick_replies.into_iter().collect::<BTreeMap<_, _>>(),
                 },
             },
         };
