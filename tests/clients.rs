@@ -173,6 +173,26 @@ fn the_python_example_records_sends_watches_and_reads_a_refusal() {
 }
 
 #[test]
+fn the_python_rich_messages_example_sends_every_content_and_a_document_header() {
+    let python = tool("WAGATE_PYTHON", "python");
+    let stdout = run_example(&python, "examples/python/rich_messages.py");
+    let expected = [
+        "sent media: '[document: invoice-1001.pdf] Your invoice'",
+        "sent media: '[image] Your parcel'",
+        "sent interactive: 'Which slot suits you?\\n[Morning]\\n[Afternoon]'",
+        "sent interactive: 'Pick a branch\\n[Branches]\\nCape Town\\n- Gardens: Open until 18:00'",
+        "sent interactive: 'Track your parcel\\n[Track](https://track.example.com/A-1001)'",
+        "sent location: '[location -33.9249, 18.4241] Gardens branch'",
+        "sent reaction: '[reaction 👍]'",
+        "refused INVALID_CONTENT at media.caption",
+        "sent template: '[document: invoice-1001.pdf]\\nHi Ann, your invoice is attached.'",
+        "python rich messages ok",
+    ];
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, expected, "{stdout}");
+}
+
+#[test]
 fn the_node_example_records_sends_watches_and_reads_a_refusal() {
     let modules = manifest_dir().join("examples/node/node_modules");
     assert!(
