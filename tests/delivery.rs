@@ -392,6 +392,7 @@ async fn delivers_media_interactive_location_and_reactions_as_cloud_api_json() {
             ] }] } } }),
         json!({ "type": "interactive", "interactive": {
             "type": "cta_url",
+            "header": { "type": "image", "image": { "link": "https://files.example.com/parcel.jpg" } },
             "body": { "text": "Track your parcel" },
             "action": { "name": "cta_url", "parameters": {
                 "display_text": "Track", "url": "https://track.example.com/A-1001" } } } }),

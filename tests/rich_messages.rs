@@ -96,7 +96,7 @@ async fn every_rich_content_is_accepted_in_the_window_and_refused_outside_it() {
             "[image] Your parcel",
             "Delivery\nWhich slot suits you?\nReply to choose\n[Morning]\n[Afternoon]",
             "Pick a branch\n[Branches]\nCape Town\n- Gardens: Open until 18:00",
-            "Track your parcel\n[Track](https://track.example.com/A-1001)",
+            "[image]\nTrack your parcel\n[Track](https://track.example.com/A-1001)",
             "[location -33.9249, 18.4241] Gardens branch 1 Kloof St, Cape Town",
             "[reaction 👍]",
         ]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::delivery::{DeliveryError, DeliveryStatus};
-use super::rich::{Action, Interactive, MediaSource};
+use super::rich::{Action, Interactive, InteractiveHeader, MediaSource};
 use super::template::{ComponentParameters, HeaderValue, Status};
 use super::{Content, EntryPoint, OutboxMessage};
 
@@ -168,8 +168,25 @@ fn interactive_object(interactive: &Interactive) -> Value {
         "body": { "text": interactive.body },
         "action": action,
     });
-    if let Some(header) = &interactive.header {
-        object["header"] = json!({ "type": "text", "text": header });
+    match &interactive.header {
+        Some(InteractiveHeader::Text(text)) => {
+            object["header"] = json!({ "type": "text", "text": text });
+        }
+        Some(InteractiveHeader::Media {
+            kind,
+            source,
+            filename,
+        }) => {
+            let mut media = match source {
+                MediaSource::Link(link) => json!({ "link": link }),
+                MediaSource::Id(id) => json!({ "id": id }),
+            };
+            if let Some(name) = filename {
+                media["filename"] = json!(name);
+            }
+            object["header"] = json!({ "type": kind.as_str(), kind.as_str(): media });
+        }
+        None => {}
     }
     if let Some(footer) = &interactive.footer {
         object["footer"] = json!({ "text": footer });

@@ -135,9 +135,23 @@ pub enum Action {
     },
 }
 
+/// An interactive message's header: text, or (reply buttons and
+/// call-to-action URL only) an image, video or document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractiveHeader {
+    Text(String),
+    Media {
+        kind: MediaKind,
+        source: MediaSource,
+        /// Documents only.
+        filename: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interactive {
-    pub header: Option<String>,
+    pub header: Option<InteractiveHeader>,
     pub body: String,
     pub footer: Option<String>,
     pub action: Action,
@@ -270,10 +284,48 @@ impl Interactive {
             .ok_or_else(|| invalid("is required: set buttons, list or cta_url").at("action"))?;
         check_action(&action)?;
         Ok(Interactive {
-            header: optional(header),
+            header: optional(header).map(InteractiveHeader::Text),
             body: body.to_owned(),
             footer: optional(footer),
             action,
+        })
+    }
+
+    /// Puts an image, video or document header on reply buttons or a
+    /// call-to-action URL (a list takes a text header only).
+    pub fn with_media_header(
+        self,
+        kind: MediaKind,
+        source: MediaSource,
+        filename: Option<String>,
+    ) -> Result<Interactive, Rejection> {
+        let field = match kind {
+            MediaKind::Image => "header_image",
+            MediaKind::Video => "header_video",
+            MediaKind::Document => "header_document",
+            MediaKind::Audio | MediaKind::Sticker => {
+                return Err(invalid(
+                    "an interactive header is text, an image, a video or a document",
+                )
+                .at("header_text"));
+            }
+        };
+        if matches!(self.action, Action::List { .. }) {
+            return Err(invalid("a list takes a text header only").at(field));
+        }
+        if self.header.is_some() {
+            return Err(invalid("set one header: text, image, video or document").at(field));
+        }
+        if filename.is_some() && kind != MediaKind::Document {
+            return Err(invalid("is allowed on documents only").at(format!("{field}.filename")));
+        }
+        Ok(Interactive {
+            header: Some(InteractiveHeader::Media {
+                kind,
+                source,
+                filename,
+            }),
+            ..self
         })
     }
 }
@@ -450,7 +502,14 @@ pub fn media_summary(media: &Media) -> String {
 
 pub fn interactive_summary(interactive: &Interactive) -> String {
     let mut lines = Vec::new();
-    lines.extend(interactive.header.clone());
+    match &interactive.header {
+        Some(InteractiveHeader::Text(text)) => lines.push(text.clone()),
+        Some(InteractiveHeader::Media { kind, filename, .. }) => lines.push(match filename {
+            Some(name) => format!("[{}: {name}]", kind.as_str()),
+            None => format!("[{}]", kind.as_str()),
+        }),
+        None => {}
+    }
     lines.push(interactive.body.clone());
     lines.extend(interactive.footer.clone());
     match &interactive.action {

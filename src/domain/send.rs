@@ -9,7 +9,9 @@ use super::error::{Reason, Rejection};
 use super::ids::IdempotencyKey;
 use super::phone::Pair;
 use super::pricing::{Pricing, price};
-use super::rich::{self, Action, Interactive, Location, Media, MediaSource, Reaction};
+use super::rich::{
+    self, Action, Interactive, InteractiveHeader, Location, Media, MediaSource, Reaction,
+};
 use super::template::{
     Category, ComponentParameters, HeaderValue, SendParameters, Template, TemplateId,
 };
@@ -136,7 +138,23 @@ impl SendRequest {
             }
             Content::Interactive(interactive) => {
                 canonical.tag(4);
-                canonical.opt(&interactive.header);
+                match &interactive.header {
+                    None => canonical.tag(0),
+                    Some(InteractiveHeader::Text(text)) => {
+                        canonical.tag(1);
+                        canonical.str(text);
+                    }
+                    Some(InteractiveHeader::Media {
+                        kind,
+                        source,
+                        filename,
+                    }) => {
+                        canonical.tag(2);
+                        canonical.str(kind.as_str());
+                        canonical.source(source);
+                        canonical.opt(filename);
+                    }
+                }
                 canonical.str(&interactive.body);
                 canonical.opt(&interactive.footer);
                 canonical.action(&interactive.action);

@@ -3,8 +3,8 @@
 //! answers carry back.
 
 use crate::domain::rich::{
-    self, Action, Interactive, ListRow, ListSection, Location, Media, MediaDraft, MediaKind,
-    MediaSource, Reaction, ReplyButton,
+    self, Action, Interactive, InteractiveHeader, ListRow, ListSection, Location, Media,
+    MediaDraft, MediaKind, MediaSource, Reaction, ReplyButton,
 };
 use crate::domain::template::{ComponentParameters, HeaderMedia, HeaderValue, TemplateContent};
 use crate::domain::{Content, Rejection};
@@ -73,14 +73,32 @@ pub fn interactive(interactive: pb::InteractiveContent) -> Result<Content, Rejec
             url: cta.url,
         },
     });
-    Interactive::new(
-        &interactive.header_text,
-        &interactive.body,
-        &interactive.footer,
-        action,
-    )
-    .map(Content::Interactive)
-    .map_err(|e| e.within("interactive"))
+    use pb::interactive_content::Header;
+    let (text, media) = match interactive.header {
+        Some(Header::HeaderText(text)) => (text, None),
+        Some(Header::HeaderImage(r)) => {
+            (String::new(), Some((MediaKind::Image, r, "header_image")))
+        }
+        Some(Header::HeaderVideo(r)) => {
+            (String::new(), Some((MediaKind::Video, r, "header_video")))
+        }
+        Some(Header::HeaderDocument(r)) => (
+            String::new(),
+            Some((MediaKind::Document, r, "header_document")),
+        ),
+        None => (String::new(), None),
+    };
+    let message = Interactive::new(&text, &interactive.body, &interactive.footer, action);
+    let message = match (message, media) {
+        (Ok(message), Some((kind, reference, field))) => {
+            let (source, filename) = reference_of(&reference).map_err(|e| e.within(field))?;
+            message.with_media_header(kind, source, filename)
+        }
+        (message, _) => message,
+    };
+    message
+        .map(Content::Interactive)
+        .map_err(|e| e.within("interactive"))
 }
 
 pub fn location(location: pb::LocationContent) -> Result<Content, Rejection> {
@@ -100,17 +118,37 @@ pub fn reaction(reaction: pb::ReactionContent) -> Result<Content, Rejection> {
         .map_err(|e| e.within("reaction"))
 }
 
+/// A media reference's source and file name, validated.
+fn reference_of(
+    reference: &pb::MediaReference,
+) -> Result<(MediaSource, Option<String>), Rejection> {
+    use pb::media_reference::Source;
+    let (link, id) = match &reference.source {
+        Some(Source::Link(link)) => (link.as_str(), ""),
+        Some(Source::MediaId(id)) => ("", id.as_str()),
+        None => ("", ""),
+    };
+    Ok((
+        rich::media_source(link, id)?,
+        rich::filename(&reference.filename)?,
+    ))
+}
+
+fn reference_to_pb(source: &MediaSource, filename: &Option<String>) -> pb::MediaReference {
+    pb::MediaReference {
+        source: Some(match source {
+            MediaSource::Link(link) => pb::media_reference::Source::Link(link.clone()),
+            MediaSource::Id(id) => pb::media_reference::Source::MediaId(id.clone()),
+        }),
+        filename: filename.clone().unwrap_or_default(),
+    }
+}
+
 /// A send's value for a template's media or location header.
 pub fn template_header(header: pb::TemplateHeader) -> Result<HeaderValue, Rejection> {
     use pb::template_header::Value;
     let media = |kind: HeaderMedia, reference: pb::MediaReference, field: &str| {
-        use pb::media_reference::Source;
-        let (link, id) = match &reference.source {
-            Some(Source::Link(link)) => (link.as_str(), ""),
-            Some(Source::MediaId(id)) => ("", id.as_str()),
-            None => ("", ""),
-        };
-        let filename = rich::filename(&reference.filename).map_err(|e| e.within(field))?;
+        let (source, filename) = reference_of(&reference).map_err(|e| e.within(field))?;
         if filename.is_some() && kind != HeaderMedia::Document {
             return Err(Rejection::new(
                 crate::domain::Reason::InvalidContent,
@@ -120,7 +158,7 @@ pub fn template_header(header: pb::TemplateHeader) -> Result<HeaderValue, Reject
         }
         Ok(HeaderValue::Media {
             kind,
-            source: rich::media_source(link, id).map_err(|e| e.within(field))?,
+            source,
             filename,
         })
     };
@@ -147,13 +185,7 @@ fn template_header_to_pb(value: &HeaderValue) -> pb::TemplateHeader {
                 source,
                 filename,
             } => {
-                let reference = pb::MediaReference {
-                    source: Some(match source {
-                        MediaSource::Link(link) => pb::media_reference::Source::Link(link.clone()),
-                        MediaSource::Id(id) => pb::media_reference::Source::MediaId(id.clone()),
-                    }),
-                    filename: filename.clone().unwrap_or_default(),
-                };
+                let reference = reference_to_pb(source, filename);
                 match kind {
                     HeaderMedia::Image => Value::Image(reference),
                     HeaderMedia::Video => Value::Video(reference),
@@ -269,7 +301,25 @@ pub fn message_content(content: &Content) -> pb::MessageContent {
 fn interactive_to_pb(i: &Interactive) -> pb::InteractiveContent {
     use pb::interactive_content::Action as A;
     pb::InteractiveContent {
-        header_text: i.header.clone().unwrap_or_default(),
+        header: i.header.as_ref().map(|header| {
+            use pb::interactive_content::Header;
+            match header {
+                InteractiveHeader::Text(text) => Header::HeaderText(text.clone()),
+                InteractiveHeader::Media {
+                    kind,
+                    source,
+                    filename,
+                } => {
+                    let reference = reference_to_pb(source, filename);
+                    match kind {
+                        MediaKind::Image => Header::HeaderImage(reference),
+                        MediaKind::Video => Header::HeaderVideo(reference),
+                        // Audio and stickers are refused as headers.
+                        _ => Header::HeaderDocument(reference),
+                    }
+                }
+            }
+        }),
         body: i.body.clone(),
         footer: i.footer.clone().unwrap_or_default(),
         action: Some(match &i.action {

@@ -337,12 +337,14 @@ pub fn send_of(
 }
 
 /// One of each free-form content beyond text, named: a document, an image
-/// by media id, reply buttons, a list, a call-to-action URL, a location and
-/// a reaction.
+/// by media id, reply buttons with a text header, a list, a call-to-action
+/// URL with an image header, a location and a reaction.
 pub fn rich_contents() -> Vec<(&'static str, pb::send_message_request::Content)> {
     use pb::send_message_request::Content as C;
     let interactive = |action| pb::InteractiveContent {
-        header_text: "Delivery".into(),
+        header: Some(pb::interactive_content::Header::HeaderText(
+            "Delivery".into(),
+        )),
         body: "Which slot suits you?".into(),
         footer: "Reply to choose".into(),
         action: Some(action),
@@ -390,7 +392,7 @@ pub fn rich_contents() -> Vec<(&'static str, pb::send_message_request::Content)>
         (
             "list",
             C::Interactive(pb::InteractiveContent {
-                header_text: String::new(),
+                header: None,
                 body: "Pick a branch".into(),
                 footer: String::new(),
                 action: Some(pb::interactive_content::Action::List(pb::ListAction {
@@ -409,7 +411,14 @@ pub fn rich_contents() -> Vec<(&'static str, pb::send_message_request::Content)>
         (
             "cta_url",
             C::Interactive(pb::InteractiveContent {
-                header_text: String::new(),
+                header: Some(pb::interactive_content::Header::HeaderImage(
+                    pb::MediaReference {
+                        source: Some(pb::media_reference::Source::Link(
+                            "https://files.example.com/parcel.jpg".into(),
+                        )),
+                        filename: String::new(),
+                    },
+                )),
                 body: "Track your parcel".into(),
                 footer: String::new(),
                 action: Some(pb::interactive_content::Action::CtaUrl(

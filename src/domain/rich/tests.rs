@@ -332,3 +332,57 @@ fn summaries_are_what_the_customer_reads() {
     let r = Reaction::new("wamid.x", "").unwrap();
     assert_eq!(reaction_summary(&r), "[reaction removed]");
 }
+
+#[test]
+fn media_headers_go_on_buttons_and_calls_to_action_but_not_on_lists() {
+    let source = || MediaSource::Link("https://files.example.com/p.jpg".into());
+    let with_buttons = buttons(&["Yes"]).unwrap();
+    let headed = with_buttons
+        .clone()
+        .with_media_header(MediaKind::Image, source(), None)
+        .unwrap();
+    assert!(interactive_summary(&headed).starts_with("[image]\n"));
+    let doc = with_buttons
+        .clone()
+        .with_media_header(MediaKind::Document, source(), Some("a.pdf".into()))
+        .unwrap();
+    assert!(interactive_summary(&doc).starts_with("[document: a.pdf]\n"));
+
+    let on_list = list(vec![ListSection {
+        title: None,
+        rows: rows("a", 1),
+    }])
+    .unwrap()
+    .with_media_header(MediaKind::Image, source(), None);
+    assert_eq!(field(on_list), "header_image");
+    assert_eq!(
+        field(
+            with_buttons
+                .clone()
+                .with_media_header(MediaKind::Audio, source(), None)
+        ),
+        "header_text"
+    );
+    assert_eq!(
+        field(with_buttons.clone().with_media_header(
+            MediaKind::Video,
+            source(),
+            Some("v.mp4".into())
+        )),
+        "header_video.filename"
+    );
+    let texted = Interactive::new(
+        "Delivery",
+        "body",
+        "",
+        Some(Action::Buttons(vec![ReplyButton {
+            id: "a".into(),
+            title: "A".into(),
+        }])),
+    )
+    .unwrap();
+    assert_eq!(
+        field(texted.with_media_header(MediaKind::Image, source(), None)),
+        "header_image"
+    );
+}
