@@ -95,6 +95,81 @@ fn the_readme_grpcurl_session_works_through_reflection_alone() {
     }
 }
 
+/// Every rich content as grpcurl's JSON, through reflection alone: what an
+/// engineer debugging by hand would type.
+#[test]
+fn grpcurl_sends_every_rich_content() {
+    let grpcurl = tool("WAGATE_GRPCURL", "grpcurl");
+    let server = Server::start();
+    let addr = server.addr.to_string();
+    let call = |method: &str, json: &str| {
+        let output = Command::new(&grpcurl)
+            .args(["-plaintext", "-d", json, &addr, method])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "grpcurl {json}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        answer
+    };
+    call(
+        "wagate.v1.Gateway/RecordInbound",
+        r#"{"business_number": "+15550001111", "customer_number": "+27821234567", "message_id": "wamid.grpcurl-1"}"#,
+    );
+    let contents = [
+        (
+            r#""media": {"type": "MEDIA_TYPE_VIDEO", "media_id": "7", "caption": "How to unpack"}"#,
+            "[video] How to unpack",
+        ),
+        (
+            r#""media": {"type": "MEDIA_TYPE_AUDIO", "link": "https://files.example.com/note.ogg"}"#,
+            "[audio]",
+        ),
+        (
+            r#""media": {"type": "MEDIA_TYPE_STICKER", "media_id": "8"}"#,
+            "[sticker]",
+        ),
+        (
+            r#""interactive": {"header_document": {"link": "https://files.example.com/terms.pdf", "filename": "terms.pdf"},
+                "body": "Do you accept?", "buttons": {"buttons": [{"id": "yes", "title": "Yes"}, {"id": "no", "title": "No"}]}}"#,
+            "[document: terms.pdf]\nDo you accept?\n[Yes]\n[No]",
+        ),
+        (
+            r#""interactive": {"header_text": "Branches", "body": "Pick one", "footer": "Open daily",
+                "list": {"button": "Show", "sections": [{"rows": [{"id": "g", "title": "Gardens"}]}]}}"#,
+            "Branches\nPick one\nOpen daily\n[Show]\n- Gardens",
+        ),
+        (
+            r#""interactive": {"body": "Your receipt", "cta_url": {"display_text": "Open", "url": "https://r.example.com/1"}}"#,
+            "Your receipt\n[Open](https://r.example.com/1)",
+        ),
+        (
+            r#""location": {"latitude": 51.5, "longitude": -0.12, "address": "London"}"#,
+            "[location 51.5, -0.12] London",
+        ),
+        (
+            r#""reaction": {"message_id": "wamid.grpcurl-1", "emoji": ""}"#,
+            "[reaction removed]",
+        ),
+    ];
+    for (n, (content, rendered)) in contents.iter().enumerate() {
+        let json = format!(
+            r#"{{"business_number": "+15550001111", "customer_number": "+27821234567",
+                "idempotency_key": "grpcurl-{n}", {content}}}"#
+        );
+        let answer = call("wagate.v1.Gateway/SendMessage", &json);
+        assert_eq!(answer["renderedText"], *rendered, "{content}");
+        assert_eq!(
+            answer["pricingCategory"], "PRICING_CATEGORY_SERVICE",
+            "{content}"
+        );
+        assert!(answer["content"].is_object(), "{answer}");
+    }
+}
+
 #[test]
 fn grpcurl_checks_health_and_describes_messages() {
     let grpcurl = tool("WAGATE_GRPCURL", "grpcurl");
