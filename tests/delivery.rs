@@ -470,6 +470,80 @@ async fn delivers_a_template_document_header_as_a_header_parameter() {
     );
 }
 
+/// A copy-code button's passcode and a quick reply's payload go out as
+/// button parameters.
+#[tokio::test]
+async fn delivers_copy_codes_and_quick_reply_payloads_as_button_parameters() {
+    let (graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    let button = |kind| pb::TemplateButton { kind: Some(kind) };
+    approve(
+        &server,
+        pb::Template {
+            buttons: vec![button(pb::template_button::Kind::CopyCode(
+                pb::CopyCodeButton {
+                    text: "Copy code".into(),
+                },
+            ))],
+            ..template(
+                "login_code",
+                pb::TemplateCategory::Authentication,
+                "{{1}} is your verification code.",
+            )
+        },
+    )
+    .await;
+    approve(
+        &server,
+        pb::Template {
+            buttons: vec![button(pb::template_button::Kind::QuickReply(
+                pb::QuickReplyButton {
+                    text: "Keep my slot".into(),
+                },
+            ))],
+            ..template(
+                "slot_reminder",
+                pb::TemplateCategory::Utility,
+                "Your slot is tomorrow.",
+            )
+        },
+    )
+    .await;
+    let mut otp = template_send("+27821234501", "b-1", "login_code", &["482913"]);
+    let mut slot = template_send("+27821234502", "b-2", "slot_reminder", &[]);
+    if let Some(pb::send_message_request::Content::Template(t)) = &mut otp.content {
+        t.button_parameters = vec![pb::ButtonParameter {
+            button_index: 0,
+            value: "482913".into(),
+        }];
+    }
+    if let Some(pb::send_message_request::Content::Template(t)) = &mut slot.content {
+        t.quick_reply_payloads = vec![pb::QuickReplyPayload {
+            button_index: 0,
+            payload: "keep:slot-17".into(),
+        }];
+    }
+    for request in [otp, slot] {
+        let id = send(&server, request).await;
+        wait_for(&server, &id, MessageStatus::Submitted).await;
+    }
+    assert_eq!(
+        graph.to("+27821234501")[0].body["template"]["components"],
+        json!([
+            { "type": "body", "parameters": [{ "type": "text", "text": "482913" }] },
+            { "type": "button", "sub_type": "url", "index": "0",
+              "parameters": [{ "type": "text", "text": "482913" }] }
+        ])
+    );
+    assert_eq!(
+        graph.to("+27821234502")[0].body["template"]["components"],
+        json!([
+            { "type": "button", "sub_type": "quick_reply", "index": "0",
+              "parameters": [{ "type": "payload", "payload": "keep:slot-17" }] }
+        ])
+    );
+}
+
 /// A media link WhatsApp cannot fetch fails the message for good.
 #[tokio::test]
 async fn a_media_message_the_cloud_api_refuses_fails_with_its_code_and_is_not_retried() {

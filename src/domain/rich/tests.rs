@@ -386,3 +386,119 @@ fn media_headers_go_on_buttons_and_calls_to_action_but_not_on_lists() {
         "header_image"
     );
 }
+
+/// Every length limit: accepted at the limit, refused one past it with the
+/// field named.
+#[test]
+fn every_limit_holds_at_its_edge() {
+    fn text(n: usize) -> String {
+        "x".repeat(n)
+    }
+    fn one_button(id: String, title: String) -> Result<Interactive, Rejection> {
+        Interactive::new(
+            "",
+            "body",
+            "",
+            Some(Action::Buttons(vec![ReplyButton { id, title }])),
+        )
+    }
+    fn one_row(section: Option<String>, row: ListRow) -> Result<Interactive, Rejection> {
+        list(vec![ListSection {
+            title: section,
+            rows: vec![row],
+        }])
+    }
+    fn row(id: usize, title: usize, description: usize) -> ListRow {
+        ListRow {
+            id: text(id),
+            title: text(title),
+            description: Some(text(description)),
+        }
+    }
+    fn list_button(n: usize) -> Result<Interactive, Rejection> {
+        Interactive::new(
+            "",
+            "body",
+            "",
+            Some(Action::List {
+                button: text(n),
+                sections: vec![ListSection {
+                    title: None,
+                    rows: rows("a", 1),
+                }],
+            }),
+        )
+    }
+    fn sections(n: usize) -> Result<Interactive, Rejection> {
+        list(
+            (0..n)
+                .map(|i| ListSection {
+                    title: Some(format!("S{i}")),
+                    rows: vec![ListRow {
+                        id: format!("s{i}"),
+                        title: "Row".into(),
+                        description: None,
+                    }],
+                })
+                .collect(),
+        )
+    }
+    fn ok(r: Result<Interactive, Rejection>) -> Result<(), Rejection> {
+        r.map(|_| ())
+    }
+    type Case = (
+        &'static str,
+        Box<dyn Fn(usize) -> Result<(), Rejection>>,
+        usize,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "caption",
+            Box::new(|n| media(MediaKind::Image, "https://a.b/x", "", &text(n), "").map(|_| ())),
+            1024,
+        ),
+        (
+            "filename",
+            Box::new(|n| media(MediaKind::Document, "https://a.b/x", "", "", &text(n)).map(|_| ())),
+            240,
+        ),
+        (
+            "buttons.buttons[0].id",
+            Box::new(|n| ok(one_button(text(n), "A".into()))),
+            256,
+        ),
+        (
+            "buttons.buttons[0].title",
+            Box::new(|n| ok(one_button("a".into(), text(n)))),
+            20,
+        ),
+        ("list.button", Box::new(|n| ok(list_button(n))), 20),
+        ("list.sections", Box::new(|n| ok(sections(n))), 10),
+        (
+            "list.sections[0].title",
+            Box::new(|n| ok(one_row(Some(text(n)), row(1, 1, 1)))),
+            24,
+        ),
+        (
+            "list.sections[0].rows[0].id",
+            Box::new(|n| ok(one_row(None, row(n, 1, 1)))),
+            200,
+        ),
+        (
+            "list.sections[0].rows[0].title",
+            Box::new(|n| ok(one_row(None, row(1, n, 1)))),
+            24,
+        ),
+        (
+            "list.sections[0].rows[0].description",
+            Box::new(|n| ok(one_row(None, row(1, 1, n)))),
+            72,
+        ),
+    ];
+    for (name, case, limit) in cases {
+        assert!(case(limit).is_ok(), "{name} at {limit}");
+        let err = case(limit + 1).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidContent, "{name}");
+        assert_eq!(err.field.as_deref(), Some(name), "{name}");
+    }
+}
