@@ -198,6 +198,35 @@ pub enum HeaderValue {
     Location(Location),
 }
 
+impl HeaderValue {
+    /// An image, video or document for a header; a file name on documents
+    /// only (refused at `filename`).
+    pub fn media(
+        kind: HeaderMedia,
+        source: MediaSource,
+        filename: Option<String>,
+    ) -> Result<HeaderValue, Rejection> {
+        if kind == HeaderMedia::Location {
+            return Err(Rejection::new(
+                Reason::InvalidContent,
+                "a location header takes a location, not media",
+            ));
+        }
+        if filename.is_some() && kind != HeaderMedia::Document {
+            return Err(Rejection::new(
+                Reason::InvalidContent,
+                "is allowed on document headers only",
+            )
+            .at("filename"));
+        }
+        Ok(HeaderValue::Media {
+            kind,
+            source,
+            filename,
+        })
+    }
+}
+
 /// The editable part of a template, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateContent {
@@ -1192,6 +1221,17 @@ mod tests {
                 })
                 .unwrap(),
             "[location -33.9, 18.4] Gardens\nYour parcel waits here"
+        );
+
+        // File names belong to documents; a location is no media.
+        let named_image = HeaderValue::media(
+            HeaderMedia::Image,
+            MediaSource::Id("1".into()),
+            Some("x.jpg".into()),
+        );
+        assert_eq!(named_image.unwrap_err().field.as_deref(), Some("filename"));
+        assert!(
+            HeaderValue::media(HeaderMedia::Location, MediaSource::Id("1".into()), None).is_err()
         );
 
         // A template without a media header takes none.

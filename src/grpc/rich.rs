@@ -149,18 +149,7 @@ pub fn template_header(header: pb::TemplateHeader) -> Result<HeaderValue, Reject
     use pb::template_header::Value;
     let media = |kind: HeaderMedia, reference: pb::MediaReference, field: &str| {
         let (source, filename) = reference_of(&reference).map_err(|e| e.within(field))?;
-        if filename.is_some() && kind != HeaderMedia::Document {
-            return Err(Rejection::new(
-                crate::domain::Reason::InvalidContent,
-                "is allowed on document headers only",
-            )
-            .at(format!("{field}.filename")));
-        }
-        Ok(HeaderValue::Media {
-            kind,
-            source,
-            filename,
-        })
+        HeaderValue::media(kind, source, filename).map_err(|e| e.within(field))
     };
     match header.value {
         Some(Value::Image(r)) => media(HeaderMedia::Image, r, "image"),
