@@ -375,6 +375,10 @@ async fn delivers_media_interactive_location_and_reactions_as_cloud_api_json() {
             "link": "https://files.example.com/invoice-1001.pdf",
             "caption": "Your invoice", "filename": "invoice-1001.pdf" } }),
         json!({ "type": "image", "image": { "id": "1013859600285441", "caption": "Your parcel" } }),
+        json!({ "type": "video", "video": {
+            "link": "https://files.example.com/unboxing.mp4", "caption": "How to unpack" } }),
+        json!({ "type": "audio", "audio": { "id": "2013859600285441" } }),
+        json!({ "type": "sticker", "sticker": { "link": "https://files.example.com/thanks.webp" } }),
         json!({ "type": "interactive", "interactive": {
             "type": "button",
             "header": { "type": "text", "text": "Delivery" },
@@ -403,7 +407,7 @@ async fn delivers_media_interactive_location_and_reactions_as_cloud_api_json() {
             "message_id": "wamid.HBgLMjc4MjEyMzQ1Njc", "emoji": "👍" } }),
     ];
     for (i, ((name, content), body)) in rich_contents().into_iter().zip(bodies).enumerate() {
-        let customer = format!("+2782123450{i}");
+        let customer = format!("+2782123{:04}", 5000 + i);
         open_window(&server, &customer).await;
         let id = send(&server, send_of(&customer, name, content)).await;
         wait_for(&server, &id, MessageStatus::Submitted).await;

@@ -94,6 +94,9 @@ async fn every_rich_content_is_accepted_in_the_window_and_refused_outside_it() {
         [
             "[document: invoice-1001.pdf] Your invoice",
             "[image] Your parcel",
+            "[video] How to unpack",
+            "[audio]",
+            "[sticker]",
             "Delivery\nWhich slot suits you?\nReply to choose\n[Morning]\n[Afternoon]",
             "Pick a branch\n[Branches]\nCape Town\n- Gardens: Open until 18:00",
             "[image]\nTrack your parcel\n[Track](https://track.example.com/A-1001)",

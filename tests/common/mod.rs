@@ -337,7 +337,7 @@ pub fn send_of(
 }
 
 /// One of each free-form content beyond text, named: a document, an image
-/// by media id, reply buttons with a text header, a list, a call-to-action
+/// by media id, a video, audio, a sticker, reply buttons with a text header, a list, a call-to-action
 /// URL with an image header, a location and a reaction.
 pub fn rich_contents() -> Vec<(&'static str, pb::send_message_request::Content)> {
     use pb::send_message_request::Content as C;
@@ -369,6 +369,39 @@ pub fn rich_contents() -> Vec<(&'static str, pb::send_message_request::Content)>
                     "1013859600285441".into(),
                 )),
                 caption: "Your parcel".into(),
+                filename: String::new(),
+            }),
+        ),
+        (
+            "video",
+            C::Media(pb::MediaContent {
+                r#type: pb::MediaType::Video as i32,
+                source: Some(pb::media_content::Source::Link(
+                    "https://files.example.com/unboxing.mp4".into(),
+                )),
+                caption: "How to unpack".into(),
+                filename: String::new(),
+            }),
+        ),
+        (
+            "audio",
+            C::Media(pb::MediaContent {
+                r#type: pb::MediaType::Audio as i32,
+                source: Some(pb::media_content::Source::MediaId(
+                    "2013859600285441".into(),
+                )),
+                caption: String::new(),
+                filename: String::new(),
+            }),
+        ),
+        (
+            "sticker",
+            C::Media(pb::MediaContent {
+                r#type: pb::MediaType::Sticker as i32,
+                source: Some(pb::media_content::Source::Link(
+                    "https://files.example.com/thanks.webp".into(),
+                )),
+                caption: String::new(),
                 filename: String::new(),
             }),
         ),
