@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::delivery::{DeliveryError, DeliveryStatus};
-use super::rich::{Action, Interactive, InteractiveHeader, MediaSource};
+use super::rich::{Action, Interactive, InteractiveHeader, Location, MediaSource};
 use super::template::{ComponentParameters, HeaderValue, Status};
 use super::{Content, EntryPoint, OutboxMessage};
 
@@ -83,15 +83,9 @@ pub fn message_body(message: &OutboxMessage) -> Value {
         }
         Content::Media(media) => {
             let kind = media.kind.as_str();
-            let mut object = match &media.source {
-                MediaSource::Link(link) => json!({ "link": link }),
-                MediaSource::Id(id) => json!({ "id": id }),
-            };
+            let mut object = media_object(&media.source, &media.filename);
             if let Some(caption) = &media.caption {
                 object["caption"] = json!(caption);
-            }
-            if let Some(filename) = &media.filename {
-                object["filename"] = json!(filename);
             }
             body["type"] = json!(kind);
             body[kind] = object;
@@ -101,18 +95,8 @@ pub fn message_body(message: &OutboxMessage) -> Value {
             body["interactive"] = interactive_object(interactive);
         }
         Content::Location(location) => {
-            let mut object = json!({
-                "latitude": location.latitude.get(),
-                "longitude": location.longitude.get(),
-            });
-            if let Some(name) = &location.name {
-                object["name"] = json!(name);
-            }
-            if let Some(address) = &location.address {
-                object["address"] = json!(address);
-            }
             body["type"] = json!("location");
-            body["location"] = object;
+            body["location"] = location_object(location);
         }
         Content::Reaction(reaction) => {
             body["type"] = json!("reaction");
@@ -177,13 +161,7 @@ fn interactive_object(interactive: &Interactive) -> Value {
             source,
             filename,
         }) => {
-            let mut media = match source {
-                MediaSource::Link(link) => json!({ "link": link }),
-                MediaSource::Id(id) => json!({ "id": id }),
-            };
-            if let Some(name) = filename {
-                media["filename"] = json!(name);
-            }
+            let media = media_object(source, filename);
             object["header"] = json!({ "type": kind.as_str(), kind.as_str(): media });
         }
         None => {}
@@ -198,33 +176,42 @@ fn interactive_object(interactive: &Interactive) -> Value {
 fn header_parameter(value: &HeaderValue) -> Value {
     match value {
         HeaderValue::Location(location) => {
-            let mut object = json!({
-                "latitude": location.latitude.get(),
-                "longitude": location.longitude.get(),
-            });
-            if let Some(name) = &location.name {
-                object["name"] = json!(name);
-            }
-            if let Some(address) = &location.address {
-                object["address"] = json!(address);
-            }
-            json!({ "type": "location", "location": object })
+            json!({ "type": "location", "location": location_object(location) })
         }
         HeaderValue::Media {
             kind,
             source,
             filename,
-        } => {
-            let mut object = match source {
-                MediaSource::Link(link) => json!({ "link": link }),
-                MediaSource::Id(id) => json!({ "id": id }),
-            };
-            if let Some(name) = filename {
-                object["filename"] = json!(name);
-            }
-            json!({ "type": kind.as_str(), kind.as_str(): object })
-        }
+        } => json!({ "type": kind.as_str(), kind.as_str(): media_object(source, filename) }),
     }
+}
+
+/// Media by link or id, with its file name where it has one: the object a
+/// media message, an interactive header and a template header share.
+fn media_object(source: &MediaSource, filename: &Option<String>) -> Value {
+    let mut object = match source {
+        MediaSource::Link(link) => json!({ "link": link }),
+        MediaSource::Id(id) => json!({ "id": id }),
+    };
+    if let Some(name) = filename {
+        object["filename"] = json!(name);
+    }
+    object
+}
+
+/// A location message's object, also a template's location header.
+fn location_object(location: &Location) -> Value {
+    let mut object = json!({
+        "latitude": location.latitude.get(),
+        "longitude": location.longitude.get(),
+    });
+    if let Some(name) = &location.name {
+        object["name"] = json!(name);
+    }
+    if let Some(address) = &location.address {
+        object["address"] = json!(address);
+    }
+    object
 }
 
 fn component(kind: &str, values: &ComponentParameters) -> Option<Value> {

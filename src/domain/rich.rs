@@ -486,13 +486,17 @@ impl Reaction {
 
 /// What the customer reads, as text: the caption, the buttons' titles,
 /// the list's rows (SPEC §3: `rendered_text`).
-pub fn media_summary(media: &Media) -> String {
-    let mut text = format!("[{}", media.kind.as_str());
-    if let Some(name) = &media.filename {
-        text.push_str(": ");
-        text.push_str(name);
+/// How a piece of media reads as text: `[image]`, `[document: a.pdf]`;
+/// shared by media messages, interactive and template headers.
+pub fn media_label(kind: &str, filename: Option<&str>) -> String {
+    match filename {
+        Some(name) => format!("[{kind}: {name}]"),
+        None => format!("[{kind}]"),
     }
-    text.push(']');
+}
+
+pub fn media_summary(media: &Media) -> String {
+    let mut text = media_label(media.kind.as_str(), media.filename.as_deref());
     if let Some(caption) = &media.caption {
         text.push(' ');
         text.push_str(caption);
@@ -504,10 +508,9 @@ pub fn interactive_summary(interactive: &Interactive) -> String {
     let mut lines = Vec::new();
     match &interactive.header {
         Some(InteractiveHeader::Text(text)) => lines.push(text.clone()),
-        Some(InteractiveHeader::Media { kind, filename, .. }) => lines.push(match filename {
-            Some(name) => format!("[{}: {name}]", kind.as_str()),
-            None => format!("[{}]", kind.as_str()),
-        }),
+        Some(InteractiveHeader::Media { kind, filename, .. }) => {
+            lines.push(media_label(kind.as_str(), filename.as_deref()));
+        }
         None => {}
     }
     lines.push(interactive.body.clone());

@@ -644,11 +644,9 @@ impl Template {
                 }
                 match value {
                     HeaderValue::Location(location) => super::rich::location_summary(location),
-                    HeaderValue::Media {
-                        filename: Some(name),
-                        ..
-                    } => format!("[{}: {name}]", kind.as_str()),
-                    HeaderValue::Media { .. } => format!("[{}]", kind.as_str()),
+                    HeaderValue::Media { filename, .. } => {
+                        super::rich::media_label(kind.as_str(), filename.as_deref())
+                    }
                 }
             }
         };

@@ -10,16 +10,21 @@ use crate::domain::template::{ComponentParameters, HeaderMedia, HeaderValue, Tem
 use crate::domain::{Content, Rejection};
 use crate::pb;
 
+const MEDIA_TYPES: [(pb::MediaType, MediaKind); 5] = [
+    (pb::MediaType::Image, MediaKind::Image),
+    (pb::MediaType::Video, MediaKind::Video),
+    (pb::MediaType::Audio, MediaKind::Audio),
+    (pb::MediaType::Document, MediaKind::Document),
+    (pb::MediaType::Sticker, MediaKind::Sticker),
+];
+
 pub fn media(media: pb::MediaContent) -> Result<Content, Rejection> {
     use pb::media_content::Source;
-    let kind = match pb::MediaType::try_from(media.r#type) {
-        Ok(pb::MediaType::Image) => Some(MediaKind::Image),
-        Ok(pb::MediaType::Video) => Some(MediaKind::Video),
-        Ok(pb::MediaType::Audio) => Some(MediaKind::Audio),
-        Ok(pb::MediaType::Document) => Some(MediaKind::Document),
-        Ok(pb::MediaType::Sticker) => Some(MediaKind::Sticker),
-        Ok(pb::MediaType::Unspecified) | Err(_) => None,
-    };
+    // Unspecified and undefined numbers alike: the domain says it is required.
+    let kind = pb::MediaType::try_from(media.r#type)
+        .ok()
+        .and_then(|t| MEDIA_TYPES.iter().find(|(p, _)| *p == t))
+        .map(|(_, kind)| *kind);
     let (link, media_id) = match &media.source {
         Some(Source::Link(link)) => (link.as_str(), ""),
         Some(Source::MediaId(id)) => ("", id.as_str()),
@@ -261,13 +266,10 @@ pub fn message_content(content: &Content) -> pb::MessageContent {
                 .collect(),
         }),
         Content::Media(m) => C::Media(pb::MediaContent {
-            r#type: match m.kind {
-                MediaKind::Image => pb::MediaType::Image,
-                MediaKind::Video => pb::MediaType::Video,
-                MediaKind::Audio => pb::MediaType::Audio,
-                MediaKind::Document => pb::MediaType::Document,
-                MediaKind::Sticker => pb::MediaType::Sticker,
-            } as i32,
+            r#type: MEDIA_TYPES
+                .iter()
+                .find(|(_, kind)| *kind == m.kind)
+                .map_or(pb::MediaType::Unspecified, |(p, _)| *p) as i32,
             source: Some(match &m.source {
                 MediaSource::Link(link) => pb::media_content::Source::Link(link.clone()),
                 MediaSource::Id(id) => pb::media_content::Source::MediaId(id.clone()),
