@@ -183,20 +183,6 @@ async fn watch_one(server: &Server, id: &str) -> tonic::Streaming<pb::WatchMessa
         .into_inner()
 }
 
-async fn get_message(server: &Server, id: &str) -> pb::OutboundMessage {
-    server
-        .gateway()
-        .await
-        .get_message(pb::GetMessageRequest {
-            message_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .message
-        .unwrap()
-}
-
 /// Polls until the message reaches `status`; the Cloud API side is async.
 async fn wait_for(server: &Server, id: &str, status: MessageStatus) -> pb::OutboundMessage {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -941,18 +927,7 @@ async fn template_review_webhooks_update_the_registry_and_unknown_events_are_cou
                 "reason": "Low quality rating" }),
     );
     assert_eq!(notify(&server, &paused).await, 200);
-    let template = server
-        .templates()
-        .await
-        .get_template(pb::GetTemplateRequest {
-            name: "order_update".into(),
-            language: "en_US".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
+    let template = get_template(&server, "order_update").await;
     assert_eq!(template.status(), pb::TemplateStatus::Paused);
     assert_eq!(template.status_reason, "Low quality rating");
     let refused = refusal(

@@ -43,18 +43,7 @@ async fn state_survives_a_restart() {
     assert_eq!(window_after.last_inbound_at, window_before.last_inbound_at);
     assert_eq!(window_after.state(), WindowState::Open);
 
-    let template = server
-        .templates()
-        .await
-        .get_template(pb::GetTemplateRequest {
-            name: "greet".into(),
-            language: "en_US".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
+    let template = get_template(&server, "greet").await;
     assert_eq!(template.status(), pb::TemplateStatus::Approved);
 
     let replay = gateway

@@ -326,30 +326,9 @@ async fn a_template_with_a_document_header_takes_the_document_in_every_send() {
 
     // A restart keeps the template's header format and the send's document.
     server.restart().await;
-    let stored = server
-        .templates()
-        .await
-        .get_template(pb::GetTemplateRequest {
-            name: "invoice_ready".into(),
-            language: "en_US".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
+    let stored = get_template(&server, "invoice_ready").await;
     assert_eq!(stored.header_format, pb::HeaderFormat::Document as i32);
-    let message = server
-        .gateway()
-        .await
-        .get_message(pb::GetMessageRequest {
-            message_id: accepted.message_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .message
-        .unwrap();
+    let message = get_message(&server, &accepted.message_id).await;
     assert_eq!(
         message.content.and_then(|c| c.content),
         request.content.as_ref().map(carried)
@@ -438,18 +417,7 @@ async fn an_authentication_template_sends_its_code_in_the_copy_code_button() {
 
     // The button is registered for good, and a utility template cannot have one.
     server.restart().await;
-    let stored = server
-        .templates()
-        .await
-        .get_template(pb::GetTemplateRequest {
-            name: "login_code".into(),
-            language: "en_US".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
+    let stored = get_template(&server, "login_code").await;
     assert_eq!(stored.buttons, otp_template().buttons);
     let refused = refusal(
         server

@@ -517,6 +517,37 @@ pub async fn approved_template(
     approve(server, template(name, category, body)).await;
 }
 
+/// The registered template `name` (en_US).
+pub async fn get_template(server: &Server, name: &str) -> pb::Template {
+    server
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: name.into(),
+            language: "en_US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap()
+}
+
+/// The outbound message `id` as GetMessage answers.
+pub async fn get_message(server: &Server, id: &str) -> pb::OutboundMessage {
+    server
+        .gateway()
+        .await
+        .get_message(pb::GetMessageRequest {
+            message_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap()
+}
+
 /// Registers `template` and approves it as WhatsApp's review would.
 pub async fn approve(server: &Server, template: pb::Template) {
     let name = template.name.clone();
