@@ -22,6 +22,18 @@ fn media(
     })
 }
 
+/// A captioned, named document by link.
+fn invoice() -> Media {
+    media(
+        MediaKind::Document,
+        "https://a.b/i.pdf",
+        "",
+        "Your invoice",
+        "invoice.pdf",
+    )
+    .unwrap()
+}
+
 fn buttons(titles: &[&str]) -> Result<Interactive, Rejection> {
     let buttons = titles
         .iter()
@@ -111,14 +123,7 @@ fn audio_and_stickers_take_no_caption_and_only_documents_a_file_name() {
         assert_eq!(field(media(kind, "https://a.b/x", "", "hi", "")), "caption");
         assert!(media(kind, "https://a.b/x", "", "", "").is_ok());
     }
-    let doc = media(
-        MediaKind::Document,
-        "https://a.b/i.pdf",
-        "",
-        "Your invoice",
-        "invoice.pdf",
-    )
-    .unwrap();
+    let doc = invoice();
     assert_eq!(doc.filename.as_deref(), Some("invoice.pdf"));
     assert_eq!(
         field(media(MediaKind::Image, "https://a.b/x", "", "", "x.jpg")),
@@ -315,14 +320,7 @@ fn a_reaction_is_one_emoji_or_empty_on_a_wamid() {
 
 #[test]
 fn summaries_are_what_the_customer_reads() {
-    let doc = media(
-        MediaKind::Document,
-        "https://a.b/i.pdf",
-        "",
-        "Your invoice",
-        "invoice.pdf",
-    )
-    .unwrap();
+    let doc = invoice();
     assert_eq!(media_summary(&doc), "[document: invoice.pdf] Your invoice");
     let b = buttons(&["Morning", "Afternoon"]).unwrap();
     assert_eq!(
