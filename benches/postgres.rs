@@ -179,6 +179,9 @@ fn script_file(dir: &Path, workload: Workload) -> std::path::PathBuf {
                 now() + interval '24 hours', NULL, NULL) ON CONFLICT (business, customer) DO UPDATE \
                 SET last_inbound_at = EXCLUDED.last_inbound_at, expires_at = EXCLUDED.expires_at, \
                 free_entry_deadline = EXCLUDED.free_entry_deadline, free_until = EXCLUDED.free_until;\n\
+             INSERT INTO window_changes (business, customer, kind, last_inbound_at, expires_at, \
+                free_entry_deadline, free_until) VALUES ('{BUSINESS}', '+1' || (:n)::text, \
+                'opened', now(), now() + interval '24 hours', NULL, NULL);\n\
              COMMIT;\n"
         ),
         Workload::SendMessage => format!(
