@@ -44,10 +44,16 @@ pub enum Reason {
     InvalidClosingLead,
     InvalidResumeToken,
     InvalidContent,
+    InvalidAccount,
+    AccountNotFound,
+    AccountExists,
+    BusinessNumberInOtherAccount,
+    PhoneNumberIdInUse,
+    BusinessNumberNotRegistered,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 30] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -72,6 +78,12 @@ impl Reason {
         Reason::InvalidClosingLead,
         Reason::InvalidResumeToken,
         Reason::InvalidContent,
+        Reason::InvalidAccount,
+        Reason::AccountNotFound,
+        Reason::AccountExists,
+        Reason::BusinessNumberInOtherAccount,
+        Reason::PhoneNumberIdInUse,
+        Reason::BusinessNumberNotRegistered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,16 +112,28 @@ impl Reason {
             Reason::InvalidClosingLead => "INVALID_CLOSING_LEAD",
             Reason::InvalidResumeToken => "INVALID_RESUME_TOKEN",
             Reason::InvalidContent => "INVALID_CONTENT",
+            Reason::InvalidAccount => "INVALID_ACCOUNT",
+            Reason::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            Reason::AccountExists => "ACCOUNT_EXISTS",
+            Reason::BusinessNumberInOtherAccount => "BUSINESS_NUMBER_IN_OTHER_ACCOUNT",
+            Reason::PhoneNumberIdInUse => "PHONE_NUMBER_ID_IN_USE",
+            Reason::BusinessNumberNotRegistered => "BUSINESS_NUMBER_NOT_REGISTERED",
         }
     }
 
     pub fn kind(self) -> RejectionKind {
         match self {
-            Reason::WindowClosed | Reason::TemplateNotApproved => RejectionKind::Precondition,
-            Reason::TemplateNotFound | Reason::MessageNotFound => RejectionKind::NotFound,
-            Reason::IdempotencyKeyReused | Reason::InboundMessageIdReused => {
-                RejectionKind::Conflict
+            Reason::WindowClosed
+            | Reason::TemplateNotApproved
+            | Reason::BusinessNumberNotRegistered => RejectionKind::Precondition,
+            Reason::TemplateNotFound | Reason::MessageNotFound | Reason::AccountNotFound => {
+                RejectionKind::NotFound
             }
+            Reason::IdempotencyKeyReused
+            | Reason::InboundMessageIdReused
+            | Reason::AccountExists
+            | Reason::BusinessNumberInOtherAccount
+            | Reason::PhoneNumberIdInUse => RejectionKind::Conflict,
             _ => RejectionKind::Invalid,
         }
     }

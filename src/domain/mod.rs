@@ -1,6 +1,7 @@
 //! The pure rules of wagate: no I/O, no async, no transport types; the
 //! current time is always passed in.
 
+pub mod account;
 pub mod cloud_api;
 pub mod delivery;
 pub mod error;

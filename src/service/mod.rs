@@ -4,6 +4,7 @@
 //! so a rule lives once however many backends there are; nothing here knows
 //! which backend it runs on.
 
+mod accounts;
 mod sweeper;
 pub mod watch;
 

@@ -17,6 +17,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use crate::domain::account::{
+    Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
+};
 use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
@@ -360,6 +363,43 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Bytes the store occupies, where it knows.
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError>;
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// Reads the account, plans, and writes what the plan puts.
+    async fn change_account(
+        &self,
+        id: &AccountId,
+        plan: Planner<'_, Option<Account>, AccountWrite>,
+    ) -> Result<AccountWrite, StoreError>;
+
+    /// Every account, by id. Accounts are few (one per brand or client), so
+    /// there is no paging.
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// Reads the account, the number and the phone number id's current
+    /// owner, plans, and writes the number (and its id's lookup) at once.
+    async fn register_number(
+        &self,
+        number: &PhoneNumber,
+        phone_number_id: &PhoneNumberId,
+        account: &AccountId,
+        plan: Planner<'_, NumberSnapshot, NumberWrite>,
+    ) -> Result<NumberWrite, StoreError>;
+
+    async fn business_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<BusinessNumber>, StoreError>;
+
+    /// Registered numbers by number, of one account or of all.
+    async fn list_numbers(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<BusinessNumber>, StoreError>;
+
+    /// Removes a registered number; whether there was one.
+    async fn remove_number(&self, number: &PhoneNumber) -> Result<bool, StoreError>;
 
     /// Whether the store can serve now, writes included; readiness follows
     /// it (a database out of reach, a disk too full to write).

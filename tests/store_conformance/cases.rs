@@ -20,6 +20,10 @@ use wagate::domain::{
 use wagate::service::Service;
 use wagate::store::{Claim, SendOutcome, StatusReport, StoreError, SweepCounts, TemplatePage};
 
+pub use crate::accounts::{
+    accounts_and_numbers_follow_the_registry_rules_and_survive_reopen,
+    concurrent_registrations_keep_a_phone_number_id_on_one_number,
+};
 pub use crate::cancel::cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving;
 pub use crate::changes::window_changes_are_logged_read_in_order_and_swept;
 pub use crate::listing::windows_are_listed_by_expiry_a_page_at_a_time;

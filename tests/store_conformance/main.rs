@@ -2,6 +2,7 @@
 //! once and instantiated here for each store, so a rule cannot behave
 //! differently on one of them without a failing test.
 
+mod accounts;
 mod cancel;
 mod cases;
 mod changes;
@@ -113,6 +114,8 @@ macro_rules! conformance {
                 window_changes_are_logged_read_in_order_and_swept,
                 cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving,
                 rich_contents_are_stored_and_read_back_as_sent,
+                accounts_and_numbers_follow_the_registry_rules_and_survive_reopen,
+                concurrent_registrations_keep_a_phone_number_id_on_one_number,
             );
         }
     };

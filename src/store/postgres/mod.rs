@@ -25,6 +25,7 @@
 //!
 //! Only `store::postgres` names PostgreSQL.
 
+mod accounts;
 mod changes;
 mod conn;
 mod feed;
@@ -47,6 +48,9 @@ use uuid::Uuid;
 use super::{
     Claim, FinishPlanner, MessageState, Planner, PoolStatus, RatePlanner, SendOutcome,
     StatusPlanner, StatusReport, Storage, StoreError, SweepCounts, SweepStep, TemplatePage,
+};
+use crate::domain::account::{
+    Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
 use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::retention::Cutoffs;
@@ -697,6 +701,79 @@ impl Storage for PgStore {
                 TemplateWrite::Keep => {}
             }
             (existing, write)
+        })
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let client = self.client().await?;
+        accounts::read_account(&client, id).await
+    }
+
+    async fn change_account(
+        &self,
+        id: &AccountId,
+        plan: Planner<'_, Option<Account>, AccountWrite>,
+    ) -> Result<AccountWrite, StoreError> {
+        in_transaction!(self, "change an account", |tx| {
+            let existing = accounts::read_account(&tx, id).await?;
+            let write = plan(&existing)?;
+            if let AccountWrite::Put(account) = &write {
+                accounts::put_account(&tx, account).await?;
+            }
+            write
+        })
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let client = self.client().await?;
+        accounts::list_accounts(&client).await
+    }
+
+    async fn register_number(
+        &self,
+        number: &PhoneNumber,
+        phone_number_id: &PhoneNumberId,
+        account: &AccountId,
+        plan: Planner<'_, NumberSnapshot, NumberWrite>,
+    ) -> Result<NumberWrite, StoreError> {
+        in_transaction!(self, "register a business number", |tx| {
+            let (account, by_number, by_phone_number_id) = conn::pipelined!(
+                accounts::read_account(&tx, account),
+                accounts::read_number(&tx, number),
+                accounts::read_number_by_id(&tx, phone_number_id),
+            )?;
+            let write = plan(&NumberSnapshot {
+                account,
+                by_number,
+                by_phone_number_id,
+            })?;
+            // One row a number: a new id for it replaces the old in place.
+            if let NumberWrite::Put { number, .. } = &write {
+                accounts::put_number(&tx, number).await?;
+            }
+            write
+        })
+    }
+
+    async fn business_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<BusinessNumber>, StoreError> {
+        let client = self.client().await?;
+        accounts::read_number(&client, number).await
+    }
+
+    async fn list_numbers(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<BusinessNumber>, StoreError> {
+        let client = self.client().await?;
+        accounts::list_numbers(&client, account).await
+    }
+
+    async fn remove_number(&self, number: &PhoneNumber) -> Result<bool, StoreError> {
+        in_transaction!(self, "remove a business number", |tx| {
+            accounts::delete_number(&tx, number).await?
         })
     }
 

@@ -75,7 +75,7 @@ fn named<T: Copy>(names: Names<T>, what: &'static str, name: &str) -> Result<T, 
         .ok_or_else(|| StoreError::corrupt(what, format!("unknown name {name:?}")))
 }
 
-fn phone(what: &'static str, number: &str) -> Result<PhoneNumber, StoreError> {
+pub fn phone(what: &'static str, number: &str) -> Result<PhoneNumber, StoreError> {
     PhoneNumber::parse(number).map_err(|e| StoreError::corrupt(what, e.description()))
 }
 

@@ -141,6 +141,26 @@ CREATE INDEX window_changes_by_pair ON window_changes (business, customer, recor
 -- none, as header_text says).
 ALTER TABLE templates ADD COLUMN header_media text;
 "#,
+    r#"
+-- WhatsApp Business Accounts and their business numbers. The token stays
+-- out: an account names the environment variable or file that holds it.
+CREATE TABLE accounts (
+    id               text PRIMARY KEY,
+    display_name     text NOT NULL,
+    delivery         boolean NOT NULL,
+    credentials_env  text,
+    credentials_file text,
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL
+);
+CREATE TABLE business_numbers (
+    number          text PRIMARY KEY,
+    phone_number_id text NOT NULL UNIQUE,
+    account         text NOT NULL REFERENCES accounts (id),
+    registered_at   timestamptz NOT NULL
+);
+CREATE INDEX business_numbers_by_account ON business_numbers (account, number);
+"#,
 ];
 
 /// The newest schema this build understands.

@@ -5,6 +5,7 @@
 //! the log to sync and apply them ([`wal`]), so it answers only once the
 //! change is on disk.
 
+mod accounts;
 mod changes;
 mod delivery;
 mod export;
@@ -27,6 +28,9 @@ use uuid::Uuid;
 use super::{
     Claim, FinishPlanner, MessageState, Planner, RatePlanner, SendOutcome, StatusPlanner,
     StatusReport, Storage, StoreError, SweepStep, TemplatePage,
+};
+use crate::domain::account::{
+    Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
 use crate::domain::delivery::Delivery;
 use crate::domain::retention::Cutoffs;
@@ -120,6 +124,9 @@ struct Trees {
     window_changes: sled::Tree,
     change_expiry: sled::Tree,
     change_pairs: sled::Tree,
+    accounts: sled::Tree,
+    business_numbers: sled::Tree,
+    phone_number_ids: sled::Tree,
 }
 
 impl Trees {
@@ -141,6 +148,9 @@ impl Trees {
             Tree::WindowChanges => &self.window_changes,
             Tree::ChangeExpiry => &self.change_expiry,
             Tree::ChangePairs => &self.change_pairs,
+            Tree::Accounts => &self.accounts,
+            Tree::BusinessNumbers => &self.business_numbers,
+            Tree::PhoneNumberIds => &self.phone_number_ids,
         }
     }
 }
@@ -215,6 +225,9 @@ impl SledStore {
             window_changes: db.open_tree(changes::WINDOW_CHANGES)?,
             change_expiry: db.open_tree("window_change_expiry/v1")?,
             change_pairs: db.open_tree("window_change_pairs/v1")?,
+            accounts: db.open_tree("accounts/v1")?,
+            business_numbers: db.open_tree("business_numbers/v1")?,
+            phone_number_ids: db.open_tree("phone_number_ids/v1")?,
         };
         let trees = Arc::new(trees);
         // The log first: what it holds was acknowledged before any rekeying
@@ -455,6 +468,51 @@ impl Storage for SledStore {
 
     async fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
         self.read_template(id)
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        self.read_account(id)
+    }
+
+    async fn change_account(
+        &self,
+        id: &AccountId,
+        plan: Planner<'_, Option<Account>, AccountWrite>,
+    ) -> Result<AccountWrite, StoreError> {
+        self.write_account(id, plan).await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.all_accounts()
+    }
+
+    async fn register_number(
+        &self,
+        number: &PhoneNumber,
+        phone_number_id: &PhoneNumberId,
+        account: &AccountId,
+        plan: Planner<'_, NumberSnapshot, NumberWrite>,
+    ) -> Result<NumberWrite, StoreError> {
+        self.write_number(number, phone_number_id, account, plan)
+            .await
+    }
+
+    async fn business_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<BusinessNumber>, StoreError> {
+        self.read_number(number)
+    }
+
+    async fn list_numbers(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<BusinessNumber>, StoreError> {
+        self.numbers_of(account)
+    }
+
+    async fn remove_number(&self, number: &PhoneNumber) -> Result<bool, StoreError> {
+        self.delete_number(number).await
     }
 
     async fn change_template(

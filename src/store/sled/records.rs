@@ -50,16 +50,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     }
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
+pub(super) fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
-fn time(micros: i64) -> Result<DateTime<Utc>, DecodeError> {
+pub(super) fn time(micros: i64) -> Result<DateTime<Utc>, DecodeError> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| DecodeError::Invalid(format!("timestamp {micros} out of range")))
 }
 
-fn phone(number: &str) -> Result<PhoneNumber, DecodeError> {
+pub(super) fn phone(number: &str) -> Result<PhoneNumber, DecodeError> {
     PhoneNumber::parse(number).map_err(|e| DecodeError::Invalid(e.description()))
 }
 

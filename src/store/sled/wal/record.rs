@@ -30,10 +30,13 @@ pub enum Tree {
     WindowChanges = 14,
     ChangeExpiry = 15,
     ChangePairs = 16,
+    Accounts = 17,
+    BusinessNumbers = 18,
+    PhoneNumberIds = 19,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 16] = [
+    pub const ALL: [Tree; 19] = [
         Tree::Windows,
         Tree::WindowExpiry,
         Tree::InboundIds,
@@ -50,6 +53,9 @@ impl Tree {
         Tree::WindowChanges,
         Tree::ChangeExpiry,
         Tree::ChangePairs,
+        Tree::Accounts,
+        Tree::BusinessNumbers,
+        Tree::PhoneNumberIds,
     ];
 
     fn from_byte(byte: u8) -> Option<Tree> {

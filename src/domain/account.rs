@@ -1,0 +1,389 @@
+//! WhatsApp Business Accounts and the business numbers that belong to them.
+//!
+//! On WhatsApp every business phone number belongs to one WhatsApp Business
+//! Account (WABA), and the account holds the templates and the access token.
+//! wagate keeps a registry of accounts and numbers; `--phone-number-ids`
+//! still works by registering its numbers in the *default* account, the one
+//! deployments from before accounts existed run in.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+use super::phone::PhoneNumber;
+use super::{Reason, Rejection};
+
+/// Which account: the default one or a WhatsApp Business Account by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(String);
+
+/// How the default account is named on the wire and in the store.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+impl AccountId {
+    /// A WABA id (digits, as the Graph API prints them), or `default`; an
+    /// empty id means the default account, as an omitted field does.
+    pub fn parse(raw: &str) -> Result<AccountId, Rejection> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw == DEFAULT_ACCOUNT {
+            return Ok(AccountId::default_account());
+        }
+        // Graph object ids are decimal integers; today's WABA ids have 15-17
+        // digits, and nothing longer than 20 fits in the 64 bits they are.
+        if raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Rejection::new(
+                Reason::InvalidAccount,
+                "a WhatsApp Business Account id is 1-20 digits (or \"default\")",
+            ));
+        }
+        Ok(AccountId(raw.to_owned()))
+    }
+
+    pub fn default_account() -> AccountId {
+        AccountId(DEFAULT_ACCOUNT.to_owned())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_ACCOUNT
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an account's access token is: never the token itself, which stays
+/// out of the store (and so out of every backup and replica of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    None,
+    /// The name of an environment variable holding the token.
+    EnvVar(String),
+    /// The path of a file holding the token (a mounted Secret, say).
+    File(PathBuf),
+}
+
+impl Credentials {
+    pub fn env_var(name: &str) -> Result<Credentials, Rejection> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name.bytes().enumerate().all(|(i, b)| {
+                b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
+            });
+        if !valid {
+            return Err(Rejection::new(
+                Reason::InvalidAccount,
+                "an environment variable name is 1-128 letters, digits and underscores, not starting with a digit",
+            ));
+        }
+        Ok(Credentials::EnvVar(name.to_owned()))
+    }
+
+    pub fn file(path: &str) -> Result<Credentials, Rejection> {
+        let valid = path.starts_with('/') && path.len() <= 4096 && !path.contains('\0');
+        if !valid {
+            return Err(Rejection::new(
+                Reason::InvalidAccount,
+                "a token file is an absolute path of at most 4,096 bytes",
+            ));
+        }
+        Ok(Credentials::File(PathBuf::from(path)))
+    }
+
+    pub fn is_some(&self) -> bool {
+        !matches!(self, Credentials::None)
+    }
+}
+
+/// What a caller sets on an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDraft {
+    pub display_name: String,
+    /// Whether its messages go out through the Cloud API.
+    pub delivery: bool,
+    pub credentials: Credentials,
+}
+
+const DISPLAY_NAME_MAX: usize = 256;
+
+impl AccountDraft {
+    /// Checks the draft for the account `id`.
+    pub fn validate(&self, id: &AccountId) -> Result<(), Rejection> {
+        if self.display_name.chars().count() > DISPLAY_NAME_MAX
+            || self.display_name.chars().any(char::is_control)
+        {
+            return Err(Rejection::new(
+                Reason::InvalidAccount,
+                "a display name is at most 256 characters, none of them control characters",
+            )
+            .at("display_name"));
+        }
+        // The default account delivers with the process-wide token
+        // (WAGATE_ACCESS_TOKEN); any other needs its own.
+        if self.delivery && !id.is_default() && !self.credentials.is_some() {
+            return Err(Rejection::new(
+                Reason::InvalidAccount,
+                "delivery needs credentials: the environment variable or file holding the account's access token",
+            )
+            .at("delivery"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub display_name: String,
+    pub delivery: bool,
+    pub credentials: Credentials,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What to store for an account change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountWrite {
+    Put(Account),
+    /// The account already reads as asked.
+    Keep(Account),
+}
+
+impl AccountWrite {
+    pub fn account(&self) -> &Account {
+        match self {
+            AccountWrite::Put(account) | AccountWrite::Keep(account) => account,
+        }
+    }
+}
+
+/// Creating an account that exists is refused: two teams picking the same
+/// WABA id by mistake should hear of it, not overwrite each other.
+pub fn plan_create(
+    existing: Option<&Account>,
+    id: &AccountId,
+    draft: &AccountDraft,
+    now: DateTime<Utc>,
+) -> Result<AccountWrite, Rejection> {
+    draft.validate(id)?;
+    if existing.is_some() {
+        return Err(Rejection::new(
+            Reason::AccountExists,
+            format!("account {id} already exists; UpdateAccount changes it"),
+        )
+        .at("waba_id"));
+    }
+    Ok(AccountWrite::Put(Account {
+        id: id.clone(),
+        display_name: draft.display_name.clone(),
+        delivery: draft.delivery,
+        credentials: draft.credentials.clone(),
+        created_at: now,
+        updated_at: now,
+    }))
+}
+
+pub fn plan_update(
+    existing: Option<&Account>,
+    id: &AccountId,
+    draft: &AccountDraft,
+    now: DateTime<Utc>,
+) -> Result<AccountWrite, Rejection> {
+    draft.validate(id)?;
+    let Some(existing) = existing else {
+        return Err(account_not_found(id));
+    };
+    let unchanged = existing.display_name == draft.display_name
+        && existing.delivery == draft.delivery
+        && existing.credentials == draft.credentials;
+    if unchanged {
+        return Ok(AccountWrite::Keep(existing.clone()));
+    }
+    Ok(AccountWrite::Put(Account {
+        display_name: draft.display_name.clone(),
+        delivery: draft.delivery,
+        credentials: draft.credentials.clone(),
+        updated_at: now,
+        ..existing.clone()
+    }))
+}
+
+/// The default account as `--phone-number-ids` creates it at start: it
+/// delivers when the process does, with the process's token.
+pub fn plan_bootstrap_default(
+    existing: Option<&Account>,
+    delivery: bool,
+    now: DateTime<Utc>,
+) -> Result<AccountWrite, Rejection> {
+    match existing {
+        // What an operator set through the API wins over the flags.
+        Some(account) => Ok(AccountWrite::Keep(account.clone())),
+        None => plan_create(
+            None,
+            &AccountId::default_account(),
+            &AccountDraft {
+                display_name: "Default account (--phone-number-ids)".to_owned(),
+                delivery,
+                credentials: Credentials::None,
+            },
+            now,
+        ),
+    }
+}
+
+pub fn account_not_found(id: &AccountId) -> Rejection {
+    Rejection::new(
+        Reason::AccountNotFound,
+        format!("no account {id} is registered"),
+    )
+    .at("waba_id")
+}
+
+/// The Cloud API's id of a business phone number (digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhoneNumberId(String);
+
+impl PhoneNumberId {
+    pub fn parse(raw: &str) -> Result<PhoneNumberId, Rejection> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Rejection::new(
+                Reason::InvalidAccount,
+                "a Cloud API phone number id is 1-20 digits",
+            )
+            .at("phone_number_id"));
+        }
+        Ok(PhoneNumberId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A business phone number, the Cloud API id that sends for it, and its
+/// account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessNumber {
+    pub number: PhoneNumber,
+    pub phone_number_id: PhoneNumberId,
+    pub account: AccountId,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// What registering a number reads first.
+#[derive(Debug, Clone, Default)]
+pub struct NumberSnapshot {
+    /// The account the number is to join.
+    pub account: Option<Account>,
+    /// The number as registered now, if it is.
+    pub by_number: Option<BusinessNumber>,
+    /// Whichever number the phone number id sends for now, if any.
+    pub by_phone_number_id: Option<BusinessNumber>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NumberWrite {
+    /// Store the number; `replaces` is the phone number id it had before,
+    /// whose lookup entry goes.
+    Put {
+        number: BusinessNumber,
+        replaces: Option<PhoneNumberId>,
+    },
+    Keep(BusinessNumber),
+}
+
+impl NumberWrite {
+    pub fn number(&self) -> &BusinessNumber {
+        match self {
+            NumberWrite::Put { number, .. } | NumberWrite::Keep(number) => number,
+        }
+    }
+}
+
+/// Registers `number` in `account`, sent for by `phone_number_id`. A number
+/// belongs to one account (as on WhatsApp), and a phone number id sends
+/// for one number: moving either is an explicit remove first.
+pub fn plan_register(
+    seen: &NumberSnapshot,
+    number: &PhoneNumber,
+    phone_number_id: &PhoneNumberId,
+    account: &AccountId,
+    now: DateTime<Utc>,
+) -> Result<NumberWrite, Rejection> {
+    if seen.account.is_none() {
+        return Err(account_not_found(account));
+    }
+    if let Some(current) = &seen.by_number
+        && current.account != *account
+    {
+        return Err(Rejection::new(
+            Reason::BusinessNumberInOtherAccount,
+            format!(
+                "{} belongs to account {}; remove it there first",
+                number.as_str(),
+                current.account
+            ),
+        )
+        .at("number"));
+    }
+    if let Some(other) = &seen.by_phone_number_id
+        && other.number != *number
+    {
+        return Err(Rejection::new(
+            Reason::PhoneNumberIdInUse,
+            format!(
+                "phone number id {} already sends for {}",
+                phone_number_id.as_str(),
+                other.number.as_str()
+            ),
+        )
+        .at("phone_number_id"));
+    }
+    match &seen.by_number {
+        Some(current) if current.phone_number_id == *phone_number_id => {
+            Ok(NumberWrite::Keep(current.clone()))
+        }
+        current => Ok(NumberWrite::Put {
+            number: BusinessNumber {
+                number: number.clone(),
+                phone_number_id: phone_number_id.clone(),
+                account: account.clone(),
+                registered_at: current.as_ref().map_or(now, |c| c.registered_at),
+            },
+            replaces: current.as_ref().map(|c| c.phone_number_id.clone()),
+        }),
+    }
+}
+
+/// Which account a send from `business` is checked against. Until any
+/// account exists (a deployment that never registered one) every number
+/// sends as before, in the default account; after that, only registered
+/// numbers send.
+pub fn sending_account(
+    business: &PhoneNumber,
+    registered: Option<&BusinessNumber>,
+    any_account: bool,
+) -> Result<AccountId, Rejection> {
+    match registered {
+        Some(number) => Ok(number.account.clone()),
+        None if !any_account => Ok(AccountId::default_account()),
+        None => Err(Rejection::new(
+            Reason::BusinessNumberNotRegistered,
+            format!(
+                "{} is not a registered business number; RegisterNumber adds it to its account",
+                business.as_str()
+            ),
+        )
+        .at("business_number")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

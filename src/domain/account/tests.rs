@@ -1,0 +1,226 @@
+use chrono::TimeZone;
+
+use super::*;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap()
+}
+
+fn waba(id: &str) -> AccountId {
+    AccountId::parse(id).unwrap()
+}
+
+fn draft(name: &str) -> AccountDraft {
+    AccountDraft {
+        display_name: name.to_owned(),
+        delivery: false,
+        credentials: Credentials::None,
+    }
+}
+
+fn account(id: &str) -> Account {
+    match plan_create(None, &waba(id), &draft("Brand"), now()).unwrap() {
+        AccountWrite::Put(account) => account,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn number(e164: &str, id: &str, account: &str) -> BusinessNumber {
+    BusinessNumber {
+        number: PhoneNumber::parse(e164).unwrap(),
+        phone_number_id: PhoneNumberId::parse(id).unwrap(),
+        account: waba(account),
+        registered_at: now(),
+    }
+}
+
+#[test]
+fn account_ids_are_digits_or_the_default() {
+    assert!(waba("").is_default());
+    assert!(waba("default").is_default());
+    assert_eq!(waba(" 102290129340398 ").as_str(), "102290129340398");
+    for bad in ["abc", "12a", "-1", "123456789012345678901", "1.5"] {
+        let refused = AccountId::parse(bad).unwrap_err();
+        assert_eq!(refused.reason, Reason::InvalidAccount, "{bad}");
+    }
+}
+
+#[test]
+fn credentials_are_a_reference_never_a_token() {
+    assert_eq!(
+        Credentials::env_var("WABA_BRAND_A_TOKEN").unwrap(),
+        Credentials::EnvVar("WABA_BRAND_A_TOKEN".into())
+    );
+    for bad in ["", "1TOKEN", "MY-TOKEN", "EAAG token"] {
+        assert_eq!(
+            Credentials::env_var(bad).unwrap_err().reason,
+            Reason::InvalidAccount,
+            "{bad:?}"
+        );
+    }
+    assert!(Credentials::file("/var/run/secrets/waba/token").is_ok());
+    assert!(Credentials::file("token.txt").is_err());
+}
+
+#[test]
+fn create_refuses_an_existing_account_and_update_a_missing_one() {
+    let brand = account("102290129340398");
+    let again = plan_create(Some(&brand), &brand.id, &draft("Other"), now()).unwrap_err();
+    assert_eq!(again.reason, Reason::AccountExists);
+    let missing = plan_update(None, &waba("555"), &draft("x"), now()).unwrap_err();
+    assert_eq!(missing.reason, Reason::AccountNotFound);
+    assert_eq!(missing.kind(), crate::domain::RejectionKind::NotFound);
+}
+
+#[test]
+fn update_changes_what_differs_and_keeps_the_creation_time() {
+    let brand = account("102290129340398");
+    let later = now() + chrono::Duration::hours(1);
+    let same = plan_update(Some(&brand), &brand.id, &draft("Brand"), later).unwrap();
+    assert_eq!(same, AccountWrite::Keep(brand.clone()));
+    let renamed = plan_update(Some(&brand), &brand.id, &draft("Brand B"), later).unwrap();
+    let AccountWrite::Put(renamed) = renamed else {
+        panic!("{renamed:?}")
+    };
+    assert_eq!(renamed.display_name, "Brand B");
+    assert_eq!(renamed.created_at, now());
+    assert_eq!(renamed.updated_at, later);
+}
+
+#[test]
+fn delivery_needs_credentials_except_in_the_default_account() {
+    let delivering = AccountDraft {
+        delivery: true,
+        ..draft("Brand")
+    };
+    let refused = plan_create(None, &waba("777"), &delivering, now()).unwrap_err();
+    assert_eq!(refused.reason, Reason::InvalidAccount);
+    assert_eq!(refused.field.as_deref(), Some("delivery"));
+    assert!(plan_create(None, &AccountId::default_account(), &delivering, now()).is_ok());
+    let with_token = AccountDraft {
+        credentials: Credentials::env_var("BRAND_TOKEN").unwrap(),
+        ..delivering
+    };
+    assert!(plan_create(None, &waba("777"), &with_token, now()).is_ok());
+}
+
+#[test]
+fn display_names_are_bounded() {
+    let long = draft(&"x".repeat(257));
+    assert_eq!(
+        plan_create(None, &waba("1"), &long, now())
+            .unwrap_err()
+            .reason,
+        Reason::InvalidAccount
+    );
+    assert!(plan_create(None, &waba("1"), &draft("Ünïcode ✓"), now()).is_ok());
+}
+
+#[test]
+fn bootstrap_creates_the_default_account_once_and_keeps_what_an_operator_set() {
+    let AccountWrite::Put(created) = plan_bootstrap_default(None, true, now()).unwrap() else {
+        panic!("the first start creates it")
+    };
+    assert!(created.id.is_default());
+    assert!(created.delivery);
+    let edited = Account {
+        delivery: false,
+        ..created
+    };
+    assert_eq!(
+        plan_bootstrap_default(Some(&edited), true, now()).unwrap(),
+        AccountWrite::Keep(edited.clone())
+    );
+}
+
+#[test]
+fn a_number_belongs_to_one_account_and_an_id_sends_for_one_number() {
+    let brand = account("111");
+    let seen = |by_number, by_id| NumberSnapshot {
+        account: Some(brand.clone()),
+        by_number,
+        by_phone_number_id: by_id,
+    };
+    let n = PhoneNumber::parse("+15550001111").unwrap();
+    let id = PhoneNumberId::parse("106540352242922").unwrap();
+    // New.
+    let write = plan_register(&seen(None, None), &n, &id, &brand.id, now()).unwrap();
+    assert_eq!(
+        write,
+        NumberWrite::Put {
+            number: number("+15550001111", "106540352242922", "111"),
+            replaces: None
+        }
+    );
+    // The same again changes nothing.
+    let current = number("+15550001111", "106540352242922", "111");
+    let again = plan_register(
+        &seen(Some(current.clone()), Some(current.clone())),
+        &n,
+        &id,
+        &brand.id,
+        now(),
+    )
+    .unwrap();
+    assert_eq!(again, NumberWrite::Keep(current.clone()));
+    // In another account: refused.
+    let elsewhere = number("+15550001111", "106540352242922", "222");
+    let refused =
+        plan_register(&seen(Some(elsewhere), None), &n, &id, &brand.id, now()).unwrap_err();
+    assert_eq!(refused.reason, Reason::BusinessNumberInOtherAccount);
+    assert_eq!(refused.kind(), crate::domain::RejectionKind::Conflict);
+    // The id already sends for another number: refused.
+    let other = number("+15550002222", "106540352242922", "111");
+    let taken = plan_register(&seen(None, Some(other)), &n, &id, &brand.id, now()).unwrap_err();
+    assert_eq!(taken.reason, Reason::PhoneNumberIdInUse);
+    // A new id for the same number replaces the old one's lookup.
+    let new_id = PhoneNumberId::parse("999").unwrap();
+    let moved = plan_register(&seen(Some(current), None), &n, &new_id, &brand.id, now()).unwrap();
+    let NumberWrite::Put {
+        number: moved,
+        replaces,
+    } = moved
+    else {
+        panic!("{moved:?}")
+    };
+    assert_eq!(moved.phone_number_id, new_id);
+    assert_eq!(replaces, Some(id));
+}
+
+#[test]
+fn registering_in_a_missing_account_is_refused() {
+    let n = PhoneNumber::parse("+15550001111").unwrap();
+    let id = PhoneNumberId::parse("1").unwrap();
+    let refused =
+        plan_register(&NumberSnapshot::default(), &n, &id, &waba("333"), now()).unwrap_err();
+    assert_eq!(refused.reason, Reason::AccountNotFound);
+}
+
+#[test]
+fn sends_need_a_registered_number_once_any_account_exists() {
+    let business = PhoneNumber::parse("+15550001111").unwrap();
+    assert!(
+        sending_account(&business, None, false)
+            .unwrap()
+            .is_default()
+    );
+    let refused = sending_account(&business, None, true).unwrap_err();
+    assert_eq!(refused.reason, Reason::BusinessNumberNotRegistered);
+    assert_eq!(refused.kind(), crate::domain::RejectionKind::Precondition);
+    let registered = number("+15550001111", "1", "444");
+    assert_eq!(
+        sending_account(&business, Some(&registered), true).unwrap(),
+        waba("444")
+    );
+}
+
+#[test]
+fn phone_number_ids_are_digits() {
+    for bad in ["", "abc", "12 34", "123456789012345678901"] {
+        assert_eq!(
+            PhoneNumberId::parse(bad).unwrap_err().reason,
+            Reason::InvalidAccount,
+            "{bad:?}"
+        );
+    }
+}

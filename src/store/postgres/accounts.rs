@@ -1,0 +1,188 @@
+//! Accounts and business numbers in PostgreSQL: one row per account, one
+//! per number; the unique `phone_number_id` keeps an id on one number even
+//! when two replicas register at once (the loser retries and is refused by
+//! the planner).
+
+use tokio_postgres::Row;
+
+use super::{conn, rows};
+use crate::domain::PhoneNumber;
+use crate::domain::account::{Account, AccountId, BusinessNumber, Credentials, PhoneNumberId};
+use crate::store::StoreError;
+
+const ACCOUNTS: &str = "accounts";
+const NUMBERS: &str = "business_numbers";
+
+fn account(row: &Row) -> Result<Account, StoreError> {
+    let corrupt = |detail: &str| StoreError::corrupt(ACCOUNTS, detail);
+    let env: Option<&str> = row.get("credentials_env");
+    let file: Option<&str> = row.get("credentials_file");
+    let credentials = match (env, file) {
+        (None, None) => Credentials::None,
+        (Some(name), None) => Credentials::env_var(name).map_err(|_| corrupt("credentials_env"))?,
+        (None, Some(path)) => Credentials::file(path).map_err(|_| corrupt("credentials_file"))?,
+        (Some(_), Some(_)) => return Err(corrupt("two credentials")),
+    };
+    Ok(Account {
+        id: AccountId::parse(row.get("id")).map_err(|_| corrupt("id"))?,
+        display_name: row.get("display_name"),
+        delivery: row.get("delivery"),
+        credentials,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+fn number(row: &Row) -> Result<BusinessNumber, StoreError> {
+    let corrupt = |detail: &str| StoreError::corrupt(NUMBERS, detail);
+    Ok(BusinessNumber {
+        number: rows::phone(NUMBERS, row.get("number"))?,
+        phone_number_id: PhoneNumberId::parse(row.get("phone_number_id"))
+            .map_err(|_| corrupt("phone_number_id"))?,
+        account: AccountId::parse(row.get("account")).map_err(|_| corrupt("account"))?,
+        registered_at: row.get("registered_at"),
+    })
+}
+
+pub(super) async fn read_account(
+    tx: &impl conn::Connection,
+    id: &AccountId,
+) -> Result<Option<Account>, StoreError> {
+    conn::query_opt(
+        tx,
+        "read an account",
+        "SELECT * FROM accounts WHERE id = $1",
+        &[&id.as_str()],
+    )
+    .await?
+    .map(|row| account(&row))
+    .transpose()
+}
+
+pub(super) async fn put_account(tx: &impl conn::Connection, a: &Account) -> Result<(), StoreError> {
+    let (env, file) = match &a.credentials {
+        Credentials::None => (None, None),
+        Credentials::EnvVar(name) => (Some(name.clone()), None),
+        Credentials::File(path) => (None, Some(path.to_string_lossy().into_owned())),
+    };
+    conn::execute(
+        tx,
+        "write an account",
+        "INSERT INTO accounts (id, display_name, delivery, credentials_env, credentials_file, \
+            created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name, \
+            delivery = EXCLUDED.delivery, credentials_env = EXCLUDED.credentials_env, \
+            credentials_file = EXCLUDED.credentials_file, updated_at = EXCLUDED.updated_at",
+        &[
+            &a.id.as_str(),
+            &a.display_name,
+            &a.delivery,
+            &env,
+            &file,
+            &a.created_at,
+            &a.updated_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn list_accounts(
+    client: &impl conn::Connection,
+) -> Result<Vec<Account>, StoreError> {
+    // Byte order, the order sled keeps.
+    conn::query(
+        client,
+        "list accounts",
+        "SELECT * FROM accounts ORDER BY id COLLATE \"C\"",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(account)
+    .collect()
+}
+
+pub(super) async fn read_number(
+    tx: &impl conn::Connection,
+    number_: &PhoneNumber,
+) -> Result<Option<BusinessNumber>, StoreError> {
+    conn::query_opt(
+        tx,
+        "read a business number",
+        "SELECT * FROM business_numbers WHERE number = $1",
+        &[&number_.as_str()],
+    )
+    .await?
+    .map(|row| number(&row))
+    .transpose()
+}
+
+pub(super) async fn read_number_by_id(
+    tx: &impl conn::Connection,
+    id: &PhoneNumberId,
+) -> Result<Option<BusinessNumber>, StoreError> {
+    conn::query_opt(
+        tx,
+        "read a business number by its id",
+        "SELECT * FROM business_numbers WHERE phone_number_id = $1",
+        &[&id.as_str()],
+    )
+    .await?
+    .map(|row| number(&row))
+    .transpose()
+}
+
+pub(super) async fn put_number(
+    tx: &impl conn::Connection,
+    n: &BusinessNumber,
+) -> Result<(), StoreError> {
+    conn::execute(
+        tx,
+        "write a business number",
+        "INSERT INTO business_numbers (number, phone_number_id, account, registered_at) \
+            VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (number) DO UPDATE SET phone_number_id = EXCLUDED.phone_number_id, \
+            account = EXCLUDED.account",
+        &[
+            &n.number.as_str(),
+            &n.phone_number_id.as_str(),
+            &n.account.as_str(),
+            &n.registered_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_number(
+    tx: &impl conn::Connection,
+    n: &PhoneNumber,
+) -> Result<bool, StoreError> {
+    let deleted = conn::execute(
+        tx,
+        "remove a business number",
+        "DELETE FROM business_numbers WHERE number = $1",
+        &[&n.as_str()],
+    )
+    .await?;
+    Ok(deleted > 0)
+}
+
+pub(super) async fn list_numbers(
+    client: &impl conn::Connection,
+    account_: Option<&AccountId>,
+) -> Result<Vec<BusinessNumber>, StoreError> {
+    let account_ = account_.map(AccountId::as_str);
+    conn::query(
+        client,
+        "list business numbers",
+        "SELECT * FROM business_numbers WHERE ($1::text IS NULL OR account = $1) \
+         ORDER BY number COLLATE \"C\"",
+        &[&account_],
+    )
+    .await?
+    .iter()
+    .map(number)
+    .collect()
+}
