@@ -5,7 +5,11 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["wagate/v1/gateway.proto", "wagate/v1/templates.proto"];
+const PROTOS: &[&str] = &[
+    "wagate/v1/gateway.proto",
+    "wagate/v1/templates.proto",
+    "wagate/v1/accounts.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

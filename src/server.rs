@@ -15,8 +15,9 @@ use crate::domain::retention::Retention;
 use crate::domain::send::DeliveryMode;
 use crate::grpc::auth::Callers;
 use crate::grpc::edge::{EdgeLayer, EdgePolicy};
-use crate::grpc::{GatewayService, TemplateRegistryService};
+use crate::grpc::{AccountRegistryService, GatewayService, TemplateRegistryService};
 use crate::net::{self, ConnectionLimits, Gatekeeper};
+use crate::pb::account_registry_server::AccountRegistryServer;
 use crate::pb::gateway_server::GatewayServer;
 use crate::pb::template_registry_server::TemplateRegistryServer;
 use crate::service::{self, Service};
@@ -69,6 +70,7 @@ pub async fn run(
         lag_timeout: config.watch_lag_timeout,
     };
     let sweeper = service::spawn_sweeper(store.clone(), retention, config.sweep_interval);
+    register_flag_numbers(&config.cloud, &service).await?;
     let cloud = cloud::start(&config.cloud, &service, limits).await?;
     let gauge_store = store.clone();
     let (metrics_address, metrics_server) =
@@ -93,6 +95,9 @@ pub async fn run(
     health.set_serving::<GatewayServer<GatewayService>>().await;
     health
         .set_serving::<TemplateRegistryServer<TemplateRegistryService>>()
+        .await;
+    health
+        .set_serving::<AccountRegistryServer<AccountRegistryService>>()
         .await;
     // Liveness stays SERVING while the process runs, draining included, so a
     // liveness probe does not restart an instance that is shutting down
@@ -128,6 +133,9 @@ pub async fn run(
                 .await;
             health
                 .set_not_serving::<TemplateRegistryServer<TemplateRegistryService>>()
+                .await;
+            health
+                .set_not_serving::<AccountRegistryServer<AccountRegistryService>>()
                 .await;
             health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -166,6 +174,10 @@ pub async fn run(
         )
         .add_service(
             TemplateRegistryServer::new(TemplateRegistryService::new(service.clone()))
+                .max_decoding_message_size(config.max_request_bytes),
+        )
+        .add_service(
+            AccountRegistryServer::new(AccountRegistryService::new(service.clone()))
                 .max_decoding_message_size(config.max_request_bytes),
         )
         .serve_with_incoming_shutdown(
@@ -231,7 +243,12 @@ fn spawn_readiness(
                 }
                 tonic_health::ServingStatus::NotServing
             };
-            for service in ["", "wagate.v1.Gateway", "wagate.v1.TemplateRegistry"] {
+            for service in [
+                "",
+                "wagate.v1.Gateway",
+                "wagate.v1.TemplateRegistry",
+                "wagate.v1.AccountRegistry",
+            ] {
                 health.set_service_status(service, status).await;
             }
         }
@@ -316,6 +333,43 @@ fn connection_limits(config: &Config) -> ConnectionLimits {
         max_connections,
         handshake_timeout: config.handshake_timeout,
     }
+}
+
+/// `--phone-number-ids` as it worked before accounts: its numbers are
+/// registered in the default account at start, so today's deployments need
+/// no change. What an operator registered through the API since wins.
+async fn register_flag_numbers(
+    config: &crate::config::CloudConfig,
+    service: &Service,
+) -> Result<(), BoxError> {
+    if config.phone_number_ids.is_empty() {
+        return Ok(());
+    }
+    let numbers = config
+        .phone_number_ids
+        .iter()
+        .map(|(number, id)| {
+            Ok((
+                crate::domain::PhoneNumber::parse(number)?,
+                crate::domain::account::PhoneNumberId::parse(id)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, crate::domain::Rejection>>()?;
+    let refused = service
+        .bootstrap_numbers(&numbers, config.delivery, chrono::Utc::now())
+        .await?;
+    for rejection in &refused {
+        tracing::warn!(
+            reason = rejection.reason.as_str(),
+            "--phone-number-ids: {}; the registry's entry stays",
+            rejection.description()
+        );
+    }
+    tracing::info!(
+        numbers = numbers.len() - refused.len(),
+        "--phone-number-ids registered in the default account"
+    );
+    Ok(())
 }
 
 /// Sets the gauges read at scrape time: the process's (CPU, memory, open

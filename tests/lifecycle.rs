@@ -397,6 +397,7 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         "full_disk.rs",
         "window_events.rs",
         "rich_messages.rs",
+        "accounts.rs",
     ]
     .iter()
     .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())

@@ -1,6 +1,7 @@
 //! The tonic services: protobuf in, domain rules and store in the middle,
 //! protobuf or a rich status out.
 
+mod accounts;
 pub mod auth;
 mod convert;
 pub mod edge;
@@ -12,6 +13,7 @@ mod templates;
 mod window_watch;
 mod windows;
 
+pub use accounts::AccountRegistryService;
 pub use gateway::GatewayService;
 pub use templates::TemplateRegistryService;
 pub use window_watch::WatchLimits;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
+use wagate::pb::account_registry_client::AccountRegistryClient;
 use wagate::pb::gateway_client::GatewayClient;
 use wagate::pb::template_registry_client::TemplateRegistryClient;
 
@@ -119,6 +120,10 @@ impl Server {
 
     pub async fn templates(&self) -> TemplateRegistryClient<Channel> {
         TemplateRegistryClient::new(self.channel().await)
+    }
+
+    pub async fn accounts(&self) -> AccountRegistryClient<Channel> {
+        AccountRegistryClient::new(self.channel().await)
     }
 
     /// Everything the server has logged so far.

@@ -1,0 +1,216 @@
+//! The `wagate.v1.AccountRegistry` service.
+
+use tonic::{Request, Response, Status};
+
+use super::{convert, status};
+use crate::domain::account::{
+    self, Account, AccountDraft, AccountId, BusinessNumber, Credentials, PhoneNumberId,
+};
+use crate::domain::{PhoneNumber, Reason, Rejection};
+use crate::pb;
+use crate::service::Service;
+
+pub struct AccountRegistryService {
+    store: Service,
+}
+
+impl AccountRegistryService {
+    pub fn new(store: Service) -> Self {
+        AccountRegistryService { store }
+    }
+}
+
+fn account_id(raw: &str) -> Result<AccountId, Status> {
+    AccountId::parse(raw).map_err(|e| status::rejection(e.at("waba_id")))
+}
+
+fn business_number(raw: &str) -> Result<PhoneNumber, Status> {
+    PhoneNumber::parse(raw).map_err(|e| status::rejection(e.at("number")))
+}
+
+/// The account's id and what the caller sets on it.
+fn draft(account: Option<pb::Account>) -> Result<(AccountId, AccountDraft), Status> {
+    let account = account.ok_or_else(|| {
+        status::rejection(Rejection::new(Reason::InvalidAccount, "is required").at("account"))
+    })?;
+    let id = AccountId::parse(&account.waba_id)
+        .map_err(|e| status::rejection(e.at("waba_id").within("account")))?;
+    let credentials = match &account.credentials {
+        None => Credentials::None,
+        Some(pb::account::Credentials::TokenEnv(name)) => Credentials::env_var(name)
+            .map_err(|e| status::rejection(e.at("token_env").within("account")))?,
+        Some(pb::account::Credentials::TokenFile(path)) => Credentials::file(path)
+            .map_err(|e| status::rejection(e.at("token_file").within("account")))?,
+    };
+    let draft = AccountDraft {
+        display_name: account.display_name,
+        delivery: account.delivery,
+        credentials,
+    };
+    draft
+        .validate(&id)
+        .map_err(|e| status::rejection(e.within("account")))?;
+    Ok((id, draft))
+}
+
+fn account_message(account: &Account) -> pb::Account {
+    pb::Account {
+        waba_id: account.id.as_str().to_owned(),
+        display_name: account.display_name.clone(),
+        delivery: account.delivery,
+        credentials: match &account.credentials {
+            Credentials::None => None,
+            Credentials::EnvVar(name) => Some(pb::account::Credentials::TokenEnv(name.clone())),
+            Credentials::File(path) => Some(pb::account::Credentials::TokenFile(
+                path.to_string_lossy().into_owned(),
+            )),
+        },
+        create_time: Some(convert::timestamp(account.created_at)),
+        update_time: Some(convert::timestamp(account.updated_at)),
+    }
+}
+
+fn number_message(number: &BusinessNumber) -> pb::BusinessNumber {
+    pb::BusinessNumber {
+        number: number.number.as_str().to_owned(),
+        phone_number_id: number.phone_number_id.as_str().to_owned(),
+        waba_id: number.account.as_str().to_owned(),
+        register_time: Some(convert::timestamp(number.registered_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::account_registry_server::AccountRegistry for AccountRegistryService {
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Result<Response<pb::CreateAccountResponse>, Status> {
+        let (id, draft) = draft(request.into_inner().account)?;
+        let account = self
+            .store
+            .create_account(&id, &draft, convert::now())
+            .await
+            .map_err(status::store)?;
+        tracing::info!(waba_id = %id, delivery = account.delivery, "account created");
+        Ok(Response::new(pb::CreateAccountResponse {
+            account: Some(account_message(&account)),
+        }))
+    }
+
+    async fn update_account(
+        &self,
+        request: Request<pb::UpdateAccountRequest>,
+    ) -> Result<Response<pb::UpdateAccountResponse>, Status> {
+        let (id, draft) = draft(request.into_inner().account)?;
+        let account = self
+            .store
+            .update_account(&id, &draft, convert::now())
+            .await
+            .map_err(status::store)?;
+        tracing::info!(waba_id = %id, delivery = account.delivery, "account updated");
+        Ok(Response::new(pb::UpdateAccountResponse {
+            account: Some(account_message(&account)),
+        }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let id = account_id(&request.get_ref().waba_id)?;
+        let account = self
+            .store
+            .account(&id)
+            .await
+            .map_err(status::store)?
+            .ok_or_else(|| status::rejection(account::account_not_found(&id)))?;
+        let numbers = self
+            .store
+            .list_numbers(Some(&id))
+            .await
+            .map_err(status::store)?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(account_message(&account)),
+            numbers: numbers.iter().map(number_message).collect(),
+        }))
+    }
+
+    async fn list_accounts(
+        &self,
+        _request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let accounts = self.store.list_accounts().await.map_err(status::store)?;
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: accounts.iter().map(account_message).collect(),
+        }))
+    }
+
+    async fn register_number(
+        &self,
+        request: Request<pb::RegisterNumberRequest>,
+    ) -> Result<Response<pb::RegisterNumberResponse>, Status> {
+        let request = request.into_inner();
+        let number = business_number(&request.number)?;
+        let phone_number_id =
+            PhoneNumberId::parse(&request.phone_number_id).map_err(status::rejection)?;
+        let id = account_id(&request.waba_id)?;
+        let (stored, changed) = self
+            .store
+            .register_number(&number, &phone_number_id, &id, convert::now())
+            .await
+            .map_err(status::store)?;
+        tracing::info!(
+            waba_id = %id,
+            phone_number_id = phone_number_id.as_str(),
+            changed,
+            "business number registered"
+        );
+        Ok(Response::new(pb::RegisterNumberResponse {
+            number: Some(number_message(&stored)),
+            changed,
+        }))
+    }
+
+    async fn list_numbers(
+        &self,
+        request: Request<pb::ListNumbersRequest>,
+    ) -> Result<Response<pb::ListNumbersResponse>, Status> {
+        let raw = request.get_ref().waba_id.trim();
+        let only = if raw.is_empty() {
+            None
+        } else {
+            Some(account_id(raw)?)
+        };
+        let numbers = self
+            .store
+            .list_numbers(only.as_ref())
+            .await
+            .map_err(status::store)?;
+        Ok(Response::new(pb::ListNumbersResponse {
+            numbers: numbers.iter().map(number_message).collect(),
+        }))
+    }
+
+    async fn remove_number(
+        &self,
+        request: Request<pb::RemoveNumberRequest>,
+    ) -> Result<Response<pb::RemoveNumberResponse>, Status> {
+        let number = business_number(&request.get_ref().number)?;
+        let removed = self
+            .store
+            .remove_number(&number)
+            .await
+            .map_err(status::store)?;
+        if !removed {
+            return Err(status::rejection(
+                Rejection::new(
+                    Reason::BusinessNumberNotRegistered,
+                    format!("{} is not a registered business number", number.as_str()),
+                )
+                .at("number"),
+            ));
+        }
+        tracing::info!("business number removed");
+        Ok(Response::new(pb::RemoveNumberResponse {}))
+    }
+}

@@ -1,0 +1,409 @@
+//! The account registry through the real binary: accounts and numbers
+//! created, read, listed and removed over gRPC; every refusal with its
+//! reason; a restart keeps them; `--phone-number-ids` registers its numbers
+//! in the default account; two replicas on one PostgreSQL see one registry.
+
+mod common;
+#[path = "pg/mod.rs"]
+mod pg;
+
+use common::*;
+use tonic::Code;
+
+const BRAND_A: &str = "102290129340398";
+const BRAND_B: &str = "203301230451409";
+
+fn account(waba_id: &str, name: &str) -> pb::Account {
+    pb::Account {
+        waba_id: waba_id.into(),
+        display_name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn register(number: &str, id: &str, waba_id: &str) -> pb::RegisterNumberRequest {
+    pb::RegisterNumberRequest {
+        number: number.into(),
+        phone_number_id: id.into(),
+        waba_id: waba_id.into(),
+    }
+}
+
+async fn create(server: &Server, account: pb::Account) -> pb::Account {
+    server
+        .accounts()
+        .await
+        .create_account(pb::CreateAccountRequest {
+            account: Some(account),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap()
+}
+
+fn numbers_of(numbers: &[pb::BusinessNumber]) -> Vec<(&str, &str, &str)> {
+    numbers
+        .iter()
+        .map(|n| {
+            (
+                n.number.as_str(),
+                n.phone_number_id.as_str(),
+                n.waba_id.as_str(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn accounts_and_numbers_are_kept_listed_and_survive_a_restart() {
+    let mut server = Server::start();
+    let created = create(
+        &server,
+        pb::Account {
+            delivery: true,
+            credentials: Some(pb::account::Credentials::TokenEnv("BRAND_A_TOKEN".into())),
+            ..account(BRAND_A, "Brand A")
+        },
+    )
+    .await;
+    assert_eq!(created.waba_id, BRAND_A);
+    assert!(created.create_time.is_some());
+    assert_eq!(
+        created.credentials,
+        Some(pb::account::Credentials::TokenEnv("BRAND_A_TOKEN".into()))
+    );
+    create(&server, account(BRAND_B, "Brand B")).await;
+    let mut accounts = server.accounts().await;
+    // Any common format of the number is stored as E.164.
+    let registered = accounts
+        .register_number(register("+1 (555) 000-1111", "1065", BRAND_A))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(registered.changed);
+    assert_eq!(registered.number.unwrap().number, BUSINESS);
+    let again = accounts
+        .register_number(register(BUSINESS, "1065", BRAND_A))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.changed);
+    accounts
+        .register_number(register("+15550002222", "2077", BRAND_B))
+        .await
+        .unwrap();
+
+    server.restart().await;
+    let mut accounts = server.accounts().await;
+    let listed = accounts
+        .list_accounts(pb::ListAccountsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts;
+    let names: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|a| (a.waba_id.as_str(), a.display_name.as_str()))
+        .collect();
+    assert_eq!(names, [(BRAND_A, "Brand A"), (BRAND_B, "Brand B")]);
+    let got = accounts
+        .get_account(pb::GetAccountRequest {
+            waba_id: BRAND_A.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.account.unwrap(), created);
+    assert_eq!(numbers_of(&got.numbers), [(BUSINESS, "1065", BRAND_A)]);
+    let all = accounts
+        .list_numbers(pb::ListNumbersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .numbers;
+    assert_eq!(
+        numbers_of(&all),
+        [
+            (BUSINESS, "1065", BRAND_A),
+            ("+15550002222", "2077", BRAND_B)
+        ]
+    );
+
+    // Renaming keeps the creation time; removing frees the number.
+    let updated = accounts
+        .update_account(pb::UpdateAccountRequest {
+            account: Some(account(BRAND_B, "Brand B (EU)")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(updated.display_name, "Brand B (EU)");
+    accounts
+        .remove_number(pb::RemoveNumberRequest {
+            number: "+15550002222".into(),
+        })
+        .await
+        .unwrap();
+    let of_b = accounts
+        .list_numbers(pb::ListNumbersRequest {
+            waba_id: BRAND_B.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .numbers;
+    assert!(of_b.is_empty(), "{of_b:?}");
+}
+
+#[tokio::test]
+async fn bad_accounts_and_numbers_are_refused_with_a_reason() {
+    let server = Server::start();
+    create(&server, account(BRAND_A, "Brand A")).await;
+    create(&server, account(BRAND_B, "Brand B")).await;
+    let mut accounts = server.accounts().await;
+    accounts
+        .register_number(register(BUSINESS, "1065", BRAND_A))
+        .await
+        .unwrap();
+
+    let malformed = refusal(
+        accounts
+            .create_account(pb::CreateAccountRequest {
+                account: Some(account("waba-12", "x")),
+            })
+            .await,
+    );
+    assert_eq!(
+        (malformed.code, malformed.reason.as_str()),
+        (Code::InvalidArgument, "INVALID_ACCOUNT")
+    );
+    assert_eq!(malformed.fields, ["account.waba_id"]);
+    assert_eq!(malformed.domain, "wagate");
+
+    let no_token = refusal(
+        accounts
+            .create_account(pb::CreateAccountRequest {
+                account: Some(pb::Account {
+                    delivery: true,
+                    ..account("555", "Delivers without a token")
+                }),
+            })
+            .await,
+    );
+    assert_eq!(no_token.reason, "INVALID_ACCOUNT");
+    assert_eq!(no_token.fields, ["account.delivery"]);
+
+    let bad_env = refusal(
+        accounts
+            .create_account(pb::CreateAccountRequest {
+                account: Some(pb::Account {
+                    credentials: Some(pb::account::Credentials::TokenEnv("EAAG token".into())),
+                    ..account("556", "A token pasted where its name goes")
+                }),
+            })
+            .await,
+    );
+    assert_eq!(bad_env.fields, ["account.token_env"]);
+
+    let exists = refusal(
+        accounts
+            .create_account(pb::CreateAccountRequest {
+                account: Some(account(BRAND_A, "again")),
+            })
+            .await,
+    );
+    assert_eq!(
+        (exists.code, exists.reason.as_str()),
+        (Code::AlreadyExists, "ACCOUNT_EXISTS")
+    );
+
+    let unknown = refusal(
+        accounts
+            .register_number(register("+15550003333", "3088", "999"))
+            .await,
+    );
+    assert_eq!(
+        (unknown.code, unknown.reason.as_str()),
+        (Code::NotFound, "ACCOUNT_NOT_FOUND")
+    );
+    let unknown_get = refusal(
+        accounts
+            .get_account(pb::GetAccountRequest {
+                waba_id: "999".into(),
+            })
+            .await,
+    );
+    assert_eq!(unknown_get.reason, "ACCOUNT_NOT_FOUND");
+
+    let two_accounts = refusal(
+        accounts
+            .register_number(register(BUSINESS, "1065", BRAND_B))
+            .await,
+    );
+    assert_eq!(
+        (two_accounts.code, two_accounts.reason.as_str()),
+        (Code::AlreadyExists, "BUSINESS_NUMBER_IN_OTHER_ACCOUNT")
+    );
+    assert!(
+        two_accounts
+            .message
+            .starts_with("number: +15550001111 belongs to account 102290129340398"),
+        "{two_accounts:?}"
+    );
+
+    let id_taken = refusal(
+        accounts
+            .register_number(register("+15550003333", "1065", BRAND_A))
+            .await,
+    );
+    assert_eq!(
+        (id_taken.code, id_taken.reason.as_str()),
+        (Code::AlreadyExists, "PHONE_NUMBER_ID_IN_USE")
+    );
+    assert!(
+        id_taken.message.starts_with("phone_number_id:"),
+        "{id_taken:?}"
+    );
+
+    let bad_id = refusal(
+        accounts
+            .register_number(register("+15550003333", "10-65", BRAND_A))
+            .await,
+    );
+    assert_eq!(bad_id.reason, "INVALID_ACCOUNT");
+    assert_eq!(bad_id.fields, ["phone_number_id"]);
+
+    let bad_number = refusal(
+        accounts
+            .register_number(register("555-CALL-NOW", "4099", BRAND_A))
+            .await,
+    );
+    assert_eq!(bad_number.reason, "INVALID_PHONE_NUMBER");
+    assert_eq!(bad_number.fields, ["number"]);
+
+    let not_registered = refusal(
+        accounts
+            .remove_number(pb::RemoveNumberRequest {
+                number: "+15550009999".into(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (not_registered.code, not_registered.reason.as_str()),
+        (Code::FailedPrecondition, "BUSINESS_NUMBER_NOT_REGISTERED")
+    );
+
+    // Nothing refused was stored.
+    let all = accounts
+        .list_numbers(pb::ListNumbersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .numbers;
+    assert_eq!(numbers_of(&all), [(BUSINESS, "1065", BRAND_A)]);
+    let listed = accounts
+        .list_accounts(pb::ListAccountsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts;
+    assert_eq!(listed.len(), 2);
+}
+
+#[tokio::test]
+async fn phone_number_ids_flag_registers_its_numbers_in_the_default_account() {
+    let mut server = Server::start_with(&[
+        "--phone-number-ids",
+        "+15550001111=106540352242922,+15550002222=106540352242933",
+    ]);
+    let mut accounts = server.accounts().await;
+    let default = accounts
+        .get_account(pb::GetAccountRequest {
+            waba_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(default.account.unwrap().waba_id, "default");
+    assert_eq!(
+        numbers_of(&default.numbers),
+        [
+            (BUSINESS, "106540352242922", "default"),
+            ("+15550002222", "106540352242933", "default")
+        ]
+    );
+
+    // An operator moves one number to its own account; the flag, still
+    // set, does not move it back at the next start.
+    create(&server, account(BRAND_A, "Brand A")).await;
+    accounts
+        .remove_number(pb::RemoveNumberRequest {
+            number: "+15550002222".into(),
+        })
+        .await
+        .unwrap();
+    accounts
+        .register_number(register("+15550002222", "106540352242933", BRAND_A))
+        .await
+        .unwrap();
+    server.restart().await;
+    let all = server
+        .accounts()
+        .await
+        .list_numbers(pb::ListNumbersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .numbers;
+    assert_eq!(
+        numbers_of(&all),
+        [
+            (BUSINESS, "106540352242922", "default"),
+            ("+15550002222", "106540352242933", BRAND_A)
+        ]
+    );
+    assert!(
+        server.logs().contains("BUSINESS_NUMBER_IN_OTHER_ACCOUNT"),
+        "the start says why the flag's entry was not applied"
+    );
+}
+
+#[tokio::test]
+async fn replicas_on_one_postgresql_share_the_registry() {
+    let database = pg::shared();
+    let url = database.url(&database.create_database());
+    let first = Server::start_with(&["--database-url", &url]);
+    let second = Server::start_with(&["--database-url", &url]);
+    create(&first, account(BRAND_A, "Brand A")).await;
+    first
+        .accounts()
+        .await
+        .register_number(register(BUSINESS, "1065", BRAND_A))
+        .await
+        .unwrap();
+    let seen = second
+        .accounts()
+        .await
+        .get_account(pb::GetAccountRequest {
+            waba_id: BRAND_A.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.account.unwrap().display_name, "Brand A");
+    assert_eq!(numbers_of(&seen.numbers), [(BUSINESS, "1065", BRAND_A)]);
+    // The number is taken for every replica.
+    create(&second, account(BRAND_B, "Brand B")).await;
+    let taken = refusal(
+        second
+            .accounts()
+            .await
+            .register_number(register(BUSINESS, "2077", BRAND_B))
+            .await,
+    );
+    assert_eq!(taken.reason, "BUSINESS_NUMBER_IN_OTHER_ACCOUNT");
+}
