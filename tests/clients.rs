@@ -30,30 +30,28 @@ fn tool(variable: &str, venv_name: &str) -> PathBuf {
     path
 }
 
-/// The README's grpcurl session: the first ```sh block after the heading
-/// "A grpcurl session".
-fn readme_session() -> String {
+/// The first ```sh block after the README heading `heading`.
+fn readme_block(heading: &str) -> String {
     let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
     let section = readme
-        .split("A grpcurl session")
+        .split(heading)
         .nth(1)
-        .expect("README has a grpcurl session");
+        .unwrap_or_else(|| panic!("README has a section {heading:?}"));
     let block = section.split("```sh\n").nth(1).expect("a sh block");
     block.split("\n```").next().unwrap().to_owned()
 }
 
-#[test]
-fn the_readme_grpcurl_session_works_through_reflection_alone() {
+/// Runs the README's `heading` block as pasted against `server`, in an
+/// empty directory (no proto files anywhere near): its transcript.
+fn run_readme_block(heading: &str, server: &Server) -> String {
     let grpcurl = tool("WAGATE_GRPCURL", "grpcurl");
-    let server = Server::start();
-    let session = readme_session().replace("localhost:50051", &server.addr.to_string());
+    let session = readme_block(heading).replace("localhost:50051", &server.addr.to_string());
     assert!(session.contains("grpcurl"), "{session}");
     let path = format!(
         "{}:{}",
         grpcurl.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    // Run as pasted, in an empty directory: no proto files anywhere near.
     let empty = tempfile::tempdir().unwrap();
     let output = Command::new("bash")
         .arg("-c")
@@ -62,7 +60,41 @@ fn the_readme_grpcurl_session_works_through_reflection_alone() {
         .env("PATH", path)
         .output()
         .expect("run bash");
-    let transcript = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Each marker in `transcript`, in this order.
+fn assert_in_order(transcript: &str, expected: &[&str]) {
+    let mut rest = transcript;
+    for marker in expected {
+        let at = rest.find(marker).unwrap_or_else(|| {
+            panic!("{marker:?} missing (or out of order) in the transcript:\n{transcript}")
+        });
+        rest = &rest[at + marker.len()..];
+    }
+}
+
+#[test]
+fn the_readme_accounts_session_works_through_reflection_alone() {
+    let server = Server::start();
+    let transcript = run_readme_block("## Business accounts and numbers", &server);
+    assert_in_order(
+        &transcript,
+        &[
+            "\"wabaId\": \"102290129340398\"",
+            "\"tokenFile\": \"/run/secrets/brand-a-token\"",
+            "\"phoneNumberId\": \"106540352242922\"",
+            "\"changed\": true",
+            "\"displayName\": \"Brand A\"",
+            "\"number\": \"+15550001111\"",
+        ],
+    );
+}
+
+#[test]
+fn the_readme_grpcurl_session_works_through_reflection_alone() {
+    let server = Server::start();
+    let transcript = run_readme_block("A grpcurl session", &server);
 
     // What each step of the session answers, in order.
     let expected = [
@@ -86,13 +118,7 @@ fn the_readme_grpcurl_session_works_through_reflection_alone() {
         "\"pricingCategory\": \"PRICING_CATEGORY_UTILITY\"",
         "\"billable\": true",
     ];
-    let mut rest = transcript.as_ref();
-    for marker in expected {
-        let at = rest.find(marker).unwrap_or_else(|| {
-            panic!("{marker:?} missing (or out of order) in the transcript:\n{transcript}")
-        });
-        rest = &rest[at + marker.len()..];
-    }
+    assert_in_order(&transcript, &expected);
 }
 
 /// Every rich content as grpcurl's JSON, through reflection alone: what an

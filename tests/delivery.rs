@@ -1176,3 +1176,85 @@ async fn a_watcher_on_one_replica_sees_what_another_replica_stores_in_order() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn an_account_registered_through_the_api_delivers_with_its_own_token() {
+    let (graph, url) = FakeGraph::start().await;
+    // No --phone-number-ids and no process-wide token: the route and the
+    // token come from the account registry alone.
+    let server = Server::start_with(&[
+        "--delivery",
+        "--graph-base-url",
+        &url,
+        "--graph-api-version",
+        "v23.0",
+        "--delivery-backoff",
+        "20ms",
+        "--delivery-backoff-max",
+        "100ms",
+    ]);
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("brand-b-token");
+    std::fs::write(&token_file, "EAAG-brand-b-token\n").unwrap();
+    let mut accounts = server.accounts().await;
+    let brand_b = pb::Account {
+        waba_id: "203301230451409".into(),
+        display_name: "Brand B".into(),
+        delivery: true,
+        credentials: Some(pb::account::Credentials::TokenFile(
+            token_file.display().to_string(),
+        )),
+        ..Default::default()
+    };
+    accounts
+        .create_account(pb::CreateAccountRequest {
+            account: Some(brand_b.clone()),
+        })
+        .await
+        .unwrap();
+    accounts
+        .register_number(pb::RegisterNumberRequest {
+            number: BUSINESS.into(),
+            phone_number_id: "777000111".into(),
+            waba_id: "203301230451409".into(),
+        })
+        .await
+        .unwrap();
+    open_window(&server, CUSTOMER).await;
+
+    let id = send(&server, text(CUSTOMER, "acct-1", "Hello from brand B")).await;
+    wait_for(&server, &id, MessageStatus::Submitted).await;
+    let calls = graph.to(CUSTOMER);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].path, "/v23.0/777000111/messages");
+    assert_eq!(calls[0].authorization, "Bearer EAAG-brand-b-token");
+    assert!(
+        !server.logs().contains("EAAG-brand-b-token"),
+        "the token is never logged"
+    );
+
+    // With the account's delivery off, a message has no way out: it fails
+    // with the reason instead of going out with another account's token.
+    accounts
+        .update_account(pb::UpdateAccountRequest {
+            account: Some(pb::Account {
+                delivery: false,
+                ..brand_b
+            }),
+        })
+        .await
+        .unwrap();
+    let refused = send(&server, text(CUSTOMER, "acct-2", "Hello again")).await;
+    let failed = wait_for(&server, &refused, MessageStatus::Failed).await;
+    assert!(
+        failed
+            .error_title
+            .contains("delivery is off for account 203301230451409"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        graph.to(CUSTOMER).len(),
+        1,
+        "nothing more reached the Cloud API"
+    );
+}

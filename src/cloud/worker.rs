@@ -13,9 +13,10 @@ use rand::Rng;
 use tokio::task::JoinSet;
 
 use crate::config::Secret;
-use crate::domain::OutboxMessage;
+use crate::domain::account::{self, Credentials};
 use crate::domain::cloud_api;
 use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
+use crate::domain::{OutboxMessage, PhoneNumber};
 use crate::service::Service;
 use crate::store::Claim;
 use crate::telemetry;
@@ -35,12 +36,22 @@ const IDLE: Duration = Duration::from_millis(100);
 pub struct DeliverySettings {
     /// `{graph_base_url}/{version}`, without a trailing slash.
     pub api_root: String,
-    pub access_token: Secret,
+    /// The process-wide token: the default account's, and what
+    /// `--phone-number-ids` numbers send with.
+    pub access_token: Option<Secret>,
     /// Business number (E.164) -> Cloud API phone number id.
     pub phone_number_ids: HashMap<String, String>,
     pub rate_per_second: u32,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+}
+
+/// Why a message has no way out now.
+enum RouteError {
+    /// Not without a change to the registry: the attempt is refused.
+    Refused(String),
+    /// Perhaps on a later try (the store, a token not yet mounted).
+    Unavailable(String),
 }
 
 struct Worker {
@@ -135,27 +146,95 @@ impl Worker {
         let id = message.message_id;
         let business = message.request.pair.business.as_str();
         let now = || Utc::now();
-        let Some(phone_number_id) = self.settings.phone_number_ids.get(business) else {
-            tracing::warn!(message_id = %id, %business, "no phone number id configured for this business number");
-            telemetry::record_delivery("NO_PHONE_NUMBER_ID");
-            return delivery.refused(
-                DeliveryError {
-                    code: 0,
-                    title: format!("no phone number id configured for {business}"),
-                },
-                now(),
-            );
+        let route = match self.route(&message.request.pair.business).await {
+            Ok(route) => Ok(route),
+            Err(RouteError::Refused(why)) => {
+                tracing::warn!(message_id = %id, %business, %why, "no route to the Cloud API for this business number");
+                telemetry::record_delivery("NO_PHONE_NUMBER_ID");
+                return delivery.refused(
+                    DeliveryError {
+                        code: 0,
+                        title: why,
+                    },
+                    now(),
+                );
+            }
+            Err(RouteError::Unavailable(why)) => Err(why),
         };
+        let outcome = match route {
+            Ok((phone_number_id, token)) => self.call(&phone_number_id, &token, message).await,
+            Err(why) => Attempt::Retry { why },
+        };
+        self.store_outcome(id, delivery, outcome)
+    }
+
+    /// The phone number id and token for a business number: the registry's
+    /// (its number, its account's credentials), else `--phone-number-ids`
+    /// with the process's token.
+    async fn route(&self, business: &PhoneNumber) -> Result<(String, Secret), RouteError> {
+        let unavailable = |error: crate::store::StoreError| {
+            RouteError::Unavailable(format!("cannot read the account registry: {error}"))
+        };
+        let registered = self
+            .store
+            .business_number(business)
+            .await
+            .map_err(unavailable)?;
+        if registered.is_none()
+            && let Some(id) = self.settings.phone_number_ids.get(business.as_str())
+        {
+            let token = self.settings.access_token.clone().ok_or_else(|| {
+                RouteError::Unavailable("no access token (WAGATE_ACCESS_TOKEN)".to_owned())
+            })?;
+            return Ok((id.clone(), token));
+        }
+        let account = match &registered {
+            Some(number) => self
+                .store
+                .account(&number.account)
+                .await
+                .map_err(unavailable)?,
+            None => None,
+        };
+        let (phone_number_id, credentials) =
+            account::delivery_route(business, registered.as_ref(), account.as_ref())
+                .map_err(RouteError::Refused)?;
+        let token = match credentials {
+            Credentials::None => self.settings.access_token.clone().ok_or_else(|| {
+                RouteError::Unavailable("no access token (WAGATE_ACCESS_TOKEN)".to_owned())
+            })?,
+            Credentials::EnvVar(name) => std::env::var(&name).map(Secret::new).map_err(|_| {
+                RouteError::Unavailable(format!("the account's token variable {name} is not set"))
+            })?,
+            // A small file on a local mount (a Secret): read in place.
+            Credentials::File(path) => std::fs::read_to_string(&path)
+                .map(|text| Secret::new(text.trim_end()))
+                .map_err(|error| {
+                    RouteError::Unavailable(format!(
+                        "cannot read the account's token file {}: {error}",
+                        path.display()
+                    ))
+                })?,
+        };
+        Ok((phone_number_id.as_str().to_owned(), token))
+    }
+
+    async fn call(
+        &self,
+        phone_number_id: &str,
+        token: &Secret,
+        message: &OutboxMessage,
+    ) -> Attempt {
         let url = format!("{}/{phone_number_id}/messages", self.settings.api_root);
         let body = cloud_api::message_body(message);
         let answer = self
             .http
             .post(&url)
-            .bearer_auth(self.settings.access_token.expose())
+            .bearer_auth(token.expose())
             .json(&body)
             .send()
             .await;
-        let outcome = match answer {
+        match answer {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
@@ -168,7 +247,11 @@ impl Worker {
                     format!("transport: {error}")
                 },
             },
-        };
+        }
+    }
+
+    fn store_outcome(&self, id: uuid::Uuid, delivery: &Delivery, outcome: Attempt) -> Delivery {
+        let now = || Utc::now();
         match outcome {
             Attempt::Submitted { wamid } => {
                 tracing::info!(message_id = %id, %wamid, "submitted to the Cloud API");

@@ -385,5 +385,27 @@ pub fn sending_account(
     }
 }
 
+/// Where a message from a business number goes: the phone number id that
+/// sends it and the account's credentials; or why it cannot go.
+pub fn delivery_route(
+    business: &PhoneNumber,
+    number: Option<&BusinessNumber>,
+    account: Option<&Account>,
+) -> Result<(PhoneNumberId, Credentials), String> {
+    let Some(number) = number else {
+        return Err(format!(
+            "no phone number id is registered for {}",
+            business.as_str()
+        ));
+    };
+    match account {
+        None => Err(format!("account {} is not registered", number.account)),
+        Some(account) if !account.delivery => {
+            Err(format!("delivery is off for account {}", account.id))
+        }
+        Some(account) => Ok((number.phone_number_id.clone(), account.credentials.clone())),
+    }
+}
+
 #[cfg(test)]
 mod tests;

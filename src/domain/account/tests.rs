@@ -224,3 +224,34 @@ fn phone_number_ids_are_digits() {
         );
     }
 }
+
+#[test]
+fn a_message_goes_through_its_numbers_id_with_its_accounts_credentials() {
+    let business = PhoneNumber::parse("+15550001111").unwrap();
+    let registered = number("+15550001111", "1065", "111");
+    let mut brand = account("111");
+    assert!(
+        delivery_route(&business, None, None)
+            .unwrap_err()
+            .contains("no phone number id")
+    );
+    assert!(
+        delivery_route(&business, Some(&registered), None)
+            .unwrap_err()
+            .contains("not registered")
+    );
+    assert!(
+        delivery_route(&business, Some(&registered), Some(&brand))
+            .unwrap_err()
+            .contains("delivery is off")
+    );
+    brand.delivery = true;
+    brand.credentials = Credentials::env_var("BRAND_TOKEN").unwrap();
+    assert_eq!(
+        delivery_route(&business, Some(&registered), Some(&brand)).unwrap(),
+        (
+            PhoneNumberId::parse("1065").unwrap(),
+            Credentials::EnvVar("BRAND_TOKEN".into())
+        )
+    );
+}
