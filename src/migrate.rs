@@ -38,6 +38,8 @@ fn kind(record: &Record) -> &'static str {
         Record::Message(_) => "messages",
         Record::Key { .. } => "idempotency keys",
         Record::EarlyStatus { .. } => "early statuses",
+        Record::Account(_) => "accounts",
+        Record::Number(_) => "business numbers",
     }
 }
 

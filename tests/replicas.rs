@@ -277,6 +277,25 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         })
         .await
         .unwrap();
+    let mut accounts = embedded.accounts().await;
+    accounts
+        .create_account(pb::CreateAccountRequest {
+            account: Some(pb::Account {
+                waba_id: "102290129340398".into(),
+                display_name: "Moved brand".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    accounts
+        .register_number(pb::RegisterNumberRequest {
+            number: "+15550001111".into(),
+            phone_number_id: "106540352242922".into(),
+            waba_id: "102290129340398".into(),
+        })
+        .await
+        .unwrap();
     embedded.signal("TERM");
     assert!(embedded.wait_exit(Duration::from_secs(15)).await.success());
 
@@ -295,6 +314,8 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         "1 templates",
         "1 idempotency keys",
         "1 inbound ids",
+        "1 accounts",
+        "1 business numbers",
     ] {
         assert!(report.contains(line), "{line:?} missing from:\n{report}");
     }
@@ -315,6 +336,17 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         .into_inner();
     assert_eq!(again.outcome(), InboundOutcome::Duplicate);
     assert_eq!(stored_template(&replica, "moved").await.body, "Hi {{1}}");
+    let moved = replica
+        .accounts()
+        .await
+        .get_account(pb::GetAccountRequest {
+            waba_id: "102290129340398".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.account.unwrap().display_name, "Moved brand");
+    assert_eq!(moved.numbers[0].phone_number_id, "106540352242922");
 
     // Running it again changes nothing (an interrupted move can be redone).
     let again = migrate(embedded.data_dir(), &url);

@@ -233,6 +233,8 @@ pub enum Record {
         wamid: String,
         status: EarlyStatus,
     },
+    Account(Account),
+    Number(BusinessNumber),
 }
 
 #[async_trait]

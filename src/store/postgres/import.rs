@@ -3,8 +3,8 @@
 //! simply be run again.
 
 use super::{
-    PgStore, db_error, insert_inbound_id, insert_message, note_change, put_early, put_key,
-    put_template, write_delivery, write_window,
+    PgStore, accounts, db_error, insert_inbound_id, insert_message, note_change, put_early,
+    put_key, put_template, write_delivery, write_window,
 };
 use crate::store::{Record, StoreError};
 
@@ -42,6 +42,8 @@ impl PgStore {
                 }
                 Record::Key { key, record } => put_key(&tx, key.as_str(), record).await?,
                 Record::EarlyStatus { wamid, status } => put_early(&tx, wamid, status).await?,
+                Record::Account(account) => accounts::put_account(&tx, account).await?,
+                Record::Number(number) => accounts::put_number(&tx, number).await?,
             }
         }
         tx.commit().await.map_err(db_error("commit an import"))?;

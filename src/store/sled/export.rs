@@ -90,13 +90,25 @@ impl SledStore {
                 status: record.early_status().map_err(corrupt(EARLY_STATUSES))?,
             })
         });
+        // Few: read at once.
+        let accounts: Vec<Result<Record, StoreError>> = match self.all_accounts() {
+            Ok(all) => all.into_iter().map(|a| Ok(Record::Account(a))).collect(),
+            Err(error) => vec![Err(error)],
+        };
+        let numbers: Vec<Result<Record, StoreError>> = match self.numbers_of(None) {
+            Ok(all) => all.into_iter().map(|n| Ok(Record::Number(n))).collect(),
+            Err(error) => vec![Err(error)],
+        };
         // Templates before messages, messages before keys: a reader of a
         // half-copied target never finds a key naming a missing message.
+        // Accounts before their numbers, which refer to them.
         windows
             .chain(inbound)
             .chain(templates)
             .chain(messages)
             .chain(keys)
             .chain(early)
+            .chain(accounts)
+            .chain(numbers)
     }
 }
