@@ -405,6 +405,7 @@ async fn the_validation_gaps_are_closed_with_clear_reasons() {
                 language: "en_US".into(),
                 status: pb::TemplateStatus::Paused as i32,
                 reason: "quality\u{1b}[0m".into(),
+                waba_id: String::new(),
             })
             .await,
     );

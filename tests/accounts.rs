@@ -407,3 +407,228 @@ async fn replicas_on_one_postgresql_share_the_registry() {
     );
     assert_eq!(taken.reason, "BUSINESS_NUMBER_IN_OTHER_ACCOUNT");
 }
+
+#[tokio::test]
+async fn templates_of_a_database_from_before_accounts_move_into_the_default_account() {
+    let server = pg::shared();
+    let database = server.create_database();
+    // The schema as the release before accounts left it, with one template.
+    server.psql(
+        &database,
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, \
+         applied_at timestamptz NOT NULL DEFAULT now())",
+    );
+    for (index, sql) in wagate::store::postgres::migrations()[..5]
+        .iter()
+        .enumerate()
+    {
+        server.psql(&database, sql);
+        server.psql(
+            &database,
+            &format!(
+                "INSERT INTO schema_migrations (version) VALUES ({})",
+                index + 1
+            ),
+        );
+    }
+    server.psql(
+        &database,
+        "INSERT INTO templates (name, language, category, status, status_reason, body, \
+            buttons, created_at, updated_at) VALUES ('order_update', 'en_US', 'UTILITY', \
+            'APPROVED', '', 'Hi {{1}}, order {{2}} shipped.', '[]', now(), now())",
+    );
+
+    let wagate = Server::start_with(&["--database-url", &server.url(&database)]);
+    let template = wagate
+        .templates()
+        .await
+        .get_template(pb::GetTemplateRequest {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            waba_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(template.waba_id, "default");
+    assert_eq!(template.status(), pb::TemplateStatus::Approved);
+    assert_eq!(template.body, "Hi {{1}}, order {{2}} shipped.");
+    // And it sends as before, from a number no account holds.
+    let sent = wagate
+        .gateway()
+        .await
+        .send_message(template_send(
+            "+27821234567",
+            "before-accounts",
+            "order_update",
+            &["Ann", "A-1"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.rendered_text, "Hi Ann, order A-1 shipped.");
+}
+
+/// Upserts `template` into the account `waba_id` and approves it there.
+async fn approve_in(server: &Server, waba_id: &str, template: pb::Template) {
+    let mut templates = server.templates().await;
+    let name = template.name.clone();
+    templates
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(pb::Template {
+                waba_id: waba_id.into(),
+                ..template
+            }),
+        })
+        .await
+        .unwrap();
+    templates
+        .set_template_status(pb::SetTemplateStatusRequest {
+            name,
+            language: "en_US".into(),
+            status: pb::TemplateStatus::Approved as i32,
+            reason: String::new(),
+            waba_id: waba_id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn each_number_sends_its_own_accounts_template_over_grpc() {
+    let server = Server::start();
+    create(&server, account(BRAND_A, "Brand A")).await;
+    create(&server, account(BRAND_B, "Brand B")).await;
+    let mut accounts = server.accounts().await;
+    accounts
+        .register_number(register(BUSINESS, "1065", BRAND_A))
+        .await
+        .unwrap();
+    accounts
+        .register_number(register("+15550002222", "2077", BRAND_B))
+        .await
+        .unwrap();
+    approve_in(
+        &server,
+        BRAND_A,
+        template(
+            "order_update",
+            pb::TemplateCategory::Utility,
+            "A: order {{1}} shipped.",
+        ),
+    )
+    .await;
+    approve_in(
+        &server,
+        BRAND_B,
+        template(
+            "order_update",
+            pb::TemplateCategory::Marketing,
+            "B: {{1}} is on its way!",
+        ),
+    )
+    .await;
+
+    let mut gateway = server.gateway().await;
+    let from_a = gateway
+        .send_message(template_send(
+            "+27821234567",
+            "a-1",
+            "order_update",
+            &["A-1"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(from_a.rendered_text, "A: order A-1 shipped.");
+    assert_eq!(from_a.pricing_category(), pb::PricingCategory::Utility);
+    let from_b = gateway
+        .send_message(pb::SendMessageRequest {
+            business_number: "+15550002222".into(),
+            ..template_send("+27821234567", "b-1", "order_update", &["B-7"])
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(from_b.rendered_text, "B: B-7 is on its way!");
+    assert_eq!(from_b.pricing_category(), pb::PricingCategory::Marketing);
+
+    // An unregistered number sends nothing once accounts exist.
+    let unregistered = refusal(
+        gateway
+            .send_message(pb::SendMessageRequest {
+                business_number: "+15550003333".into(),
+                ..template_send("+27821234567", "c-1", "order_update", &["C-1"])
+            })
+            .await,
+    );
+    assert_eq!(
+        (unregistered.code, unregistered.reason.as_str()),
+        (Code::FailedPrecondition, "BUSINESS_NUMBER_NOT_REGISTERED")
+    );
+
+    // The registry answers per account; the default account has none.
+    let mut templates = server.templates().await;
+    let in_b = templates
+        .get_template(pb::GetTemplateRequest {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            waba_id: BRAND_B.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(
+        (in_b.waba_id.as_str(), in_b.body.as_str()),
+        (BRAND_B, "B: {{1}} is on its way!")
+    );
+    let listed = templates
+        .list_templates(pb::ListTemplatesRequest {
+            waba_id: BRAND_A.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .templates;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].body, "A: order {{1}} shipped.");
+    let in_default = refusal(
+        templates
+            .get_template(pb::GetTemplateRequest {
+                name: "order_update".into(),
+                language: "en_US".into(),
+                waba_id: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(in_default.reason, "TEMPLATE_NOT_FOUND");
+    let nowhere = refusal(
+        templates
+            .upsert_template(pb::UpsertTemplateRequest {
+                template: Some(pb::Template {
+                    waba_id: "999".into(),
+                    ..template("order_update", pb::TemplateCategory::Utility, "x {{1}}")
+                }),
+            })
+            .await,
+    );
+    assert_eq!(
+        (nowhere.code, nowhere.reason.as_str()),
+        (Code::NotFound, "ACCOUNT_NOT_FOUND")
+    );
+    let malformed = refusal(
+        templates
+            .list_templates(pb::ListTemplatesRequest {
+                waba_id: "brand-b".into(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(malformed.reason, "INVALID_ACCOUNT");
+    assert_eq!(malformed.fields, ["waba_id"]);
+}

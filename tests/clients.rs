@@ -30,22 +30,23 @@ fn tool(variable: &str, venv_name: &str) -> PathBuf {
     path
 }
 
-/// The first ```sh block after the README heading `heading`.
-fn readme_block(heading: &str) -> String {
+/// The `n`th (from 1) ```sh block after the README heading `heading`.
+fn readme_block(heading: &str, n: usize) -> String {
     let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
     let section = readme
         .split(heading)
         .nth(1)
         .unwrap_or_else(|| panic!("README has a section {heading:?}"));
-    let block = section.split("```sh\n").nth(1).expect("a sh block");
+    let block = section.split("```sh\n").nth(n).expect("a sh block");
     block.split("\n```").next().unwrap().to_owned()
 }
 
-/// Runs the README's `heading` block as pasted against `server`, in an
-/// empty directory (no proto files anywhere near): its transcript.
-fn run_readme_block(heading: &str, server: &Server) -> String {
+/// Runs the README's `n`th block under `heading` as pasted against
+/// `server`, in an empty directory (no proto files anywhere near): its
+/// transcript.
+fn run_readme_block(heading: &str, n: usize, server: &Server) -> String {
     let grpcurl = tool("WAGATE_GRPCURL", "grpcurl");
-    let session = readme_block(heading).replace("localhost:50051", &server.addr.to_string());
+    let session = readme_block(heading, n).replace("localhost:50051", &server.addr.to_string());
     assert!(session.contains("grpcurl"), "{session}");
     let path = format!(
         "{}:{}",
@@ -77,7 +78,7 @@ fn assert_in_order(transcript: &str, expected: &[&str]) {
 #[test]
 fn the_readme_accounts_session_works_through_reflection_alone() {
     let server = Server::start();
-    let transcript = run_readme_block("## Business accounts and numbers", &server);
+    let transcript = run_readme_block("## Business accounts and numbers", 1, &server);
     assert_in_order(
         &transcript,
         &[
@@ -89,12 +90,22 @@ fn the_readme_accounts_session_works_through_reflection_alone() {
             "\"number\": \"+15550001111\"",
         ],
     );
+    // Then a template in that account, listed there.
+    let transcript = run_readme_block("## Business accounts and numbers", 2, &server);
+    assert_in_order(
+        &transcript,
+        &[
+            "\"created\": true",
+            "\"body\": \"Brand A: order {{1}} shipped.\"",
+            "\"wabaId\": \"102290129340398\"",
+        ],
+    );
 }
 
 #[test]
 fn the_readme_grpcurl_session_works_through_reflection_alone() {
     let server = Server::start();
-    let transcript = run_readme_block("A grpcurl session", &server);
+    let transcript = run_readme_block("A grpcurl session", 1, &server);
 
     // What each step of the session answers, in order.
     let expected = [

@@ -1258,3 +1258,88 @@ async fn an_account_registered_through_the_api_delivers_with_its_own_token() {
         "nothing more reached the Cloud API"
     );
 }
+
+#[tokio::test]
+async fn a_template_review_applies_to_the_template_of_the_account_it_came_from() {
+    let (_graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    // The default account's order_update, and the WABA's own one.
+    approved_template(
+        &server,
+        "order_update",
+        pb::TemplateCategory::Utility,
+        "Hi {{1}}",
+    )
+    .await;
+    server
+        .accounts()
+        .await
+        .create_account(pb::CreateAccountRequest {
+            account: Some(pb::Account {
+                waba_id: "102290129340398".into(),
+                display_name: "Brand".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mut templates = server.templates().await;
+    templates
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(pb::Template {
+                waba_id: "102290129340398".into(),
+                ..template(
+                    "order_update",
+                    pb::TemplateCategory::Utility,
+                    "Brand: {{1}}",
+                )
+            }),
+        })
+        .await
+        .unwrap();
+
+    // `change` sends as WABA 102290129340398.
+    let approved = change(
+        "message_template_status_update",
+        json!({ "event": "APPROVED", "message_template_name": "order_update",
+                "message_template_language": "en_US", "reason": "NONE" }),
+    );
+    assert_eq!(notify(&server, &approved).await, 200);
+    let brand = templates
+        .get_template(pb::GetTemplateRequest {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            waba_id: "102290129340398".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(brand.status(), pb::TemplateStatus::Approved);
+    let paused = change(
+        "message_template_status_update",
+        json!({ "event": "PAUSED", "message_template_name": "order_update",
+                "message_template_language": "en_US", "reason": "Low quality rating" }),
+    );
+    assert_eq!(notify(&server, &paused).await, 200);
+    let brand = templates
+        .get_template(pb::GetTemplateRequest {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            waba_id: "102290129340398".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .template
+        .unwrap();
+    assert_eq!(brand.status(), pb::TemplateStatus::Paused);
+    assert_eq!(brand.status_reason, "Low quality rating");
+    let default = get_template(&server, "order_update").await;
+    assert_eq!(
+        default.status(),
+        pb::TemplateStatus::Approved,
+        "another account's review leaves the default account's template alone"
+    );
+}

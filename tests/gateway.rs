@@ -587,6 +587,7 @@ async fn template_send_refusals_carry_whatsapp_codes() {
                 language: "en_US".into(),
                 status: status as i32,
                 reason: "quality".into(),
+                waba_id: String::new(),
             })
             .await
             .unwrap();

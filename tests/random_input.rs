@@ -100,6 +100,7 @@ fn valid_requests() -> Vec<(&'static str, Vec<u8>)> {
             pb::GetTemplateRequest {
                 name: "fuzz_tpl".into(),
                 language: "en_US".into(),
+                waba_id: String::new(),
             }
             .encode_to_vec(),
         ),
@@ -118,6 +119,7 @@ fn valid_requests() -> Vec<(&'static str, Vec<u8>)> {
                 language: "en_US".into(),
                 status: pb::TemplateStatus::Approved as i32,
                 reason: String::new(),
+                waba_id: String::new(),
             }
             .encode_to_vec(),
         ),
@@ -126,6 +128,7 @@ fn valid_requests() -> Vec<(&'static str, Vec<u8>)> {
             pb::DeleteTemplateRequest {
                 name: "fuzz_tpl".into(),
                 language: "en_US".into(),
+                waba_id: String::new(),
             }
             .encode_to_vec(),
         ),
@@ -251,6 +254,7 @@ async fn known_template(server: &Server) -> pb::GetTemplateResponse {
         .get_template(pb::GetTemplateRequest {
             name: "known_tpl".into(),
             language: "en_US".into(),
+            waba_id: String::new(),
         })
         .await
         .unwrap()

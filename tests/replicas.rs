@@ -468,6 +468,7 @@ async fn stored_template(server: &Server, name: &str) -> pb::Template {
         .get_template(pb::GetTemplateRequest {
             name: name.into(),
             language: "en_US".into(),
+            waba_id: String::new(),
         })
         .await
         .unwrap()

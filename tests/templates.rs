@@ -10,6 +10,7 @@ fn get(name: &str) -> pb::GetTemplateRequest {
     pb::GetTemplateRequest {
         name: name.into(),
         language: "en_US".into(),
+        waba_id: String::new(),
     }
 }
 
@@ -25,6 +26,7 @@ fn set_status(name: &str, status: TemplateStatus, reason: &str) -> pb::SetTempla
         language: "en_US".into(),
         status: status as i32,
         reason: reason.into(),
+        waba_id: String::new(),
     }
 }
 
@@ -126,6 +128,7 @@ async fn upsert_get_approve_edit_and_delete() {
         .delete_template(pb::DeleteTemplateRequest {
             name: "shipping_update".into(),
             language: "en_US".into(),
+            waba_id: String::new(),
         })
         .await
         .unwrap();
@@ -375,6 +378,7 @@ async fn registry_refusals() {
             .delete_template(pb::DeleteTemplateRequest {
                 name: "missing".into(),
                 language: "en_US".into(),
+                waba_id: String::new(),
             })
             .await,
     );
@@ -384,6 +388,7 @@ async fn registry_refusals() {
             .get_template(pb::GetTemplateRequest {
                 name: "x".into(),
                 language: String::new(),
+                waba_id: String::new(),
             })
             .await,
     );

@@ -156,6 +156,7 @@ pub async fn seed(server: &Process) {
             language: "en_US".into(),
             status: pb::TemplateStatus::Approved as i32,
             reason: String::new(),
+            waba_id: String::new(),
         })
         .await
         .unwrap();

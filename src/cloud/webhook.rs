@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::config::Secret;
+use crate::domain::account::{self, AccountId};
 use crate::domain::cloud_api::{self, WebhookEvent};
 use crate::domain::{
     Inbound, InboundKind, InboundMessageId, InboundOutcome, Pair, PhoneNumber, TemplateId,
@@ -206,6 +207,7 @@ impl Receiver {
                 telemetry::record_webhook("status", handled);
             }
             WebhookEvent::TemplateStatus {
+                waba_id,
                 name,
                 language,
                 status,
@@ -215,6 +217,11 @@ impl Receiver {
                     telemetry::record_webhook("template_status", Handled::No);
                     return Ok(());
                 };
+                let registered = match AccountId::parse(&waba_id) {
+                    Ok(account) if !account.is_default() => self.store.account(&account).await?,
+                    _ => None,
+                };
+                let id = id.in_account(account::webhook_account(&waba_id, registered.as_ref()));
                 let updated = match self
                     .store
                     .set_template_status(&id, status, &reason, now)

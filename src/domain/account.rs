@@ -385,6 +385,16 @@ pub fn sending_account(
     }
 }
 
+/// The account a template status webhook speaks of: the WABA it came from
+/// when that account is registered, else the default account (templates
+/// registered before accounts, or a WABA never registered here).
+pub fn webhook_account(waba_id: &str, registered: Option<&Account>) -> AccountId {
+    match (AccountId::parse(waba_id), registered) {
+        (Ok(id), Some(account)) if account.id == id => id,
+        _ => AccountId::default_account(),
+    }
+}
+
 /// Where a message from a business number goes: the phone number id that
 /// sends it and the account's credentials; or why it cannot go.
 pub fn delivery_route(

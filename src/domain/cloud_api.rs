@@ -252,6 +252,9 @@ pub enum WebhookEvent {
     },
     /// WhatsApp's review changed a template's status.
     TemplateStatus {
+        /// The WhatsApp Business Account the notification came from (the
+        /// entry's id; empty when missing).
+        waba_id: String,
         name: String,
         language: String,
         status: Status,
@@ -274,7 +277,9 @@ pub fn webhook_events(notification: &Value) -> Vec<WebhookEvent> {
             let value = &change["value"];
             match change["field"].as_str() {
                 Some("messages") => message_events(value, &mut events),
-                Some("message_template_status_update") => events.push(template_event(value)),
+                Some("message_template_status_update") => {
+                    events.push(template_event(entry["id"].as_str().unwrap_or(""), value))
+                }
                 Some(other) => events.push(unhandled(&bounded("field", other, KNOWN_FIELDS))),
                 None => events.push(unhandled("malformed")),
             }
@@ -400,7 +405,7 @@ fn message_events(value: &Value, events: &mut Vec<WebhookEvent>) {
     }
 }
 
-fn template_event(value: &Value) -> WebhookEvent {
+fn template_event(waba_id: &str, value: &Value) -> WebhookEvent {
     let event = value["event"].as_str().unwrap_or("missing");
     let status = match event {
         "APPROVED" | "REINSTATED" => Status::Approved,
@@ -426,6 +431,7 @@ fn template_event(value: &Value) -> WebhookEvent {
         Some(reason) => reason.to_owned(),
     };
     WebhookEvent::TemplateStatus {
+        waba_id: waba_id.to_owned(),
         name: name.to_owned(),
         language: language.to_owned(),
         status,
@@ -669,12 +675,14 @@ mod tests {
                     kind: "status:deleted".into()
                 },
                 WebhookEvent::TemplateStatus {
+                    waba_id: "102290129340398".into(),
                     name: "order_update".into(),
                     language: "en_US".into(),
                     status: Status::Paused,
                     reason: "Low quality".into(),
                 },
                 WebhookEvent::TemplateStatus {
+                    waba_id: "102290129340398".into(),
                     name: "welcome".into(),
                     language: "pt_BR".into(),
                     status: Status::Approved,

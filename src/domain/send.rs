@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::account::{self, BusinessNumber};
 use super::error::{Reason, Rejection};
 use super::ids::IdempotencyKey;
 use super::phone::Pair;
@@ -404,7 +405,14 @@ pub enum DeliveryMode {
 pub struct SendSnapshot {
     pub first: Option<KeyRecord>,
     pub window: Option<Window>,
-    pub template: Option<Template>,
+    /// The named template in every account that has one by that name and
+    /// language; the plan picks the sending number's account's.
+    pub templates: Vec<Template>,
+    /// The sending business number, where registered.
+    pub sender: Option<BusinessNumber>,
+    /// Whether any account is registered (until then every number sends,
+    /// in the default account).
+    pub any_account: bool,
 }
 
 /// What one send writes.
@@ -450,12 +458,16 @@ pub fn plan(
             KeyUse::Expired => expired = Some(first.clone()),
         }
     }
-    let decision = decide(
-        &request.content,
-        snapshot.template.as_ref(),
-        snapshot.window.as_ref(),
-        now,
+    let account = account::sending_account(
+        &request.pair.business,
+        snapshot.sender.as_ref(),
+        snapshot.any_account,
     )?;
+    let template = snapshot
+        .templates
+        .iter()
+        .find(|t| *t.id.account() == account);
+    let decision = decide(&request.content, template, snapshot.window.as_ref(), now)?;
     Ok(SendPlan::Accept(Box::new(AcceptPlan {
         message: OutboxMessage {
             message_id,

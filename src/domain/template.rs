@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::account::AccountId;
 use super::error::{Reason, Rejection};
 use super::phone::PhoneNumber;
 use super::placeholder::{self, ParameterFormat, Placeholders, Segment};
@@ -30,9 +31,12 @@ fn invalid(message: impl Into<String>) -> Rejection {
     Rejection::new(Reason::InvalidTemplate, message)
 }
 
-/// A template's identity: (name, language), both validated.
+/// A template's identity: (account, name, language), name and language
+/// validated. As on WhatsApp, the same name may mean different templates in
+/// different accounts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TemplateId {
+    account: AccountId,
     name: String,
     language: String,
 }
@@ -56,9 +60,25 @@ impl TemplateId {
             .at("language"));
         }
         Ok(TemplateId {
+            account: AccountId::default_account(),
             name: name.to_owned(),
             language: language.to_owned(),
         })
+    }
+
+    /// The same (name, language) in `account` (parsed ids are in the
+    /// default account).
+    pub fn in_account(self, account: AccountId) -> Self {
+        TemplateId { account, ..self }
+    }
+
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    /// Whether `other` is this template in some account.
+    pub fn same_name(&self, other: &TemplateId) -> bool {
+        self.name == other.name && self.language == other.language
     }
 
     pub fn name(&self) -> &str {

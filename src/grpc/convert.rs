@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::domain::account::AccountId;
 use crate::domain::delivery::DeliveryStatus;
 use crate::domain::placeholder::ParameterFormat;
 use crate::domain::template::{ButtonDraft, ComponentParameters, TemplateDraft};
@@ -315,8 +316,15 @@ fn status_to_pb(status: Status) -> pb::TemplateStatus {
 }
 
 /// The submitted template's identity and content, not yet validated.
+/// A template named by a request's (waba_id, name, language).
+pub fn template_id(waba_id: &str, name: &str, language: &str) -> Result<TemplateId, Rejection> {
+    let account = AccountId::parse(waba_id).map_err(|e| e.at("waba_id"))?;
+    Ok(TemplateId::parse(name, language)?.in_account(account))
+}
+
 pub fn template_draft(template: pb::Template) -> Result<(TemplateId, TemplateDraft), Rejection> {
-    let id = TemplateId::parse(&template.name, &template.language)?;
+    let account = AccountId::parse(&template.waba_id).map_err(|e| e.at("waba_id"))?;
+    let id = TemplateId::parse(&template.name, &template.language)?.in_account(account);
     let category = category(template.category, "category")?;
     let buttons = template
         .buttons
@@ -362,6 +370,7 @@ pub fn template(template: &Template) -> pb::Template {
     pb::Template {
         name: template.id.name().to_owned(),
         language: template.id.language().to_owned(),
+        waba_id: template.id.account().as_str().to_owned(),
         category: category_to_pb(content.category) as i32,
         status: status_to_pb(template.status) as i32,
         status_reason: template.status_reason.clone(),

@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{convert, page, status};
+use crate::domain::account::AccountId;
 use crate::domain::template::TemplateFilter;
 use crate::domain::{Reason, Rejection, TemplateId};
 use crate::pb;
@@ -26,7 +27,16 @@ fn not_found(id: &TemplateId) -> Status {
     status::rejection(
         Rejection::new(
             Reason::TemplateNotFound,
-            format!("no template {}/{} is registered", id.name(), id.language()),
+            if id.account().is_default() {
+                format!("no template {}/{} is registered", id.name(), id.language())
+            } else {
+                format!(
+                    "no template {}/{} is registered in account {}",
+                    id.name(),
+                    id.language(),
+                    id.account()
+                )
+            },
         )
         .at("name"),
     )
@@ -83,7 +93,8 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
         request: Request<pb::GetTemplateRequest>,
     ) -> Result<Response<pb::GetTemplateResponse>, Status> {
         let request = request.into_inner();
-        let id = TemplateId::parse(&request.name, &request.language).map_err(status::rejection)?;
+        let id = convert::template_id(&request.waba_id, &request.name, &request.language)
+            .map_err(status::rejection)?;
         let template = self
             .store
             .template(&id)
@@ -106,9 +117,11 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
             status: convert::status(request.status, "status").map_err(status::rejection)?,
             category: convert::category(request.category, "category").map_err(status::rejection)?,
         };
+        let account =
+            AccountId::parse(&request.waba_id).map_err(|e| status::rejection(e.at("waba_id")))?;
         let page = self
             .store
-            .list_templates(after.as_ref(), limit, &filter)
+            .list_templates(&account, after.as_ref(), limit, &filter)
             .await
             .map_err(status::store)?;
         Ok(Response::new(pb::ListTemplatesResponse {
@@ -122,7 +135,8 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
         request: Request<pb::SetTemplateStatusRequest>,
     ) -> Result<Response<pb::SetTemplateStatusResponse>, Status> {
         let request = request.into_inner();
-        let id = TemplateId::parse(&request.name, &request.language).map_err(status::rejection)?;
+        let id = convert::template_id(&request.waba_id, &request.name, &request.language)
+            .map_err(status::rejection)?;
         let new_status = convert::status(request.status, "status")
             .ok()
             .flatten()
@@ -157,7 +171,8 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
         request: Request<pb::DeleteTemplateRequest>,
     ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
         let request = request.into_inner();
-        let id = TemplateId::parse(&request.name, &request.language).map_err(status::rejection)?;
+        let id = convert::template_id(&request.waba_id, &request.name, &request.language)
+            .map_err(status::rejection)?;
         if !self
             .store
             .delete_template(&id)

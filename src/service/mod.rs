@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use crate::domain::account::AccountId;
 use crate::domain::delivery::{self, Delivery, DeliveryError, DeliveryStatus};
 use crate::domain::send::{self, DeliveryMode, SendPlan};
 use crate::domain::template::{self, TemplateFilter, TemplateWrite};
@@ -118,6 +119,12 @@ impl Service {
         now: DateTime<Utc>,
     ) -> Result<(Template, bool), StoreError> {
         let now = time::stored(now);
+        // A template of an account nobody registered could never be sent.
+        if !id.account().is_default() && self.store.account(id.account()).await?.is_none() {
+            return Err(StoreError::Rejected(
+                crate::domain::account::account_not_found(id.account()),
+            ));
+        }
         let (before, write) = self
             .store
             .change_template(id, &|existing| {
@@ -189,13 +196,19 @@ impl Service {
         })
     }
 
+    /// `account`'s templates, a page at a time (`after` names a template
+    /// of that account).
     pub async fn list_templates(
         &self,
+        account: &AccountId,
         after: Option<&TemplateId>,
         limit: usize,
         filter: &TemplateFilter,
     ) -> Result<TemplatePage, StoreError> {
-        self.store.list_templates(after, limit, filter).await
+        let after = after.map(|id| id.clone().in_account(account.clone()));
+        self.store
+            .list_templates(account, after.as_ref(), limit, filter)
+            .await
     }
 
     /// Claims up to `limit` due deliveries for one attempt each, leased for

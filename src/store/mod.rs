@@ -275,10 +275,11 @@ pub trait Storage: Send + Sync + 'static {
         plan: Planner<'_, Option<Template>, TemplateWrite>,
     ) -> Result<(Option<Template>, TemplateWrite), StoreError>;
 
-    /// Templates after `after` in (name, language) order that `filter`
-    /// keeps, at most `limit` of them.
+    /// `account`'s templates after `after` in (name, language) order that
+    /// `filter` keeps, at most `limit` of them.
     async fn list_templates(
         &self,
+        account: &AccountId,
         after: Option<&TemplateId>,
         limit: usize,
         filter: &TemplateFilter,

@@ -530,6 +530,7 @@ pub async fn get_template(server: &Server, name: &str) -> pb::Template {
         .get_template(pb::GetTemplateRequest {
             name: name.into(),
             language: "en_US".into(),
+            waba_id: String::new(),
         })
         .await
         .unwrap()
@@ -569,6 +570,7 @@ pub async fn approve(server: &Server, template: pb::Template) {
             language: "en_US".into(),
             status: pb::TemplateStatus::Approved as i32,
             reason: String::new(),
+            waba_id: String::new(),
         })
         .await
         .expect("approve");

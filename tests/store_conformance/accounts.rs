@@ -5,11 +5,15 @@
 
 use chrono::{TimeZone, Utc};
 
+use std::collections::BTreeMap;
 use wagate::domain::account::{AccountDraft, AccountId, Credentials, PhoneNumberId};
-use wagate::domain::{PhoneNumber, Reason};
+
+use uuid::Uuid;
+use wagate::domain::template::{Category, ComponentParameters, SendParameters, Status, TemplateId};
+use wagate::domain::{Content, Pair, PhoneNumber, Reason, SendRequest};
 use wagate::store::StoreError;
 
-use crate::cases::Harness;
+use crate::cases::{Harness, reason, text_request};
 
 fn waba(id: &str) -> AccountId {
     AccountId::parse(id).unwrap()
@@ -23,7 +27,7 @@ fn id(digits: &str) -> PhoneNumberId {
     PhoneNumberId::parse(digits).unwrap()
 }
 
-fn draft(name: &str, token_env: Option<&str>) -> AccountDraft {
+fn account_draft(name: &str, token_env: Option<&str>) -> AccountDraft {
     AccountDraft {
         display_name: name.to_owned(),
         delivery: token_env.is_some(),
@@ -48,7 +52,11 @@ pub async fn accounts_and_numbers_follow_the_registry_rules_and_survive_reopen(h
 
     assert!(store.list_accounts().await.unwrap().is_empty());
     let a = store
-        .create_account(&brand_a, &draft("Brand A", Some("BRAND_A_TOKEN")), t)
+        .create_account(
+            &brand_a,
+            &account_draft("Brand A", Some("BRAND_A_TOKEN")),
+            t,
+        )
         .await
         .unwrap();
     assert_eq!(a.display_name, "Brand A");
@@ -57,13 +65,13 @@ pub async fn accounts_and_numbers_follow_the_registry_rules_and_survive_reopen(h
         Credentials::EnvVar("BRAND_A_TOKEN".to_owned())
     );
     store
-        .create_account(&brand_b, &draft("Brand B", None), t)
+        .create_account(&brand_b, &account_draft("Brand B", None), t)
         .await
         .unwrap();
     assert_eq!(
         refused(
             store
-                .create_account(&brand_b, &draft("again", None), t)
+                .create_account(&brand_b, &account_draft("again", None), t)
                 .await
         ),
         Reason::AccountExists
@@ -71,14 +79,14 @@ pub async fn accounts_and_numbers_follow_the_registry_rules_and_survive_reopen(h
     assert_eq!(
         refused(
             store
-                .update_account(&waba("999"), &draft("nobody", None), t)
+                .update_account(&waba("999"), &account_draft("nobody", None), t)
                 .await
         ),
         Reason::AccountNotFound
     );
     let later = t + chrono::Duration::minutes(5);
     let renamed = store
-        .update_account(&brand_b, &draft("Brand B (EU)", None), later)
+        .update_account(&brand_b, &account_draft("Brand B (EU)", None), later)
         .await
         .unwrap();
     assert_eq!(renamed.display_name, "Brand B (EU)");
@@ -193,7 +201,7 @@ pub async fn concurrent_registrations_keep_a_phone_number_id_on_one_number(h: &d
     let first = h.open().await;
     let brand = waba("102290129340398");
     first
-        .create_account(&brand, &draft("Brand", None), t)
+        .create_account(&brand, &account_draft("Brand", None), t)
         .await
         .unwrap();
     let second = h.another_replica(&first).await;
@@ -230,4 +238,208 @@ pub async fn concurrent_registrations_keep_a_phone_number_id_on_one_number(h: &d
     let numbers = second.list_numbers(Some(&brand)).await.unwrap();
     assert_eq!(numbers.len(), 1);
     assert_eq!(numbers[0].phone_number_id, id("4242"));
+}
+
+/// A send of `template` from `business` to one customer, key `key`.
+fn template_send(business: &str, key: &str, template: &TemplateId) -> SendRequest {
+    SendRequest {
+        pair: Pair {
+            business: number(business),
+            customer: number("+27821234567"),
+        },
+        content: Content::Template {
+            id: template.clone(),
+            parameters: SendParameters {
+                body: ComponentParameters {
+                    positional: vec!["Ann".into()],
+                    named: BTreeMap::new(),
+                },
+                ..Default::default()
+            },
+        },
+        ..text_request("+27821234567", key, "unused")
+    }
+}
+
+pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
+    let t = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
+    let store = h.open().await;
+    let name = TemplateId::parse("order_update", "en").unwrap();
+    let rendered = |sent: wagate::store::SendOutcome| sent.message().accepted.rendered_text.clone();
+
+    // Before any account exists every number sends in the default account.
+    store
+        .upsert_template(
+            &name,
+            &crate::cases::draft("Default: {{1}}", Category::Utility),
+            t,
+        )
+        .await
+        .unwrap();
+    store
+        .set_template_status(&name, Status::Approved, "", t)
+        .await
+        .unwrap();
+    let before = store
+        .send(
+            &template_send("+15550003333", "k-0", &name),
+            Uuid::now_v7(),
+            t,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rendered(before), "Default: Ann");
+
+    // Two accounts, one template name, different bodies and statuses.
+    let (brand_a, brand_b) = (waba("111"), waba("222"));
+    for (id, name_) in [(&brand_a, "A"), (&brand_b, "B")] {
+        store
+            .create_account(id, &account_draft(name_, None), t)
+            .await
+            .unwrap();
+    }
+    let in_a = name.clone().in_account(brand_a.clone());
+    let in_b = name.clone().in_account(brand_b.clone());
+    store
+        .upsert_template(
+            &in_a,
+            &crate::cases::draft("A says hi, {{1}}", Category::Utility),
+            t,
+        )
+        .await
+        .unwrap();
+    store
+        .set_template_status(&in_a, Status::Approved, "", t)
+        .await
+        .unwrap();
+    store
+        .upsert_template(
+            &in_b,
+            &crate::cases::draft("B says hello, {{1}}", Category::Marketing),
+            t,
+        )
+        .await
+        .unwrap();
+    store
+        .register_number(&number("+15550001111"), &id("1"), &brand_a, t)
+        .await
+        .unwrap();
+    store
+        .register_number(&number("+15550002222"), &id("2"), &brand_b, t)
+        .await
+        .unwrap();
+
+    let from_a = store
+        .send(
+            &template_send("+15550001111", "k-a", &name),
+            Uuid::now_v7(),
+            t,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rendered(from_a), "A says hi, Ann");
+    // B's is still PENDING: refused, although A's of the same name is not.
+    let pending = store
+        .send(
+            &template_send("+15550002222", "k-b", &name),
+            Uuid::now_v7(),
+            t,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reason(pending), Reason::TemplateNotApproved);
+    store
+        .set_template_status(&in_b, Status::Approved, "", t)
+        .await
+        .unwrap();
+    let from_b = store
+        .send(
+            &template_send("+15550002222", "k-b", &name),
+            Uuid::now_v7(),
+            t,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rendered(from_b.clone()), "B says hello, Ann");
+    assert_eq!(
+        from_b.message().accepted.pricing.category,
+        wagate::domain::PricingCategory::Marketing,
+        "priced by B's template's category"
+    );
+
+    // Now that accounts exist, an unregistered number sends nothing, a
+    // dry run included.
+    for dry_run in [true, false] {
+        let refused = store
+            .send(
+                &template_send("+15550003333", "k-c", &name),
+                Uuid::now_v7(),
+                t,
+                dry_run,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reason(refused), Reason::BusinessNumberNotRegistered);
+    }
+    let text = SendRequest {
+        pair: Pair {
+            business: number("+15550003333"),
+            customer: number("+27821234567"),
+        },
+        ..text_request("+27821234567", "k-d", "hello")
+    };
+    let refused = store
+        .send(&text, Uuid::now_v7(), t, false)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(refused), Reason::BusinessNumberNotRegistered);
+
+    // Each account lists its own; a reopen keeps them apart.
+    drop(store);
+    let store = h.open().await;
+    let listed = |page: wagate::store::TemplatePage| -> Vec<String> {
+        page.templates
+            .iter()
+            .map(|t| t.content.body.clone())
+            .collect()
+    };
+    let filter = wagate::domain::template::TemplateFilter::default();
+    assert_eq!(
+        listed(
+            store
+                .list_templates(&brand_a, None, 10, &filter)
+                .await
+                .unwrap()
+        ),
+        ["A says hi, {{1}}"]
+    );
+    assert_eq!(
+        listed(
+            store
+                .list_templates(&AccountId::default_account(), None, 10, &filter)
+                .await
+                .unwrap()
+        ),
+        ["Default: {{1}}"]
+    );
+    let b = store.template(&in_b).await.unwrap().unwrap();
+    assert_eq!(
+        (b.content.body.as_str(), b.status),
+        ("B says hello, {{1}}", Status::Approved)
+    );
+    assert_eq!(b.id.account(), &brand_b);
+    // A template of an account nobody registered is refused.
+    let nowhere = store
+        .upsert_template(
+            &name.clone().in_account(waba("333")),
+            &crate::cases::draft("x {{1}}", Category::Utility),
+            t,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reason(nowhere), Reason::AccountNotFound);
 }

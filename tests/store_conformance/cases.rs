@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 
+use wagate::domain::account::AccountId;
 use wagate::domain::delivery::{DeliveryError, DeliveryStatus, SendRate};
 use wagate::domain::retention::Retention;
 use wagate::domain::template::{ComponentParameters, TemplateDraft, TemplateFilter};
@@ -23,6 +24,7 @@ use wagate::store::{Claim, SendOutcome, StatusReport, StoreError, SweepCounts, T
 pub use crate::accounts::{
     accounts_and_numbers_follow_the_registry_rules_and_survive_reopen,
     concurrent_registrations_keep_a_phone_number_id_on_one_number,
+    each_number_sends_its_own_accounts_template,
 };
 pub use crate::cancel::cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving;
 pub use crate::changes::window_changes_are_logged_read_in_order_and_swept;
@@ -67,7 +69,7 @@ fn id(s: &str) -> InboundMessageId {
     InboundMessageId::parse(s).unwrap()
 }
 
-fn text_request(customer: &str, key: &str, body: &str) -> SendRequest {
+pub(crate) fn text_request(customer: &str, key: &str, body: &str) -> SendRequest {
     SendRequest {
         pair: pair(customer),
         idempotency_key: IdempotencyKey::parse(key).unwrap(),
@@ -75,7 +77,7 @@ fn text_request(customer: &str, key: &str, body: &str) -> SendRequest {
     }
 }
 
-fn reason(error: StoreError) -> Reason {
+pub(crate) fn reason(error: StoreError) -> Reason {
     match error {
         StoreError::Rejected(rejection) => rejection.reason,
         other => panic!("expected a rejection, got {other}"),
@@ -460,7 +462,7 @@ pub async fn sweep_drops_idempotency_records_after_24h(h: &dyn Harness) {
     );
 }
 
-fn draft(body: &str, category: Category) -> TemplateContent {
+pub(crate) fn draft(body: &str, category: Category) -> TemplateContent {
     TemplateDraft {
         category: Some(category),
         body: body.into(),
@@ -522,7 +524,10 @@ pub async fn templates_upsert_status_list_and_delete(h: &dyn Harness) {
         category: Some(Category::Utility),
         ..TemplateFilter::default()
     };
-    let page = store.list_templates(None, 2, &all).await.unwrap();
+    let page = store
+        .list_templates(&AccountId::default_account(), None, 2, &all)
+        .await
+        .unwrap();
     let names = |page: &TemplatePage| {
         page.templates
             .iter()
@@ -531,21 +536,37 @@ pub async fn templates_upsert_status_list_and_delete(h: &dyn Harness) {
     };
     assert_eq!(names(&page), ["a", "b"]);
     let page = store
-        .list_templates(page.next_after.as_ref(), 2, &all)
+        .list_templates(
+            &AccountId::default_account(),
+            page.next_after.as_ref(),
+            2,
+            &all,
+        )
         .await
         .unwrap();
     assert_eq!(names(&page), ["c", "d"]);
     let page = store
-        .list_templates(page.next_after.as_ref(), 2, &all)
+        .list_templates(
+            &AccountId::default_account(),
+            page.next_after.as_ref(),
+            2,
+            &all,
+        )
         .await
         .unwrap();
     assert_eq!(
         (names(&page), page.next_after),
         (vec!["e".to_owned()], None)
     );
-    let page = store.list_templates(None, 10, &utility).await.unwrap();
+    let page = store
+        .list_templates(&AccountId::default_account(), None, 10, &utility)
+        .await
+        .unwrap();
     assert_eq!(names(&page), ["a", "c", "e"]);
-    let exact = store.list_templates(None, 3, &utility).await.unwrap();
+    let exact = store
+        .list_templates(&AccountId::default_account(), None, 3, &utility)
+        .await
+        .unwrap();
     assert_eq!(exact.next_after, None, "no empty last page");
 
     assert!(store.delete_template(&tid("b")).await.unwrap());

@@ -116,6 +116,7 @@ macro_rules! conformance {
                 rich_contents_are_stored_and_read_back_as_sent,
                 accounts_and_numbers_follow_the_registry_rules_and_survive_reopen,
                 concurrent_registrations_keep_a_phone_number_id_on_one_number,
+                each_number_sends_its_own_accounts_template,
             );
         }
     };

@@ -255,3 +255,12 @@ fn a_message_goes_through_its_numbers_id_with_its_accounts_credentials() {
         )
     );
 }
+
+#[test]
+fn a_template_review_is_for_the_account_it_came_from_when_registered() {
+    let brand = account("102290129340398");
+    assert_eq!(webhook_account("102290129340398", Some(&brand)), brand.id);
+    assert!(webhook_account("102290129340398", None).is_default());
+    assert!(webhook_account("", None).is_default());
+    assert!(webhook_account("not-a-waba", Some(&brand)).is_default());
+}

@@ -186,3 +186,15 @@ pub(super) async fn list_numbers(
     .map(number)
     .collect()
 }
+
+/// Whether any account is registered.
+pub(super) async fn any_account(tx: &impl conn::Connection) -> Result<bool, StoreError> {
+    let row = conn::query_one(
+        tx,
+        "look for any account",
+        "SELECT EXISTS (SELECT 1 FROM accounts)",
+        &[],
+    )
+    .await?;
+    Ok(row.get(0))
+}

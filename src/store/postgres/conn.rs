@@ -212,6 +212,7 @@ macro_rules! impl_pipelined {
 impl_pipelined!(A, B);
 impl_pipelined!(A, B, C);
 impl_pipelined!(A, B, C, D);
+impl_pipelined!(A, B, C, D, E);
 
 /// Why a batch failed. Once one statement of a transaction fails, the
 /// server answers the ones sent after it "current transaction is aborted",

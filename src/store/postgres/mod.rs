@@ -185,6 +185,13 @@ macro_rules! in_transaction {
     }};
 }
 
+/// The schema's migrations, in order (version = index + 1): for tests that
+/// build a database as an older release left it.
+#[doc(hidden)]
+pub fn migrations() -> &'static [&'static str] {
+    schema::MIGRATIONS
+}
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
@@ -368,12 +375,29 @@ async fn read_template(
     conn::query_opt(
         tx,
         "read a template",
-        "SELECT * FROM templates WHERE name = $1 AND language = $2",
-        &[&id.name(), &id.language()],
+        "SELECT * FROM templates WHERE name = $1 AND language = $2 AND account = $3",
+        &[&id.name(), &id.language(), &id.account().as_str()],
     )
     .await?
     .map(|row| rows::template(&row))
     .transpose()
+}
+
+/// The template named as `id` is, in every account that has one.
+async fn read_templates_named(
+    tx: &impl conn::Connection,
+    id: &TemplateId,
+) -> Result<Vec<Template>, StoreError> {
+    conn::query(
+        tx,
+        "read a template in every account",
+        "SELECT * FROM templates WHERE name = $1 AND language = $2",
+        &[&id.name(), &id.language()],
+    )
+    .await?
+    .iter()
+    .map(rows::template)
+    .collect()
 }
 
 async fn send_snapshot(
@@ -381,17 +405,24 @@ async fn send_snapshot(
     request: &SendRequest,
 ) -> Result<SendSnapshot, StoreError> {
     let key = request.idempotency_key.as_str();
-    let (first, window, template) =
-        conn::pipelined!(read_key(tx, key), read_window(tx, &request.pair), async {
+    let (first, window, templates, sender, any_account) = conn::pipelined!(
+        read_key(tx, key),
+        read_window(tx, &request.pair),
+        async {
             match request.content.template_id() {
-                Some(id) => read_template(tx, id).await,
-                None => Ok(None),
+                Some(id) => read_templates_named(tx, id).await,
+                None => Ok(Vec::new()),
             }
-        },)?;
+        },
+        accounts::read_number(tx, &request.pair.business),
+        accounts::any_account(tx),
+    )?;
     Ok(SendSnapshot {
         first,
         window,
-        template,
+        templates,
+        sender,
+        any_account,
     })
 }
 
@@ -522,9 +553,9 @@ async fn put_template(tx: &impl conn::Connection, t: &Template) -> Result<(), St
         tx,
         "write a template",
         "INSERT INTO templates (name, language, category, status, status_reason, body, \
-            header_text, footer_text, buttons, created_at, updated_at, header_media) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (name, language) DO UPDATE SET category = EXCLUDED.category, \
+            header_text, footer_text, buttons, created_at, updated_at, header_media, account) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (name, language, account) DO UPDATE SET category = EXCLUDED.category, \
             status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, \
             body = EXCLUDED.body, header_text = EXCLUDED.header_text, \
             footer_text = EXCLUDED.footer_text, buttons = EXCLUDED.buttons, \
@@ -543,6 +574,7 @@ async fn put_template(tx: &impl conn::Connection, t: &Template) -> Result<(), St
             &t.created_at,
             &t.updated_at,
             &c.header_media.map(|h| h.as_str()),
+            &t.id.account().as_str(),
         ],
     )
     .await?;
@@ -693,8 +725,9 @@ impl Storage for PgStore {
                     conn::execute(
                         &tx,
                         "delete a template",
-                        "DELETE FROM templates WHERE name = $1 AND language = $2",
-                        &[&id.name(), &id.language()],
+                        "DELETE FROM templates WHERE name = $1 AND language = $2 \
+                            AND account = $3",
+                        &[&id.name(), &id.language(), &id.account().as_str()],
                     )
                     .await?;
                 }
@@ -779,6 +812,7 @@ impl Storage for PgStore {
 
     async fn list_templates(
         &self,
+        account: &AccountId,
         after: Option<&TemplateId>,
         limit: usize,
         filter: &TemplateFilter,
@@ -800,8 +834,16 @@ impl Storage for PgStore {
                  WHERE (name COLLATE \"C\", language COLLATE \"C\") > ($1, $2) \
                    AND ($3::text IS NULL OR status = $3) \
                    AND ($4::text IS NULL OR category = $4) \
+                   AND account = $6 \
                  ORDER BY name COLLATE \"C\", language COLLATE \"C\" LIMIT $5",
-            &[&after_name, &after_language, &status, &category, &fetch],
+            &[
+                &after_name,
+                &after_language,
+                &status,
+                &category,
+                &fetch,
+                &account.as_str(),
+            ],
         )
         .await?;
         let fetched = rows

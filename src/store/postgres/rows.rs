@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_postgres::Row;
 
+use crate::domain::account::AccountId;
 use crate::domain::delivery::{Delivery, DeliveryError, DeliveryStatus, EarlyStatus};
 use crate::domain::template::{ComponentParameters, HeaderMedia};
 use crate::domain::{
@@ -149,7 +150,11 @@ pub fn template(row: &Row) -> Result<Template, StoreError> {
     let buttons: Value = row.get("buttons");
     Ok(Template {
         id: TemplateId::parse(name, language)
-            .map_err(|e| StoreError::corrupt("templates", e.description()))?,
+            .map_err(|e| StoreError::corrupt("templates", e.description()))?
+            .in_account(
+                AccountId::parse(row.get("account"))
+                    .map_err(|e| StoreError::corrupt("templates", e.description()))?,
+            ),
         content: TemplateContent {
             category: named(CATEGORIES, "templates", row.get("category"))?,
             body: row.get("body"),

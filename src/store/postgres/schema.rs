@@ -14,7 +14,7 @@ use super::db_error;
 use crate::store::StoreError;
 
 /// Migrations in order; version = index + 1. Never edit one that shipped.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE windows (
     business            text NOT NULL,
@@ -160,6 +160,15 @@ CREATE TABLE business_numbers (
     registered_at   timestamptz NOT NULL
 );
 CREATE INDEX business_numbers_by_account ON business_numbers (account, number);
+"#,
+    r#"
+-- Templates belong to an account; those stored before accounts move into
+-- the default one. A send reads every account's template of its name and
+-- language at once, so the key leads with them.
+ALTER TABLE templates ADD COLUMN account text NOT NULL DEFAULT 'default';
+ALTER TABLE templates DROP CONSTRAINT templates_pkey;
+ALTER TABLE templates ADD PRIMARY KEY (name, language, account);
+CREATE INDEX templates_by_account ON templates (account, name, language);
 "#,
 ];
 

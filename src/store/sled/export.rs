@@ -58,8 +58,8 @@ impl SledStore {
             })
         });
         let templates = t.templates.iter().map(|entry| {
-            let (_, value) = entry?;
-            let template = super::template_from(Some(value))?
+            let (key, value) = entry?;
+            let template = super::template_from(&key, Some(value))?
                 .ok_or_else(|| StoreError::corrupt(TEMPLATES, "empty"))?;
             Ok(Record::Template(Box::new(template)))
         });

@@ -19,13 +19,30 @@ pub fn pair(pair: &Pair) -> Vec<u8> {
     key
 }
 
-/// `name \0 language`.
+/// `name \0 language \0 account`: every account's template of one name and
+/// language under one prefix, which a send reads at once.
 pub fn template(id: &TemplateId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(id.name().len() + 1 + id.language().len());
+    let mut key = template_name(id);
+    key.extend_from_slice(id.account().as_str().as_bytes());
+    key
+}
+
+/// `name \0 language \0`: the prefix of that template in every account.
+pub fn template_name(id: &TemplateId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.name().len() + id.language().len() + 2 + 20);
     key.extend_from_slice(id.name().as_bytes());
     key.push(SEPARATOR);
     key.extend_from_slice(id.language().as_bytes());
+    key.push(SEPARATOR);
     key
+}
+
+/// The account a template key names; `None` for a key written before
+/// accounts (`name \0 language`), which the first start moves.
+pub fn template_account(key: &[u8]) -> Option<&str> {
+    let mut parts = key.splitn(3, |b| *b == SEPARATOR);
+    let (_, _, account) = (parts.next()?, parts.next()?, parts.next()?);
+    std::str::from_utf8(account).ok()
 }
 
 /// An instant as 8 big-endian bytes that sort in time order (the sign bit

@@ -87,12 +87,31 @@ fn read_record<R: DeserializeOwned>(
         .map_err(corrupt(tree))
 }
 
-/// Decodes a stored template, of either layout (`records::decode_template`).
-fn template_from(bytes: Option<sled::IVec>) -> Result<Option<Template>, StoreError> {
-    bytes
-        .map(|bytes| records::decode_template(&bytes).and_then(Template::try_from))
-        .transpose()
-        .map_err(corrupt(TEMPLATES))
+/// Decodes a stored template, of either layout (`records::decode_template`),
+/// in the account its key names.
+fn template_from(key: &[u8], bytes: Option<sled::IVec>) -> Result<Option<Template>, StoreError> {
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    let account = keys::template_account(key)
+        .and_then(|account| AccountId::parse(account).ok())
+        .ok_or_else(|| StoreError::corrupt(TEMPLATES, "a key without its account"))?;
+    let mut template = records::decode_template(&bytes)
+        .and_then(Template::try_from)
+        .map_err(corrupt(TEMPLATES))?;
+    template.id = template.id.in_account(account);
+    Ok(Some(template))
+}
+
+/// Every account's template named as `id` is (any account), from `get`'s
+/// view or sled's.
+fn templates_named(t: &Trees, id: &TemplateId) -> Result<Vec<Template>, StoreError> {
+    let mut found = Vec::new();
+    for entry in t.templates.scan_prefix(keys::template_name(id)) {
+        let (key, bytes) = entry?;
+        found.extend(template_from(&key, Some(bytes))?);
+    }
+    Ok(found)
 }
 
 /// Decodes a stored value into its domain type.
@@ -242,6 +261,13 @@ impl SledStore {
             );
         }
         // Nothing serves yet, so rekeying writes straight to sled, flushed.
+        let moved = rekey::templates_into_accounts(&db, &trees)?;
+        if moved > 0 {
+            tracing::info!(
+                templates = moved,
+                "moved templates written before accounts into the default account"
+            );
+        }
         let rekeyed = rekey::normalise_phone_keys(&db, &meta, &trees)?;
         if rekeyed != rekey::Rekeyed::default() {
             tracing::info!(
@@ -281,7 +307,8 @@ impl SledStore {
     }
 
     fn read_template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
-        template_from(self.trees.templates.get(keys::template(id))?)
+        let key = keys::template(id);
+        template_from(&key, self.trees.templates.get(&key)?)
     }
 }
 
@@ -368,10 +395,12 @@ impl Storage for SledStore {
                 .map(key_record)
                 .transpose()?,
             window: self.read_window(&request.pair)?,
-            template: match request.content.template_id() {
-                Some(id) => self.read_template(id)?,
-                None => None,
+            templates: match request.content.template_id() {
+                Some(id) => templates_named(t, id)?,
+                None => Vec::new(),
             },
+            sender: self.read_number(&request.pair.business)?,
+            any_account: t.accounts.first()?.is_some(),
         })
     }
 
@@ -392,10 +421,14 @@ impl Storage for SledStore {
                 .map(key_record)
                 .transpose()?,
                 window: read::<WindowRecord, Window>(WINDOWS, w.get(Tree::Windows, &pair_key)?)?,
-                template: match request.content.template_id() {
-                    Some(id) => template_from(w.get(Tree::Templates, &keys::template(id))?)?,
-                    None => None,
+                // Templates and the registry change rarely and alone; read
+                // from sled, as a dry run does.
+                templates: match request.content.template_id() {
+                    Some(id) => templates_named(&self.trees, id)?,
+                    None => Vec::new(),
                 },
+                sender: self.read_number(&request.pair.business)?,
+                any_account: self.trees.accounts.first()?.is_some(),
             };
             match plan(&snapshot).map_err(StoreError::Rejected)? {
                 SendPlan::Replay { message_id } => {
@@ -523,7 +556,7 @@ impl Storage for SledStore {
         let key = keys::template(id);
         let (outcome, lsn) = {
             let mut w = self.wal.section()?;
-            let existing = template_from(w.get(Tree::Templates, &key)?)?;
+            let existing = template_from(&key, w.get(Tree::Templates, &key)?)?;
             let write = plan(&existing).map_err(StoreError::Rejected)?;
             match &write {
                 TemplateWrite::Put(template) => {
@@ -544,6 +577,7 @@ impl Storage for SledStore {
 
     async fn list_templates(
         &self,
+        account: &AccountId,
         after: Option<&TemplateId>,
         limit: usize,
         filter: &TemplateFilter,
@@ -553,13 +587,18 @@ impl Storage for SledStore {
             None => std::ops::Bound::Unbounded,
         };
         let mut fetched = Vec::with_capacity(limit.min(1024) + 1);
+        // Keys sort by (name, language) first: other accounts' templates
+        // are passed over (accounts are few).
         for entry in self
             .trees
             .templates
             .range((start, std::ops::Bound::Unbounded))
         {
-            let (_, bytes) = entry?;
-            let Some(template) = template_from(Some(bytes))? else {
+            let (key, bytes) = entry?;
+            if keys::template_account(&key) != Some(account.as_str()) {
+                continue;
+            }
+            let Some(template) = template_from(&key, Some(bytes))? else {
                 continue;
             };
             if !filter.keeps(&template) {

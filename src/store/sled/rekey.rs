@@ -104,3 +104,27 @@ fn renormalised(key: &[u8]) -> Option<Pair> {
     };
     (keys::pair(&pair) != key).then_some(pair)
 }
+
+/// Templates written before accounts (`name \0 language`) move into the
+/// default account (`name \0 language \0 default`). The copy is written
+/// before the old key goes, so a crash in between leaves both and the next
+/// start finishes the move. Returns how many moved.
+pub(super) fn templates_into_accounts(db: &sled::Db, t: &Trees) -> Result<usize, StoreError> {
+    let mut moved = 0;
+    for entry in t.templates.iter() {
+        let (key, value) = entry?;
+        if keys::template_account(&key).is_some() {
+            continue;
+        }
+        let mut new_key = key.to_vec();
+        new_key.push(0);
+        new_key.extend_from_slice(crate::domain::account::DEFAULT_ACCOUNT.as_bytes());
+        t.templates.insert(new_key, value)?;
+        t.templates.remove(&key)?;
+        moved += 1;
+    }
+    if moved > 0 {
+        db.flush()?;
+    }
+    Ok(moved)
+}

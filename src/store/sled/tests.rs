@@ -386,3 +386,58 @@ async fn the_log_is_replayed_before_keys_are_rekeyed() {
     );
     assert_eq!(store.trees.windows.get(&old_key).unwrap(), None);
 }
+
+/// A data directory from before accounts keeps its templates as
+/// `name \0 language`; the first start moves each into the default account.
+#[tokio::test]
+async fn templates_written_before_accounts_move_into_the_default_account() {
+    use crate::domain::template::{Category, Status, TemplateDraft};
+    let dir = tempfile::tempdir().unwrap();
+    let id = TemplateId::parse("order_update", "en_US").unwrap();
+    {
+        let store = SledStore::open(&config(&dir)).unwrap();
+        let content = TemplateDraft {
+            category: Some(Category::Utility),
+            body: "Hi {{1}}".into(),
+            header_text: String::new(),
+            footer_text: String::new(),
+            buttons: vec![],
+            header_media: None,
+        }
+        .validate()
+        .unwrap();
+        let (template, _) = Template::upsert(None, id.clone(), content, t0());
+        let template = Template {
+            status: Status::Approved,
+            ..template
+        };
+        // Written as a release before accounts did.
+        store
+            .trees
+            .templates
+            .insert(
+                b"order_update\0en_US",
+                encode(&TemplateRecord::from(&template)),
+            )
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+
+    let store = SledStore::open(&config(&dir)).unwrap();
+    let moved = store
+        .template(&id)
+        .await
+        .unwrap()
+        .expect("in the default account");
+    assert!(moved.id.account().is_default());
+    assert_eq!(moved.status, Status::Approved);
+    assert_eq!(moved.content.body, "Hi {{1}}");
+    let keys: Vec<Vec<u8>> = store
+        .trees
+        .templates
+        .iter()
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    assert_eq!(keys, [b"order_update\0en_US\0default".to_vec()]);
+}
