@@ -159,16 +159,24 @@ async fn accounts_and_numbers_are_kept_listed_and_survive_a_restart() {
     assert!(of_b.is_empty(), "{of_b:?}");
 }
 
-#[tokio::test]
-async fn bad_accounts_and_numbers_are_refused_with_a_reason() {
-    let server = Server::start();
-    create(&server, account(BRAND_A, "Brand A")).await;
-    create(&server, account(BRAND_B, "Brand B")).await;
+/// Brand A and Brand B, with BUSINESS registered in A (id 1065).
+async fn two_brands_with_a_number(
+    server: &Server,
+) -> pb::account_registry_client::AccountRegistryClient<tonic::transport::Channel> {
+    create(server, account(BRAND_A, "Brand A")).await;
+    create(server, account(BRAND_B, "Brand B")).await;
     let mut accounts = server.accounts().await;
     accounts
         .register_number(register(BUSINESS, "1065", BRAND_A))
         .await
         .unwrap();
+    accounts
+}
+
+#[tokio::test]
+async fn bad_accounts_and_numbers_are_refused_with_a_reason() {
+    let server = Server::start();
+    let mut accounts = two_brands_with_a_number(&server).await;
 
     let malformed = refusal(
         accounts
@@ -473,39 +481,17 @@ async fn templates_of_a_database_from_before_accounts_move_into_the_default_acco
 
 /// Upserts `template` into the account `waba_id` and approves it there.
 async fn approve_in(server: &Server, waba_id: &str, template: pb::Template) {
-    let mut templates = server.templates().await;
-    let name = template.name.clone();
-    templates
-        .upsert_template(pb::UpsertTemplateRequest {
-            template: Some(pb::Template {
-                waba_id: waba_id.into(),
-                ..template
-            }),
-        })
-        .await
-        .unwrap();
-    templates
-        .set_template_status(pb::SetTemplateStatusRequest {
-            name,
-            language: "en_US".into(),
-            status: pb::TemplateStatus::Approved as i32,
-            reason: String::new(),
-            waba_id: waba_id.into(),
-        })
-        .await
-        .unwrap();
+    let in_account = pb::Template {
+        waba_id: waba_id.into(),
+        ..template
+    };
+    approve(server, in_account).await;
 }
 
 #[tokio::test]
 async fn each_number_sends_its_own_accounts_template_over_grpc() {
     let server = Server::start();
-    create(&server, account(BRAND_A, "Brand A")).await;
-    create(&server, account(BRAND_B, "Brand B")).await;
-    let mut accounts = server.accounts().await;
-    accounts
-        .register_number(register(BUSINESS, "1065", BRAND_A))
-        .await
-        .unwrap();
+    let mut accounts = two_brands_with_a_number(&server).await;
     accounts
         .register_number(register("+15550002222", "2077", BRAND_B))
         .await
@@ -571,17 +557,7 @@ async fn each_number_sends_its_own_accounts_template_over_grpc() {
 
     // The registry answers per account; the default account has none.
     let mut templates = server.templates().await;
-    let in_b = templates
-        .get_template(pb::GetTemplateRequest {
-            name: "order_update".into(),
-            language: "en_US".into(),
-            waba_id: BRAND_B.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
+    let in_b = get_template_in(&server, BRAND_B, "order_update").await;
     assert_eq!(
         (in_b.waba_id.as_str(), in_b.body.as_str()),
         (BRAND_B, "B: {{1}} is on its way!")

@@ -1305,17 +1305,7 @@ async fn a_template_review_applies_to_the_template_of_the_account_it_came_from()
                 "message_template_language": "en_US", "reason": "NONE" }),
     );
     assert_eq!(notify(&server, &approved).await, 200);
-    let brand = templates
-        .get_template(pb::GetTemplateRequest {
-            name: "order_update".into(),
-            language: "en_US".into(),
-            waba_id: "102290129340398".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
+    let brand = get_template_in(&server, "102290129340398", "order_update").await;
     assert_eq!(brand.status(), pb::TemplateStatus::Approved);
     let paused = change(
         "message_template_status_update",
@@ -1323,17 +1313,7 @@ async fn a_template_review_applies_to_the_template_of_the_account_it_came_from()
                 "message_template_language": "en_US", "reason": "Low quality rating" }),
     );
     assert_eq!(notify(&server, &paused).await, 200);
-    let brand = templates
-        .get_template(pb::GetTemplateRequest {
-            name: "order_update".into(),
-            language: "en_US".into(),
-            waba_id: "102290129340398".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .template
-        .unwrap();
+    let brand = get_template_in(&server, "102290129340398", "order_update").await;
     assert_eq!(brand.status(), pb::TemplateStatus::Paused);
     assert_eq!(brand.status_reason, "Low quality rating");
     let default = get_template(&server, "order_update").await;

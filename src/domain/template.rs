@@ -76,11 +76,6 @@ impl TemplateId {
         &self.account
     }
 
-    /// Whether `other` is this template in some account.
-    pub fn same_name(&self, other: &TemplateId) -> bool {
-        self.name == other.name && self.language == other.language
-    }
-
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -4,11 +4,20 @@ use chrono::{DateTime, Utc};
 
 use super::Service;
 use crate::domain::account::{
-    self, Account, AccountDraft, AccountId, BusinessNumber, NumberWrite, PhoneNumberId,
+    self, Account, AccountDraft, AccountId, AccountWrite, BusinessNumber, NumberWrite,
+    PhoneNumberId,
 };
 use crate::domain::time;
 use crate::domain::{PhoneNumber, Rejection};
 use crate::store::StoreError;
+
+/// `account::plan_create` or `account::plan_update`.
+type AccountPlanner = fn(
+    Option<&Account>,
+    &AccountId,
+    &AccountDraft,
+    DateTime<Utc>,
+) -> Result<AccountWrite, Rejection>;
 
 impl Service {
     pub async fn create_account(
@@ -17,14 +26,8 @@ impl Service {
         draft: &AccountDraft,
         now: DateTime<Utc>,
     ) -> Result<Account, StoreError> {
-        let now = time::stored(now);
-        let write = self
-            .store
-            .change_account(id, &|existing| {
-                account::plan_create(existing.as_ref(), id, draft, now)
-            })
-            .await?;
-        Ok(write.account().clone())
+        self.change_account(id, draft, now, account::plan_create)
+            .await
     }
 
     pub async fn update_account(
@@ -33,12 +36,23 @@ impl Service {
         draft: &AccountDraft,
         now: DateTime<Utc>,
     ) -> Result<Account, StoreError> {
+        self.change_account(id, draft, now, account::plan_update)
+            .await
+    }
+
+    /// Reads the account, plans with `planner`, writes; the account as
+    /// stored.
+    async fn change_account(
+        &self,
+        id: &AccountId,
+        draft: &AccountDraft,
+        now: DateTime<Utc>,
+        planner: AccountPlanner,
+    ) -> Result<Account, StoreError> {
         let now = time::stored(now);
         let write = self
             .store
-            .change_account(id, &|existing| {
-                account::plan_update(existing.as_ref(), id, draft, now)
-            })
+            .change_account(id, &|existing| planner(existing.as_ref(), id, draft, now))
             .await?;
         Ok(write.account().clone())
     }

@@ -522,15 +522,20 @@ pub async fn approved_template(
     approve(server, template(name, category, body)).await;
 }
 
-/// The registered template `name` (en_US).
+/// The registered template `name` (en_US) of the default account.
 pub async fn get_template(server: &Server, name: &str) -> pb::Template {
+    get_template_in(server, "", name).await
+}
+
+/// The registered template `name` (en_US) of the account `waba_id`.
+pub async fn get_template_in(server: &Server, waba_id: &str, name: &str) -> pb::Template {
     server
         .templates()
         .await
         .get_template(pb::GetTemplateRequest {
             name: name.into(),
             language: "en_US".into(),
-            waba_id: String::new(),
+            waba_id: waba_id.into(),
         })
         .await
         .unwrap()
@@ -554,9 +559,11 @@ pub async fn get_message(server: &Server, id: &str) -> pb::OutboundMessage {
         .unwrap()
 }
 
-/// Registers `template` and approves it as WhatsApp's review would.
+/// Registers `template` (in its `waba_id`'s account) and approves it as
+/// WhatsApp's review would.
 pub async fn approve(server: &Server, template: pb::Template) {
     let name = template.name.clone();
+    let waba_id = template.waba_id.clone();
     let mut templates = server.templates().await;
     templates
         .upsert_template(pb::UpsertTemplateRequest {
@@ -570,7 +577,7 @@ pub async fn approve(server: &Server, template: pb::Template) {
             language: "en_US".into(),
             status: pb::TemplateStatus::Approved as i32,
             reason: String::new(),
-            waba_id: String::new(),
+            waba_id,
         })
         .await
         .expect("approve");

@@ -166,8 +166,8 @@ CREATE INDEX business_numbers_by_account ON business_numbers (account, number);
 -- the default one. A send reads every account's template of its name and
 -- language at once, so the key leads with them.
 ALTER TABLE templates ADD COLUMN account text NOT NULL DEFAULT 'default';
-ALTER TABLE templates DROP CONSTRAINT templates_pkey;
-ALTER TABLE templates ADD PRIMARY KEY (name, language, account);
+ALTER TABLE templates DROP CONSTRAINT templates_pkey,
+    ADD CONSTRAINT templates_pkey PRIMARY KEY (name, language, account);
 CREATE INDEX templates_by_account ON templates (account, name, language);
 "#,
 ];
