@@ -214,16 +214,23 @@ pub fn plan_update(
     }))
 }
 
-/// The default account as `--phone-number-ids` creates it at start: it
-/// delivers when the process does, with the process's token.
+/// The default account as `--phone-number-ids` makes it at start: it
+/// delivers when the process does (`--delivery`), with the process's token.
+/// The flags are the default account's configuration, so a deployment that
+/// ran record-only and now delivers keeps working; its name and anything
+/// else set through the API stay.
 pub fn plan_bootstrap_default(
     existing: Option<&Account>,
     delivery: bool,
     now: DateTime<Utc>,
 ) -> Result<AccountWrite, Rejection> {
     match existing {
-        // What an operator set through the API wins over the flags.
-        Some(account) => Ok(AccountWrite::Keep(account.clone())),
+        Some(account) if account.delivery == delivery => Ok(AccountWrite::Keep(account.clone())),
+        Some(account) => Ok(AccountWrite::Put(Account {
+            delivery,
+            updated_at: now,
+            ..account.clone()
+        })),
         None => plan_create(
             None,
             &AccountId::default_account(),

@@ -117,19 +117,32 @@ fn display_names_are_bounded() {
 }
 
 #[test]
-fn bootstrap_creates_the_default_account_once_and_keeps_what_an_operator_set() {
-    let AccountWrite::Put(created) = plan_bootstrap_default(None, true, now()).unwrap() else {
+fn bootstrap_creates_the_default_account_once_and_follows_the_delivery_flag() {
+    let AccountWrite::Put(created) = plan_bootstrap_default(None, false, now()).unwrap() else {
         panic!("the first start creates it")
     };
     assert!(created.id.is_default());
-    assert!(created.delivery);
-    let edited = Account {
-        delivery: false,
+    assert!(!created.delivery);
+    let renamed = Account {
+        display_name: "Our numbers".into(),
         ..created
     };
     assert_eq!(
-        plan_bootstrap_default(Some(&edited), true, now()).unwrap(),
-        AccountWrite::Keep(edited.clone())
+        plan_bootstrap_default(Some(&renamed), false, now()).unwrap(),
+        AccountWrite::Keep(renamed.clone())
+    );
+    // Record-only first, then --delivery: the default account delivers.
+    let later = now() + chrono::Duration::days(1);
+    let AccountWrite::Put(delivering) =
+        plan_bootstrap_default(Some(&renamed), true, later).unwrap()
+    else {
+        panic!("the flag changed")
+    };
+    assert!(delivering.delivery);
+    assert_eq!(delivering.display_name, "Our numbers");
+    assert_eq!(
+        (delivering.created_at, delivering.updated_at),
+        (now(), later)
     );
 }
 
