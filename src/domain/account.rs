@@ -145,6 +145,84 @@ pub struct Account {
     pub credentials: Credentials,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// How its last template sync went; none before the first.
+    pub sync: Option<SyncReport>,
+}
+
+/// The outcome of an account's last template sync, for GetAccount and
+/// the next sync's caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub attempted_at: DateTime<Utc>,
+    /// Why it failed (the registry was left as it was); empty when it did
+    /// not.
+    pub error: String,
+    pub counts: super::template_sync::SyncCounts,
+    /// When a sync last succeeded, this one or an earlier one.
+    pub last_good_at: Option<DateTime<Utc>>,
+}
+
+impl SyncReport {
+    /// This attempt's report, following the account's previous one.
+    pub fn after(
+        previous: Option<&SyncReport>,
+        attempted_at: DateTime<Utc>,
+        outcome: Result<super::template_sync::SyncCounts, String>,
+    ) -> SyncReport {
+        match outcome {
+            Ok(counts) => SyncReport {
+                attempted_at,
+                error: String::new(),
+                counts,
+                last_good_at: Some(attempted_at),
+            },
+            Err(error) => SyncReport {
+                attempted_at,
+                error,
+                counts: Default::default(),
+                last_good_at: previous.and_then(|p| p.last_good_at),
+            },
+        }
+    }
+}
+
+/// Records a sync's outcome on the account.
+pub fn plan_sync_report(
+    existing: Option<&Account>,
+    id: &AccountId,
+    outcome: Result<super::template_sync::SyncCounts, String>,
+    now: DateTime<Utc>,
+) -> Result<AccountWrite, Rejection> {
+    let account = existing.ok_or_else(|| account_not_found(id))?;
+    Ok(AccountWrite::Put(Account {
+        sync: Some(SyncReport::after(account.sync.as_ref(), now, outcome)),
+        ..account.clone()
+    }))
+}
+
+/// Refuses a hand edit of a template where WhatsApp is the source of truth
+/// (an account that syncs), or in an account nobody registered.
+pub fn check_hand_edit(id: &AccountId, account: Option<&Account>) -> Result<(), Rejection> {
+    if id.is_default() {
+        return Ok(());
+    }
+    match account {
+        None => Err(account_not_found(id)),
+        Some(account) if syncs_templates(account) => Err(Rejection::new(
+            Reason::TemplatesSyncedFromWhatsapp,
+            format!(
+                "account {id} syncs its templates from WhatsApp: change them in WhatsApp Manager, then SyncTemplates"
+            ),
+        )
+        .at("waba_id")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Whether an account's templates come from WhatsApp: those with their own
+/// credentials (and so a WABA to ask). Elsewhere the registry is typed in.
+pub fn syncs_templates(account: &Account) -> bool {
+    !account.id.is_default() && account.credentials.is_some()
 }
 
 /// What to store for an account change.
@@ -186,6 +264,7 @@ pub fn plan_create(
         credentials: draft.credentials.clone(),
         created_at: now,
         updated_at: now,
+        sync: None,
     }))
 }
 

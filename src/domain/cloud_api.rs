@@ -324,7 +324,7 @@ const KNOWN_STATUSES: &[&str] = &[
 ];
 
 /// Template review events, including those that change no status.
-const KNOWN_TEMPLATE_EVENTS: &[&str] = &["FLAGGED", "DELETED", "missing"];
+const KNOWN_TEMPLATE_EVENTS: &[&str] = &["FLAGGED", "missing"];
 
 /// `prefix:value` where `value` is known, else `prefix:unknown`: these name
 /// metric series, and anyone who can reach the webhook must not be able to
@@ -417,6 +417,7 @@ fn template_event(waba_id: &str, value: &Value) -> WebhookEvent {
         "PENDING_DELETION" => Status::PendingDeletion,
         "LIMIT_EXCEEDED" => Status::LimitExceeded,
         "ARCHIVED" => Status::Archived,
+        "DELETED" => Status::Deleted,
         // FLAGGED warns about quality; the status itself does not change.
         other => return unhandled(&bounded("template", other, KNOWN_TEMPLATE_EVENTS)),
     };

@@ -50,10 +50,12 @@ pub enum Reason {
     BusinessNumberInOtherAccount,
     PhoneNumberIdInUse,
     BusinessNumberNotRegistered,
+    TemplatesSyncedFromWhatsapp,
+    TemplateSyncOff,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 32] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -84,6 +86,8 @@ impl Reason {
         Reason::BusinessNumberInOtherAccount,
         Reason::PhoneNumberIdInUse,
         Reason::BusinessNumberNotRegistered,
+        Reason::TemplatesSyncedFromWhatsapp,
+        Reason::TemplateSyncOff,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +122,8 @@ impl Reason {
             Reason::BusinessNumberInOtherAccount => "BUSINESS_NUMBER_IN_OTHER_ACCOUNT",
             Reason::PhoneNumberIdInUse => "PHONE_NUMBER_ID_IN_USE",
             Reason::BusinessNumberNotRegistered => "BUSINESS_NUMBER_NOT_REGISTERED",
+            Reason::TemplatesSyncedFromWhatsapp => "TEMPLATES_SYNCED_FROM_WHATSAPP",
+            Reason::TemplateSyncOff => "TEMPLATE_SYNC_OFF",
         }
     }
 
@@ -125,7 +131,9 @@ impl Reason {
         match self {
             Reason::WindowClosed
             | Reason::TemplateNotApproved
-            | Reason::BusinessNumberNotRegistered => RejectionKind::Precondition,
+            | Reason::BusinessNumberNotRegistered
+            | Reason::TemplatesSyncedFromWhatsapp
+            | Reason::TemplateSyncOff => RejectionKind::Precondition,
             Reason::TemplateNotFound | Reason::MessageNotFound | Reason::AccountNotFound => {
                 RejectionKind::NotFound
             }

@@ -117,6 +117,8 @@ pub enum Status {
     PendingDeletion,
     LimitExceeded,
     Archived,
+    /// Gone from WhatsApp (a sync found it no longer there): never sent.
+    Deleted,
 }
 
 impl Status {
@@ -131,6 +133,7 @@ impl Status {
             Status::PendingDeletion => "PENDING_DELETION",
             Status::LimitExceeded => "LIMIT_EXCEEDED",
             Status::Archived => "ARCHIVED",
+            Status::Deleted => "DELETED",
         }
     }
 
@@ -139,6 +142,8 @@ impl Status {
         match self {
             Status::Paused => Some(132_015),
             Status::Disabled => Some(132_016),
+            // WhatsApp no longer has it: as a name it does not know.
+            Status::Deleted => Some(132_001),
             _ => None,
         }
     }

@@ -290,7 +290,7 @@ pub fn category(value: i32, field: &str) -> Result<Option<Category>, Rejection> 
     })
 }
 
-const STATUSES: [(pb::TemplateStatus, Status); 9] = [
+const STATUSES: [(pb::TemplateStatus, Status); 10] = [
     (pb::TemplateStatus::Pending, Status::Pending),
     (pb::TemplateStatus::Approved, Status::Approved),
     (pb::TemplateStatus::Rejected, Status::Rejected),
@@ -300,6 +300,7 @@ const STATUSES: [(pb::TemplateStatus, Status); 9] = [
     (pb::TemplateStatus::PendingDeletion, Status::PendingDeletion),
     (pb::TemplateStatus::LimitExceeded, Status::LimitExceeded),
     (pb::TemplateStatus::Archived, Status::Archived),
+    (pb::TemplateStatus::Deleted, Status::Deleted),
 ];
 
 /// `None` for unspecified.

@@ -7,6 +7,7 @@ use crate::domain::account::{
     self, Account, AccountDraft, AccountId, AccountWrite, BusinessNumber, NumberWrite,
     PhoneNumberId,
 };
+use crate::domain::template_sync::{self, FetchedTemplate, SyncCounts, Unreadable};
 use crate::domain::time;
 use crate::domain::{PhoneNumber, Rejection};
 use crate::store::StoreError;
@@ -130,5 +131,43 @@ impl Service {
             }
         }
         Ok(refused)
+    }
+
+    /// Makes `account`'s registry what WhatsApp returned (`fetched`, and
+    /// `unreadable` by name) in one write, and records the outcome.
+    pub async fn apply_template_sync(
+        &self,
+        account_id: &AccountId,
+        fetched: &[FetchedTemplate],
+        unreadable: &[Unreadable],
+        now: DateTime<Utc>,
+    ) -> Result<SyncCounts, StoreError> {
+        let now = time::stored(now);
+        let plan = self
+            .store
+            .sync_templates(account_id, &|stored| {
+                Ok(template_sync::plan_sync(stored, fetched, unreadable, now))
+            })
+            .await?;
+        self.record_sync(account_id, Ok(plan.counts), now).await?;
+        Ok(plan.counts)
+    }
+
+    /// Stores how a sync went on its account (a failure keeps the last good
+    /// sync's time).
+    pub async fn record_sync(
+        &self,
+        account_id: &AccountId,
+        outcome: Result<SyncCounts, String>,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError> {
+        let now = time::stored(now);
+        let write = self
+            .store
+            .change_account(account_id, &|existing| {
+                account::plan_sync_report(existing.as_ref(), account_id, outcome.clone(), now)
+            })
+            .await?;
+        Ok(write.account().clone())
     }
 }

@@ -119,12 +119,7 @@ impl Service {
         now: DateTime<Utc>,
     ) -> Result<(Template, bool), StoreError> {
         let now = time::stored(now);
-        // A template of an account nobody registered could never be sent.
-        if !id.account().is_default() && self.store.account(id.account()).await?.is_none() {
-            return Err(StoreError::Rejected(
-                crate::domain::account::account_not_found(id.account()),
-            ));
-        }
+        self.editable_by_hand(id.account()).await?;
         let (before, write) = self
             .store
             .change_template(id, &|existing| {
@@ -163,8 +158,33 @@ impl Service {
         })
     }
 
+    /// Sets a template's status through the API: as `set_template_status`,
+    /// refused in an account that syncs (WhatsApp's word is final there).
+    pub async fn set_template_status_by_hand(
+        &self,
+        id: &TemplateId,
+        status: Status,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Template>, StoreError> {
+        self.editable_by_hand(id.account()).await?;
+        self.set_template_status(id, status, reason, now).await
+    }
+
+    async fn editable_by_hand(&self, account: &AccountId) -> Result<(), StoreError> {
+        if account.is_default() {
+            return Ok(());
+        }
+        let stored = self.store.account(account).await?;
+        Ok(crate::domain::account::check_hand_edit(
+            account,
+            stored.as_ref(),
+        )?)
+    }
+
     /// Removes a template; false when it did not exist.
     pub async fn delete_template(&self, id: &TemplateId) -> Result<bool, StoreError> {
+        self.editable_by_hand(id.account()).await?;
         let (before, _) = self
             .store
             .change_template(id, &|existing| Ok(template::plan_delete(existing.as_ref())))

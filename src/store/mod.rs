@@ -24,6 +24,7 @@ use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
+use crate::domain::template_sync::SyncPlan;
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::window_events::{ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
@@ -368,6 +369,14 @@ pub trait Storage: Send + Sync + 'static {
     async fn size_on_disk(&self) -> Result<Option<u64>, StoreError>;
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// Reads every template of `account`, plans (a template sync), and
+    /// writes what the plan puts, all at once.
+    async fn sync_templates(
+        &self,
+        account: &AccountId,
+        plan: Planner<'_, Vec<Template>, SyncPlan>,
+    ) -> Result<SyncPlan, StoreError>;
 
     /// Reads the account, plans, and writes what the plan puts.
     async fn change_account(

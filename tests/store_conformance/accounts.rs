@@ -443,3 +443,89 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
         .unwrap_err();
     assert_eq!(reason(nowhere), Reason::AccountNotFound);
 }
+
+pub async fn a_template_sync_writes_one_accounts_registry_at_once(h: &dyn Harness) {
+    use wagate::domain::template_sync::{FetchedTemplate, SyncCounts};
+    let t = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
+    let store = h.open().await;
+    let brand = waba("102290129340398");
+    store
+        .create_account(&brand, &account_draft("Brand", Some("BRAND_TOKEN")), t)
+        .await
+        .unwrap();
+    // The default account's template of the same name is not the brand's.
+    let name = TemplateId::parse("order_update", "en").unwrap();
+    store
+        .upsert_template(
+            &name,
+            &crate::cases::draft("Default {{1}}", Category::Utility),
+            t,
+        )
+        .await
+        .unwrap();
+    let fetched = |body: &str, status: Status| FetchedTemplate {
+        id: name.clone().in_account(brand.clone()),
+        status,
+        reason: String::new(),
+        content: crate::cases::draft(body, Category::Utility),
+    };
+    let first = store
+        .apply_template_sync(&brand, &[fetched("Brand {{1}}", Status::Approved)], &[], t)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        SyncCounts {
+            created: 1,
+            ..Default::default()
+        }
+    );
+    let later = t + chrono::Duration::minutes(15);
+    let second = store
+        .apply_template_sync(
+            &brand,
+            &[fetched("Brand v2 {{1}}", Status::Paused)],
+            &[],
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.updated, 1);
+
+    drop(store);
+    let store = h.open().await;
+    let synced = store
+        .template(&name.clone().in_account(brand.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (synced.content.body.as_str(), synced.status),
+        ("Brand v2 {{1}}", Status::Paused)
+    );
+    assert_eq!((synced.created_at, synced.updated_at), (t, later));
+    let default = store.template(&name).await.unwrap().unwrap();
+    assert_eq!(
+        default.content.body, "Default {{1}}",
+        "another account's sync leaves it"
+    );
+    let report = store.account(&brand).await.unwrap().unwrap().sync.unwrap();
+    assert_eq!(
+        (report.attempted_at, report.last_good_at),
+        (later, Some(later))
+    );
+    assert_eq!(report.counts.updated, 1);
+    // A failure keeps the last good time.
+    let failed = store
+        .record_sync(
+            &brand,
+            Err("the Graph API answered 500".into()),
+            later + chrono::Duration::minutes(15),
+        )
+        .await
+        .unwrap()
+        .sync
+        .unwrap();
+    assert_eq!(failed.last_good_at, Some(later));
+    assert_eq!(failed.error, "the Graph API answered 500");
+}

@@ -22,6 +22,7 @@ use wagate::service::Service;
 use wagate::store::{Claim, SendOutcome, StatusReport, StoreError, SweepCounts, TemplatePage};
 
 pub use crate::accounts::{
+    a_template_sync_writes_one_accounts_registry_at_once,
     accounts_and_numbers_follow_the_registry_rules_and_survive_reopen,
     concurrent_registrations_keep_a_phone_number_id_on_one_number,
     each_number_sends_its_own_accounts_template,

@@ -7,7 +7,10 @@ use tokio_postgres::Row;
 
 use super::{conn, rows};
 use crate::domain::PhoneNumber;
-use crate::domain::account::{Account, AccountId, BusinessNumber, Credentials, PhoneNumberId};
+use crate::domain::account::{
+    Account, AccountId, BusinessNumber, Credentials, PhoneNumberId, SyncReport,
+};
+use crate::domain::template_sync::SyncCounts;
 use crate::store::StoreError;
 
 const ACCOUNTS: &str = "accounts";
@@ -30,6 +33,51 @@ fn account(row: &Row) -> Result<Account, StoreError> {
         credentials,
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
+        sync: row
+            .get::<_, Option<serde_json::Value>>("sync")
+            .map(|v| sync_of(&v).ok_or_else(|| corrupt("sync")))
+            .transpose()?,
+    })
+}
+
+fn sync_json(s: &SyncReport) -> serde_json::Value {
+    let c = &s.counts;
+    serde_json::json!({
+        "attempted_at": s.attempted_at.to_rfc3339(),
+        "error": s.error,
+        "counts": [c.created, c.updated, c.deleted, c.unchanged, c.failed],
+        "last_good_at": s.last_good_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+fn sync_of(v: &serde_json::Value) -> Option<SyncReport> {
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str()?)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let counts: Vec<u32> = v["counts"]
+        .as_array()?
+        .iter()
+        .map(|n| n.as_u64().map(|n| n as u32))
+        .collect::<Option<_>>()?;
+    let [created, updated, deleted, unchanged, failed] = counts[..] else {
+        return None;
+    };
+    Some(SyncReport {
+        attempted_at: time(&v["attempted_at"])?,
+        error: v["error"].as_str()?.to_owned(),
+        counts: SyncCounts {
+            created,
+            updated,
+            deleted,
+            unchanged,
+            failed,
+        },
+        last_good_at: match &v["last_good_at"] {
+            serde_json::Value::Null => None,
+            at => Some(time(at)?),
+        },
     })
 }
 
@@ -69,10 +117,11 @@ pub(super) async fn put_account(tx: &impl conn::Connection, a: &Account) -> Resu
         tx,
         "write an account",
         "INSERT INTO accounts (id, display_name, delivery, credentials_env, credentials_file, \
-            created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            created_at, updated_at, sync) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name, \
             delivery = EXCLUDED.delivery, credentials_env = EXCLUDED.credentials_env, \
-            credentials_file = EXCLUDED.credentials_file, updated_at = EXCLUDED.updated_at",
+            credentials_file = EXCLUDED.credentials_file, updated_at = EXCLUDED.updated_at, \
+            sync = EXCLUDED.sync",
         &[
             &a.id.as_str(),
             &a.display_name,
@@ -81,6 +130,7 @@ pub(super) async fn put_account(tx: &impl conn::Connection, a: &Account) -> Resu
             &file,
             &a.created_at,
             &a.updated_at,
+            &a.sync.as_ref().map(sync_json),
         ],
     )
     .await?;

@@ -56,6 +56,7 @@ use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
+use crate::domain::template_sync::SyncPlan;
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::window_events::{ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
@@ -740,6 +741,30 @@ impl Storage for PgStore {
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         let client = self.client().await?;
         accounts::read_account(&client, id).await
+    }
+
+    async fn sync_templates(
+        &self,
+        account: &AccountId,
+        plan: Planner<'_, Vec<Template>, SyncPlan>,
+    ) -> Result<SyncPlan, StoreError> {
+        in_transaction!(self, "sync templates", |tx| {
+            let stored = conn::query(
+                &tx,
+                "read an account's templates",
+                "SELECT * FROM templates WHERE account = $1",
+                &[&account.as_str()],
+            )
+            .await?
+            .iter()
+            .map(rows::template)
+            .collect::<Result<Vec<_>, _>>()?;
+            let written = plan(&stored)?;
+            for template in &written.puts {
+                put_template(&tx, template).await?;
+            }
+            written
+        })
     }
 
     async fn change_account(

@@ -37,6 +37,7 @@ pub const STATUSES: Names<Status> = &[
     (Status::PendingDeletion, "PENDING_DELETION"),
     (Status::LimitExceeded, "LIMIT_EXCEEDED"),
     (Status::Archived, "ARCHIVED"),
+    (Status::Deleted, "DELETED"),
 ];
 
 const PRICING: Names<PricingCategory> = &[

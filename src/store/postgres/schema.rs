@@ -170,6 +170,10 @@ ALTER TABLE templates DROP CONSTRAINT templates_pkey,
     ADD CONSTRAINT templates_pkey PRIMARY KEY (name, language, account);
 CREATE INDEX templates_by_account ON templates (account, name, language);
 "#,
+    r#"
+-- How an account's last template sync went (NULL: never synced).
+ALTER TABLE accounts ADD COLUMN sync jsonb;
+"#,
 ];
 
 /// The newest schema this build understands.

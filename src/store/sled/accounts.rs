@@ -11,8 +11,9 @@ use super::{SledStore, StoreError, corrupt};
 use crate::domain::PhoneNumber;
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, Credentials, NumberSnapshot, NumberWrite,
-    PhoneNumberId,
+    PhoneNumberId, SyncReport,
 };
+use crate::domain::template_sync::SyncCounts;
 use crate::store::Planner;
 
 const ACCOUNTS: &str = "accounts";
@@ -25,6 +26,16 @@ struct AccountRecord {
     credentials: CredentialsRecord,
     created_at: i64,
     updated_at: i64,
+    sync: Option<SyncRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SyncRecord {
+    attempted_at: i64,
+    error: String,
+    /// created, updated, deleted, unchanged, failed.
+    counts: [u32; 5],
+    last_good_at: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,6 +66,18 @@ impl From<&Account> for AccountRecord {
             },
             created_at: records::micros(account.created_at),
             updated_at: records::micros(account.updated_at),
+            sync: account.sync.as_ref().map(|s| SyncRecord {
+                attempted_at: records::micros(s.attempted_at),
+                error: s.error.clone(),
+                counts: [
+                    s.counts.created,
+                    s.counts.updated,
+                    s.counts.deleted,
+                    s.counts.unchanged,
+                    s.counts.failed,
+                ],
+                last_good_at: s.last_good_at.map(records::micros),
+            }),
         }
     }
 }
@@ -77,6 +100,24 @@ fn account(id: &[u8], record: AccountRecord) -> Result<Account, DecodeError> {
         },
         created_at: records::time(record.created_at)?,
         updated_at: records::time(record.updated_at)?,
+        sync: match record.sync {
+            None => None,
+            Some(s) => {
+                let [created, updated, deleted, unchanged, failed] = s.counts;
+                Some(SyncReport {
+                    attempted_at: records::time(s.attempted_at)?,
+                    error: s.error,
+                    counts: SyncCounts {
+                        created,
+                        updated,
+                        deleted,
+                        unchanged,
+                        failed,
+                    },
+                    last_good_at: s.last_good_at.map(records::time).transpose()?,
+                })
+            }
+        },
     })
 }
 

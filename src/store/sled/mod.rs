@@ -36,6 +36,7 @@ use crate::domain::delivery::Delivery;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
+use crate::domain::template_sync::SyncPlan;
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::window_events::{ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
@@ -505,6 +506,34 @@ impl Storage for SledStore {
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         self.read_account(id)
+    }
+
+    async fn sync_templates(
+        &self,
+        account: &AccountId,
+        plan: Planner<'_, Vec<Template>, SyncPlan>,
+    ) -> Result<SyncPlan, StoreError> {
+        let (written, lsn) = {
+            let mut w = self.wal.section()?;
+            let mut stored = Vec::new();
+            for entry in self.trees.templates.iter() {
+                let (key, bytes) = entry?;
+                if keys::template_account(&key) == Some(account.as_str()) {
+                    stored.extend(template_from(&key, Some(bytes))?);
+                }
+            }
+            let written = plan(&stored).map_err(StoreError::Rejected)?;
+            for template in &written.puts {
+                w.insert(
+                    Tree::Templates,
+                    keys::template(&template.id),
+                    encode(&TemplateRecord::from(template)),
+                );
+            }
+            (written, w.commit())
+        };
+        self.durable(lsn).await?;
+        Ok(written)
     }
 
     async fn change_account(

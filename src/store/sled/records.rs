@@ -309,7 +309,7 @@ fn category(code: u8) -> Result<Category, DecodeError> {
     })
 }
 
-const STATUS_CODES: [(Status, u8); 9] = [
+const STATUS_CODES: [(Status, u8); 10] = [
     (Status::Pending, 1),
     (Status::Approved, 2),
     (Status::Rejected, 3),
@@ -319,6 +319,7 @@ const STATUS_CODES: [(Status, u8); 9] = [
     (Status::PendingDeletion, 7),
     (Status::LimitExceeded, 8),
     (Status::Archived, 9),
+    (Status::Deleted, 10),
 ];
 
 fn status_code(status: Status) -> u8 {
