@@ -252,6 +252,11 @@ pub struct CloudConfig {
     #[arg(long, env = "WAGATE_DELIVERY_BACKOFF_MAX", default_value = "10m", value_parser = humantime::parse_duration)]
     pub delivery_backoff_max: Duration,
 
+    /// How often the templates of every account with credentials are synced
+    /// from the Graph API (also once at start); 0s: only on demand.
+    #[arg(long, env = "WAGATE_TEMPLATE_SYNC_INTERVAL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub template_sync_interval: Duration,
+
     /// Attempts before a message is marked FAILED.
     #[arg(long, env = "WAGATE_DELIVERY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
     pub delivery_max_attempts: u32,

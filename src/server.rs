@@ -71,6 +71,12 @@ pub async fn run(
     };
     let sweeper = service::spawn_sweeper(store.clone(), retention, config.sweep_interval);
     register_flag_numbers(&config.cloud, &service).await?;
+    let syncer = std::sync::Arc::new(cloud::syncer(&config.cloud, &service)?);
+    let sync_schedule = (!config.cloud.template_sync_interval.is_zero()).then(|| {
+        syncer
+            .clone()
+            .spawn_schedule(config.cloud.template_sync_interval)
+    });
     let cloud = cloud::start(&config.cloud, &service, limits).await?;
     let gauge_store = store.clone();
     let (metrics_address, metrics_server) =
@@ -177,7 +183,7 @@ pub async fn run(
                 .max_decoding_message_size(config.max_request_bytes),
         )
         .add_service(
-            AccountRegistryServer::new(AccountRegistryService::new(service.clone()))
+            AccountRegistryServer::new(AccountRegistryService::new(service.clone(), syncer))
                 .max_decoding_message_size(config.max_request_bytes),
         )
         .serve_with_incoming_shutdown(
@@ -198,6 +204,9 @@ pub async fn run(
     };
 
     sweeper.abort();
+    if let Some(schedule) = sync_schedule {
+        schedule.abort();
+    }
     // An attempt cut off here keeps its claim until its lease lapses.
     cloud.stop();
     metrics_server.abort();

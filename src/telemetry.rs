@@ -100,6 +100,7 @@ pub const GROUP_COMMIT_BATCH: &str = "wagate_group_commit_batch_size";
 /// Counter: database transactions run again, labelled by `cause`
 /// (serialization, deadlock, unique, failover, connection).
 pub const STORE_RETRIES: &str = "wagate_store_transaction_retries_total";
+pub const TEMPLATE_SYNCS: &str = "wagate_template_syncs_total";
 /// Gauges of the database connection pool: connections open, idle, and
 /// callers waiting for one.
 pub const POOL_CONNECTIONS: &str = "wagate_store_pool_connections";
@@ -166,6 +167,10 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     metrics::describe_gauge!(OPEN_CONNECTIONS, "connections open now, by listener");
     metrics::describe_gauge!(STORE_UP, "1 while the store can take writes, else 0");
     metrics::describe_counter!(STORE_RETRIES, "database transactions run again, by cause");
+    metrics::describe_counter!(
+        TEMPLATE_SYNCS,
+        "template syncs from the Graph API, by account and outcome (ok, failed)"
+    );
     metrics::describe_gauge!(POOL_CONNECTIONS, "database connections open");
     metrics::describe_gauge!(POOL_IDLE, "database connections idle");
     metrics::describe_gauge!(POOL_WAITING, "callers waiting for a database connection");
@@ -194,6 +199,12 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
         "webhook events by kind and whether they were acted on"
     );
     Ok(handle)
+}
+
+/// A template sync of `account` ended `outcome` ("ok" or "failed").
+pub fn record_template_sync(account: &str, outcome: &'static str) {
+    metrics::counter!(TEMPLATE_SYNCS, "account" => account.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 pub fn record_delivery(outcome: &'static str) {

@@ -90,14 +90,26 @@ fn the_readme_accounts_session_works_through_reflection_alone() {
             "\"number\": \"+15550001111\"",
         ],
     );
-    // Then a template in that account, listed there.
+    // Then a hand-kept account's template, listed there.
     let transcript = run_readme_block("## Business accounts and numbers", 2, &server);
     assert_in_order(
         &transcript,
         &[
+            "\"wabaId\": \"203301230451409\"",
             "\"created\": true",
-            "\"body\": \"Brand A: order {{1}} shipped.\"",
-            "\"wabaId\": \"102290129340398\"",
+            "\"body\": \"Brand B: order {{1}} shipped.\"",
+            "\"wabaId\": \"203301230451409\"",
+        ],
+    );
+    // The first account syncs; here its token file is not mounted, so the
+    // sync is refused as unavailable and says why.
+    let transcript = run_readme_block("## Business accounts and numbers", 3, &server);
+    assert_in_order(
+        &transcript,
+        &[
+            "Code: Unavailable",
+            "cannot read the account's token file /run/secrets/brand-a-token",
+            "\"reason\":\"TEMPLATE_SYNC_FAILED\"",
         ],
     );
 }

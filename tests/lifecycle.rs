@@ -406,6 +406,7 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         "window_events.rs",
         "rich_messages.rs",
         "accounts.rs",
+        "template_sync.rs",
     ]
     .iter()
     .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())
@@ -422,6 +423,7 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         wagate::grpc::status::WATCH_LAGGED,
         wagate::grpc::status::RESUME_TOKEN_EXPIRED,
         wagate::grpc::status::SERVER_DRAINING,
+        wagate::grpc::status::TEMPLATE_SYNC_FAILED,
     ];
     let domain_reasons = wagate::domain::Reason::ALL.iter().map(|r| r.as_str());
     for reason in domain_reasons.chain(edge_reasons) {

@@ -2,13 +2,15 @@
 //! webhook receiver (messages, statuses and template reviews in). Both are
 //! off unless configured, so wagate runs record-only without an account.
 
+pub mod sync;
 pub mod webhook;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::config::{CloudConfig, resolve_secret};
+use crate::config::{CloudConfig, Secret, resolve_secret};
+use crate::domain::account::Credentials;
 use crate::domain::delivery::RetryPolicy;
 use crate::net::ConnectionLimits;
 use crate::service::Service;
@@ -50,11 +52,7 @@ pub async fn start(
             );
         }
         let settings = worker::DeliverySettings {
-            api_root: format!(
-                "{}/{}",
-                config.graph_base_url.trim_end_matches('/'),
-                config.graph_api_version.trim_matches('/')
-            ),
+            api_root: api_root(config),
             access_token,
             phone_number_ids: config.phone_number_ids.iter().cloned().collect(),
             rate_per_second: config.delivery_rate,
@@ -115,4 +113,55 @@ pub async fn start(
         }
     };
     Ok(Running { worker, webhook })
+}
+
+/// The template syncer every account with credentials uses (the RPC and
+/// the schedule), speaking to the configured Graph API.
+pub fn syncer(config: &CloudConfig, store: &Service) -> Result<sync::Syncer, String> {
+    sync::Syncer::new(
+        store.clone(),
+        sync::SyncSettings {
+            api_root: api_root(config),
+            access_token: resolve_secret(
+                &config.access_token,
+                &config.access_token_file,
+                "access token",
+            )?,
+            timeout: config.delivery_timeout,
+        },
+    )
+}
+
+fn api_root(config: &CloudConfig) -> String {
+    format!(
+        "{}/{}",
+        config.graph_base_url.trim_end_matches('/'),
+        config.graph_api_version.trim_matches('/')
+    )
+}
+
+/// An account's access token: from the environment variable or file its
+/// credentials name, or the process's token for an account without its own
+/// (the default account).
+pub fn account_token(
+    credentials: &Credentials,
+    process_token: Option<&Secret>,
+) -> Result<Secret, String> {
+    match credentials {
+        Credentials::None => process_token
+            .cloned()
+            .ok_or_else(|| "no access token (WAGATE_ACCESS_TOKEN)".to_owned()),
+        Credentials::EnvVar(name) => std::env::var(name)
+            .map(Secret::new)
+            .map_err(|_| format!("the account's token variable {name} is not set")),
+        // A small file on a local mount (a Secret): read in place.
+        Credentials::File(path) => std::fs::read_to_string(path)
+            .map(|text| Secret::new(text.trim_end()))
+            .map_err(|error| {
+                format!(
+                    "cannot read the account's token file {}: {error}",
+                    path.display()
+                )
+            }),
+    }
 }

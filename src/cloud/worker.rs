@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::task::JoinSet;
 
 use crate::config::Secret;
-use crate::domain::account::{self, Credentials};
+use crate::domain::account;
 use crate::domain::cloud_api;
 use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
 use crate::domain::{OutboxMessage, PhoneNumber};
@@ -199,23 +199,8 @@ impl Worker {
         let (phone_number_id, credentials) =
             account::delivery_route(business, registered.as_ref(), account.as_ref())
                 .map_err(RouteError::Refused)?;
-        let token = match credentials {
-            Credentials::None => self.settings.access_token.clone().ok_or_else(|| {
-                RouteError::Unavailable("no access token (WAGATE_ACCESS_TOKEN)".to_owned())
-            })?,
-            Credentials::EnvVar(name) => std::env::var(&name).map(Secret::new).map_err(|_| {
-                RouteError::Unavailable(format!("the account's token variable {name} is not set"))
-            })?,
-            // A small file on a local mount (a Secret): read in place.
-            Credentials::File(path) => std::fs::read_to_string(&path)
-                .map(|text| Secret::new(text.trim_end()))
-                .map_err(|error| {
-                    RouteError::Unavailable(format!(
-                        "cannot read the account's token file {}: {error}",
-                        path.display()
-                    ))
-                })?,
-        };
+        let token = super::account_token(&credentials, self.settings.access_token.as_ref())
+            .map_err(RouteError::Unavailable)?;
         Ok((phone_number_id.as_str().to_owned(), token))
     }
 

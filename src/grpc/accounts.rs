@@ -1,22 +1,37 @@
 //! The `wagate.v1.AccountRegistry` service.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
+use crate::cloud::sync::{SyncError, Syncer};
 use crate::domain::account::{
     self, Account, AccountDraft, AccountId, BusinessNumber, Credentials, PhoneNumberId,
 };
+use crate::domain::template_sync::SyncCounts;
 use crate::domain::{PhoneNumber, Reason, Rejection};
 use crate::pb;
 use crate::service::Service;
 
 pub struct AccountRegistryService {
     store: Service,
+    syncer: Arc<Syncer>,
 }
 
 impl AccountRegistryService {
-    pub fn new(store: Service) -> Self {
-        AccountRegistryService { store }
+    pub fn new(store: Service, syncer: Arc<Syncer>) -> Self {
+        AccountRegistryService { store, syncer }
+    }
+}
+
+fn counts_message(c: &SyncCounts) -> pb::SyncCounts {
+    pb::SyncCounts {
+        created: c.created,
+        updated: c.updated,
+        deleted: c.deleted,
+        unchanged: c.unchanged,
+        failed: c.failed,
     }
 }
 
@@ -67,6 +82,12 @@ fn account_message(account: &Account) -> pb::Account {
         },
         create_time: Some(convert::timestamp(account.created_at)),
         update_time: Some(convert::timestamp(account.updated_at)),
+        template_sync: account.sync.as_ref().map(|s| pb::TemplateSync {
+            attempt_time: Some(convert::timestamp(s.attempted_at)),
+            error: s.error.clone(),
+            counts: Some(counts_message(&s.counts)),
+            last_good_sync_time: s.last_good_at.map(convert::timestamp),
+        }),
     }
 }
 
@@ -212,5 +233,21 @@ impl pb::account_registry_server::AccountRegistry for AccountRegistryService {
         }
         tracing::info!("business number removed");
         Ok(Response::new(pb::RemoveNumberResponse {}))
+    }
+
+    async fn sync_templates(
+        &self,
+        request: Request<pb::SyncTemplatesRequest>,
+    ) -> Result<Response<pb::SyncTemplatesResponse>, Status> {
+        let id = account_id(&request.get_ref().waba_id)?;
+        match self.syncer.sync(&id).await {
+            Ok(synced) => Ok(Response::new(pb::SyncTemplatesResponse {
+                counts: Some(counts_message(&synced.counts)),
+                last_good_sync_time: Some(convert::timestamp(synced.at)),
+            })),
+            Err(SyncError::Refused(rejection)) => Err(status::rejection(rejection)),
+            Err(SyncError::Failed(why)) => Err(status::sync_failed(&why)),
+            Err(SyncError::Store(error)) => Err(status::store(error)),
+        }
     }
 }

@@ -24,6 +24,18 @@ pub const SERVER_DRAINING: &str = "SERVER_DRAINING";
 /// A WatchWindows resume token older than the events kept.
 pub const RESUME_TOKEN_EXPIRED: &str = "RESUME_TOKEN_EXPIRED";
 
+/// A template sync the Graph API failed (an HTTP error, a timeout, an
+/// expired token): the registry is as it was; retry later.
+pub const TEMPLATE_SYNC_FAILED: &str = "TEMPLATE_SYNC_FAILED";
+
+pub fn sync_failed(why: &str) -> Status {
+    service(
+        Code::Unavailable,
+        TEMPLATE_SYNC_FAILED,
+        format!("template sync failed, the registry is unchanged: {why}"),
+    )
+}
+
 /// A refusal that comes from the service itself rather than a domain rule.
 pub fn service(code: Code, reason: &str, message: impl Into<String>) -> Status {
     let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());

@@ -151,7 +151,7 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
             })?;
         let template = self
             .store
-            .set_template_status(&id, new_status, &request.reason, convert::now())
+            .set_template_status_by_hand(&id, new_status, &request.reason, convert::now())
             .await
             .map_err(status::store)?
             .ok_or_else(|| not_found(&id))?;
