@@ -195,6 +195,8 @@ async fn a_sync_pages_through_whatsapps_templates_and_reconciles_the_registry() 
 
     let first = sync(&server).await.unwrap();
     assert_eq!(counts(&first.counts.unwrap()), (4, 0, 0, 0, 1));
+    let kept = get_template_in(&server, WABA, "kept").await;
+    assert_eq!(kept.whatsapp_id, "id-kept", "WhatsApp's id is kept");
     assert!(first.last_good_sync_time.is_some());
     let seen = graph.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "three pages of two: {seen:?}");

@@ -493,6 +493,8 @@ pub struct Template {
     pub status_reason: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// WhatsApp's id for the template, once a sync has seen it.
+    pub whatsapp_id: Option<String>,
 }
 
 impl Template {
@@ -526,6 +528,7 @@ impl Template {
                     status_reason: String::new(),
                     created_at: now,
                     updated_at: now,
+                    whatsapp_id: None,
                 },
                 true,
             ),

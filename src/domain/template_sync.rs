@@ -24,6 +24,8 @@ pub struct FetchedTemplate {
     /// WhatsApp's rejection reason; empty when none.
     pub reason: String,
     pub content: TemplateContent,
+    /// WhatsApp's id for it (the Graph API prints it as a string).
+    pub whatsapp_id: Option<String>,
 }
 
 /// What a fetched template object could not be read as, named for logs
@@ -95,11 +97,17 @@ pub fn parse_graph_template(
         None | Some("NONE") => String::new(),
         Some(reason) => reason.to_owned(),
     };
+    let whatsapp_id = match &value["id"] {
+        Value::String(id) => Some(id.clone()),
+        Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    };
     Ok(FetchedTemplate {
         id,
         status,
         reason,
         content,
+        whatsapp_id,
     })
 }
 
@@ -189,12 +197,14 @@ pub fn plan_sync(
                     status_reason: f.reason.clone(),
                     created_at: now,
                     updated_at: now,
+                    whatsapp_id: f.whatsapp_id.clone(),
                 });
             }
             Some(t)
                 if t.content == f.content
                     && t.status == f.status
-                    && t.status_reason == f.reason =>
+                    && t.status_reason == f.reason
+                    && t.whatsapp_id == f.whatsapp_id =>
             {
                 plan.counts.unchanged += 1;
             }
@@ -205,6 +215,7 @@ pub fn plan_sync(
                     status: f.status,
                     status_reason: f.reason.clone(),
                     updated_at: now,
+                    whatsapp_id: f.whatsapp_id.clone(),
                     ..(*t).clone()
                 });
             }

@@ -372,6 +372,7 @@ pub fn template(template: &Template) -> pb::Template {
         name: template.id.name().to_owned(),
         language: template.id.language().to_owned(),
         waba_id: template.id.account().as_str().to_owned(),
+        whatsapp_id: template.whatsapp_id.clone().unwrap_or_default(),
         category: category_to_pb(content.category) as i32,
         status: status_to_pb(template.status) as i32,
         status_reason: template.status_reason.clone(),

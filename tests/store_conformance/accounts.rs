@@ -468,6 +468,7 @@ pub async fn a_template_sync_writes_one_accounts_registry_at_once(h: &dyn Harnes
         status,
         reason: String::new(),
         content: crate::cases::draft(body, Category::Utility),
+        whatsapp_id: Some("594425479261596".into()),
     };
     let first = store
         .apply_template_sync(&brand, &[fetched("Brand {{1}}", Status::Approved)], &[], t)
@@ -504,6 +505,7 @@ pub async fn a_template_sync_writes_one_accounts_registry_at_once(h: &dyn Harnes
         ("Brand v2 {{1}}", Status::Paused)
     );
     assert_eq!((synced.created_at, synced.updated_at), (t, later));
+    assert_eq!(synced.whatsapp_id.as_deref(), Some("594425479261596"));
     let default = store.template(&name).await.unwrap().unwrap();
     assert_eq!(
         default.content.body, "Default {{1}}",

@@ -554,14 +554,15 @@ async fn put_template(tx: &impl conn::Connection, t: &Template) -> Result<(), St
         tx,
         "write a template",
         "INSERT INTO templates (name, language, category, status, status_reason, body, \
-            header_text, footer_text, buttons, created_at, updated_at, header_media, account) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+            header_text, footer_text, buttons, created_at, updated_at, header_media, account, \
+            whatsapp_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (name, language, account) DO UPDATE SET category = EXCLUDED.category, \
             status = EXCLUDED.status, status_reason = EXCLUDED.status_reason, \
             body = EXCLUDED.body, header_text = EXCLUDED.header_text, \
             footer_text = EXCLUDED.footer_text, buttons = EXCLUDED.buttons, \
             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
-            header_media = EXCLUDED.header_media",
+            header_media = EXCLUDED.header_media, whatsapp_id = EXCLUDED.whatsapp_id",
         &[
             &t.id.name(),
             &t.id.language(),
@@ -576,6 +577,7 @@ async fn put_template(tx: &impl conn::Connection, t: &Template) -> Result<(), St
             &t.updated_at,
             &c.header_media.map(|h| h.as_str()),
             &t.id.account().as_str(),
+            &t.whatsapp_id,
         ],
     )
     .await?;

@@ -179,6 +179,7 @@ pub fn template(row: &Row) -> Result<Template, StoreError> {
         status_reason: row.get("status_reason"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
+        whatsapp_id: row.get("whatsapp_id"),
     })
 }
 

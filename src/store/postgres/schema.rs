@@ -171,8 +171,10 @@ ALTER TABLE templates DROP CONSTRAINT templates_pkey,
 CREATE INDEX templates_by_account ON templates (account, name, language);
 "#,
     r#"
--- How an account's last template sync went (NULL: never synced).
+-- How an account's last template sync went (NULL: never synced), and
+-- WhatsApp's id of each template a sync has seen.
 ALTER TABLE accounts ADD COLUMN sync jsonb;
+ALTER TABLE templates ADD COLUMN whatsapp_id text;
 "#,
 ];
 

@@ -248,6 +248,27 @@ pub struct TemplateRecord {
     /// Added with media headers: records stored before end one field
     /// earlier ([`TemplateRecordV1`]).
     header_media: Option<String>,
+    /// Added with template sync: records stored before end one field
+    /// earlier ([`TemplateRecordV2`]).
+    whatsapp_id: Option<String>,
+}
+
+/// A template as stored before template sync.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct TemplateRecordV2 {
+    name: String,
+    language: String,
+    category: u8,
+    status: u8,
+    status_reason: String,
+    body: String,
+    header_text: Option<String>,
+    footer_text: Option<String>,
+    buttons: Vec<ButtonRecord>,
+    created_at: i64,
+    updated_at: i64,
+    header_media: Option<String>,
 }
 
 /// A template as stored before media headers.
@@ -267,11 +288,28 @@ struct TemplateRecordV1 {
     updated_at: i64,
 }
 
-/// Decodes a template of either layout. An older record is one field short,
-/// so it fails the current layout (and a current one, which has no bytes
-/// to spare, never reads as the older).
+/// Decodes a template of any layout. An older record is one field short of
+/// the next, so it fails the newer layouts (and a newer one, tried first,
+/// never reads as an older).
 pub fn decode_template(bytes: &[u8]) -> Result<TemplateRecord, DecodeError> {
     decode::<TemplateRecord>(bytes).or_else(|error| {
+        if let Ok(v2) = decode::<TemplateRecordV2>(bytes) {
+            return Ok(TemplateRecord {
+                name: v2.name,
+                language: v2.language,
+                category: v2.category,
+                status: v2.status,
+                status_reason: v2.status_reason,
+                body: v2.body,
+                header_text: v2.header_text,
+                footer_text: v2.footer_text,
+                buttons: v2.buttons,
+                created_at: v2.created_at,
+                updated_at: v2.updated_at,
+                header_media: v2.header_media,
+                whatsapp_id: None,
+            });
+        }
         let Ok(v1) = decode::<TemplateRecordV1>(bytes) else {
             return Err(error);
         };
@@ -288,6 +326,7 @@ pub fn decode_template(bytes: &[u8]) -> Result<TemplateRecord, DecodeError> {
             created_at: v1.created_at,
             updated_at: v1.updated_at,
             header_media: None,
+            whatsapp_id: None,
         })
     })
 }
@@ -368,6 +407,7 @@ impl From<&Template> for TemplateRecord {
             created_at: micros(template.created_at),
             updated_at: micros(template.updated_at),
             header_media: content.header_media.map(|h| h.as_str().to_owned()),
+            whatsapp_id: template.whatsapp_id.clone(),
         }
     }
 }
@@ -411,6 +451,7 @@ impl TryFrom<TemplateRecord> for Template {
             status_reason: record.status_reason,
             created_at: time(record.created_at)?,
             updated_at: time(record.updated_at)?,
+            whatsapp_id: record.whatsapp_id,
         })
     }
 }
@@ -791,6 +832,34 @@ mod tests {
         let bytes = encode(&TemplateRecord::from(&with_media));
         let back = Template::try_from(decode_template(&bytes).unwrap()).unwrap();
         assert_eq!(back, with_media);
+
+        // Stored before template sync: media header, no WhatsApp id.
+        let v2 = TemplateRecordV2 {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            category: 2,
+            status: 1,
+            status_reason: String::new(),
+            body: "Hi {{1}}".into(),
+            header_text: None,
+            footer_text: None,
+            buttons: vec![],
+            created_at: 1,
+            updated_at: 2,
+            header_media: Some("document".into()),
+        };
+        let read = Template::try_from(decode_template(&encode(&v2)).unwrap()).unwrap();
+        assert_eq!(read.content.header_media, Some(HeaderMedia::Document));
+        assert_eq!(read.whatsapp_id, None);
+        let synced = Template {
+            whatsapp_id: Some("594425479261596".into()),
+            ..with_media
+        };
+        let bytes = encode(&TemplateRecord::from(&synced));
+        assert_eq!(
+            Template::try_from(decode_template(&bytes).unwrap()).unwrap(),
+            synced
+        );
     }
 
     #[test]
