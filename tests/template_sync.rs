@@ -148,8 +148,6 @@ async fn bodies_and_statuses(server: &Server) -> Vec<(String, String, pb::Templa
 
 /// wagate against `graph_url`, with an account that syncs (token in a file).
 async fn start_with_account(graph_url: &str, secrets: &tempfile::TempDir) -> Server {
-    let token_file = secrets.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
     let server = Server::start_with(&[
         "--graph-base-url",
         graph_url,
@@ -158,6 +156,14 @@ async fn start_with_account(graph_url: &str, secrets: &tempfile::TempDir) -> Ser
         "--delivery-timeout",
         "1s",
     ]);
+    create_synced_account(&server, secrets).await;
+    server
+}
+
+/// The account WABA, its token in a file under `secrets`.
+async fn create_synced_account(server: &Server, secrets: &tempfile::TempDir) {
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
     server
         .accounts()
         .await
@@ -173,7 +179,21 @@ async fn start_with_account(graph_url: &str, secrets: &tempfile::TempDir) -> Ser
         })
         .await
         .unwrap();
+}
+
+/// The account WABA as GetAccount answers.
+async fn get_account(server: &Server) -> pb::Account {
     server
+        .accounts()
+        .await
+        .get_account(pb::GetAccountRequest {
+            waba_id: WABA.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap()
 }
 
 #[tokio::test]
@@ -292,17 +312,7 @@ async fn a_sync_pages_through_whatsapps_templates_and_reconciles_the_registry() 
     );
 
     // GetAccount shows the last sync.
-    let account = server
-        .accounts()
-        .await
-        .get_account(pb::GetAccountRequest {
-            waba_id: WABA.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap();
+    let account = get_account(&server).await;
     let last = account.template_sync.unwrap();
     assert_eq!(last.error, "");
     assert_eq!(counts(&last.counts.unwrap()), (1, 2, 1, 1, 1));
@@ -348,17 +358,7 @@ async fn a_failed_sync_leaves_the_registry_as_it_was_and_says_why() {
             before,
             "after {expected}"
         );
-        let account = server
-            .accounts()
-            .await
-            .get_account(pb::GetAccountRequest {
-                waba_id: WABA.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .account
-            .unwrap();
+        let account = get_account(&server).await;
         let last = account.template_sync.unwrap();
         assert!(last.error.contains(expected), "{}", last.error);
         assert_eq!(
@@ -441,29 +441,13 @@ async fn accounts_with_credentials_are_synced_on_a_schedule() {
     let (_graph, url) =
         FakeGraph::start(vec![graph_template("scheduled", "APPROVED", "Hi {{1}}")]).await;
     let secrets = tempfile::tempdir().unwrap();
-    let token_file = secrets.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
     let server = Server::start_with(&[
         "--graph-base-url",
         &url,
         "--template-sync-interval",
         "300ms",
     ]);
-    server
-        .accounts()
-        .await
-        .create_account(pb::CreateAccountRequest {
-            account: Some(pb::Account {
-                waba_id: WABA.into(),
-                display_name: "Brand".into(),
-                credentials: Some(pb::account::Credentials::TokenFile(
-                    token_file.display().to_string(),
-                )),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    create_synced_account(&server, &secrets).await;
     // Nobody calls SyncTemplates: the schedule does.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while bodies_and_statuses(&server).await.is_empty() {
