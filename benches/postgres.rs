@@ -191,6 +191,8 @@ fn script_file(dir: &Path, workload: Workload) -> std::path::PathBuf {
              SELECT * FROM idempotency_keys WHERE key = 'pgbench-' || (:n)::text;\n\
              SELECT * FROM windows WHERE business = '{BUSINESS}' AND customer = {SEEDED_CUSTOMER};\n\
              SELECT * FROM templates WHERE name = '{TEMPLATE}' AND language = 'en_US';\n\
+             SELECT * FROM business_numbers WHERE number = '{BUSINESS}';\n\
+             SELECT EXISTS (SELECT 1 FROM accounts);\n\
              INSERT INTO outbox (message_id, business, customer, idempotency_key, content, \
                 fingerprint, kind, rendered_text, template_category, pricing_category, billable, \
                 free_until, accepted_at, status) VALUES (md5((:n)::text)::uuid, '{BUSINESS}', \
