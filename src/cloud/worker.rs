@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::task::JoinSet;
 
 use crate::config::Secret;
-use crate::domain::account;
+use crate::domain::account::{self, Credentials};
 use crate::domain::cloud_api;
 use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
 use crate::domain::{OutboxMessage, PhoneNumber};
@@ -183,9 +183,10 @@ impl Worker {
         if registered.is_none()
             && let Some(id) = self.settings.phone_number_ids.get(business.as_str())
         {
-            let token = self.settings.access_token.clone().ok_or_else(|| {
-                RouteError::Unavailable("no access token (WAGATE_ACCESS_TOKEN)".to_owned())
-            })?;
+            // As the default account does: the process's token.
+            let token =
+                super::account_token(&Credentials::None, self.settings.access_token.as_ref())
+                    .map_err(RouteError::Unavailable)?;
             return Ok((id.clone(), token));
         }
         let account = match &registered {

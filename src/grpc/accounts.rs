@@ -36,7 +36,7 @@ fn counts_message(c: &SyncCounts) -> pb::SyncCounts {
 }
 
 fn account_id(raw: &str) -> Result<AccountId, Status> {
-    AccountId::parse(raw).map_err(|e| status::rejection(e.at("waba_id")))
+    convert::account_id(raw).map_err(status::rejection)
 }
 
 fn business_number(raw: &str) -> Result<PhoneNumber, Status> {
@@ -48,8 +48,8 @@ fn draft(account: Option<pb::Account>) -> Result<(AccountId, AccountDraft), Stat
     let account = account.ok_or_else(|| {
         status::rejection(Rejection::new(Reason::InvalidAccount, "is required").at("account"))
     })?;
-    let id = AccountId::parse(&account.waba_id)
-        .map_err(|e| status::rejection(e.at("waba_id").within("account")))?;
+    let id = convert::account_id(&account.waba_id)
+        .map_err(|e| status::rejection(e.within("account")))?;
     let credentials = match &account.credentials {
         None => Credentials::None,
         Some(pb::account::Credentials::TokenEnv(name)) => Credentials::env_var(name)

@@ -316,16 +316,20 @@ fn status_to_pb(status: Status) -> pb::TemplateStatus {
         .map_or(pb::TemplateStatus::Unspecified, |(p, _)| *p)
 }
 
-/// The submitted template's identity and content, not yet validated.
+/// A request's `waba_id` (empty: the default account).
+pub fn account_id(waba_id: &str) -> Result<AccountId, Rejection> {
+    AccountId::parse(waba_id).map_err(|e| e.at("waba_id"))
+}
+
 /// A template named by a request's (waba_id, name, language).
 pub fn template_id(waba_id: &str, name: &str, language: &str) -> Result<TemplateId, Rejection> {
-    let account = AccountId::parse(waba_id).map_err(|e| e.at("waba_id"))?;
+    let account = account_id(waba_id)?;
     Ok(TemplateId::parse(name, language)?.in_account(account))
 }
 
+/// The submitted template's identity and content, not yet validated.
 pub fn template_draft(template: pb::Template) -> Result<(TemplateId, TemplateDraft), Rejection> {
-    let account = AccountId::parse(&template.waba_id).map_err(|e| e.at("waba_id"))?;
-    let id = TemplateId::parse(&template.name, &template.language)?.in_account(account);
+    let id = template_id(&template.waba_id, &template.name, &template.language)?;
     let category = category(template.category, "category")?;
     let buttons = template
         .buttons

@@ -3,7 +3,6 @@
 use tonic::{Request, Response, Status};
 
 use super::{convert, page, status};
-use crate::domain::account::AccountId;
 use crate::domain::template::TemplateFilter;
 use crate::domain::{Reason, Rejection, TemplateId};
 use crate::pb;
@@ -117,8 +116,7 @@ impl pb::template_registry_server::TemplateRegistry for TemplateRegistryService 
             status: convert::status(request.status, "status").map_err(status::rejection)?,
             category: convert::category(request.category, "category").map_err(status::rejection)?,
         };
-        let account =
-            AccountId::parse(&request.waba_id).map_err(|e| status::rejection(e.at("waba_id")))?;
+        let account = convert::account_id(&request.waba_id).map_err(status::rejection)?;
         let page = self
             .store
             .list_templates(&account, after.as_ref(), limit, &filter)

@@ -104,8 +104,7 @@ fn template_from(key: &[u8], bytes: Option<sled::IVec>) -> Result<Option<Templat
     Ok(Some(template))
 }
 
-/// Every account's template named as `id` is (any account), from `get`'s
-/// view or sled's.
+/// Every account's template of `id`'s name and language (one prefix scan).
 fn templates_named(t: &Trees, id: &TemplateId) -> Result<Vec<Template>, StoreError> {
     let mut found = Vec::new();
     for entry in t.templates.scan_prefix(keys::template_name(id)) {
@@ -307,6 +306,25 @@ impl SledStore {
         read::<WindowRecord, _>(WINDOWS, self.trees.windows.get(keys::pair(pair))?)
     }
 
+    /// What a send (or its dry run) reads of the registries: every
+    /// account's template of its name, its business number, and whether any
+    /// account exists. They change rarely and alone, so this reads sled
+    /// rather than the send's log section.
+    fn send_registry(
+        &self,
+        request: &SendRequest,
+    ) -> Result<(Vec<Template>, Option<BusinessNumber>, bool), StoreError> {
+        let templates = match request.content.template_id() {
+            Some(id) => templates_named(&self.trees, id)?,
+            None => Vec::new(),
+        };
+        Ok((
+            templates,
+            self.read_number(&request.pair.business)?,
+            self.trees.accounts.first()?.is_some(),
+        ))
+    }
+
     fn read_template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
         let key = keys::template(id);
         template_from(&key, self.trees.templates.get(&key)?)
@@ -391,17 +409,15 @@ impl Storage for SledStore {
     async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
         let t = &*self.trees;
         let key = request.idempotency_key.as_str().as_bytes();
+        let (templates, sender, any_account) = self.send_registry(request)?;
         Ok(SendSnapshot {
             first: read_record::<IdempotencyRecord>(IDEMPOTENCY, t.idempotency.get(key)?)?
                 .map(key_record)
                 .transpose()?,
             window: self.read_window(&request.pair)?,
-            templates: match request.content.template_id() {
-                Some(id) => templates_named(t, id)?,
-                None => Vec::new(),
-            },
-            sender: self.read_number(&request.pair.business)?,
-            any_account: t.accounts.first()?.is_some(),
+            templates,
+            sender,
+            any_account,
         })
     }
 
@@ -413,6 +429,7 @@ impl Storage for SledStore {
         let key = request.idempotency_key.as_str().as_bytes();
         let pair_key = keys::pair(&request.pair);
         let (outcome, stored, lsn) = {
+            let (templates, sender, any_account) = self.send_registry(request)?;
             let mut w = self.wal.section()?;
             let snapshot = SendSnapshot {
                 first: read_record::<IdempotencyRecord>(
@@ -422,14 +439,9 @@ impl Storage for SledStore {
                 .map(key_record)
                 .transpose()?,
                 window: read::<WindowRecord, Window>(WINDOWS, w.get(Tree::Windows, &pair_key)?)?,
-                // Templates and the registry change rarely and alone; read
-                // from sled, as a dry run does.
-                templates: match request.content.template_id() {
-                    Some(id) => templates_named(&self.trees, id)?,
-                    None => Vec::new(),
-                },
-                sender: self.read_number(&request.pair.business)?,
-                any_account: self.trees.accounts.first()?.is_some(),
+                templates,
+                sender,
+                any_account,
             };
             match plan(&snapshot).map_err(StoreError::Rejected)? {
                 SendPlan::Replay { message_id } => {
