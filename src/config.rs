@@ -219,6 +219,20 @@ pub struct CloudConfig {
     #[arg(long, env = "WAGATE_GRAPH_API_VERSION", default_value = "v23.0")]
     pub graph_api_version: String,
 
+    /// Clickatell One API base URL, for numbers registered with a
+    /// Clickatell integration.
+    #[arg(
+        long,
+        env = "WAGATE_CLICKATELL_BASE_URL",
+        default_value = "https://platform.clickatell.com"
+    )]
+    pub clickatell_base_url: String,
+
+    /// Serve Clickatell's callbacks (`/clickatell/{number}/{status|reply}/{token}`)
+    /// on the webhook listener, with or without Meta's webhooks.
+    #[arg(long, env = "WAGATE_CLICKATELL_CALLBACKS", default_value_t = false)]
+    pub clickatell_callbacks: bool,
+
     /// Which Cloud API phone number id sends for each business number:
     /// `+15550001111=106540352242922`, comma-separated.
     #[arg(long, env = "WAGATE_PHONE_NUMBER_IDS", value_delimiter = ',', value_parser = parse_phone_number_id)]
@@ -262,7 +276,8 @@ pub struct CloudConfig {
     pub delivery_max_attempts: u32,
 
     /// Address of the webhook receiver (plain HTTP; put TLS in front). It
-    /// runs when an app secret and a verify token are configured.
+    /// runs when an app secret and a verify token are configured, or
+    /// Clickatell's callbacks are on.
     #[arg(long, env = "WAGATE_WEBHOOK_LISTEN", default_value = "127.0.0.1:8080")]
     pub webhook_listen: SocketAddr,
 

@@ -1217,6 +1217,7 @@ async fn an_account_registered_through_the_api_delivers_with_its_own_token() {
             number: BUSINESS.into(),
             phone_number_id: "777000111".into(),
             waba_id: "203301230451409".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -293,6 +293,7 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
             number: "+15550001111".into(),
             phone_number_id: "106540352242922".into(),
             waba_id: "102290129340398".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

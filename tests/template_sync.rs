@@ -277,6 +277,7 @@ async fn a_sync_pages_through_whatsapps_templates_and_reconciles_the_registry() 
             number: BUSINESS.into(),
             phone_number_id: "1065".into(),
             waba_id: WABA.into(),
+            ..Default::default()
         })
         .await
         .unwrap();

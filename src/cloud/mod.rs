@@ -2,11 +2,12 @@
 //! webhook receiver (messages, statuses and template reviews in). Both are
 //! off unless configured, so wagate runs record-only without an account.
 
+pub mod callbacks;
+pub mod provider;
 pub mod sync;
 pub mod webhook;
 pub mod worker;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::config::{CloudConfig, Secret, resolve_secret};
@@ -52,7 +53,10 @@ pub async fn start(
             );
         }
         let settings = worker::DeliverySettings {
-            api_root: api_root(config),
+            endpoints: provider::Endpoints {
+                graph_api_root: api_root(config),
+                clickatell_base: config.clickatell_base_url.trim_end_matches('/').to_owned(),
+            },
             access_token,
             phone_number_ids: config.phone_number_ids.iter().cloned().collect(),
             rate_per_second: config.delivery_rate,
@@ -64,7 +68,8 @@ pub async fn start(
             },
         };
         tracing::info!(
-            graph = %settings.api_root,
+            graph = %settings.endpoints.graph_api_root,
+            clickatell = %settings.endpoints.clickatell_base,
             numbers = settings.phone_number_ids.len(),
             rate_per_second = settings.rate_per_second,
             "delivering through the Cloud API"
@@ -81,36 +86,47 @@ pub async fn start(
         &config.webhook_verify_token_file,
         "webhook verify token",
     )?;
-    let webhook = match (app_secret, verify_token) {
+    let meta = match (app_secret, verify_token) {
         (None, None) => None,
-        (Some(app_secret), Some(verify_token)) => {
-            let business_numbers: HashMap<String, String> = config
+        (Some(app_secret), Some(verify_token)) => Some(webhook::MetaSettings {
+            app_secret,
+            verify_token,
+            business_numbers: config
                 .phone_number_ids
                 .iter()
                 .map(|(number, id)| (id.clone(), number.clone()))
-                .collect();
-            let settings = webhook::WebhookSettings {
-                app_secret,
-                verify_token,
-                business_numbers,
-            };
-            let (address, serving) =
-                webhook::serve(config.webhook_listen, store.clone(), settings, limits)
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "cannot listen for webhooks on {}: {e}",
-                            config.webhook_listen
-                        )
-                    })?;
-            tracing::info!(%address, "receiving webhooks on http://{address}/webhook");
-            Some((address, tokio::spawn(serving)))
-        }
+                .collect(),
+        }),
         _ => {
             return Err(
                 "webhooks need both the app secret and the verify token (WAGATE_APP_SECRET, WAGATE_WEBHOOK_VERIFY_TOKEN)".into(),
             );
         }
+    };
+    let webhook = if meta.is_some() || config.clickatell_callbacks {
+        let settings_meta = meta.is_some();
+        let settings = webhook::WebhookSettings {
+            meta,
+            clickatell: config.clickatell_callbacks,
+        };
+        let (address, serving) =
+            webhook::serve(config.webhook_listen, store.clone(), settings, limits)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot listen for webhooks on {}: {e}",
+                        config.webhook_listen
+                    )
+                })?;
+        if settings_meta {
+            tracing::info!(%address, "receiving webhooks on http://{address}/webhook");
+        }
+        if config.clickatell_callbacks {
+            tracing::info!(%address, "receiving Clickatell callbacks on http://{address}/clickatell");
+        }
+        Some((address, tokio::spawn(serving)))
+    } else {
+        None
     };
     Ok(Running { worker, webhook })
 }

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -34,15 +34,22 @@ use crate::store::{StatusReport, StoreError};
 use crate::telemetry::{self, Handled};
 
 pub struct WebhookSettings {
+    /// Meta's webhooks, when configured.
+    pub meta: Option<MetaSettings>,
+    /// Whether Clickatell's callbacks are served.
+    pub clickatell: bool,
+}
+
+pub struct MetaSettings {
     pub app_secret: Secret,
     pub verify_token: Secret,
     /// Cloud API phone number id -> business number (E.164).
     pub business_numbers: HashMap<String, String>,
 }
 
-struct Receiver {
-    store: Service,
-    settings: WebhookSettings,
+pub(super) struct Receiver {
+    pub(super) store: Service,
+    meta: Option<MetaSettings>,
 }
 
 /// Binds the webhook port; the returned future serves until dropped.
@@ -57,10 +64,21 @@ pub async fn serve(
 )> {
     let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
-    let receiver = Arc::new(Receiver { store, settings });
-    let app = Router::new()
-        .route("/webhook", get(verify).post(notify))
-        .with_state(receiver);
+    let receiver = Arc::new(Receiver {
+        store,
+        meta: settings.meta,
+    });
+    let mut app = Router::new();
+    if receiver.meta.is_some() {
+        app = app.route("/webhook", get(verify).post(notify));
+    }
+    if settings.clickatell {
+        app = app.route(
+            "/clickatell/{number}/{kind}/{token}",
+            post(super::callbacks::callback),
+        );
+    }
+    let app = app.with_state(receiver);
     let gatekeeper = Gatekeeper::new(listener, "webhook", limits);
     Ok((address, net::serve_http1(gatekeeper, app)))
 }
@@ -76,7 +94,10 @@ async fn verify(
         .map(String::as_str)
         .unwrap_or("");
     let challenge = query.get("hub.challenge").cloned().unwrap_or_default();
-    let expected = receiver.settings.verify_token.expose().as_bytes();
+    let Some(meta) = &receiver.meta else {
+        return (StatusCode::NOT_FOUND, String::new());
+    };
+    let expected = meta.verify_token.expose().as_bytes();
     let token_ok = bool::from(token.as_bytes().ct_eq(expected));
     if mode == Some("subscribe") && token_ok {
         tracing::info!("webhook subscription verified");
@@ -111,7 +132,10 @@ async fn notify(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    if let Err(status) = check_signature(&receiver.settings.app_secret, &headers, &body) {
+    let Some(meta) = &receiver.meta else {
+        return (StatusCode::NOT_FOUND, "");
+    };
+    if let Err(status) = check_signature(&meta.app_secret, &headers, &body) {
         tracing::warn!(%status, "webhook refused: missing or wrong signature");
         telemetry::record_webhook("unsigned", Handled::No);
         return (status, "bad signature");
@@ -130,6 +154,82 @@ async fn notify(
 }
 
 impl Receiver {
+    /// Records a customer's message (from any provider), which opens or
+    /// extends the window. `event` names it in the webhook metric.
+    pub(super) async fn record_inbound(
+        &self,
+        event: &str,
+        business: &str,
+        customer: &str,
+        message_id: &str,
+        received_at: chrono::DateTime<Utc>,
+        entry_point: crate::domain::EntryPoint,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let parsed = (|| {
+            let pair = Pair {
+                business: PhoneNumber::parse(business)?,
+                customer: PhoneNumber::parse(customer)?,
+            };
+            let id = InboundMessageId::parse(message_id)?;
+            let inbound = Inbound::new(Some(received_at), InboundKind::Message, entry_point, now)?;
+            Ok::<_, crate::domain::Rejection>((pair, id, inbound))
+        })();
+        let (pair, id, inbound) = match parsed {
+            Ok(parsed) => parsed,
+            Err(rejection) => {
+                tracing::warn!(%rejection, "webhook message not recorded");
+                telemetry::record_webhook(event, Handled::No);
+                telemetry::record_inbound("webhook", rejection.reason.as_str().to_owned());
+                return Ok(());
+            }
+        };
+        match self.store.record_inbound(&pair, &id, &inbound, now).await {
+            Ok((outcome, _)) => {
+                tracing::info!(business = %pair.business, customer = %pair.customer, ?outcome, ?entry_point, "webhook inbound recorded");
+                let handled = if outcome == InboundOutcome::Duplicate {
+                    Handled::Duplicate
+                } else {
+                    Handled::Yes
+                };
+                telemetry::record_webhook(event, handled);
+                telemetry::record_inbound("webhook", outcome.as_str().to_owned());
+            }
+            Err(StoreError::Rejected(rejection)) => {
+                tracing::warn!(%rejection, "webhook message not recorded");
+                telemetry::record_webhook(event, Handled::No);
+                telemetry::record_inbound("webhook", rejection.reason.as_str().to_owned());
+            }
+            Err(other) => return Err(other),
+        }
+        Ok(())
+    }
+
+    /// Applies a delivery status (from any provider) to the message with
+    /// this provider id. `event` names it in the webhook metric.
+    pub(super) async fn report_status(
+        &self,
+        event: &str,
+        provider_id: &str,
+        status: crate::domain::delivery::DeliveryStatus,
+        error: Option<&crate::domain::delivery::DeliveryError>,
+    ) -> Result<StatusReport, StoreError> {
+        let report = self
+            .store
+            .report_status(provider_id, status, error, Utc::now())
+            .await?;
+        tracing::info!(%provider_id, ?status, outcome = ?report_name(&report), "webhook status");
+        let handled = match report {
+            StatusReport::Applied(_) => Handled::Yes,
+            // Providers deliver statuses again (and out of order): one
+            // already stored, or already passed, is a replay.
+            StatusReport::Unchanged => Handled::Duplicate,
+            StatusReport::Early => Handled::No,
+        };
+        telemetry::record_webhook(event, handled);
+        Ok(report)
+    }
+
     /// Stores one event. Only storage failures are errors; anything else
     /// that cannot be used is counted and logged.
     async fn handle(&self, event: WebhookEvent) -> Result<(), StoreError> {
@@ -144,67 +244,28 @@ impl Receiver {
                 entry_point,
             } => {
                 let business = self
-                    .settings
-                    .business_numbers
-                    .get(&phone_number_id)
+                    .meta
+                    .as_ref()
+                    .and_then(|meta| meta.business_numbers.get(&phone_number_id))
                     .cloned()
                     .unwrap_or(display_phone_number);
-                let parsed = (|| {
-                    let pair = Pair {
-                        business: PhoneNumber::parse(&business)?,
-                        customer: PhoneNumber::parse(&customer)?,
-                    };
-                    let id = InboundMessageId::parse(&wamid)?;
-                    let inbound =
-                        Inbound::new(Some(received_at), InboundKind::Message, entry_point, now)?;
-                    Ok::<_, crate::domain::Rejection>((pair, id, inbound))
-                })();
-                let (pair, id, inbound) = match parsed {
-                    Ok(parsed) => parsed,
-                    Err(rejection) => {
-                        tracing::warn!(%rejection, "webhook message not recorded");
-                        telemetry::record_webhook("message", Handled::No);
-                        telemetry::record_inbound("webhook", rejection.reason.as_str().to_owned());
-                        return Ok(());
-                    }
-                };
-                match self.store.record_inbound(&pair, &id, &inbound, now).await {
-                    Ok((outcome, _)) => {
-                        tracing::info!(business = %pair.business, customer = %pair.customer, ?outcome, ?entry_point, "webhook inbound recorded");
-                        let handled = if outcome == InboundOutcome::Duplicate {
-                            Handled::Duplicate
-                        } else {
-                            Handled::Yes
-                        };
-                        telemetry::record_webhook("message", handled);
-                        telemetry::record_inbound("webhook", outcome.as_str().to_owned());
-                    }
-                    Err(StoreError::Rejected(rejection)) => {
-                        tracing::warn!(%rejection, "webhook message not recorded");
-                        telemetry::record_webhook("message", Handled::No);
-                        telemetry::record_inbound("webhook", rejection.reason.as_str().to_owned());
-                    }
-                    Err(other) => return Err(other),
-                }
+                self.record_inbound(
+                    "message",
+                    &business,
+                    &customer,
+                    &wamid,
+                    received_at,
+                    entry_point,
+                )
+                .await?;
             }
             WebhookEvent::Status {
                 wamid,
                 status,
                 error,
             } => {
-                let report = self
-                    .store
-                    .report_status(&wamid, status, error.as_ref(), now)
+                self.report_status("status", &wamid, status, error.as_ref())
                     .await?;
-                tracing::info!(%wamid, ?status, outcome = ?report_name(&report), "webhook status");
-                let handled = match report {
-                    StatusReport::Applied(_) => Handled::Yes,
-                    // Meta delivers statuses again (and out of order): one
-                    // already stored, or already passed, is a replay.
-                    StatusReport::Unchanged => Handled::Duplicate,
-                    StatusReport::Early => Handled::No,
-                };
-                telemetry::record_webhook("status", handled);
             }
             WebhookEvent::TemplateStatus {
                 waba_id,

@@ -13,9 +13,8 @@ use rand::Rng;
 use tokio::task::JoinSet;
 
 use crate::config::Secret;
-use crate::domain::account::{self, Credentials};
-use crate::domain::cloud_api;
-use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
+use crate::domain::account::{self, Credentials, PhoneNumberId, Route};
+use crate::domain::delivery::{Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
 use crate::domain::{OutboxMessage, PhoneNumber};
 use crate::service::Service;
 use crate::store::Claim;
@@ -34,8 +33,7 @@ const RATE_UNKNOWN_WAIT: TimeDelta = TimeDelta::seconds(1);
 const IDLE: Duration = Duration::from_millis(100);
 
 pub struct DeliverySettings {
-    /// `{graph_base_url}/{version}`, without a trailing slash.
-    pub api_root: String,
+    pub endpoints: super::provider::Endpoints,
     /// The process-wide token: the default account's, and what
     /// `--phone-number-ids` numbers send with.
     pub access_token: Option<Secret>,
@@ -162,16 +160,20 @@ impl Worker {
             Err(RouteError::Unavailable(why)) => Err(why),
         };
         let outcome = match route {
-            Ok((phone_number_id, token)) => self.call(&phone_number_id, &token, message).await,
+            Ok((route, secret)) => {
+                let handoff =
+                    super::provider::handoff(&self.settings.endpoints, &route, &secret, message);
+                self.call(handoff).await
+            }
             Err(why) => Attempt::Retry { why },
         };
         self.store_outcome(id, delivery, outcome)
     }
 
-    /// The phone number id and token for a business number: the registry's
-    /// (its number, its account's credentials), else `--phone-number-ids`
-    /// with the process's token.
-    async fn route(&self, business: &PhoneNumber) -> Result<(String, Secret), RouteError> {
+    /// The route and its secret for a business number: the registry's (its
+    /// route, and its account's token or its integration's key), else
+    /// `--phone-number-ids` with the process's token.
+    async fn route(&self, business: &PhoneNumber) -> Result<(Route, Secret), RouteError> {
         let unavailable = |error: crate::store::StoreError| {
             RouteError::Unavailable(format!("cannot read the account registry: {error}"))
         };
@@ -183,11 +185,13 @@ impl Worker {
         if registered.is_none()
             && let Some(id) = self.settings.phone_number_ids.get(business.as_str())
         {
+            let id = PhoneNumberId::parse(id)
+                .map_err(|rejection| RouteError::Refused(rejection.to_string()))?;
             // As the default account does: the process's token.
             let token =
                 super::account_token(&Credentials::None, self.settings.access_token.as_ref())
                     .map_err(RouteError::Unavailable)?;
-            return Ok((id.clone(), token));
+            return Ok((Route::CloudApi(id), token));
         }
         let account = match &registered {
             Some(number) => self
@@ -197,40 +201,33 @@ impl Worker {
                 .map_err(unavailable)?,
             None => None,
         };
-        let (phone_number_id, credentials) =
+        let (route, credentials) =
             account::delivery_route(business, registered.as_ref(), account.as_ref())
                 .map_err(RouteError::Refused)?;
-        let token = super::account_token(&credentials, self.settings.access_token.as_ref())
+        let secret = super::account_token(&credentials, self.settings.access_token.as_ref())
             .map_err(RouteError::Unavailable)?;
-        Ok((phone_number_id.as_str().to_owned(), token))
+        Ok((route, secret))
     }
 
-    async fn call(
-        &self,
-        phone_number_id: &str,
-        token: &Secret,
-        message: &OutboxMessage,
-    ) -> Attempt {
-        let url = format!("{}/{phone_number_id}/messages", self.settings.api_root);
-        let body = cloud_api::message_body(message);
+    async fn call(&self, handoff: super::provider::Handoff) -> Attempt {
         let answer = self
             .http
-            .post(&url)
-            .bearer_auth(token.expose())
-            .json(&body)
+            .post(&handoff.url)
+            .header(reqwest::header::AUTHORIZATION, &handoff.authorization)
+            .json(&handoff.body)
             .send()
             .await;
         match answer {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
-                delivery::classify(status, &text)
+                (handoff.classify)(status, &text)
             }
             Err(error) => Attempt::Retry {
                 why: if error.is_timeout() {
-                    "timed out".to_owned()
+                    format!("{} timed out", handoff.provider)
                 } else {
-                    format!("transport: {error}")
+                    format!("{} transport: {error}", handoff.provider)
                 },
             },
         }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
+use super::clickatell::Integration;
 use super::phone::PhoneNumber;
 use super::{Reason, Rejection};
 
@@ -113,8 +114,8 @@ pub struct AccountDraft {
 const DISPLAY_NAME_MAX: usize = 256;
 
 impl AccountDraft {
-    /// Checks the draft for the account `id`.
-    pub fn validate(&self, id: &AccountId) -> Result<(), Rejection> {
+    /// Checks the draft.
+    pub fn validate(&self) -> Result<(), Rejection> {
         if self.display_name.chars().count() > DISPLAY_NAME_MAX
             || self.display_name.chars().any(char::is_control)
         {
@@ -124,15 +125,10 @@ impl AccountDraft {
             )
             .at("display_name"));
         }
-        // The default account delivers with the process-wide token
-        // (WAGATE_ACCESS_TOKEN); any other needs its own.
-        if self.delivery && !id.is_default() && !self.credentials.is_some() {
-            return Err(Rejection::new(
-                Reason::InvalidAccount,
-                "delivery needs credentials: the environment variable or file holding the account's access token",
-            )
-            .at("delivery"));
-        }
+        // Delivery without credentials is allowed: a number sent for by
+        // Clickatell carries its own key. Its Cloud API numbers are refused
+        // at delivery (see `delivery_route`), never sent with another
+        // account's token.
         Ok(())
     }
 }
@@ -249,7 +245,7 @@ pub fn plan_create(
     draft: &AccountDraft,
     now: DateTime<Utc>,
 ) -> Result<AccountWrite, Rejection> {
-    draft.validate(id)?;
+    draft.validate()?;
     if existing.is_some() {
         return Err(Rejection::new(
             Reason::AccountExists,
@@ -274,7 +270,7 @@ pub fn plan_update(
     draft: &AccountDraft,
     now: DateTime<Utc>,
 ) -> Result<AccountWrite, Rejection> {
-    draft.validate(id)?;
+    draft.validate()?;
     let Some(existing) = existing else {
         return Err(account_not_found(id));
     };
@@ -353,14 +349,39 @@ impl PhoneNumberId {
     }
 }
 
-/// A business phone number, the Cloud API id that sends for it, and its
+/// The provider that sends for a business number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Meta's Cloud API, as this phone number id.
+    CloudApi(PhoneNumberId),
+    /// Clickatell's One API, through this integration.
+    Clickatell(Integration),
+}
+
+impl Route {
+    /// The Cloud API phone number id, for a Cloud API number.
+    pub fn phone_number_id(&self) -> Option<&PhoneNumberId> {
+        match self {
+            Route::CloudApi(id) => Some(id),
+            Route::Clickatell(_) => None,
+        }
+    }
+}
+
+/// A business phone number, the provider route that sends for it, and its
 /// account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusinessNumber {
     pub number: PhoneNumber,
-    pub phone_number_id: PhoneNumberId,
+    pub route: Route,
     pub account: AccountId,
     pub registered_at: DateTime<Utc>,
+}
+
+impl BusinessNumber {
+    pub fn phone_number_id(&self) -> Option<&PhoneNumberId> {
+        self.route.phone_number_id()
+    }
 }
 
 /// What registering a number reads first.
@@ -393,13 +414,13 @@ impl NumberWrite {
     }
 }
 
-/// Registers `number` in `account`, sent for by `phone_number_id`. A number
-/// belongs to one account (as on WhatsApp), and a phone number id sends
-/// for one number: moving either is an explicit remove first.
+/// Registers `number` in `account`, sent for by `route`. A number belongs
+/// to one account (as on WhatsApp), and a phone number id sends for one
+/// number: moving either is an explicit remove first.
 pub fn plan_register(
     seen: &NumberSnapshot,
     number: &PhoneNumber,
-    phone_number_id: &PhoneNumberId,
+    route: &Route,
     account: &AccountId,
     now: DateTime<Utc>,
 ) -> Result<NumberWrite, Rejection> {
@@ -419,31 +440,32 @@ pub fn plan_register(
         )
         .at("number"));
     }
-    if let Some(other) = &seen.by_phone_number_id
+    if let (Some(other), Some(id)) = (&seen.by_phone_number_id, route.phone_number_id())
         && other.number != *number
     {
         return Err(Rejection::new(
             Reason::PhoneNumberIdInUse,
             format!(
                 "phone number id {} already sends for {}",
-                phone_number_id.as_str(),
+                id.as_str(),
                 other.number.as_str()
             ),
         )
         .at("phone_number_id"));
     }
     match &seen.by_number {
-        Some(current) if current.phone_number_id == *phone_number_id => {
-            Ok(NumberWrite::Keep(current.clone()))
-        }
+        Some(current) if current.route == *route => Ok(NumberWrite::Keep(current.clone())),
         current => Ok(NumberWrite::Put {
             number: BusinessNumber {
                 number: number.clone(),
-                phone_number_id: phone_number_id.clone(),
+                route: route.clone(),
                 account: account.clone(),
                 registered_at: current.as_ref().map_or(now, |c| c.registered_at),
             },
-            replaces: current.as_ref().map(|c| c.phone_number_id.clone()),
+            replaces: current
+                .as_ref()
+                .and_then(|c| c.phone_number_id().cloned())
+                .filter(|old| Some(old) != route.phone_number_id()),
         }),
     }
 }
@@ -481,13 +503,14 @@ pub fn webhook_account(waba_id: &str, registered: Option<&Account>) -> AccountId
     }
 }
 
-/// Where a message from a business number goes: the phone number id that
-/// sends it and the account's credentials; or why it cannot go.
+/// Where a message from a business number goes: its route and the
+/// credentials it sends with (the account's token for the Cloud API, the
+/// integration's key for Clickatell); or why it cannot go.
 pub fn delivery_route(
     business: &PhoneNumber,
     number: Option<&BusinessNumber>,
     account: Option<&Account>,
-) -> Result<(PhoneNumberId, Credentials), String> {
+) -> Result<(Route, Credentials), String> {
     let Some(number) = number else {
         return Err(format!(
             "no phone number id is registered for {}",
@@ -499,7 +522,23 @@ pub fn delivery_route(
         Some(account) if !account.delivery => {
             Err(format!("delivery is off for account {}", account.id))
         }
-        Some(account) => Ok((number.phone_number_id.clone(), account.credentials.clone())),
+        Some(account) => {
+            let credentials = match &number.route {
+                // The default account may use the process's token; any
+                // other needs its own.
+                Route::CloudApi(_)
+                    if !account.id.is_default() && !account.credentials.is_some() =>
+                {
+                    return Err(format!(
+                        "account {} has no access token for the Cloud API",
+                        account.id
+                    ));
+                }
+                Route::CloudApi(_) => account.credentials.clone(),
+                Route::Clickatell(integration) => integration.api_key.clone(),
+            };
+            Ok((number.route.clone(), credentials))
+        }
     }
 }
 

@@ -447,37 +447,11 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::send::{Accepted, MessageKind, MessageStatus};
+    use crate::domain::TemplateId;
     use crate::domain::template::SendParameters;
-    use crate::domain::{
-        IdempotencyKey, Pair, PhoneNumber, Pricing, PricingCategory, SendRequest, TemplateId,
-    };
 
     fn message(content: Content) -> OutboxMessage {
-        OutboxMessage {
-            message_id: uuid::Uuid::nil(),
-            request: SendRequest {
-                pair: Pair {
-                    business: PhoneNumber::parse("+15550001111").unwrap(),
-                    customer: PhoneNumber::parse("+27821234567").unwrap(),
-                },
-                idempotency_key: IdempotencyKey::parse("k").unwrap(),
-                content,
-            },
-            fingerprint: [0; 32],
-            accepted: Accepted {
-                kind: MessageKind::FreeForm,
-                rendered_text: String::new(),
-                template_category: None,
-                pricing: Pricing {
-                    category: PricingCategory::Service,
-                    billable: false,
-                },
-                free_until: None,
-            },
-            accepted_at: Utc::now(),
-            status: MessageStatus::Accepted,
-        }
+        crate::domain::send::test_message(content)
     }
 
     #[test]

@@ -62,8 +62,59 @@ impl DeliveryStatus {
 /// Why WhatsApp refused or failed a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryError {
+    /// WhatsApp's code; a provider's own codes are kept apart from
+    /// WhatsApp's above [`PROVIDER_CODES`] (see [`DeliveryError::source`]).
     pub code: i64,
     pub title: String,
+}
+
+/// Where a provider's own error codes start in [`DeliveryError::code`]:
+/// Clickatell's code 20 is stored as `PROVIDER_CODES + 20`, so it is never
+/// read as WhatsApp's (or Graph API's) code 20, in the store or the API.
+pub const PROVIDER_CODES: i64 = 1_000_000_000;
+
+/// Whose code a [`DeliveryError`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// WhatsApp's or the Graph API's code.
+    WhatsApp,
+    Clickatell,
+    /// wagate's own (code 0): it gave up, or had no route.
+    Wagate,
+}
+
+impl ErrorSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorSource::WhatsApp => "whatsapp",
+            ErrorSource::Clickatell => "clickatell",
+            ErrorSource::Wagate => "wagate",
+        }
+    }
+}
+
+impl DeliveryError {
+    /// A Clickatell error code and its text.
+    pub fn clickatell(code: i64, description: &str) -> DeliveryError {
+        let text = if description.is_empty() {
+            "no description".to_owned()
+        } else {
+            description.to_owned()
+        };
+        DeliveryError {
+            code: PROVIDER_CODES.saturating_add(code.clamp(0, PROVIDER_CODES - 1)),
+            title: format!("Clickatell {code}: {text}"),
+        }
+    }
+
+    /// Whose code this is, and the code as that source numbers it.
+    pub fn source(&self) -> (ErrorSource, i64) {
+        match self.code {
+            0 => (ErrorSource::Wagate, 0),
+            code if code >= PROVIDER_CODES => (ErrorSource::Clickatell, code - PROVIDER_CODES),
+            code => (ErrorSource::WhatsApp, code),
+        }
+    }
 }
 
 /// The delivery state kept beside an outbox message.
@@ -256,6 +307,34 @@ pub fn plan_finish(next: Delivery, early: Option<&EarlyStatus>, now: DateTime<Ut
             .unwrap_or(next),
         None => next,
     }
+}
+
+/// Plans giving a message the provider's id of a send whose answer never
+/// reached wagate (it timed out after the provider took the message), as a
+/// status callback naming both ids reveals: the message is submitted under
+/// that id and no longer retried, and the status kept for that id
+/// (`early`) applies. `None` when it has an id already.
+pub fn plan_attach(
+    delivery: &Delivery,
+    provider_id: &str,
+    early: Option<&EarlyStatus>,
+    now: DateTime<Utc>,
+) -> Option<Delivery> {
+    if delivery.wamid.is_some() {
+        return None;
+    }
+    let submitted = Delivery {
+        status: if delivery.status.advances_to(DeliveryStatus::Submitted) {
+            DeliveryStatus::Submitted
+        } else {
+            delivery.status
+        },
+        wamid: Some(provider_id.to_owned()),
+        next_attempt_at: None,
+        updated_at: now,
+        ..delivery.clone()
+    };
+    Some(plan_finish(submitted, early, now))
 }
 
 /// When a claim taken at `now` lapses: the attempt's own timeout plus a

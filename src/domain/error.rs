@@ -52,10 +52,11 @@ pub enum Reason {
     BusinessNumberNotRegistered,
     TemplatesSyncedFromWhatsapp,
     TemplateSyncOff,
+    NotSupportedByProvider,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -88,6 +89,7 @@ impl Reason {
         Reason::BusinessNumberNotRegistered,
         Reason::TemplatesSyncedFromWhatsapp,
         Reason::TemplateSyncOff,
+        Reason::NotSupportedByProvider,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +126,7 @@ impl Reason {
             Reason::BusinessNumberNotRegistered => "BUSINESS_NUMBER_NOT_REGISTERED",
             Reason::TemplatesSyncedFromWhatsapp => "TEMPLATES_SYNCED_FROM_WHATSAPP",
             Reason::TemplateSyncOff => "TEMPLATE_SYNC_OFF",
+            Reason::NotSupportedByProvider => "NOT_SUPPORTED_BY_PROVIDER",
         }
     }
 
@@ -133,7 +136,8 @@ impl Reason {
             | Reason::TemplateNotApproved
             | Reason::BusinessNumberNotRegistered
             | Reason::TemplatesSyncedFromWhatsapp
-            | Reason::TemplateSyncOff => RejectionKind::Precondition,
+            | Reason::TemplateSyncOff
+            | Reason::NotSupportedByProvider => RejectionKind::Precondition,
             Reason::TemplateNotFound | Reason::MessageNotFound | Reason::AccountNotFound => {
                 RejectionKind::NotFound
             }

@@ -2,6 +2,7 @@
 //! current time is always passed in.
 
 pub mod account;
+pub mod clickatell;
 pub mod cloud_api;
 pub mod delivery;
 pub mod error;

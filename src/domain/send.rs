@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::account::{self, BusinessNumber};
+use super::account::{self, BusinessNumber, Route};
 use super::error::{Reason, Rejection};
 use super::ids::IdempotencyKey;
 use super::phone::Pair;
@@ -463,6 +463,15 @@ pub fn plan(
         snapshot.sender.as_ref(),
         snapshot.any_account,
     )?;
+    // What the number's provider cannot carry is refused before anything is
+    // stored, never sent in part.
+    if let Some(BusinessNumber {
+        route: Route::Clickatell(_),
+        ..
+    }) = &snapshot.sender
+    {
+        super::clickatell::check_carries(&request.content)?;
+    }
     let template = snapshot
         .templates
         .iter()
@@ -486,6 +495,37 @@ pub fn plan(
         window: decision.window_update,
         delivery: (mode == DeliveryMode::Deliver).then(|| super::delivery::Delivery::queued(now)),
     })))
+}
+
+/// An accepted message from +15550001111 to +27821234567 carrying
+/// `content`, for the tests of the formats that send it.
+#[cfg(test)]
+pub fn test_message(content: Content) -> OutboxMessage {
+    use crate::domain::{PhoneNumber, Pricing, PricingCategory};
+    OutboxMessage {
+        message_id: Uuid::nil(),
+        request: SendRequest {
+            pair: Pair {
+                business: PhoneNumber::parse("+15550001111").unwrap(),
+                customer: PhoneNumber::parse("+27821234567").unwrap(),
+            },
+            idempotency_key: IdempotencyKey::parse("k").unwrap(),
+            content,
+        },
+        fingerprint: [0; 32],
+        accepted: Accepted {
+            kind: MessageKind::FreeForm,
+            rendered_text: String::new(),
+            template_category: None,
+            pricing: Pricing {
+                category: PricingCategory::Service,
+                billable: false,
+            },
+            free_until: None,
+        },
+        accepted_at: Utc::now(),
+        status: MessageStatus::Accepted,
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use tonic::{Request, Response, Status};
 use super::{convert, status};
 use crate::cloud::sync::{SyncError, Syncer};
 use crate::domain::account::{
-    self, Account, AccountDraft, AccountId, BusinessNumber, Credentials, PhoneNumberId,
+    self, Account, AccountDraft, AccountId, BusinessNumber, Credentials, PhoneNumberId, Route,
 };
+use crate::domain::clickatell::{Integration, IntegrationId};
 use crate::domain::template_sync::SyncCounts;
 use crate::domain::{PhoneNumber, Reason, Rejection};
 use crate::pb;
@@ -63,7 +64,7 @@ fn draft(account: Option<pb::Account>) -> Result<(AccountId, AccountDraft), Stat
         credentials,
     };
     draft
-        .validate(&id)
+        .validate()
         .map_err(|e| status::rejection(e.within("account")))?;
     Ok((id, draft))
 }
@@ -92,12 +93,79 @@ fn account_message(account: &Account) -> pb::Account {
 }
 
 fn number_message(number: &BusinessNumber) -> pb::BusinessNumber {
+    use pb::clickatell_integration::{ApiKey, CallbackToken};
+    let clickatell = match &number.route {
+        Route::CloudApi(_) => None,
+        Route::Clickatell(integration) => Some(pb::ClickatellIntegration {
+            integration_id: integration.id.as_str().to_owned(),
+            api_key: where_is(&integration.api_key, ApiKey::ApiKeyEnv, ApiKey::ApiKeyFile),
+            callback_token: where_is(
+                &integration.callback_token,
+                CallbackToken::CallbackTokenEnv,
+                CallbackToken::CallbackTokenFile,
+            ),
+        }),
+    };
     pb::BusinessNumber {
         number: number.number.as_str().to_owned(),
-        phone_number_id: number.phone_number_id.as_str().to_owned(),
+        phone_number_id: number
+            .phone_number_id()
+            .map_or_else(String::new, |id| id.as_str().to_owned()),
         waba_id: number.account.as_str().to_owned(),
         register_time: Some(convert::timestamp(number.registered_at)),
+        clickatell,
     }
+}
+
+/// Where a secret is, as the wire's oneof says it.
+fn where_is<T>(
+    credentials: &Credentials,
+    env: impl Fn(String) -> T,
+    file: impl Fn(String) -> T,
+) -> Option<T> {
+    match credentials {
+        Credentials::None => None,
+        Credentials::EnvVar(name) => Some(env(name.clone())),
+        Credentials::File(path) => Some(file(path.to_string_lossy().into_owned())),
+    }
+}
+
+/// The route a RegisterNumber asks for: exactly one of a phone number id
+/// and a Clickatell integration.
+fn route(request: &pb::RegisterNumberRequest) -> Result<Route, Status> {
+    use pb::clickatell_integration::{ApiKey, CallbackToken};
+    let route = match (
+        &request.clickatell,
+        request.phone_number_id.trim().is_empty(),
+    ) {
+        (None, _) => PhoneNumberId::parse(&request.phone_number_id).map(Route::CloudApi),
+        (Some(c), true) => (|| {
+            let api_key = match &c.api_key {
+                Some(ApiKey::ApiKeyEnv(name)) => Credentials::env_var(name),
+                Some(ApiKey::ApiKeyFile(path)) => Credentials::file(path),
+                None => Ok(Credentials::None),
+            }
+            .map_err(|r| r.at("clickatell.api_key"))?;
+            let callback_token = match &c.callback_token {
+                Some(CallbackToken::CallbackTokenEnv(name)) => Credentials::env_var(name),
+                Some(CallbackToken::CallbackTokenFile(path)) => Credentials::file(path),
+                None => Ok(Credentials::None),
+            }
+            .map_err(|r| r.at("clickatell.callback_token"))?;
+            Integration::new(
+                IntegrationId::parse(&c.integration_id)?,
+                api_key,
+                callback_token,
+            )
+            .map(Route::Clickatell)
+        })(),
+        (Some(_), false) => Err(Rejection::new(
+            Reason::InvalidAccount,
+            "a number is sent for by a phone number id or a Clickatell integration, not both",
+        )
+        .at("clickatell")),
+    };
+    route.map_err(status::rejection)
 }
 
 #[tonic::async_trait]
@@ -172,20 +240,15 @@ impl pb::account_registry_server::AccountRegistry for AccountRegistryService {
     ) -> Result<Response<pb::RegisterNumberResponse>, Status> {
         let request = request.into_inner();
         let number = business_number(&request.number)?;
-        let phone_number_id =
-            PhoneNumberId::parse(&request.phone_number_id).map_err(status::rejection)?;
+        let route = route(&request)?;
         let id = account_id(&request.waba_id)?;
         let (stored, changed) = self
             .store
-            .register_number(&number, &phone_number_id, &id, convert::now())
+            .register_number(&number, &route, &id, convert::now())
             .await
             .map_err(status::store)?;
-        tracing::info!(
-            waba_id = %id,
-            phone_number_id = phone_number_id.as_str(),
-            changed,
-            "business number registered"
-        );
+        // The route names where secrets are, never the secrets.
+        tracing::info!(waba_id = %id, ?route, changed, "business number registered");
         Ok(Response::new(pb::RegisterNumberResponse {
             number: Some(number_message(&stored)),
             changed,

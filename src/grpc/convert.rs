@@ -265,8 +265,9 @@ pub fn outbound_message(state: &MessageState) -> pb::OutboundMessage {
         )),
         attempts: delivery.map_or(0, |d| d.attempts),
         next_attempt_at: delivery.and_then(|d| d.next_attempt_at).map(timestamp),
-        error_code: error.map_or(0, |e| e.code),
+        error_code: error.map_or(0, |e| e.source().1),
         error_title: error.map(|e| e.title.clone()).unwrap_or_default(),
+        error_source: error.map_or_else(String::new, |e| e.source().0.as_str().to_owned()),
         idempotency_key: message.request.idempotency_key.as_str().to_owned(),
         content: Some(super::rich::message_content(&message.request.content)),
     }

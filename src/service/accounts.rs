@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::Service;
 use crate::domain::account::{
     self, Account, AccountDraft, AccountId, AccountWrite, BusinessNumber, NumberWrite,
-    PhoneNumberId,
+    PhoneNumberId, Route,
 };
 use crate::domain::template_sync::{self, FetchedTemplate, SyncCounts, Unreadable};
 use crate::domain::time;
@@ -71,15 +71,15 @@ impl Service {
     pub async fn register_number(
         &self,
         number: &PhoneNumber,
-        phone_number_id: &PhoneNumberId,
+        route: &Route,
         account_id: &AccountId,
         now: DateTime<Utc>,
     ) -> Result<(BusinessNumber, bool), StoreError> {
         let now = time::stored(now);
         let write = self
             .store
-            .register_number(number, phone_number_id, account_id, &|seen| {
-                account::plan_register(seen, number, phone_number_id, account_id, now)
+            .register_number(number, route.phone_number_id(), account_id, &|seen| {
+                account::plan_register(seen, number, route, account_id, now)
             })
             .await?;
         let changed = matches!(write, NumberWrite::Put { .. });
@@ -124,7 +124,10 @@ impl Service {
             .await?;
         let mut refused = Vec::new();
         for (number, id) in numbers {
-            match self.register_number(number, id, &default, now).await {
+            match self
+                .register_number(number, &Route::CloudApi(id.clone()), &default, now)
+                .await
+            {
                 Ok(_) => {}
                 Err(StoreError::Rejected(rejection)) => refused.push(rejection),
                 Err(other) => return Err(other),

@@ -277,6 +277,23 @@ impl Service {
             .await
     }
 
+    /// Gives message `id` the provider's id `provider_id` when its send
+    /// timed out after the provider took it: it is not sent again, and the
+    /// status that revealed it applies. `None` when nothing changed.
+    pub async fn attach_provider_id(
+        &self,
+        id: uuid::Uuid,
+        provider_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<MessageState>, StoreError> {
+        let now = time::stored(now);
+        self.store
+            .attach_wamid(id, provider_id, &|current, early| {
+                delivery::plan_attach(current, provider_id, early, now)
+            })
+            .await
+    }
+
     /// Takes a send slot for `business` under `rate`, shared by every
     /// replica of the store: `Ok(Err(wait))` when none is free for `wait`.
     pub async fn take_send_slot(

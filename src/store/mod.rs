@@ -103,6 +103,11 @@ pub type Planner<'a, S, P> = &'a (dyn Fn(&S) -> Result<P, Rejection> + Send + Sy
 /// status that arrived before its wamid.
 pub type FinishPlanner<'a> = &'a (dyn Fn(Delivery, Option<&EarlyStatus>) -> Delivery + Send + Sync);
 
+/// Plans attaching a provider id to a message from its delivery and the
+/// status kept for that id, if any: `None` leaves it as it is.
+pub type AttachPlanner<'a> =
+    &'a (dyn Fn(&Delivery, Option<&EarlyStatus>) -> Option<Delivery> + Send + Sync);
+
 /// Plans a send slot from a number's stored arrival time.
 pub type RatePlanner<'a> =
     &'a (dyn Fn(Option<DateTime<Utc>>) -> Result<DateTime<Utc>, TimeDelta> + Send + Sync);
@@ -305,6 +310,17 @@ pub trait Storage: Send + Sync + 'static {
         plan: FinishPlanner<'_>,
     ) -> Result<MessageState, StoreError>;
 
+    /// Gives message `id` the provider's id `wamid` as `plan` decides from
+    /// its delivery and the status kept for `wamid`; fences off any claim
+    /// on it. `None` when the message is unknown, `wamid` already names a
+    /// message, or the plan keeps it as it is.
+    async fn attach_wamid(
+        &self,
+        id: Uuid,
+        wamid: &str,
+        plan: AttachPlanner<'_>,
+    ) -> Result<Option<MessageState>, StoreError>;
+
     /// Applies a status webhook for `wamid` as planned from what is known.
     async fn report_status(
         &self,
@@ -390,11 +406,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
 
     /// Reads the account, the number and the phone number id's current
-    /// owner, plans, and writes the number (and its id's lookup) at once.
+    /// owner (a Cloud API number's), plans, and writes the number (and its
+    /// id's lookup) at once.
     async fn register_number(
         &self,
         number: &PhoneNumber,
-        phone_number_id: &PhoneNumberId,
+        phone_number_id: Option<&PhoneNumberId>,
         account: &AccountId,
         plan: Planner<'_, NumberSnapshot, NumberWrite>,
     ) -> Result<NumberWrite, StoreError>;

@@ -6,7 +6,8 @@
 use chrono::{TimeZone, Utc};
 
 use std::collections::BTreeMap;
-use wagate::domain::account::{AccountDraft, AccountId, Credentials, PhoneNumberId};
+use wagate::domain::account::{AccountDraft, AccountId, Credentials, PhoneNumberId, Route};
+use wagate::domain::clickatell::{Integration, IntegrationId};
 
 use uuid::Uuid;
 use wagate::domain::template::{Category, ComponentParameters, SendParameters, Status, TemplateId};
@@ -23,8 +24,21 @@ fn number(e164: &str) -> PhoneNumber {
     PhoneNumber::parse(e164).unwrap()
 }
 
-fn id(digits: &str) -> PhoneNumberId {
-    PhoneNumberId::parse(digits).unwrap()
+/// The Cloud API route through this phone number id.
+fn id(digits: &str) -> Route {
+    Route::CloudApi(PhoneNumberId::parse(digits).unwrap())
+}
+
+/// A Clickatell route through this integration.
+fn clickatell(integration: &str) -> Route {
+    Route::Clickatell(
+        Integration::new(
+            IntegrationId::parse(integration).unwrap(),
+            Credentials::env_var("CLICKATELL_KEY").unwrap(),
+            Credentials::file("/run/secrets/clickatell-callback").unwrap(),
+        )
+        .unwrap(),
+    )
 }
 
 fn account_draft(name: &str, token_env: Option<&str>) -> AccountDraft {
@@ -157,7 +171,7 @@ pub async fn accounts_and_numbers_follow_the_registry_rules_and_survive_reopen(h
         .map(|n| {
             (
                 n.number.as_str().to_owned(),
-                n.phone_number_id.as_str().to_owned(),
+                n.phone_number_id().unwrap().as_str().to_owned(),
             )
         })
         .collect();
@@ -237,7 +251,74 @@ pub async fn concurrent_registrations_keep_a_phone_number_id_on_one_number(h: &d
     assert_eq!(won, 1, "exactly one number gets the id");
     let numbers = second.list_numbers(Some(&brand)).await.unwrap();
     assert_eq!(numbers.len(), 1);
-    assert_eq!(numbers[0].phone_number_id, id("4242"));
+    assert_eq!(numbers[0].route, id("4242"));
+}
+
+pub async fn a_number_sent_for_by_clickatell_keeps_its_integration(h: &dyn Harness) {
+    let t = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
+    let store = h.open().await;
+    let brand = waba("102290129340398");
+    store
+        .create_account(&brand, &account_draft("Brand", None), t)
+        .await
+        .unwrap();
+    let (stored, changed) = store
+        .register_number(&number("+27821230000"), &clickatell("a1b2c3"), &brand, t)
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(stored.route, clickatell("a1b2c3"));
+    assert_eq!(stored.phone_number_id(), None);
+    // Read back as written, through another replica too.
+    let other = h.another_replica(&store).await;
+    let read = other
+        .business_number(&number("+27821230000"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, stored);
+    // The same again changes nothing; a new integration replaces it.
+    let (_, changed) = other
+        .register_number(&number("+27821230000"), &clickatell("a1b2c3"), &brand, t)
+        .await
+        .unwrap();
+    assert!(!changed);
+    let (moved, changed) = other
+        .register_number(&number("+27821230000"), &clickatell("d4e5f6"), &brand, t)
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(moved.route, clickatell("d4e5f6"));
+
+    // A Cloud API number moved to Clickatell frees its phone number id.
+    store
+        .register_number(&number("+15550001111"), &id("1065"), &brand, t)
+        .await
+        .unwrap();
+    store
+        .register_number(&number("+15550001111"), &clickatell("g7h8"), &brand, t)
+        .await
+        .unwrap();
+    let (taken, _) = store
+        .register_number(&number("+15550002222"), &id("1065"), &brand, t)
+        .await
+        .unwrap();
+    assert_eq!(taken.route, id("1065"));
+    let routes: Vec<Route> = store
+        .list_numbers(Some(&brand))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.route)
+        .collect();
+    // By number.
+    assert_eq!(
+        routes,
+        [clickatell("g7h8"), id("1065"), clickatell("d4e5f6")]
+    );
+    // Removing a Clickatell number leaves the others as they were.
+    assert!(store.remove_number(&number("+27821230000")).await.unwrap());
+    assert_eq!(store.list_numbers(Some(&brand)).await.unwrap().len(), 2);
 }
 
 /// A send of `template` from `business` to one customer, key `key`.

@@ -22,6 +22,7 @@ use wagate::service::Service;
 use wagate::store::{Claim, SendOutcome, StatusReport, StoreError, SweepCounts, TemplatePage};
 
 pub use crate::accounts::{
+    a_number_sent_for_by_clickatell_keeps_its_integration,
     a_template_sync_writes_one_accounts_registry_at_once,
     accounts_and_numbers_follow_the_registry_rules_and_survive_reopen,
     concurrent_registrations_keep_a_phone_number_id_on_one_number,
@@ -788,6 +789,71 @@ pub async fn a_status_that_beats_the_api_answer_is_applied_when_the_wamid_arrive
         panic!("read was not applied: {read:?}");
     };
     assert_eq!(state.delivery.unwrap().status, DeliveryStatus::Read);
+}
+
+pub async fn a_provider_id_learned_from_a_status_stops_the_retries(h: &dyn Harness) {
+    let store = h.open().await;
+    let message_id = accepted(&store, "+27820000001", "k1").await;
+    // The first attempt timed out, but the provider had taken the message.
+    let claim = claim_next(&store, t0()).await;
+    assert_eq!(claim.message.message_id, message_id);
+    let other = accepted(&store, "+27820000002", "k2").await;
+    let early = store
+        .report_status("api-1", DeliveryStatus::Delivered, None, t0())
+        .await
+        .unwrap();
+    assert_eq!(early, StatusReport::Early);
+    let attached = store
+        .attach_provider_id(message_id, "api-1", t0())
+        .await
+        .unwrap()
+        .expect("the id is attached");
+    let delivery = attached.delivery.unwrap();
+    assert_eq!(delivery.wamid.as_deref(), Some("api-1"));
+    assert_eq!(
+        delivery.status,
+        DeliveryStatus::Delivered,
+        "the kept status applies"
+    );
+    assert_eq!(delivery.next_attempt_at, None, "no retry is due");
+    // The timed-out attempt's claim can no longer store a retry.
+    let timed_out = claim.delivery.retry(t0() + TimeDelta::seconds(1), t0());
+    assert!(matches!(
+        store.finish_attempt(&claim, &timed_out, t0()).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    // Only the other message is ever due again.
+    let later = t0() + TimeDelta::hours(1);
+    let due = store
+        .claim_due(later, TimeDelta::seconds(30), 10)
+        .await
+        .unwrap();
+    let due: Vec<_> = due.iter().map(|c| c.message.message_id).collect();
+    assert_eq!(due, [other]);
+    // Statuses for the id now reach the message.
+    let read = store
+        .report_status("api-1", DeliveryStatus::Read, None, t0())
+        .await
+        .unwrap();
+    assert!(matches!(read, StatusReport::Applied(_)));
+    // Nothing changes when the message has an id, the id is another
+    // message's, or the message is unknown.
+    for (id, provider_id) in [
+        (message_id, "api-2"),
+        (other, "api-1"),
+        (Uuid::now_v7(), "api-3"),
+    ] {
+        assert_eq!(
+            store
+                .attach_provider_id(id, provider_id, t0())
+                .await
+                .unwrap(),
+            None,
+            "{provider_id}"
+        );
+    }
+    let reread = store.message(message_id).await.unwrap().unwrap();
+    assert_eq!(reread.delivery.unwrap().wamid.as_deref(), Some("api-1"));
 }
 
 pub async fn watchers_hear_every_stored_change(h: &dyn Harness) {

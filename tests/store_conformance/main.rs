@@ -106,6 +106,7 @@ macro_rules! conformance {
                 times_finer_than_stored_come_back_as_stored,
                 retries_are_due_at_their_time_and_done_messages_leave_the_queue,
                 a_status_that_beats_the_api_answer_is_applied_when_the_wamid_arrives,
+                a_provider_id_learned_from_a_status_stops_the_retries,
                 watchers_hear_every_stored_change,
                 statuses_for_wamids_that_never_arrive_are_swept_after_a_day,
                 the_send_rate_is_shared_by_every_replica,
@@ -118,6 +119,7 @@ macro_rules! conformance {
                 concurrent_registrations_keep_a_phone_number_id_on_one_number,
                 each_number_sends_its_own_accounts_template,
                 a_template_sync_writes_one_accounts_registry_at_once,
+                a_number_sent_for_by_clickatell_keeps_its_integration,
             );
         }
     };

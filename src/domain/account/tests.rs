@@ -1,6 +1,7 @@
 use chrono::TimeZone;
 
 use super::*;
+use crate::domain::clickatell::IntegrationId;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap()
@@ -28,7 +29,7 @@ fn account(id: &str) -> Account {
 fn number(e164: &str, id: &str, account: &str) -> BusinessNumber {
     BusinessNumber {
         number: PhoneNumber::parse(e164).unwrap(),
-        phone_number_id: PhoneNumberId::parse(id).unwrap(),
+        route: Route::CloudApi(PhoneNumberId::parse(id).unwrap()),
         account: waba(account),
         registered_at: now(),
     }
@@ -88,20 +89,42 @@ fn update_changes_what_differs_and_keeps_the_creation_time() {
 }
 
 #[test]
-fn delivery_needs_credentials_except_in_the_default_account() {
+fn cloud_api_numbers_need_their_accounts_token_except_in_the_default_account() {
     let delivering = AccountDraft {
         delivery: true,
         ..draft("Brand")
     };
-    let refused = plan_create(None, &waba("777"), &delivering, now()).unwrap_err();
-    assert_eq!(refused.reason, Reason::InvalidAccount);
-    assert_eq!(refused.field.as_deref(), Some("delivery"));
-    assert!(plan_create(None, &AccountId::default_account(), &delivering, now()).is_ok());
-    let with_token = AccountDraft {
-        credentials: Credentials::env_var("BRAND_TOKEN").unwrap(),
-        ..delivering
+    // An account without a token may deliver: its Clickatell numbers carry
+    // their own keys.
+    let Ok(AccountWrite::Put(tokenless)) = plan_create(None, &waba("777"), &delivering, now())
+    else {
+        panic!("a delivering account without a token is allowed")
     };
-    assert!(plan_create(None, &waba("777"), &with_token, now()).is_ok());
+    let business = PhoneNumber::parse("+15550001111").unwrap();
+    let cloud_api = number("+15550001111", "1065", "777");
+    assert!(
+        delivery_route(&business, Some(&cloud_api), Some(&tokenless))
+            .unwrap_err()
+            .contains("no access token"),
+        "never sent with another account's token"
+    );
+    let clickatell = BusinessNumber {
+        route: Route::Clickatell(integration()),
+        ..cloud_api.clone()
+    };
+    assert!(delivery_route(&business, Some(&clickatell), Some(&tokenless)).is_ok());
+    // The default account uses the process's token.
+    let Ok(AccountWrite::Put(default)) =
+        plan_create(None, &AccountId::default_account(), &delivering, now())
+    else {
+        panic!()
+    };
+    assert_eq!(
+        delivery_route(&business, Some(&cloud_api), Some(&default))
+            .unwrap()
+            .1,
+        Credentials::None
+    );
 }
 
 #[test]
@@ -156,8 +179,9 @@ fn a_number_belongs_to_one_account_and_an_id_sends_for_one_number() {
     };
     let n = PhoneNumber::parse("+15550001111").unwrap();
     let id = PhoneNumberId::parse("106540352242922").unwrap();
+    let route = Route::CloudApi(id.clone());
     // New.
-    let write = plan_register(&seen(None, None), &n, &id, &brand.id, now()).unwrap();
+    let write = plan_register(&seen(None, None), &n, &route, &brand.id, now()).unwrap();
     assert_eq!(
         write,
         NumberWrite::Put {
@@ -170,7 +194,7 @@ fn a_number_belongs_to_one_account_and_an_id_sends_for_one_number() {
     let again = plan_register(
         &seen(Some(current.clone()), Some(current.clone())),
         &n,
-        &id,
+        &route,
         &brand.id,
         now(),
     )
@@ -179,16 +203,23 @@ fn a_number_belongs_to_one_account_and_an_id_sends_for_one_number() {
     // In another account: refused.
     let elsewhere = number("+15550001111", "106540352242922", "222");
     let refused =
-        plan_register(&seen(Some(elsewhere), None), &n, &id, &brand.id, now()).unwrap_err();
+        plan_register(&seen(Some(elsewhere), None), &n, &route, &brand.id, now()).unwrap_err();
     assert_eq!(refused.reason, Reason::BusinessNumberInOtherAccount);
     assert_eq!(refused.kind(), crate::domain::RejectionKind::Conflict);
     // The id already sends for another number: refused.
     let other = number("+15550002222", "106540352242922", "111");
-    let taken = plan_register(&seen(None, Some(other)), &n, &id, &brand.id, now()).unwrap_err();
+    let taken = plan_register(&seen(None, Some(other)), &n, &route, &brand.id, now()).unwrap_err();
     assert_eq!(taken.reason, Reason::PhoneNumberIdInUse);
     // A new id for the same number replaces the old one's lookup.
     let new_id = PhoneNumberId::parse("999").unwrap();
-    let moved = plan_register(&seen(Some(current), None), &n, &new_id, &brand.id, now()).unwrap();
+    let moved = plan_register(
+        &seen(Some(current.clone()), None),
+        &n,
+        &Route::CloudApi(new_id.clone()),
+        &brand.id,
+        now(),
+    )
+    .unwrap();
     let NumberWrite::Put {
         number: moved,
         replaces,
@@ -196,14 +227,46 @@ fn a_number_belongs_to_one_account_and_an_id_sends_for_one_number() {
     else {
         panic!("{moved:?}")
     };
-    assert_eq!(moved.phone_number_id, new_id);
-    assert_eq!(replaces, Some(id));
+    assert_eq!(moved.phone_number_id(), Some(&new_id));
+    assert_eq!(replaces, Some(id.clone()));
+    // Moving it to Clickatell drops its phone number id's lookup; a
+    // Clickatell number has no id another number could hold.
+    let clickatell = Route::Clickatell(integration());
+    let to_clickatell = plan_register(
+        &seen(Some(current), Some(other_number_with(&id))),
+        &n,
+        &clickatell,
+        &brand.id,
+        now(),
+    )
+    .unwrap();
+    let NumberWrite::Put {
+        number: moved,
+        replaces,
+    } = to_clickatell
+    else {
+        panic!("{to_clickatell:?}")
+    };
+    assert_eq!((moved.route, replaces), (clickatell, Some(id)));
+}
+
+fn integration() -> Integration {
+    Integration::new(
+        IntegrationId::parse("a1b2c3d4e5f6").unwrap(),
+        Credentials::env_var("CLICKATELL_KEY").unwrap(),
+        Credentials::file("/run/secrets/clickatell-callback").unwrap(),
+    )
+    .unwrap()
+}
+
+fn other_number_with(id: &PhoneNumberId) -> BusinessNumber {
+    number("+15550002222", id.as_str(), "111")
 }
 
 #[test]
 fn registering_in_a_missing_account_is_refused() {
     let n = PhoneNumber::parse("+15550001111").unwrap();
-    let id = PhoneNumberId::parse("1").unwrap();
+    let id = Route::CloudApi(PhoneNumberId::parse("1").unwrap());
     let refused =
         plan_register(&NumberSnapshot::default(), &n, &id, &waba("333"), now()).unwrap_err();
     assert_eq!(refused.reason, Reason::AccountNotFound);
@@ -263,8 +326,21 @@ fn a_message_goes_through_its_numbers_id_with_its_accounts_credentials() {
     assert_eq!(
         delivery_route(&business, Some(&registered), Some(&brand)).unwrap(),
         (
-            PhoneNumberId::parse("1065").unwrap(),
+            Route::CloudApi(PhoneNumberId::parse("1065").unwrap()),
             Credentials::EnvVar("BRAND_TOKEN".into())
+        )
+    );
+    // A Clickatell number sends with its integration's key, not the
+    // account's token.
+    let clickatell = BusinessNumber {
+        route: Route::Clickatell(integration()),
+        ..registered
+    };
+    assert_eq!(
+        delivery_route(&business, Some(&clickatell), Some(&brand)).unwrap(),
+        (
+            Route::Clickatell(integration()),
+            Credentials::EnvVar("CLICKATELL_KEY".into())
         )
     );
 }

@@ -8,8 +8,9 @@ use tokio_postgres::Row;
 use super::{conn, rows};
 use crate::domain::PhoneNumber;
 use crate::domain::account::{
-    Account, AccountId, BusinessNumber, Credentials, PhoneNumberId, SyncReport,
+    Account, AccountId, BusinessNumber, Credentials, PhoneNumberId, Route, SyncReport,
 };
+use crate::domain::clickatell::{Integration, IntegrationId};
 use crate::domain::template_sync::SyncCounts;
 use crate::store::StoreError;
 
@@ -83,13 +84,47 @@ fn sync_of(v: &serde_json::Value) -> Option<SyncReport> {
 
 fn number(row: &Row) -> Result<BusinessNumber, StoreError> {
     let corrupt = |detail: &str| StoreError::corrupt(NUMBERS, detail);
+    let phone_number_id: Option<&str> = row.get("phone_number_id");
+    let clickatell: Option<serde_json::Value> = row.get("clickatell");
+    let route = match (phone_number_id, clickatell) {
+        (Some(id), None) => {
+            Route::CloudApi(PhoneNumberId::parse(id).map_err(|_| corrupt("phone_number_id"))?)
+        }
+        (None, Some(v)) => {
+            let credentials = |field: &str| {
+                let c = &v[field];
+                match (c["env"].as_str(), c["file"].as_str()) {
+                    (Some(name), None) => Credentials::env_var(name),
+                    (None, Some(path)) => Credentials::file(path),
+                    _ => Ok(Credentials::None),
+                }
+                .map_err(|_| corrupt(field))
+            };
+            let integration = Integration::new(
+                IntegrationId::parse(v["integration_id"].as_str().unwrap_or(""))
+                    .map_err(|_| corrupt("integration_id"))?,
+                credentials("api_key")?,
+                credentials("callback_token")?,
+            )
+            .map_err(|_| corrupt("clickatell"))?;
+            Route::Clickatell(integration)
+        }
+        _ => return Err(corrupt("route")),
+    };
     Ok(BusinessNumber {
         number: rows::phone(NUMBERS, row.get("number"))?,
-        phone_number_id: PhoneNumberId::parse(row.get("phone_number_id"))
-            .map_err(|_| corrupt("phone_number_id"))?,
+        route,
         account: AccountId::parse(row.get("account")).map_err(|_| corrupt("account"))?,
         registered_at: row.get("registered_at"),
     })
+}
+
+fn credentials_json(credentials: &Credentials) -> serde_json::Value {
+    match credentials {
+        Credentials::None => serde_json::Value::Null,
+        Credentials::EnvVar(name) => serde_json::json!({ "env": name }),
+        Credentials::File(path) => serde_json::json!({ "file": path.to_string_lossy() }),
+    }
 }
 
 pub(super) async fn read_account(
@@ -187,18 +222,27 @@ pub(super) async fn put_number(
     tx: &impl conn::Connection,
     n: &BusinessNumber,
 ) -> Result<(), StoreError> {
+    let clickatell = match &n.route {
+        Route::CloudApi(_) => None,
+        Route::Clickatell(integration) => Some(serde_json::json!({
+            "integration_id": integration.id.as_str(),
+            "api_key": credentials_json(&integration.api_key),
+            "callback_token": credentials_json(&integration.callback_token),
+        })),
+    };
     conn::execute(
         tx,
         "write a business number",
-        "INSERT INTO business_numbers (number, phone_number_id, account, registered_at) \
-            VALUES ($1, $2, $3, $4) \
+        "INSERT INTO business_numbers (number, phone_number_id, account, registered_at, \
+            clickatell) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (number) DO UPDATE SET phone_number_id = EXCLUDED.phone_number_id, \
-            account = EXCLUDED.account",
+            account = EXCLUDED.account, clickatell = EXCLUDED.clickatell",
         &[
             &n.number.as_str(),
-            &n.phone_number_id.as_str(),
+            &n.phone_number_id().map(PhoneNumberId::as_str),
             &n.account.as_str(),
             &n.registered_at,
+            &clickatell,
         ],
     )
     .await?;

@@ -46,8 +46,9 @@ use tokio_postgres::{IsolationLevel, Row};
 use uuid::Uuid;
 
 use super::{
-    Claim, FinishPlanner, MessageState, Planner, PoolStatus, RatePlanner, SendOutcome,
-    StatusPlanner, StatusReport, Storage, StoreError, SweepCounts, SweepStep, TemplatePage,
+    AttachPlanner, Claim, FinishPlanner, MessageState, Planner, PoolStatus, RatePlanner,
+    SendOutcome, StatusPlanner, StatusReport, Storage, StoreError, SweepCounts, SweepStep,
+    TemplatePage,
 };
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
@@ -792,15 +793,21 @@ impl Storage for PgStore {
     async fn register_number(
         &self,
         number: &PhoneNumber,
-        phone_number_id: &PhoneNumberId,
+        phone_number_id: Option<&PhoneNumberId>,
         account: &AccountId,
         plan: Planner<'_, NumberSnapshot, NumberWrite>,
     ) -> Result<NumberWrite, StoreError> {
         in_transaction!(self, "register a business number", |tx| {
+            let by_id = async {
+                match phone_number_id {
+                    Some(id) => accounts::read_number_by_id(&tx, id).await,
+                    None => Ok(None),
+                }
+            };
             let (account, by_number, by_phone_number_id) = conn::pipelined!(
                 accounts::read_account(&tx, account),
                 accounts::read_number(&tx, number),
-                accounts::read_number_by_id(&tx, phone_number_id),
+                by_id,
             )?;
             let write = plan(&NumberSnapshot {
                 account,
@@ -962,6 +969,69 @@ impl Storage for PgStore {
             message_state(&tx, id)
                 .await?
                 .ok_or_else(|| StoreError::corrupt("deliveries", "names a missing message"))?
+        })
+    }
+
+    async fn attach_wamid(
+        &self,
+        id: Uuid,
+        wamid: &str,
+        plan: AttachPlanner<'_>,
+    ) -> Result<Option<MessageState>, StoreError> {
+        in_transaction!(self, "attach a provider id", |tx| {
+            let (by_wamid, by_id): (conn::Params, conn::Params) = (&[&wamid], &[&id]);
+            let (state, taken, early) = conn::pipelined!(
+                message_state(&tx, id),
+                conn::query_opt(
+                    &tx,
+                    "find a wamid",
+                    "SELECT 1 FROM deliveries WHERE wamid = $1",
+                    by_wamid,
+                ),
+                conn::query_opt(
+                    &tx,
+                    "read an early status",
+                    "SELECT * FROM early_statuses WHERE wamid = $1",
+                    by_wamid,
+                ),
+            )?;
+            let early = early.map(|row| rows::early_status(&row)).transpose()?;
+            let planned = match (&state, taken) {
+                (
+                    Some(MessageState {
+                        delivery: Some(current),
+                        ..
+                    }),
+                    None,
+                ) => plan(current, early.as_ref()),
+                _ => None,
+            };
+            match (state, planned) {
+                (Some(state), Some(next)) => {
+                    // A new fence: a claim on the message can no longer
+                    // store its outcome.
+                    conn::pipelined!(
+                        write_delivery(&tx, id, &next),
+                        conn::execute(
+                            &tx,
+                            "fence off claims",
+                            "UPDATE deliveries SET fence = fence + 1 WHERE message_id = $1",
+                            by_id,
+                        ),
+                        conn::execute(
+                            &tx,
+                            "take an early status",
+                            "DELETE FROM early_statuses WHERE wamid = $1",
+                            by_wamid,
+                        ),
+                    )?;
+                    Some(MessageState {
+                        message: state.message,
+                        delivery: Some(next),
+                    })
+                }
+                _ => None,
+            }
         })
     }
 

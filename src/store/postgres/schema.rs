@@ -176,6 +176,12 @@ CREATE INDEX templates_by_account ON templates (account, name, language);
 ALTER TABLE accounts ADD COLUMN sync jsonb;
 ALTER TABLE templates ADD COLUMN whatsapp_id text;
 "#,
+    // 9: a number sent for by Clickatell has no Cloud API phone number id,
+    // but its integration (where its secrets are, never the secrets).
+    r#"
+ALTER TABLE business_numbers ALTER COLUMN phone_number_id DROP NOT NULL;
+ALTER TABLE business_numbers ADD COLUMN clickatell jsonb;
+"#,
 ];
 
 /// The newest schema this build understands.

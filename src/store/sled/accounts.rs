@@ -11,8 +11,9 @@ use super::{SledStore, StoreError, corrupt};
 use crate::domain::PhoneNumber;
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, Credentials, NumberSnapshot, NumberWrite,
-    PhoneNumberId, SyncReport,
+    PhoneNumberId, Route, SyncReport,
 };
+use crate::domain::clickatell::{Integration, IntegrationId};
 use crate::domain::template_sync::SyncCounts;
 use crate::store::Planner;
 
@@ -45,11 +46,41 @@ enum CredentialsRecord {
     File(String),
 }
 
+/// A number as first written: every number sent through the Cloud API.
+#[derive(Serialize, Deserialize)]
+struct NumberRecordV1 {
+    phone_number_id: String,
+    account: String,
+    registered_at: i64,
+}
+
+/// A number with its route: `phone_number_id` is empty for a Clickatell
+/// number. The trailing field is what tells it from a V1 record.
 #[derive(Serialize, Deserialize)]
 struct NumberRecord {
     phone_number_id: String,
     account: String,
     registered_at: i64,
+    clickatell: Option<IntegrationRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IntegrationRecord {
+    id: String,
+    api_key: CredentialsRecord,
+    callback_token: CredentialsRecord,
+}
+
+fn decode_number(bytes: &[u8]) -> Result<NumberRecord, DecodeError> {
+    decode::<NumberRecord>(bytes).or_else(|error| match decode::<NumberRecordV1>(bytes) {
+        Ok(v1) => Ok(NumberRecord {
+            phone_number_id: v1.phone_number_id,
+            account: v1.account,
+            registered_at: v1.registered_at,
+            clickatell: None,
+        }),
+        Err(_) => Err(error),
+    })
 }
 
 impl From<&Account> for AccountRecord {
@@ -57,13 +88,7 @@ impl From<&Account> for AccountRecord {
         AccountRecord {
             display_name: account.display_name.clone(),
             delivery: account.delivery,
-            credentials: match &account.credentials {
-                Credentials::None => CredentialsRecord::None,
-                Credentials::EnvVar(name) => CredentialsRecord::EnvVar(name.clone()),
-                Credentials::File(path) => {
-                    CredentialsRecord::File(path.to_string_lossy().into_owned())
-                }
-            },
+            credentials: credentials_record(&account.credentials),
             created_at: records::micros(account.created_at),
             updated_at: records::micros(account.updated_at),
             sync: account.sync.as_ref().map(|s| SyncRecord {
@@ -89,15 +114,7 @@ fn account(id: &[u8], record: AccountRecord) -> Result<Account, DecodeError> {
         id: AccountId::parse(id).map_err(|_| invalid("account id"))?,
         display_name: record.display_name,
         delivery: record.delivery,
-        credentials: match record.credentials {
-            CredentialsRecord::None => Credentials::None,
-            CredentialsRecord::EnvVar(name) => {
-                Credentials::env_var(&name).map_err(|_| invalid("credentials"))?
-            }
-            CredentialsRecord::File(path) => {
-                Credentials::file(&path).map_err(|_| invalid("credentials"))?
-            }
-        },
+        credentials: credentials(record.credentials)?,
         created_at: records::time(record.created_at)?,
         updated_at: records::time(record.updated_at)?,
         sync: match record.sync {
@@ -121,13 +138,43 @@ fn account(id: &[u8], record: AccountRecord) -> Result<Account, DecodeError> {
     })
 }
 
+fn credentials_record(credentials: &Credentials) -> CredentialsRecord {
+    match credentials {
+        Credentials::None => CredentialsRecord::None,
+        Credentials::EnvVar(name) => CredentialsRecord::EnvVar(name.clone()),
+        Credentials::File(path) => CredentialsRecord::File(path.to_string_lossy().into_owned()),
+    }
+}
+
+fn credentials(record: CredentialsRecord) -> Result<Credentials, DecodeError> {
+    let invalid = |_| DecodeError::Invalid("credentials".to_owned());
+    match record {
+        CredentialsRecord::None => Ok(Credentials::None),
+        CredentialsRecord::EnvVar(name) => Credentials::env_var(&name).map_err(invalid),
+        CredentialsRecord::File(path) => Credentials::file(&path).map_err(invalid),
+    }
+}
+
 fn number(key: &[u8], record: NumberRecord) -> Result<BusinessNumber, DecodeError> {
     let invalid = |what: &str| DecodeError::Invalid(what.to_owned());
     let number = std::str::from_utf8(key).map_err(|_| invalid("business number"))?;
+    let route = match record.clickatell {
+        None => Route::CloudApi(
+            PhoneNumberId::parse(&record.phone_number_id)
+                .map_err(|_| invalid("phone number id"))?,
+        ),
+        Some(integration) => Route::Clickatell(
+            Integration::new(
+                IntegrationId::parse(&integration.id).map_err(|_| invalid("integration id"))?,
+                credentials(integration.api_key)?,
+                credentials(integration.callback_token)?,
+            )
+            .map_err(|_| invalid("integration"))?,
+        ),
+    };
     Ok(BusinessNumber {
         number: records::phone(number)?,
-        phone_number_id: PhoneNumberId::parse(&record.phone_number_id)
-            .map_err(|_| invalid("phone number id"))?,
+        route,
         account: AccountId::parse(&record.account).map_err(|_| invalid("account id"))?,
         registered_at: records::time(record.registered_at)?,
     })
@@ -145,16 +192,28 @@ fn number_from(
     bytes: Option<sled::IVec>,
 ) -> Result<Option<BusinessNumber>, StoreError> {
     bytes
-        .map(|bytes| decode(&bytes).and_then(|record| number(key, record)))
+        .map(|bytes| decode_number(&bytes).and_then(|record| number(key, record)))
         .transpose()
         .map_err(corrupt(NUMBERS))
 }
 
 fn number_record(n: &BusinessNumber) -> NumberRecord {
+    let (phone_number_id, clickatell) = match &n.route {
+        Route::CloudApi(id) => (id.as_str().to_owned(), None),
+        Route::Clickatell(integration) => (
+            String::new(),
+            Some(IntegrationRecord {
+                id: integration.id.as_str().to_owned(),
+                api_key: credentials_record(&integration.api_key),
+                callback_token: credentials_record(&integration.callback_token),
+            }),
+        ),
+    };
     NumberRecord {
-        phone_number_id: n.phone_number_id.as_str().to_owned(),
+        phone_number_id,
         account: n.account.as_str().to_owned(),
         registered_at: records::micros(n.registered_at),
+        clickatell,
     }
 }
 
@@ -197,18 +256,21 @@ impl SledStore {
     pub(super) async fn write_number(
         &self,
         number: &PhoneNumber,
-        phone_number_id: &PhoneNumberId,
+        phone_number_id: Option<&PhoneNumberId>,
         account: &AccountId,
         plan: Planner<'_, NumberSnapshot, NumberWrite>,
     ) -> Result<NumberWrite, StoreError> {
         let key = number.as_str().as_bytes();
         let (write, lsn) = {
             let mut w = self.wal.section()?;
-            let by_phone_number_id =
-                match w.get(Tree::PhoneNumberIds, phone_number_id.as_str().as_bytes())? {
-                    Some(owner) => number_from(&owner, w.get(Tree::BusinessNumbers, &owner)?)?,
-                    None => None,
-                };
+            let owner = match phone_number_id {
+                Some(id) => w.get(Tree::PhoneNumberIds, id.as_str().as_bytes())?,
+                None => None,
+            };
+            let by_phone_number_id = match owner {
+                Some(owner) => number_from(&owner, w.get(Tree::BusinessNumbers, &owner)?)?,
+                None => None,
+            };
             let seen = NumberSnapshot {
                 account: account_from(
                     account.as_str().as_bytes(),
@@ -227,11 +289,9 @@ impl SledStore {
                     w.remove(Tree::PhoneNumberIds, old.as_str().as_bytes());
                 }
                 w.insert(Tree::BusinessNumbers, key, encode(&number_record(stored)));
-                w.insert(
-                    Tree::PhoneNumberIds,
-                    stored.phone_number_id.as_str().as_bytes(),
-                    key.to_vec(),
-                );
+                if let Some(id) = stored.phone_number_id() {
+                    w.insert(Tree::PhoneNumberIds, id.as_str().as_bytes(), key.to_vec());
+                }
             }
             (write, w.commit())
         };
@@ -269,14 +329,48 @@ impl SledStore {
             let current = number_from(key, w.get(Tree::BusinessNumbers, key)?)?;
             if let Some(current) = &current {
                 w.remove(Tree::BusinessNumbers, key);
-                w.remove(
-                    Tree::PhoneNumberIds,
-                    current.phone_number_id.as_str().as_bytes(),
-                );
+                if let Some(id) = current.phone_number_id() {
+                    w.remove(Tree::PhoneNumberIds, id.as_str().as_bytes());
+                }
             }
             (current.is_some(), w.commit())
         };
         self.durable(lsn).await?;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_written_before_routes_read_as_cloud_api_numbers() {
+        let v1 = encode(&NumberRecordV1 {
+            phone_number_id: "106540352242922".into(),
+            account: "default".into(),
+            registered_at: 1_764_230_400_000_000,
+        });
+        let old = number(b"+15550001111", decode_number(&v1).unwrap()).unwrap();
+        assert_eq!(
+            old.route,
+            Route::CloudApi(PhoneNumberId::parse("106540352242922").unwrap())
+        );
+        assert!(old.account.is_default());
+        // And a record of today's layout reads back as written.
+        let clickatell = BusinessNumber {
+            route: Route::Clickatell(
+                Integration::new(
+                    IntegrationId::parse("3f1a9c").unwrap(),
+                    Credentials::env_var("CLICKATELL_KEY").unwrap(),
+                    Credentials::file("/run/secrets/token").unwrap(),
+                )
+                .unwrap(),
+            ),
+            ..old
+        };
+        let bytes = encode(&number_record(&clickatell));
+        let read = number(b"+15550001111", decode_number(&bytes).unwrap()).unwrap();
+        assert_eq!(read, clickatell);
     }
 }

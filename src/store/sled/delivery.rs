@@ -17,8 +17,10 @@ use super::{
     DELIVERIES, EARLY_STATUSES, OUTBOX, SledStore, WAMIDS, corrupt, keys, read, read_record,
 };
 use crate::domain::OutboxMessage;
-use crate::domain::delivery::{Delivery, StatusPlan, StatusTarget};
-use crate::store::{Claim, FinishPlanner, MessageState, StatusPlanner, StatusReport, StoreError};
+use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
+use crate::store::{
+    AttachPlanner, Claim, FinishPlanner, MessageState, StatusPlanner, StatusReport, StoreError,
+};
 
 fn message_key(id: Uuid) -> [u8; 16] {
     id.into_bytes()
@@ -33,6 +35,20 @@ fn known_message(
 ) -> Result<OutboxMessage, StoreError> {
     read::<OutboxRecord, OutboxMessage>(OUTBOX, w.get(Tree::Outbox, id)?)?
         .ok_or_else(|| StoreError::corrupt(what, "names a missing outbox message"))
+}
+
+/// Removes and returns the status kept for `wamid` until its message knew it.
+fn take_early(w: &mut Section<'_>, wamid: &str) -> Result<Option<EarlyStatus>, StoreError> {
+    let early = w.take(Tree::EarlyStatuses, wamid.as_bytes())?;
+    let Some(record) = read_record::<EarlyStatusRecord>(EARLY_STATUSES, early)? else {
+        return Ok(None);
+    };
+    let status = record.early_status().map_err(corrupt(EARLY_STATUSES))?;
+    w.remove(
+        Tree::EarlyStatusAge,
+        keys::timed(status.received_at, wamid.as_bytes()),
+    );
+    Ok(Some(status))
 }
 
 /// A claim's fence: its lease's end, in microseconds.
@@ -134,15 +150,7 @@ impl SledStore {
         let mut seen = None;
         if let Some(wamid) = &next.wamid {
             w.insert(Tree::Wamids, wamid.as_bytes(), key.as_slice());
-            let early = w.take(Tree::EarlyStatuses, wamid.as_bytes())?;
-            if let Some(record) = read_record::<EarlyStatusRecord>(EARLY_STATUSES, early)? {
-                let status = record.early_status().map_err(corrupt(EARLY_STATUSES))?;
-                w.remove(
-                    Tree::EarlyStatusAge,
-                    keys::timed(status.received_at, wamid.as_bytes()),
-                );
-                seen = Some(status);
-            }
+            seen = take_early(&mut w, wamid)?;
         }
         let next = plan(next.clone(), seen.as_ref());
         if let Some(at) = next.next_attempt_at {
@@ -160,6 +168,53 @@ impl SledStore {
             delivery: Some(next),
         };
         Ok((state, lsn))
+    }
+
+    /// Gives message `message_id` the provider id `wamid` as `plan` decides;
+    /// moving its delivery off its queue entry fences off any claim.
+    pub(super) fn attach(
+        &self,
+        message_id: Uuid,
+        wamid: &str,
+        plan: AttachPlanner<'_>,
+    ) -> Result<(Option<MessageState>, u64), StoreError> {
+        let key = message_key(message_id);
+        let mut w = self.wal.section()?;
+        let current = read::<DeliveryRecord, Delivery>(DELIVERIES, w.get(Tree::Deliveries, &key)?)?;
+        let Some(current) = current else {
+            return Ok((None, w.commit()));
+        };
+        if w.get(Tree::Wamids, wamid.as_bytes())?.is_some() {
+            return Ok((None, w.commit()));
+        }
+        let early = read_record::<EarlyStatusRecord>(
+            EARLY_STATUSES,
+            w.get(Tree::EarlyStatuses, wamid.as_bytes())?,
+        )?
+        .map(|record| record.early_status().map_err(corrupt(EARLY_STATUSES)))
+        .transpose()?;
+        let Some(next) = plan(&current, early.as_ref()) else {
+            return Ok((None, w.commit()));
+        };
+        if let Some(at) = current.next_attempt_at {
+            w.remove(Tree::DeliveryQueue, keys::timed(at, &key));
+        }
+        if let Some(at) = next.next_attempt_at {
+            w.insert(Tree::DeliveryQueue, keys::timed(at, &key), IVec::default());
+        }
+        w.insert(Tree::Wamids, wamid.as_bytes(), key.as_slice());
+        take_early(&mut w, wamid)?;
+        w.insert(
+            Tree::Deliveries,
+            key,
+            encode(&DeliveryRecord::new(&next, false)),
+        );
+        let message = known_message(&w, &key, DELIVERIES)?;
+        let state = MessageState {
+            message,
+            delivery: Some(next),
+        };
+        Ok((Some(state), w.commit()))
     }
 
     /// Applies a status webhook for `wamid` as `plan` decides.

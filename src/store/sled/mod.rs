@@ -26,8 +26,8 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::{
-    Claim, FinishPlanner, MessageState, Planner, RatePlanner, SendOutcome, StatusPlanner,
-    StatusReport, Storage, StoreError, SweepStep, TemplatePage,
+    AttachPlanner, Claim, FinishPlanner, MessageState, Planner, RatePlanner, SendOutcome,
+    StatusPlanner, StatusReport, Storage, StoreError, SweepStep, TemplatePage,
 };
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
@@ -563,7 +563,7 @@ impl Storage for SledStore {
     async fn register_number(
         &self,
         number: &PhoneNumber,
-        phone_number_id: &PhoneNumberId,
+        phone_number_id: Option<&PhoneNumberId>,
         account: &AccountId,
         plan: Planner<'_, NumberSnapshot, NumberWrite>,
     ) -> Result<NumberWrite, StoreError> {
@@ -675,6 +675,20 @@ impl Storage for SledStore {
         let (state, lsn) = self.store_attempt(claim, next, plan)?;
         self.durable(lsn).await?;
         self.publish(state.clone());
+        Ok(state)
+    }
+
+    async fn attach_wamid(
+        &self,
+        id: Uuid,
+        wamid: &str,
+        plan: AttachPlanner<'_>,
+    ) -> Result<Option<MessageState>, StoreError> {
+        let (state, lsn) = self.attach(id, wamid, plan)?;
+        self.durable(lsn).await?;
+        if let Some(state) = &state {
+            self.publish(state.clone());
+        }
         Ok(state)
     }
 
