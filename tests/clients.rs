@@ -115,6 +115,23 @@ fn the_readme_accounts_session_works_through_reflection_alone() {
 }
 
 #[test]
+fn the_readme_clickatell_number_is_registered_through_reflection_alone() {
+    let server = Server::start();
+    let transcript = run_readme_block("## Clickatell as the provider of a number", 1, &server);
+    assert_in_order(
+        &transcript,
+        &[
+            "\"wabaId\": \"302211009988776\"",
+            "\"integrationId\": \"3f1a9c5e7b2d4f6081a2\"",
+            "\"apiKeyFile\": \"/run/secrets/clickatell-key\"",
+            "\"changed\": true",
+            "Code: FailedPrecondition",
+            "\"reason\":\"NOT_SUPPORTED_BY_PROVIDER\"",
+        ],
+    );
+}
+
+#[test]
 fn the_readme_grpcurl_session_works_through_reflection_alone() {
     let server = Server::start();
     let transcript = run_readme_block("A grpcurl session", 1, &server);
