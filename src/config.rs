@@ -45,6 +45,12 @@ pub struct Config {
     )]
     pub database_url_file: Option<PathBuf>,
 
+    /// Regions (ISO 3166, comma-separated) whose customers WhatsApp delivers
+    /// no MARKETING templates to: such sends are refused up front
+    /// (MARKETING_PAUSED_FOR_REGION, 131049). `none` lifts the pause.
+    #[arg(long, env = "WAGATE_MARKETING_PAUSED_REGIONS", default_value = "US", value_parser = parse_paused_regions)]
+    pub marketing_paused_regions: crate::domain::policy::SendPolicy,
+
     /// Connections each replica keeps to PostgreSQL at most.
     #[arg(long, env = "WAGATE_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
@@ -336,6 +342,14 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(value)
         .map(|_| value.to_owned())
         .map_err(|e| e.to_string())
+}
+
+fn parse_paused_regions(value: &str) -> Result<crate::domain::policy::SendPolicy, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("none") {
+        return crate::domain::policy::SendPolicy::with_paused_marketing_regions([]);
+    }
+    crate::domain::policy::SendPolicy::with_paused_marketing_regions(value.split(','))
 }
 
 fn parse_window_event_retention(value: &str) -> Result<Duration, String> {

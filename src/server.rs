@@ -59,7 +59,8 @@ pub async fn run(
     } else {
         DeliveryMode::RecordOnly
     };
-    let service = Service::new(store.clone(), mode);
+    let service =
+        Service::new(store.clone(), mode).with_policy(config.marketing_paused_regions.clone());
     let retention = Retention {
         closed_windows: TimeDelta::from_std(config.window_retention)?,
         inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,

@@ -408,6 +408,7 @@ fn every_error_reason_is_exercised_by_an_integration_test() {
         "accounts.rs",
         "template_sync.rs",
         "clickatell.rs",
+        "policy.rs",
     ]
     .iter()
     .map(|file| std::fs::read_to_string(tests_dir.join(file)).unwrap())

@@ -53,10 +53,11 @@ pub enum Reason {
     TemplatesSyncedFromWhatsapp,
     TemplateSyncOff,
     NotSupportedByProvider,
+    MarketingPausedForRegion,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 34] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -90,6 +91,7 @@ impl Reason {
         Reason::TemplatesSyncedFromWhatsapp,
         Reason::TemplateSyncOff,
         Reason::NotSupportedByProvider,
+        Reason::MarketingPausedForRegion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -127,6 +129,7 @@ impl Reason {
             Reason::TemplatesSyncedFromWhatsapp => "TEMPLATES_SYNCED_FROM_WHATSAPP",
             Reason::TemplateSyncOff => "TEMPLATE_SYNC_OFF",
             Reason::NotSupportedByProvider => "NOT_SUPPORTED_BY_PROVIDER",
+            Reason::MarketingPausedForRegion => "MARKETING_PAUSED_FOR_REGION",
         }
     }
 
@@ -137,7 +140,8 @@ impl Reason {
             | Reason::BusinessNumberNotRegistered
             | Reason::TemplatesSyncedFromWhatsapp
             | Reason::TemplateSyncOff
-            | Reason::NotSupportedByProvider => RejectionKind::Precondition,
+            | Reason::NotSupportedByProvider
+            | Reason::MarketingPausedForRegion => RejectionKind::Precondition,
             Reason::TemplateNotFound | Reason::MessageNotFound | Reason::AccountNotFound => {
                 RejectionKind::NotFound
             }
@@ -156,6 +160,7 @@ impl Reason {
             Reason::WindowClosed => Some(131_047),
             Reason::TemplateParameterMismatch => Some(132_000),
             Reason::TemplateNotFound => Some(132_001),
+            Reason::MarketingPausedForRegion => Some(super::policy::MARKETING_NOT_DELIVERED),
             _ => None,
         }
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod ids;
 pub mod phone;
 pub mod placeholder;
+pub mod policy;
 pub mod pricing;
 pub mod retention;
 pub mod rich;

@@ -9,6 +9,7 @@ use super::account::{self, BusinessNumber, Route};
 use super::error::{Reason, Rejection};
 use super::ids::IdempotencyKey;
 use super::phone::Pair;
+use super::policy::SendPolicy;
 use super::pricing::{Pricing, price};
 use super::rich::{
     self, Action, Interactive, InteractiveHeader, Location, Media, MediaSource, Reaction,
@@ -445,6 +446,7 @@ pub fn plan(
     message_id: Uuid,
     now: DateTime<Utc>,
     mode: DeliveryMode,
+    policy: &SendPolicy,
 ) -> Result<SendPlan, Rejection> {
     let fingerprint = request.fingerprint();
     let mut expired = None;
@@ -477,6 +479,7 @@ pub fn plan(
         .iter()
         .find(|t| *t.id.account() == account);
     let decision = decide(&request.content, template, snapshot.window.as_ref(), now)?;
+    policy.check_marketing(&request.pair.customer, decision.accepted.template_category)?;
     Ok(SendPlan::Accept(Box::new(AcceptPlan {
         message: OutboxMessage {
             message_id,

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::domain::account::AccountId;
 use crate::domain::delivery::{self, Delivery, DeliveryError, DeliveryStatus};
+use crate::domain::policy::SendPolicy;
 use crate::domain::send::{self, DeliveryMode, SendPlan};
 use crate::domain::template::{self, TemplateFilter, TemplateWrite};
 use crate::domain::time;
@@ -40,11 +41,25 @@ pub struct WindowPage {
 pub struct Service {
     store: Arc<dyn Storage>,
     mode: DeliveryMode,
+    policy: Arc<SendPolicy>,
 }
 
 impl Service {
+    /// A service with the after-the-fact rules in force by default.
     pub fn new(store: Arc<dyn Storage>, mode: DeliveryMode) -> Service {
-        Service { store, mode }
+        Service {
+            store,
+            mode,
+            policy: Arc::new(SendPolicy::default()),
+        }
+    }
+
+    /// The same, checking sends against `policy`.
+    pub fn with_policy(self, policy: SendPolicy) -> Service {
+        Service {
+            policy: Arc::new(policy),
+            ..self
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Storage> {
@@ -84,9 +99,10 @@ impl Service {
         dry_run: bool,
     ) -> Result<SendOutcome, StoreError> {
         let now = time::stored(now);
-        let mode = self.mode;
-        let plan =
-            |snapshot: &send::SendSnapshot| send::plan(snapshot, request, message_id, now, mode);
+        let (mode, policy) = (self.mode, &*self.policy);
+        let plan = |snapshot: &send::SendSnapshot| {
+            send::plan(snapshot, request, message_id, now, mode, policy)
+        };
         if !dry_run {
             return self.store.send(request, &plan).await;
         }

@@ -1,0 +1,120 @@
+//! Rules WhatsApp enforces after the fact, refused up front through the
+//! real binary: the marketing pause by region (a US and a Canadian number
+//! share +1).
+
+mod common;
+
+use common::*;
+use tonic::Code;
+
+const US_CUSTOMER: &str = "+12125550100";
+const CANADIAN_CUSTOMER: &str = "+14165550100";
+
+fn marketing_and_utility() -> [pb::Template; 2] {
+    [
+        template(
+            "spring_sale",
+            pb::TemplateCategory::Marketing,
+            "Hello {{1}}, our spring sale starts this week.",
+        ),
+        template(
+            "order_shipped",
+            pb::TemplateCategory::Utility,
+            "Hello {{1}}, your order has shipped today.",
+        ),
+    ]
+}
+
+async fn send_template(
+    server: &Server,
+    customer: &str,
+    key: &str,
+    name: &str,
+    dry_run: bool,
+) -> Result<pb::SendMessageResponse, tonic::Status> {
+    server
+        .gateway()
+        .await
+        .send_message(pb::SendMessageRequest {
+            dry_run,
+            ..template_send(customer, key, name, &["Ann"])
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn marketing_to_a_paused_region_is_refused_before_anything_is_stored() {
+    let mut server = Server::start();
+    for template in marketing_and_utility() {
+        approve(&server, template).await;
+    }
+    for round in ["before a restart", "after a restart"] {
+        for dry_run in [true, false] {
+            let refused =
+                refusal(send_template(&server, US_CUSTOMER, "m-us", "spring_sale", dry_run).await);
+            assert_eq!(
+                (refused.code, refused.reason.as_str()),
+                (Code::FailedPrecondition, "MARKETING_PAUSED_FOR_REGION"),
+                "{round}, dry run {dry_run}"
+            );
+            assert_eq!(refused.metadata["whatsapp_code"], "131049");
+            assert_eq!(refused.metadata["region"], "US");
+        }
+        // Nothing was stored under the key: it is free for a utility send.
+        send_template(
+            &server,
+            US_CUSTOMER,
+            &format!("u-us-{round}"),
+            "order_shipped",
+            false,
+        )
+        .await
+        .expect("a utility template to the US goes");
+        // +1 but Canada: marketing goes.
+        send_template(
+            &server,
+            CANADIAN_CUSTOMER,
+            &format!("m-ca-{round}"),
+            "spring_sale",
+            false,
+        )
+        .await
+        .expect("marketing to Canada goes");
+        let counted = metric_sum(
+            &server,
+            "wagate_send_decisions_total",
+            &["MARKETING_PAUSED_FOR_REGION"],
+        )
+        .await;
+        assert_eq!(
+            counted,
+            Some(2.0),
+            "refusals (a dry run too) are counted by reason"
+        );
+        server.restart().await;
+    }
+    // The key of the refused send was never used.
+    send_template(&server, US_CUSTOMER, "m-us", "order_shipped", false)
+        .await
+        .expect("the refused send's key is free");
+}
+
+#[tokio::test]
+async fn the_pause_follows_configuration() {
+    let lifted = Server::start_with(&["--marketing-paused-regions", "none"]);
+    let extended = Server::start_with(&["--marketing-paused-regions", "US,CA"]);
+    for server in [&lifted, &extended] {
+        for template in marketing_and_utility() {
+            approve(server, template).await;
+        }
+    }
+    send_template(&lifted, US_CUSTOMER, "m-1", "spring_sale", false)
+        .await
+        .expect("lifted: marketing to the US goes");
+    let refused =
+        refusal(send_template(&extended, CANADIAN_CUSTOMER, "m-2", "spring_sale", false).await);
+    assert_eq!(refused.metadata["region"], "CA");
+    let bad = refused_start(&[], &["--marketing-paused-regions", "USA"]);
+    assert!(bad.contains("not a region"), "{bad}");
+}
