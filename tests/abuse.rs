@@ -397,7 +397,13 @@ async fn the_validation_gaps_are_closed_with_clear_reasons() {
             .await,
     );
     assert_eq!(refused.reason, "INVALID_TEMPLATE", "{refused:?}");
-    approved_template(&server, "ok_tpl", pb::TemplateCategory::Utility, "Hi {{1}}").await;
+    approved_template(
+        &server,
+        "ok_tpl",
+        pb::TemplateCategory::Utility,
+        "Hi {{1}}, thanks for your order.",
+    )
+    .await;
     let refused = refusal(
         templates
             .set_template_status(pb::SetTemplateStatusRequest {

@@ -445,7 +445,7 @@ async fn templates_of_a_database_from_before_accounts_move_into_the_default_acco
         &database,
         "INSERT INTO templates (name, language, category, status, status_reason, body, \
             buttons, created_at, updated_at) VALUES ('order_update', 'en_US', 'UTILITY', \
-            'APPROVED', '', 'Hi {{1}}, order {{2}} shipped.', '[]', now(), now())",
+            'APPROVED', '', 'Hi {{1}}, your order {{2}} has shipped.', '[]', now(), now())",
     );
 
     let wagate = Server::start_with(&["--database-url", &server.url(&database)]);
@@ -464,7 +464,7 @@ async fn templates_of_a_database_from_before_accounts_move_into_the_default_acco
         .unwrap();
     assert_eq!(template.waba_id, "default");
     assert_eq!(template.status(), pb::TemplateStatus::Approved);
-    assert_eq!(template.body, "Hi {{1}}, order {{2}} shipped.");
+    assert_eq!(template.body, "Hi {{1}}, your order {{2}} has shipped.");
     // And it sends as before, from a number no account holds.
     let sent = wagate
         .gateway()
@@ -478,7 +478,7 @@ async fn templates_of_a_database_from_before_accounts_move_into_the_default_acco
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(sent.rendered_text, "Hi Ann, order A-1 shipped.");
+    assert_eq!(sent.rendered_text, "Hi Ann, your order A-1 has shipped.");
 }
 
 /// Upserts `template` into the account `waba_id` and approves it there.

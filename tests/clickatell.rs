@@ -294,7 +294,7 @@ fn template_in_account(name: &str) -> pb::Template {
         ..template(
             name,
             pb::TemplateCategory::Utility,
-            "Hi {{1}}, order {{2}} shipped.",
+            "Hi {{1}}, your order {{2}} has shipped.",
         )
     }
 }
@@ -406,7 +406,11 @@ async fn what_clickatell_cannot_carry_is_refused_before_anything_is_stored() {
     open_window(&server, CLICKATELL_NUMBER, CUSTOMER).await;
     let named = pb::Template {
         waba_id: WABA.into(),
-        ..template("named_hello", pb::TemplateCategory::Utility, "Hi {{name}}")
+        ..template(
+            "named_hello",
+            pb::TemplateCategory::Utility,
+            "Hi {{name}}, your order is ready.",
+        )
     };
     approve(&server, named).await;
     let mut named_send = template_send(CUSTOMER, "r-1", "named_hello", &[]);

@@ -154,7 +154,7 @@ fn the_readme_grpcurl_session_works_through_reflection_alone() {
         "\"reason\":\"WINDOW_CLOSED\"",
         "\"status\": \"TEMPLATE_STATUS_PENDING\"",
         "\"status\": \"TEMPLATE_STATUS_APPROVED\"",
-        "\"renderedText\": \"Hi Ann, order A-1001 has shipped.\"",
+        "\"renderedText\": \"Hi Ann, your order A-1001 has shipped.\"",
         "\"pricingCategory\": \"PRICING_CATEGORY_UTILITY\"",
         "\"billable\": true",
     ];

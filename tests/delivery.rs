@@ -286,7 +286,7 @@ async fn delivers_text_and_templates_as_cloud_api_json_and_keeps_the_wamid() {
         &server,
         "order_update",
         pb::TemplateCategory::Utility,
-        "Hi {{1}}, order {{2}} shipped.",
+        "Hi {{1}}, your order {{2}} has shipped.",
     )
     .await;
 
@@ -341,7 +341,7 @@ async fn delivers_text_and_templates_as_cloud_api_json_and_keeps_the_wamid() {
     assert_eq!(template_message.wamid, "wamid.fake1");
     assert_eq!(
         template_message.rendered_text,
-        "Hi Ann, order A-1001 shipped."
+        "Hi Ann, your order A-1001 has shipped."
     );
     assert!(
         !server.logs().contains(TOKEN),
@@ -917,7 +917,7 @@ async fn template_review_webhooks_update_the_registry_and_unknown_events_are_cou
         &server,
         "order_update",
         pb::TemplateCategory::Utility,
-        "Hi {{1}}",
+        "Hi {{1}}, thanks for your order.",
     )
     .await;
     let paused = change(
@@ -1269,7 +1269,7 @@ async fn a_template_review_applies_to_the_template_of_the_account_it_came_from()
         &server,
         "order_update",
         pb::TemplateCategory::Utility,
-        "Hi {{1}}",
+        "Hi {{1}}, thanks for your order.",
     )
     .await;
     server
@@ -1292,7 +1292,7 @@ async fn a_template_review_applies_to_the_template_of_the_account_it_came_from()
                 ..template(
                     "order_update",
                     pb::TemplateCategory::Utility,
-                    "Brand: {{1}}",
+                    "Brand news: order {{1}} is ready.",
                 )
             }),
         })

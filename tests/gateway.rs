@@ -463,7 +463,7 @@ async fn template_sends_are_gated_and_priced() {
         &server,
         "shipping_update",
         TemplateCategory::Utility,
-        "Order {{1}} ships {{2}}",
+        "Your order {{1}} ships {{2}} as promised.",
     )
     .await;
     approved_template(
@@ -493,7 +493,10 @@ async fn template_sends_are_gated_and_priced() {
         .unwrap()
         .into_inner();
     assert_eq!(sent.kind(), pb::MessageKind::Template);
-    assert_eq!(sent.rendered_text, "Order A-7 ships today");
+    assert_eq!(
+        sent.rendered_text,
+        "Your order A-7 ships today as promised."
+    );
     assert_eq!(sent.template_category(), TemplateCategory::Utility);
     assert_eq!(
         (sent.pricing_category(), sent.billable),
@@ -540,7 +543,13 @@ async fn template_send_refusals_carry_whatsapp_codes() {
     let server = Server::start();
     let mut gateway = server.gateway().await;
     let mut templates = server.templates().await;
-    approved_template(&server, "greet", TemplateCategory::Utility, "Hi {{1}}").await;
+    approved_template(
+        &server,
+        "greet",
+        TemplateCategory::Utility,
+        "Hi {{1}}, thanks for your order.",
+    )
+    .await;
 
     let err = refusal(
         gateway
@@ -847,7 +856,13 @@ async fn list_windows_refuses_bad_filters_and_tokens() {
     }
     // A template page's token is not a window page's.
     for name in ["first_tpl", "second_tpl"] {
-        approved_template(&server, name, TemplateCategory::Utility, "Hi {{1}}").await;
+        approved_template(
+            &server,
+            name,
+            TemplateCategory::Utility,
+            "Hi {{1}}, thanks for your order.",
+        )
+        .await;
     }
     let templates_token = server
         .templates()

@@ -23,7 +23,13 @@ async fn state_survives_a_restart() {
         .record_inbound(inbound(CUSTOMER, "before-restart"))
         .await
         .unwrap();
-    approved_template(&server, "greet", TemplateCategory::Utility, "Hi {{1}}").await;
+    approved_template(
+        &server,
+        "greet",
+        TemplateCategory::Utility,
+        "Hi {{1}}, thanks for your order.",
+    )
+    .await;
     let text_sent = gateway
         .send_message(text(CUSTOMER, "text-1", "hello"))
         .await

@@ -118,3 +118,61 @@ async fn the_pause_follows_configuration() {
     let bad = refused_start(&[], &["--marketing-paused-regions", "USA"]);
     assert!(bad.contains("not a region"), "{bad}");
 }
+#[tokio::test]
+async fn template_bodies_breaking_whatsapps_text_rules_are_refused_with_the_rule_named() {
+    let server = Server::start();
+    let mut templates = server.templates().await;
+    for (body, rule) in [
+        (
+            "{{1}}, your order has shipped today.",
+            "BODY_STARTS_WITH_VARIABLE",
+        ),
+        (
+            "Your order has shipped today, {{1}}",
+            "BODY_ENDS_WITH_VARIABLE",
+        ),
+        (
+            "Dear guest, order {{1}} {{2}} has shipped.",
+            "ADJACENT_VARIABLES",
+        ),
+        (
+            "Order {{1}} for {{2}} shipped.",
+            "TOO_MANY_VARIABLES_FOR_LENGTH",
+        ),
+    ] {
+        let refused = refusal(
+            templates
+                .upsert_template(pb::UpsertTemplateRequest {
+                    template: Some(template("bad_body", pb::TemplateCategory::Utility, body)),
+                })
+                .await,
+        );
+        assert_eq!(
+            (refused.code, refused.reason.as_str()),
+            (Code::InvalidArgument, "INVALID_TEMPLATE"),
+            "{body}"
+        );
+        assert_eq!(refused.metadata["rule"], rule, "{body}");
+        assert_eq!(refused.fields, ["template.body"], "{body}");
+    }
+    let missing = refusal(
+        templates
+            .get_template(pb::GetTemplateRequest {
+                name: "bad_body".into(),
+                language: "en_US".into(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(missing.reason, "TEMPLATE_NOT_FOUND", "nothing was stored");
+    templates
+        .upsert_template(pb::UpsertTemplateRequest {
+            template: Some(template(
+                "good_body",
+                pb::TemplateCategory::Utility,
+                "Dear {{1}}, order {{2}} has shipped and arrives tomorrow.",
+            )),
+        })
+        .await
+        .expect("a body within the rules is kept");
+}

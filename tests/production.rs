@@ -86,7 +86,7 @@ async fn metrics_count_calls_decisions_windows_sweeps_and_commits() {
             template: Some(template(
                 "draft_only",
                 pb::TemplateCategory::Utility,
-                "Hi {{1}}",
+                "Hi {{1}}, thanks for your order.",
             )),
         })
         .await

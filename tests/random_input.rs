@@ -47,7 +47,7 @@ fn valid_requests() -> Vec<(&'static str, Vec<u8>)> {
         name: "fuzz_tpl".into(),
         language: "en_US".into(),
         category: pb::TemplateCategory::Utility as i32,
-        body: "Hello {{1}}".into(),
+        body: "Hello {{1}}, thanks for your order.".into(),
         ..Default::default()
     };
     vec![
@@ -275,7 +275,7 @@ async fn random_input_gets_client_error_codes_and_leaves_stored_data_intact() {
         &server,
         "known_tpl",
         pb::TemplateCategory::Utility,
-        "Order {{1}} shipped",
+        "Your order {{1}} has shipped.",
     )
     .await;
     let mut gateway = server.gateway().await;

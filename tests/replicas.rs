@@ -66,7 +66,7 @@ async fn a_write_through_any_replica_is_read_through_every_other_at_once() {
             template: Some(template(
                 "cross_replica",
                 pb::TemplateCategory::Utility,
-                "Hi {{1}}",
+                "Hi {{1}}, thanks for your order.",
             )),
         })
         .await
@@ -74,7 +74,7 @@ async fn a_write_through_any_replica_is_read_through_every_other_at_once() {
     for other in [a, b] {
         assert_eq!(
             stored_template(other, "cross_replica").await.body,
-            "Hi {{1}}"
+            "Hi {{1}}, thanks for your order."
         );
     }
 }
@@ -273,7 +273,11 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         .templates()
         .await
         .upsert_template(pb::UpsertTemplateRequest {
-            template: Some(template("moved", pb::TemplateCategory::Utility, "Hi {{1}}")),
+            template: Some(template(
+                "moved",
+                pb::TemplateCategory::Utility,
+                "Hi {{1}}, thanks for your order.",
+            )),
         })
         .await
         .unwrap();
@@ -336,7 +340,10 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         .unwrap()
         .into_inner();
     assert_eq!(again.outcome(), InboundOutcome::Duplicate);
-    assert_eq!(stored_template(&replica, "moved").await.body, "Hi {{1}}");
+    assert_eq!(
+        stored_template(&replica, "moved").await.body,
+        "Hi {{1}}, thanks for your order."
+    );
     let moved = replica
         .accounts()
         .await

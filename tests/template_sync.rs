@@ -302,7 +302,11 @@ async fn a_sync_pages_through_whatsapps_templates_and_reconciles_the_registry() 
             .upsert_template(pb::UpsertTemplateRequest {
                 template: Some(pb::Template {
                     waba_id: WABA.into(),
-                    ..template("typed_in", pb::TemplateCategory::Utility, "Hi {{1}}")
+                    ..template(
+                        "typed_in",
+                        pb::TemplateCategory::Utility,
+                        "Hi {{1}}, thanks for your order.",
+                    )
                 }),
             })
             .await,
@@ -427,20 +431,28 @@ async fn only_accounts_with_credentials_sync() {
         &server,
         pb::Template {
             waba_id: "555".into(),
-            ..template("typed_in", pb::TemplateCategory::Utility, "Hi {{1}}")
+            ..template(
+                "typed_in",
+                pb::TemplateCategory::Utility,
+                "Hi {{1}}, thanks for your order.",
+            )
         },
     )
     .await;
     assert_eq!(
         get_template_in(&server, "555", "typed_in").await.body,
-        "Hi {{1}}"
+        "Hi {{1}}, thanks for your order."
     );
 }
 
 #[tokio::test]
 async fn accounts_with_credentials_are_synced_on_a_schedule() {
-    let (_graph, url) =
-        FakeGraph::start(vec![graph_template("scheduled", "APPROVED", "Hi {{1}}")]).await;
+    let (_graph, url) = FakeGraph::start(vec![graph_template(
+        "scheduled",
+        "APPROVED",
+        "Hi {{1}}, thanks for your order.",
+    )])
+    .await;
     let secrets = tempfile::tempdir().unwrap();
     let server = Server::start_with(&[
         "--graph-base-url",
@@ -463,7 +475,7 @@ async fn accounts_with_credentials_are_synced_on_a_schedule() {
         bodies_and_statuses(&server).await,
         [(
             "scheduled".into(),
-            "Hi {{1}}".into(),
+            "Hi {{1}}, thanks for your order.".into(),
             pb::TemplateStatus::Approved
         )]
     );

@@ -57,7 +57,7 @@ async fn upsert_get_approve_edit_and_delete() {
         ..template(
             "shipping_update",
             TemplateCategory::Utility,
-            "Hi {{1}}, order {{2}} ships today",
+            "Hi {{1}}, your order {{2}} ships today",
         )
     };
     let created = templates
@@ -98,7 +98,7 @@ async fn upsert_get_approve_edit_and_delete() {
     );
 
     let edited = pb::Template {
-        body: "Hi {{1}}, order {{2}} ships tomorrow".into(),
+        body: "Hi {{1}}, your order {{2}} ships tomorrow".into(),
         ..full
     };
     let edited = templates
@@ -231,7 +231,11 @@ async fn list_pages_and_filters() {
 async fn registry_refusals() {
     let server = Server::start();
     let mut templates = server.templates().await;
-    let base = template("ok_name", TemplateCategory::Utility, "Hi {{1}}");
+    let base = template(
+        "ok_name",
+        TemplateCategory::Utility,
+        "Hi {{1}}, thanks for your order.",
+    );
     let invalid = [
         (
             pb::Template {

@@ -15,6 +15,7 @@ pub mod retention;
 pub mod rich;
 pub mod send;
 pub mod template;
+pub mod template_rules;
 pub mod template_sync;
 pub mod text;
 pub mod time;

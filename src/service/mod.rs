@@ -18,6 +18,7 @@ use crate::domain::delivery::{self, Delivery, DeliveryError, DeliveryStatus};
 use crate::domain::policy::SendPolicy;
 use crate::domain::send::{self, DeliveryMode, SendPlan};
 use crate::domain::template::{self, TemplateFilter, TemplateWrite};
+use crate::domain::template_rules;
 use crate::domain::time;
 use crate::domain::window::{self, InboundOutcome};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
@@ -136,6 +137,10 @@ impl Service {
     ) -> Result<(Template, bool), StoreError> {
         let now = time::stored(now);
         self.editable_by_hand(id.account()).await?;
+        // What WhatsApp's review would reject, refused now; a synced
+        // template was reviewed already and does not come this way.
+        template_rules::check(content)
+            .map_err(|rule| StoreError::Rejected(rule.within("template")))?;
         let (before, write) = self
             .store
             .change_template(id, &|existing| {

@@ -352,7 +352,7 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
     store
         .upsert_template(
             &name,
-            &crate::cases::draft("Default: {{1}}", Category::Utility),
+            &crate::cases::draft("Default: {{1}}, welcome back.", Category::Utility),
             t,
         )
         .await
@@ -370,7 +370,7 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
         )
         .await
         .unwrap();
-    assert_eq!(rendered(before), "Default: Ann");
+    assert_eq!(rendered(before), "Default: Ann, welcome back.");
 
     // Two accounts, one template name, different bodies and statuses.
     let (brand_a, brand_b) = (waba("111"), waba("222"));
@@ -385,7 +385,7 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
     store
         .upsert_template(
             &in_a,
-            &crate::cases::draft("A says hi, {{1}}", Category::Utility),
+            &crate::cases::draft("A says hi, {{1}}, welcome back.", Category::Utility),
             t,
         )
         .await
@@ -397,7 +397,7 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
     store
         .upsert_template(
             &in_b,
-            &crate::cases::draft("B says hello, {{1}}", Category::Marketing),
+            &crate::cases::draft("B says hello, {{1}}, welcome back.", Category::Marketing),
             t,
         )
         .await
@@ -420,7 +420,7 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
         )
         .await
         .unwrap();
-    assert_eq!(rendered(from_a), "A says hi, Ann");
+    assert_eq!(rendered(from_a), "A says hi, Ann, welcome back.");
     // B's is still PENDING: refused, although A's of the same name is not.
     let pending = store
         .send(
@@ -445,7 +445,7 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
         )
         .await
         .unwrap();
-    assert_eq!(rendered(from_b.clone()), "B says hello, Ann");
+    assert_eq!(rendered(from_b.clone()), "B says hello, Ann, welcome back.");
     assert_eq!(
         from_b.message().accepted.pricing.category,
         wagate::domain::PricingCategory::Marketing,
@@ -496,7 +496,7 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
                 .await
                 .unwrap()
         ),
-        ["A says hi, {{1}}"]
+        ["A says hi, {{1}}, welcome back."]
     );
     assert_eq!(
         listed(
@@ -505,12 +505,12 @@ pub async fn each_number_sends_its_own_accounts_template(h: &dyn Harness) {
                 .await
                 .unwrap()
         ),
-        ["Default: {{1}}"]
+        ["Default: {{1}}, welcome back."]
     );
     let b = store.template(&in_b).await.unwrap().unwrap();
     assert_eq!(
         (b.content.body.as_str(), b.status),
-        ("B says hello, {{1}}", Status::Approved)
+        ("B says hello, {{1}}, welcome back.", Status::Approved)
     );
     assert_eq!(b.id.account(), &brand_b);
     // A template of an account nobody registered is refused.
@@ -539,7 +539,7 @@ pub async fn a_template_sync_writes_one_accounts_registry_at_once(h: &dyn Harnes
     store
         .upsert_template(
             &name,
-            &crate::cases::draft("Default {{1}}", Category::Utility),
+            &crate::cases::draft("Default {{1}}, welcome back.", Category::Utility),
             t,
         )
         .await
@@ -589,7 +589,7 @@ pub async fn a_template_sync_writes_one_accounts_registry_at_once(h: &dyn Harnes
     assert_eq!(synced.whatsapp_id.as_deref(), Some("594425479261596"));
     let default = store.template(&name).await.unwrap().unwrap();
     assert_eq!(
-        default.content.body, "Default {{1}}",
+        default.content.body, "Default {{1}}, welcome back.",
         "another account's sync leaves it"
     );
     let report = store.account(&brand).await.unwrap().unwrap().sync.unwrap();

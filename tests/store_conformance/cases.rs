@@ -487,13 +487,21 @@ pub async fn templates_upsert_status_list_and_delete(h: &dyn Harness) {
             Category::Marketing
         };
         let (_, created) = store
-            .upsert_template(&tid(name), &draft("Hi {{1}}", category), t0())
+            .upsert_template(
+                &tid(name),
+                &draft("Hi {{1}}, thanks for your order.", category),
+                t0(),
+            )
             .await
             .unwrap();
         assert!(created);
     }
     let (_, created) = store
-        .upsert_template(&tid("a"), &draft("Hi {{1}}", Category::Utility), t0())
+        .upsert_template(
+            &tid("a"),
+            &draft("Hi {{1}}, thanks for your order.", Category::Utility),
+            t0(),
+        )
         .await
         .unwrap();
     assert!(!created);
@@ -580,7 +588,11 @@ pub async fn template_sends_read_the_registry_in_the_same_transaction(h: &dyn Ha
     let store = h.open().await;
     let tid = TemplateId::parse("greet", "en").unwrap();
     store
-        .upsert_template(&tid, &draft("Hi {{1}}", Category::Marketing), t0())
+        .upsert_template(
+            &tid,
+            &draft("Hi {{1}}, thanks for your order.", Category::Marketing),
+            t0(),
+        )
         .await
         .unwrap();
     let request = SendRequest {
@@ -609,7 +621,10 @@ pub async fn template_sends_read_the_registry_in_the_same_transaction(h: &dyn Ha
         .send(&request, Uuid::now_v7(), t0(), false)
         .await
         .unwrap();
-    assert_eq!(sent.message().accepted.rendered_text, "Hi Ann");
+    assert_eq!(
+        sent.message().accepted.rendered_text,
+        "Hi Ann, thanks for your order."
+    );
     drop(store);
     let store = h.open().await;
     let kept = stored(&store, sent.message().message_id).await.unwrap();

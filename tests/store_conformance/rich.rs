@@ -110,7 +110,7 @@ pub async fn rich_contents_are_stored_and_read_back_as_sent(h: &dyn Harness) {
     let invoice = TemplateId::parse("invoice_ready", "en_US").unwrap();
     let content = TemplateDraft {
         category: Some(Category::Utility),
-        body: "Your invoice {{1}}".into(),
+        body: "Your invoice {{1}} is ready to download.".into(),
         header_text: String::new(),
         footer_text: String::new(),
         buttons: vec![wagate::domain::template::ButtonDraft::QuickReply {
