@@ -241,34 +241,6 @@ async fn setup() -> Setup {
     }
 }
 
-async fn wait_for(server: &Server, id: &str, status: MessageStatus) -> pb::OutboundMessage {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let message = get_message(server, id).await;
-        if message.status() == status {
-            return message;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "message stayed {:?}, wanted {status:?}: {message:?}\n{}",
-            message.status(),
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn send(server: &Server, request: pb::SendMessageRequest) -> String {
-    server
-        .gateway()
-        .await
-        .send_message(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .message_id
-}
-
 async fn open_window(server: &Server, business: &str, customer: &str) {
     server
         .gateway()

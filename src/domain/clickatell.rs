@@ -120,12 +120,7 @@ pub fn check_carries(content: &Content) -> Result<(), Rejection> {
 /// The `POST /v1/message` body for an accepted message: one message, on
 /// the WhatsApp channel (Clickatell's default channel is SMS).
 pub fn message_body(message: &OutboxMessage) -> Value {
-    let to = message
-        .request
-        .pair
-        .customer
-        .as_str()
-        .trim_start_matches('+');
+    let to = message.request.pair.customer.digits();
     let mut one = json!({
         "channel": "whatsapp",
         "to": to,

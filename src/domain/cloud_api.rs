@@ -12,13 +12,7 @@ use super::{Content, EntryPoint, OutboxMessage};
 
 /// The `POST /{phone_number_id}/messages` body for an accepted message.
 pub fn message_body(message: &OutboxMessage) -> Value {
-    let to = message
-        .request
-        .pair
-        .customer
-        .as_str()
-        .trim_start_matches('+')
-        .to_owned();
+    let to = message.request.pair.customer.digits();
     let mut body = json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",

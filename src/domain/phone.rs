@@ -112,6 +112,11 @@ impl PhoneNumber {
         &self.0
     }
 
+    /// The digits alone, as providers' APIs take a recipient.
+    pub fn digits(&self) -> &str {
+        &self.0[1..]
+    }
+
     /// The number with all but its country code and last two digits
     /// hidden: `+27*******67`, `+1********11`.
     pub fn masked(&self) -> String {

@@ -559,6 +559,36 @@ pub async fn get_message(server: &Server, id: &str) -> pb::OutboundMessage {
         .unwrap()
 }
 
+/// Waits (15 s at most) until message `id` has `status`, and returns it.
+pub async fn wait_for(server: &Server, id: &str, status: pb::MessageStatus) -> pb::OutboundMessage {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let message = get_message(server, id).await;
+        if message.status() == status {
+            return message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "message stayed {:?}, wanted {status:?}: {message:?}\n{}",
+            message.status(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `request` and returns the accepted message's id.
+pub async fn send(server: &Server, request: pb::SendMessageRequest) -> String {
+    server
+        .gateway()
+        .await
+        .send_message(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .message_id
+}
+
 /// Registers `template` (in its `waba_id`'s account) and approves it as
 /// WhatsApp's review would.
 pub async fn approve(server: &Server, template: pb::Template) {

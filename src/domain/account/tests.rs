@@ -212,42 +212,34 @@ fn a_number_belongs_to_one_account_and_an_id_sends_for_one_number() {
     assert_eq!(taken.reason, Reason::PhoneNumberIdInUse);
     // A new id for the same number replaces the old one's lookup.
     let new_id = PhoneNumberId::parse("999").unwrap();
-    let moved = plan_register(
+    let (moved, replaces) = put(plan_register(
         &seen(Some(current.clone()), None),
         &n,
         &Route::CloudApi(new_id.clone()),
         &brand.id,
         now(),
-    )
-    .unwrap();
-    let NumberWrite::Put {
-        number: moved,
-        replaces,
-    } = moved
-    else {
-        panic!("{moved:?}")
-    };
+    ));
     assert_eq!(moved.phone_number_id(), Some(&new_id));
     assert_eq!(replaces, Some(id.clone()));
     // Moving it to Clickatell drops its phone number id's lookup; a
     // Clickatell number has no id another number could hold.
     let clickatell = Route::Clickatell(integration());
-    let to_clickatell = plan_register(
+    let (moved, replaces) = put(plan_register(
         &seen(Some(current), Some(other_number_with(&id))),
         &n,
         &clickatell,
         &brand.id,
         now(),
-    )
-    .unwrap();
-    let NumberWrite::Put {
-        number: moved,
-        replaces,
-    } = to_clickatell
-    else {
-        panic!("{to_clickatell:?}")
-    };
+    ));
     assert_eq!((moved.route, replaces), (clickatell, Some(id)));
+}
+
+/// The number a registration stores, and the phone number id it frees.
+fn put(planned: Result<NumberWrite, Rejection>) -> (BusinessNumber, Option<PhoneNumberId>) {
+    match planned {
+        Ok(NumberWrite::Put { number, replaces }) => (number, replaces),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn integration() -> Integration {
