@@ -1,6 +1,8 @@
-//! The WhatsApp Cloud API side: the delivery worker (messages out) and the
-//! webhook receiver (messages, statuses and template reviews in). Both are
-//! off unless configured, so wagate runs record-only without an account.
+//! The providers' side: the delivery worker (messages out, through the
+//! Cloud API or Clickatell per number) and the webhook receiver (Meta's
+//! messages, statuses and template reviews, and Clickatell's callbacks).
+//! Both are off unless configured, so wagate runs record-only without an
+//! account.
 
 pub mod callbacks;
 pub mod provider;
@@ -72,7 +74,7 @@ pub async fn start(
             clickatell = %settings.endpoints.clickatell_base,
             numbers = settings.phone_number_ids.len(),
             rate_per_second = settings.rate_per_second,
-            "delivering through the Cloud API"
+            "delivering through each number's provider (Cloud API or Clickatell)"
         );
         Some(worker::spawn(store.clone(), settings)?)
     } else {

@@ -1,5 +1,6 @@
 //! The delivery worker: claims due messages from the store, POSTs each to
-//! the Cloud API, and stores what happened. At least once: a message is
+//! its number's provider (the Cloud API or Clickatell, see `provider`), and
+//! stores what happened. At least once: a message is
 //! claimed under a lease before the call and its outcome stored after, so a
 //! crash between the two sends it again once the lease lapses (on this
 //! process after a restart, or on another replica), and never otherwise.
@@ -147,7 +148,7 @@ impl Worker {
         let route = match self.route(&message.request.pair.business).await {
             Ok(route) => Ok(route),
             Err(RouteError::Refused(why)) => {
-                tracing::warn!(message_id = %id, %business, %why, "no route to the Cloud API for this business number");
+                tracing::warn!(message_id = %id, %business, %why, "no route to a provider for this business number");
                 telemetry::record_delivery("NO_PHONE_NUMBER_ID");
                 return delivery.refused(
                     DeliveryError {
@@ -237,12 +238,12 @@ impl Worker {
         let now = || Utc::now();
         match outcome {
             Attempt::Submitted { wamid } => {
-                tracing::info!(message_id = %id, %wamid, "submitted to the Cloud API");
+                tracing::info!(message_id = %id, %wamid, "submitted to the provider");
                 telemetry::record_delivery("SUBMITTED");
                 delivery.submitted(wamid, now())
             }
             Attempt::Refused(error) => {
-                tracing::warn!(message_id = %id, code = error.code, title = %error.title, "the Cloud API refused the message");
+                tracing::warn!(message_id = %id, code = error.code, title = %error.title, "the provider refused the message");
                 telemetry::record_delivery("REFUSED");
                 delivery.refused(error, now())
             }
