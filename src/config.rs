@@ -51,6 +51,24 @@ pub struct Config {
     #[arg(long, env = "WAGATE_MARKETING_PAUSED_REGIONS", default_value = "US", value_parser = parse_paused_regions)]
     pub marketing_paused_regions: crate::domain::policy::SendPolicy,
 
+    /// How long MARKETING templates to a customer wait after WhatsApp failed
+    /// one with 131049 (doubling on each repeat).
+    #[arg(long, env = "WAGATE_MARKETING_BACKOFF", default_value = "1d", value_parser = humantime::parse_duration)]
+    pub marketing_backoff: Duration,
+
+    /// The longest such wait.
+    #[arg(long, env = "WAGATE_MARKETING_BACKOFF_MAX", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub marketing_backoff_max: Duration,
+
+    /// Whole customer messages that opt them out of marketing templates
+    /// (any case), comma-separated; `none` for no keywords.
+    #[arg(
+        long,
+        env = "WAGATE_OPT_OUT_KEYWORDS",
+        default_value = "STOP,UNSUBSCRIBE,BAJA,ALTO,PARAR,SAIR,ARRET,ARRÊT,STOPP"
+    )]
+    pub opt_out_keywords: String,
+
     /// Connections each replica keeps to PostgreSQL at most.
     #[arg(long, env = "WAGATE_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,

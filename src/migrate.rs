@@ -40,6 +40,7 @@ fn kind(record: &Record) -> &'static str {
         Record::EarlyStatus { .. } => "early statuses",
         Record::Account(_) => "accounts",
         Record::Number(_) => "business numbers",
+        Record::Consent { .. } => "consent records",
     }
 }
 

@@ -59,8 +59,7 @@ pub async fn run(
     } else {
         DeliveryMode::RecordOnly
     };
-    let service =
-        Service::new(store.clone(), mode).with_policy(config.marketing_paused_regions.clone());
+    let service = Service::new(store.clone(), mode).with_policy(send_policy(&config)?);
     let retention = Retention {
         closed_windows: TimeDelta::from_std(config.window_retention)?,
         inbound_ids: TimeDelta::from_std(config.inbound_id_retention)?,
@@ -461,4 +460,24 @@ pub fn termination_signal() -> impl Future<Output = Stop> {
         }
         Stop::Now
     }
+}
+
+/// The after-the-fact rules sends are checked against, as configured.
+fn send_policy(config: &Config) -> Result<crate::domain::policy::SendPolicy, BoxError> {
+    let mut policy = config.marketing_paused_regions.clone();
+    policy.marketing_backoff = crate::domain::consent::MarketingBackoff {
+        base: TimeDelta::from_std(config.marketing_backoff)?,
+        cap: TimeDelta::from_std(config.marketing_backoff_max)?,
+    };
+    policy.opt_out_keywords = if config.opt_out_keywords.trim().eq_ignore_ascii_case("none") {
+        Vec::new()
+    } else {
+        config
+            .opt_out_keywords
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    };
+    Ok(policy)
 }

@@ -1296,3 +1296,133 @@ async fn a_template_review_applies_to_the_template_of_the_account_it_came_from()
         "another account's review leaves the default account's template alone"
     );
 }
+
+/// The pair's consent as GetWindow shows it.
+async fn consent_of(server: &Server, customer: &str) -> pb::Consent {
+    server
+        .gateway()
+        .await
+        .get_window(pb::GetWindowRequest {
+            business_number: BUSINESS.into(),
+            customer_number: customer.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consent
+        .unwrap()
+}
+
+#[tokio::test]
+async fn whatsapps_131049_and_131050_and_a_stop_keyword_refuse_later_templates_up_front() {
+    use tonic_types::StatusExt;
+    let (_graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    let mut gateway = server.gateway().await;
+    approve(
+        &server,
+        template(
+            "spring_sale",
+            pb::TemplateCategory::Marketing,
+            "Hello {{1}}, our spring sale starts this week.",
+        ),
+    )
+    .await;
+    approve(
+        &server,
+        template(
+            "order_shipped",
+            pb::TemplateCategory::Utility,
+            "Hello {{1}}, your order has shipped today.",
+        ),
+    )
+    .await;
+    let failed = |wamid: &str, code: i64| {
+        statuses(json!([{ "id": wamid, "status": "failed",
+            "timestamp": Utc::now().timestamp().to_string(), "recipient_id": "27821234567",
+            "errors": [{ "code": code, "title": "Message not delivered" }] }]))
+    };
+
+    // 131049 on a marketing template: the next one waits, with RetryInfo.
+    let id = send(
+        &server,
+        template_send(CUSTOMER, "m-1", "spring_sale", &["Ann"]),
+    )
+    .await;
+    let wamid = wait_for(&server, &id, MessageStatus::Submitted).await.wamid;
+    assert_eq!(notify(&server, &failed(&wamid, 131049)).await, 200);
+    let status = gateway
+        .send_message(template_send(CUSTOMER, "m-2", "spring_sale", &["Ann"]))
+        .await
+        .unwrap_err();
+    let details = status.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "MARKETING_LIMITED");
+    let wait = details.retry_info().unwrap().retry_delay.unwrap();
+    assert!(
+        (23 * 3600..=24 * 3600).contains(&wait.as_secs()),
+        "{wait:?}"
+    );
+    assert!(
+        consent_of(&server, CUSTOMER)
+            .await
+            .marketing_limited_until
+            .is_some()
+    );
+    gateway
+        .send_message(template_send(CUSTOMER, "u-1", "order_shipped", &["Ann"]))
+        .await
+        .expect("utility templates are not limited");
+
+    // 131050: the customer stopped marketing, as WhatsApp says.
+    let other = "+27821234568";
+    let id = send(&server, template_send(other, "m-3", "spring_sale", &["Bo"])).await;
+    let wamid = wait_for(&server, &id, MessageStatus::Submitted).await.wamid;
+    assert_eq!(notify(&server, &failed(&wamid, 131050)).await, 200);
+    let consent = consent_of(&server, other).await;
+    assert_eq!(
+        (consent.opted_out(), consent.opt_out_source()),
+        (pb::ConsentScope::Marketing, pb::ConsentSource::Whatsapp)
+    );
+    let refused = refusal(
+        gateway
+            .send_message(template_send(other, "m-4", "spring_sale", &["Bo"]))
+            .await,
+    );
+    assert_eq!(refused.reason, "CUSTOMER_OPTED_OUT");
+
+    // "STOP" as a customer's whole message opts them out; RecordOptIn
+    // brings them back.
+    let third = "+27821234569";
+    let stop = change(
+        "messages",
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550001111", "phone_number_id": PHONE_NUMBER_ID },
+            "messages": [{ "from": "27821234569", "id": "wamid.in.stop",
+                "timestamp": Utc::now().timestamp().to_string(),
+                "type": "text", "text": { "body": "STOP" } }]
+        }),
+    );
+    assert_eq!(notify(&server, &stop).await, 200);
+    assert_eq!(
+        consent_of(&server, third).await.opt_out_source(),
+        pb::ConsentSource::Keyword
+    );
+    let refused = refusal(
+        gateway
+            .send_message(template_send(third, "m-5", "spring_sale", &["Cy"]))
+            .await,
+    );
+    assert_eq!(refused.reason, "CUSTOMER_OPTED_OUT");
+    gateway
+        .record_opt_in(pb::RecordOptInRequest {
+            business_number: BUSINESS.into(),
+            customer_number: third.into(),
+        })
+        .await
+        .unwrap();
+    gateway
+        .send_message(template_send(third, "m-6", "spring_sale", &["Cy"]))
+        .await
+        .expect("opted back in");
+}

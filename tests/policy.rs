@@ -176,3 +176,80 @@ async fn template_bodies_breaking_whatsapps_text_rules_are_refused_with_the_rule
         .await
         .expect("a body within the rules is kept");
 }
+
+#[tokio::test]
+async fn opt_outs_by_rpc_refuse_their_scope_across_a_restart_until_opt_in() {
+    let mut server = Server::start();
+    for template in marketing_and_utility() {
+        approve(&server, template).await;
+    }
+    let customer = "+27821234567";
+    let consent = server
+        .gateway()
+        .await
+        .record_opt_out(pb::RecordOptOutRequest {
+            business_number: BUSINESS.into(),
+            customer_number: customer.into(),
+            scope: pb::ConsentScope::All as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consent
+        .unwrap();
+    assert_eq!(consent.opted_out(), pb::ConsentScope::All);
+    assert_eq!(consent.opt_out_source(), pb::ConsentSource::Request);
+    server.restart().await;
+    for (key, name) in [("o-1", "spring_sale"), ("o-2", "order_shipped")] {
+        for dry_run in [true, false] {
+            let refused = refusal(send_template(&server, customer, key, name, dry_run).await);
+            assert_eq!(
+                (refused.code, refused.reason.as_str()),
+                (Code::FailedPrecondition, "CUSTOMER_OPTED_OUT"),
+                "{name}"
+            );
+            assert_eq!(refused.metadata["scope"], "ALL");
+        }
+    }
+    let shown = server
+        .gateway()
+        .await
+        .get_window(pb::GetWindowRequest {
+            business_number: BUSINESS.into(),
+            customer_number: customer.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consent
+        .unwrap();
+    assert_eq!(shown.opted_out(), pb::ConsentScope::All);
+    let bad_scope = refusal(
+        server
+            .gateway()
+            .await
+            .record_opt_out(pb::RecordOptOutRequest {
+                business_number: BUSINESS.into(),
+                customer_number: customer.into(),
+                scope: 9,
+            })
+            .await,
+    );
+    assert_eq!(bad_scope.reason, "INVALID_ENUM_VALUE");
+    let back = server
+        .gateway()
+        .await
+        .record_opt_in(pb::RecordOptInRequest {
+            business_number: BUSINESS.into(),
+            customer_number: customer.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consent
+        .unwrap();
+    assert_eq!(back.opted_out(), pb::ConsentScope::Unspecified);
+    send_template(&server, customer, "o-3", "spring_sale", false)
+        .await
+        .expect("opted back in");
+}

@@ -35,6 +35,7 @@ impl pb::gateway_server::Gateway for Noop {
     ) -> Result<Response<pb::GetWindowResponse>, Status> {
         Ok(Response::new(pb::GetWindowResponse {
             window: Some(self.window.clone()),
+            consent: Some(pb::Consent::default()),
         }))
     }
     // Not measured: the baseline only needs the measured RPCs.
@@ -62,6 +63,18 @@ impl pb::gateway_server::Gateway for Noop {
         &self,
         _: Request<pb::WatchWindowsRequest>,
     ) -> Result<Response<Self::WatchWindowsStream>, Status> {
+        Err(Status::unimplemented("not in the baseline"))
+    }
+    async fn record_opt_out(
+        &self,
+        _: Request<pb::RecordOptOutRequest>,
+    ) -> Result<Response<pb::RecordOptOutResponse>, Status> {
+        Err(Status::unimplemented("not in the baseline"))
+    }
+    async fn record_opt_in(
+        &self,
+        _: Request<pb::RecordOptInRequest>,
+    ) -> Result<Response<pb::RecordOptInResponse>, Status> {
         Err(Status::unimplemented("not in the baseline"))
     }
 }

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use subtle::ConstantTimeEq;
 
-use super::webhook::Receiver;
+use super::webhook::{CustomerMessage, Receiver};
 use crate::domain::account::Route;
 use crate::domain::clickatell::{self, CallbackEvent, CallbackKind, Integration};
 use crate::domain::{EntryPoint, PhoneNumber};
@@ -135,15 +135,19 @@ async fn handle(
             customer,
             message_id,
             received_at,
+            text,
         } => {
             receiver
                 .record_inbound(
                     "clickatell_message",
-                    business.as_str(),
-                    &customer,
-                    &message_id,
-                    received_at,
-                    EntryPoint::Organic,
+                    CustomerMessage {
+                        business: business.as_str(),
+                        customer: &customer,
+                        message_id: &message_id,
+                        received_at,
+                        entry_point: EntryPoint::Organic,
+                        text: text.as_deref(),
+                    },
                 )
                 .await?;
         }

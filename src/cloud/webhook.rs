@@ -153,18 +153,33 @@ async fn notify(
     (StatusCode::OK, "EVENT_RECEIVED")
 }
 
+/// A customer's message as a provider reports it.
+pub(super) struct CustomerMessage<'a> {
+    pub business: &'a str,
+    pub customer: &'a str,
+    pub message_id: &'a str,
+    pub received_at: chrono::DateTime<Utc>,
+    pub entry_point: crate::domain::EntryPoint,
+    /// What they wrote, when it was text.
+    pub text: Option<&'a str>,
+}
+
 impl Receiver {
     /// Records a customer's message (from any provider), which opens or
     /// extends the window. `event` names it in the webhook metric.
     pub(super) async fn record_inbound(
         &self,
         event: &str,
-        business: &str,
-        customer: &str,
-        message_id: &str,
-        received_at: chrono::DateTime<Utc>,
-        entry_point: crate::domain::EntryPoint,
+        message: CustomerMessage<'_>,
     ) -> Result<(), StoreError> {
+        let CustomerMessage {
+            business,
+            customer,
+            message_id,
+            received_at,
+            entry_point,
+            text,
+        } = message;
         let now = Utc::now();
         let parsed = (|| {
             let pair = Pair {
@@ -194,6 +209,13 @@ impl Receiver {
                 };
                 telemetry::record_webhook(event, handled);
                 telemetry::record_inbound("webhook", outcome.as_str().to_owned());
+                // "STOP": the customer opts out of marketing (a repeat of the
+                // message changes nothing more).
+                if let Some(text) = text
+                    && self.store.note_customer_text(&pair, text, now).await?
+                {
+                    tracing::info!(business = %pair.business, customer = %pair.customer, "opt-out keyword: marketing templates are refused from now on");
+                }
             }
             Err(StoreError::Rejected(rejection)) => {
                 tracing::warn!(%rejection, "webhook message not recorded");
@@ -219,6 +241,15 @@ impl Receiver {
             .report_status(provider_id, status, error, Utc::now())
             .await?;
         tracing::info!(%provider_id, ?status, outcome = ?report_name(&report), "webhook status");
+        // 131050 (stopped marketing) and 131049 (marketing not delivered)
+        // are kept for the pair, so the next template is refused up front.
+        if let StatusReport::Applied(state) = &report
+            && let Some(error) = state.delivery.as_ref().and_then(|d| d.error.as_ref())
+        {
+            self.store
+                .note_delivery_failure(&state.message, error, Utc::now())
+                .await?;
+        }
         let handled = match report {
             StatusReport::Applied(_) => Handled::Yes,
             // Providers deliver statuses again (and out of order): one
@@ -242,6 +273,7 @@ impl Receiver {
                 wamid,
                 received_at,
                 entry_point,
+                text,
             } => {
                 let business = self
                     .meta
@@ -251,11 +283,14 @@ impl Receiver {
                     .unwrap_or(display_phone_number);
                 self.record_inbound(
                     "message",
-                    &business,
-                    &customer,
-                    &wamid,
-                    received_at,
-                    entry_point,
+                    CustomerMessage {
+                        business: &business,
+                        customer: &customer,
+                        message_id: &wamid,
+                        received_at,
+                        entry_point,
+                        text: text.as_deref(),
+                    },
                 )
                 .await?;
             }

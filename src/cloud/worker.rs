@@ -135,9 +135,21 @@ impl Worker {
             },
             Ok(()) => self.attempt(message, delivery).await,
         };
-        if let Err(error) = self.store.finish_attempt(&claim, &next, Utc::now()).await {
+        match self.store.finish_attempt(&claim, &next, Utc::now()).await {
+            Ok(state) => {
+                if let Some(error) = state.delivery.as_ref().and_then(|d| d.error.as_ref())
+                    && let Err(store_error) = self
+                        .store
+                        .note_delivery_failure(&state.message, error, Utc::now())
+                        .await
+                {
+                    tracing::warn!(error = %store_error, message_id = %id, "cannot keep what a failed delivery says of the customer");
+                }
+            }
             // The claim lapses and the message is tried again.
-            tracing::error!(%error, message_id = %id, "cannot store a delivery outcome");
+            Err(error) => {
+                tracing::error!(%error, message_id = %id, "cannot store a delivery outcome")
+            }
         }
     }
 

@@ -240,6 +240,8 @@ pub enum CallbackEvent {
         customer: String,
         message_id: String,
         received_at: DateTime<Utc>,
+        /// What the customer wrote (`moText`), for opt-out keywords.
+        text: Option<String>,
     },
     /// Seen but not acted on; `kind` says what, for counting.
     Unhandled { kind: String },
@@ -321,6 +323,7 @@ fn inbound_event(kind: &str, item: &Value) -> CallbackEvent {
             customer: format!("+{}", from.trim_start_matches('+')),
             message_id: message_id.to_owned(),
             received_at,
+            text: item["content"].as_str().map(str::to_owned),
         },
         _ => unhandled(&format!("malformed_{kind}")),
     }

@@ -237,6 +237,9 @@ pub enum WebhookEvent {
         wamid: String,
         received_at: DateTime<Utc>,
         entry_point: EntryPoint,
+        /// What the customer wrote (a text, or a quick-reply button's
+        /// text), for opt-out keywords.
+        text: Option<String>,
     },
     /// A status report for a message the business sent.
     Status {
@@ -372,6 +375,10 @@ fn message_events(value: &Value, events: &mut Vec<WebhookEvent>) {
                     }
                     _ => EntryPoint::Organic,
                 },
+                text: message["text"]["body"]
+                    .as_str()
+                    .or(message["button"]["text"].as_str())
+                    .map(str::to_owned),
             })
         })();
         events.push(parsed.unwrap_or_else(|| unhandled("message:malformed")));

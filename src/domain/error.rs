@@ -54,10 +54,12 @@ pub enum Reason {
     TemplateSyncOff,
     NotSupportedByProvider,
     MarketingPausedForRegion,
+    CustomerOptedOut,
+    MarketingLimited,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 36] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -92,6 +94,8 @@ impl Reason {
         Reason::TemplateSyncOff,
         Reason::NotSupportedByProvider,
         Reason::MarketingPausedForRegion,
+        Reason::CustomerOptedOut,
+        Reason::MarketingLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +134,8 @@ impl Reason {
             Reason::TemplateSyncOff => "TEMPLATE_SYNC_OFF",
             Reason::NotSupportedByProvider => "NOT_SUPPORTED_BY_PROVIDER",
             Reason::MarketingPausedForRegion => "MARKETING_PAUSED_FOR_REGION",
+            Reason::CustomerOptedOut => "CUSTOMER_OPTED_OUT",
+            Reason::MarketingLimited => "MARKETING_LIMITED",
         }
     }
 
@@ -141,7 +147,9 @@ impl Reason {
             | Reason::TemplatesSyncedFromWhatsapp
             | Reason::TemplateSyncOff
             | Reason::NotSupportedByProvider
-            | Reason::MarketingPausedForRegion => RejectionKind::Precondition,
+            | Reason::MarketingPausedForRegion
+            | Reason::CustomerOptedOut
+            | Reason::MarketingLimited => RejectionKind::Precondition,
             Reason::TemplateNotFound | Reason::MessageNotFound | Reason::AccountNotFound => {
                 RejectionKind::NotFound
             }
@@ -160,7 +168,9 @@ impl Reason {
             Reason::WindowClosed => Some(131_047),
             Reason::TemplateParameterMismatch => Some(132_000),
             Reason::TemplateNotFound => Some(132_001),
-            Reason::MarketingPausedForRegion => Some(super::policy::MARKETING_NOT_DELIVERED),
+            Reason::MarketingPausedForRegion | Reason::MarketingLimited => {
+                Some(super::policy::MARKETING_NOT_DELIVERED)
+            }
             _ => None,
         }
     }
@@ -181,6 +191,8 @@ pub struct Rejection {
     pub field: Option<String>,
     pub message: String,
     pub metadata: BTreeMap<String, String>,
+    /// When trying again may succeed (`google.rpc.RetryInfo`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Rejection {
@@ -194,7 +206,14 @@ impl Rejection {
             field: None,
             message: message.into(),
             metadata,
+            retry_after: None,
         }
+    }
+
+    /// Says when the same request may succeed.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     /// Names the request field at fault.

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod clickatell;
 pub mod cloud_api;
+pub mod consent;
 pub mod delivery;
 pub mod error;
 pub mod ids;

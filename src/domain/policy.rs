@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use super::consent::MarketingBackoff;
 use super::error::{Reason, Rejection};
 use super::phone::PhoneNumber;
 use super::template::Category;
@@ -20,13 +21,36 @@ pub const MARKETING_NOT_DELIVERED: u32 = 131_049;
 pub struct SendPolicy {
     /// ISO 3166 region codes whose customers get no MARKETING templates.
     paused_marketing_regions: BTreeSet<String>,
+    /// How long marketing waits after WhatsApp's 131049.
+    pub marketing_backoff: MarketingBackoff,
+    /// Whole messages that opt a customer out of marketing.
+    pub opt_out_keywords: Vec<String>,
 }
 
+/// Opt-out words in the languages WhatsApp businesses most often serve;
+/// configurable, since a business knows its customers' languages.
+pub const DEFAULT_OPT_OUT_KEYWORDS: &[&str] = &[
+    "STOP",
+    "UNSUBSCRIBE",
+    "BAJA",
+    "ALTO",
+    "PARAR",
+    "SAIR",
+    "ARRET",
+    "ARRÊT",
+    "STOPP",
+];
+
 impl Default for SendPolicy {
-    /// The pause in force: the US.
+    /// The pause in force (the US), WhatsApp-like backoff, common keywords.
     fn default() -> Self {
         SendPolicy {
             paused_marketing_regions: BTreeSet::from(["US".to_owned()]),
+            marketing_backoff: MarketingBackoff::default(),
+            opt_out_keywords: DEFAULT_OPT_OUT_KEYWORDS
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
         }
     }
 }
@@ -52,6 +76,7 @@ impl SendPolicy {
         }
         Ok(SendPolicy {
             paused_marketing_regions: paused,
+            ..SendPolicy::default()
         })
     }
 

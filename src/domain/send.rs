@@ -414,6 +414,9 @@ pub struct SendSnapshot {
     /// Whether any account is registered (until then every number sends,
     /// in the default account).
     pub any_account: bool,
+    /// The pair's opt-outs and marketing backoff; read for templates only
+    /// (nothing else is refused for them).
+    pub consent: Option<super::consent::Consent>,
 }
 
 /// What one send writes.
@@ -480,6 +483,12 @@ pub fn plan(
         .find(|t| *t.id.account() == account);
     let decision = decide(&request.content, template, snapshot.window.as_ref(), now)?;
     policy.check_marketing(&request.pair.customer, decision.accepted.template_category)?;
+    super::consent::check_send(
+        snapshot.consent.as_ref(),
+        decision.accepted.template_category,
+        snapshot.window.as_ref().is_some_and(|w| w.is_open(now)),
+        now,
+    )?;
     Ok(SendPlan::Accept(Box::new(AcceptPlan {
         message: OutboxMessage {
             message_id,

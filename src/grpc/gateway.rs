@@ -13,6 +13,7 @@ use tonic_types::StatusExt;
 
 use super::window_watch::{self, Draining, WatchLimits};
 use super::{convert, page, status, windows};
+use crate::domain::consent::Source;
 use crate::domain::{
     IdempotencyKey, Inbound, InboundMessageId, Reason, Rejection, SendRequest, Window,
 };
@@ -292,10 +293,44 @@ impl pb::gateway_server::Gateway for GatewayService {
         let request = request.into_inner();
         let pair = convert::pair(&request.business_number, &request.customer_number)
             .map_err(status::rejection)?;
-        let window = self.store.window(&pair).await.map_err(status::store)?;
+        let (window, consent) = tokio::join!(self.store.window(&pair), self.store.consent(&pair));
+        let window = window.map_err(status::store)?;
+        let consent = consent.map_err(status::store)?;
         let view = Window::view(window.as_ref(), convert::now());
         Ok(Response::new(pb::GetWindowResponse {
             window: Some(convert::window(&pair, &view)),
+            consent: Some(super::consent::message(consent.as_ref())),
+        }))
+    }
+
+    async fn record_opt_out(
+        &self,
+        request: Request<pb::RecordOptOutRequest>,
+    ) -> Result<Response<pb::RecordOptOutResponse>, Status> {
+        let request = request.into_inner();
+        let pair = convert::pair(&request.business_number, &request.customer_number)
+            .map_err(status::rejection)?;
+        let scope = super::consent::scope(request.scope).map_err(status::rejection)?;
+        let consent = self
+            .store
+            .opt_out(&pair, scope, Source::Request, convert::now())
+            .await
+            .map_err(status::store)?;
+        Ok(Response::new(pb::RecordOptOutResponse {
+            consent: Some(super::consent::message(consent.as_ref())),
+        }))
+    }
+
+    async fn record_opt_in(
+        &self,
+        request: Request<pb::RecordOptInRequest>,
+    ) -> Result<Response<pb::RecordOptInResponse>, Status> {
+        let request = request.into_inner();
+        let pair = convert::pair(&request.business_number, &request.customer_number)
+            .map_err(status::rejection)?;
+        let consent = self.store.opt_in(&pair).await.map_err(status::store)?;
+        Ok(Response::new(pb::RecordOptInResponse {
+            consent: Some(super::consent::message(consent.as_ref())),
         }))
     }
 

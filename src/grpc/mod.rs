@@ -3,6 +3,7 @@
 
 mod accounts;
 pub mod auth;
+mod consent;
 mod convert;
 pub mod edge;
 mod gateway;

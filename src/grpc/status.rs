@@ -56,6 +56,9 @@ pub fn rejection(rejection: Rejection) -> Status {
     if let (RejectionKind::Invalid, Some(field)) = (rejection.reason.kind(), &rejection.field) {
         details.add_bad_request_violation(field.clone(), message.clone());
     }
+    if let Some(wait) = rejection.retry_after {
+        details.set_retry_info(Some(wait));
+    }
     Status::with_error_details(code, message, details)
 }
 

@@ -5,6 +5,7 @@
 //! which backend it runs on.
 
 mod accounts;
+mod consent;
 mod sweeper;
 pub mod watch;
 

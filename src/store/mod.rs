@@ -241,6 +241,10 @@ pub enum Record {
     },
     Account(Account),
     Number(BusinessNumber),
+    Consent {
+        pair: Pair,
+        consent: crate::domain::consent::Consent,
+    },
 }
 
 #[async_trait]
@@ -420,6 +424,24 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         number: &PhoneNumber,
     ) -> Result<Option<BusinessNumber>, StoreError>;
+
+    /// The consent kept for a pair (opt-outs, marketing backoff).
+    async fn consent(
+        &self,
+        pair: &Pair,
+    ) -> Result<Option<crate::domain::consent::Consent>, StoreError>;
+
+    /// Reads the pair's consent, plans, and keeps what the plan answers
+    /// (`None`: nothing to keep); returns it.
+    async fn change_consent(
+        &self,
+        pair: &Pair,
+        plan: Planner<
+            '_,
+            Option<crate::domain::consent::Consent>,
+            Option<crate::domain::consent::Consent>,
+        >,
+    ) -> Result<Option<crate::domain::consent::Consent>, StoreError>;
 
     /// Registered numbers by number, of one account or of all.
     async fn list_numbers(

@@ -6,6 +6,7 @@ mod accounts;
 mod cancel;
 mod cases;
 mod changes;
+mod consent;
 mod listing;
 #[path = "../pg/mod.rs"]
 mod pg;
@@ -120,6 +121,7 @@ macro_rules! conformance {
                 each_number_sends_its_own_accounts_template,
                 a_template_sync_writes_one_accounts_registry_at_once,
                 a_number_sent_for_by_clickatell_keeps_its_integration,
+                opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica,
             );
         }
     };

@@ -277,11 +277,13 @@ fn customer_messages_become_inbound_events() {
         customer: "+27821234567".into(),
         message_id: "mo-1".into(),
         received_at: DateTime::from_timestamp_millis(1_764_230_400_123).unwrap(),
+        text: Some("Hi".into()),
     }));
     assert!(events.contains(&CallbackEvent::Inbound {
         customer: "+27821234567".into(),
         message_id: "mo-2".into(),
         received_at: DateTime::from_timestamp_millis(1_764_230_401_000).unwrap(),
+        text: None,
     }));
     for kind in ["malformed_moLocation", "messageFallback", "other"] {
         assert!(

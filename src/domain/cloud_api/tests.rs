@@ -177,6 +177,7 @@ fn webhook_messages_statuses_and_template_updates() {
                 wamid: "wamid.in1".into(),
                 received_at: at(1764061200),
                 entry_point: EntryPoint::Organic,
+                text: Some("hi".into()),
             },
             WebhookEvent::Inbound {
                 phone_number_id: "106540352242922".into(),
@@ -185,6 +186,7 @@ fn webhook_messages_statuses_and_template_updates() {
                 wamid: "wamid.in2".into(),
                 received_at: at(1764061201),
                 entry_point: EntryPoint::ClickToWhatsAppAd,
+                text: Some("from the ad".into()),
             },
             WebhookEvent::Unhandled {
                 kind: "message:system".into()

@@ -44,6 +44,9 @@ impl PgStore {
                 Record::EarlyStatus { wamid, status } => put_early(&tx, wamid, status).await?,
                 Record::Account(account) => accounts::put_account(&tx, account).await?,
                 Record::Number(number) => accounts::put_number(&tx, number).await?,
+                Record::Consent { pair, consent } => {
+                    super::consent::write(&tx, pair, Some(consent)).await?
+                }
             }
         }
         tx.commit().await.map_err(db_error("commit an import"))?;

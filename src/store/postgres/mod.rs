@@ -28,6 +28,7 @@
 mod accounts;
 mod changes;
 mod conn;
+mod consent;
 mod feed;
 mod import;
 mod queries;
@@ -458,6 +459,33 @@ impl Storage for PgStore {
                 accounts::put_number(&tx, number).await?;
             }
             write
+        })
+    }
+
+    async fn consent(
+        &self,
+        pair: &Pair,
+    ) -> Result<Option<crate::domain::consent::Consent>, StoreError> {
+        let client = self.client().await?;
+        consent::read(&client, pair).await
+    }
+
+    async fn change_consent(
+        &self,
+        pair: &Pair,
+        plan: Planner<
+            '_,
+            Option<crate::domain::consent::Consent>,
+            Option<crate::domain::consent::Consent>,
+        >,
+    ) -> Result<Option<crate::domain::consent::Consent>, StoreError> {
+        in_transaction!(self, "change consent", |tx| {
+            let current = consent::read(&tx, pair).await?;
+            let next = plan(&current)?;
+            if next != current {
+                consent::write(&tx, pair, next.as_ref()).await?;
+            }
+            next
         })
     }
 

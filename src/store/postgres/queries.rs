@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{accounts, conn, rows};
+use super::{accounts, conn, consent, rows};
 use crate::domain::delivery::{Delivery, EarlyStatus};
 use crate::domain::send::{KeyRecord, SendSnapshot};
 use crate::domain::{
@@ -175,17 +175,24 @@ pub(super) async fn send_snapshot(
     request: &SendRequest,
 ) -> Result<SendSnapshot, StoreError> {
     let key = request.idempotency_key.as_str();
-    let (first, window, templates, sender, any_account) = conn::pipelined!(
+    let template = request.content.template_id();
+    let (first, window, templates, sender, any_account, consent) = conn::pipelined!(
         read_key(tx, key),
         read_window(tx, &request.pair),
         async {
-            match request.content.template_id() {
+            match template {
                 Some(id) => read_templates_named(tx, id).await,
                 None => Ok(Vec::new()),
             }
         },
         accounts::read_number(tx, &request.pair.business),
         accounts::any_account(tx),
+        async {
+            match template {
+                Some(_) => consent::read(tx, &request.pair).await,
+                None => Ok(None),
+            }
+        },
     )?;
     Ok(SendSnapshot {
         first,
@@ -193,6 +200,7 @@ pub(super) async fn send_snapshot(
         templates,
         sender,
         any_account,
+        consent,
     })
 }
 

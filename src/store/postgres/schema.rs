@@ -182,6 +182,19 @@ ALTER TABLE templates ADD COLUMN whatsapp_id text;
 ALTER TABLE business_numbers ALTER COLUMN phone_number_id DROP NOT NULL;
 ALTER TABLE business_numbers ADD COLUMN clickatell jsonb;
 "#,
+    // 10: opt-outs and the marketing backoff, per pair.
+    r#"
+CREATE TABLE consent (
+    business                text NOT NULL,
+    customer                text NOT NULL,
+    opt_out_scope           text,
+    opt_out_source          text,
+    opt_out_at              timestamptz,
+    marketing_limited_until timestamptz,
+    marketing_limits        integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (business, customer)
+);
+"#,
 ];
 
 /// The newest schema this build understands.

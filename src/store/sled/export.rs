@@ -99,6 +99,13 @@ impl SledStore {
             Ok(all) => all.into_iter().map(|n| Ok(Record::Number(n))).collect(),
             Err(error) => vec![Err(error)],
         };
+        let consent: Vec<Result<Record, StoreError>> = match self.all_consent() {
+            Ok(all) => all
+                .into_iter()
+                .map(|(pair, consent)| Ok(Record::Consent { pair, consent }))
+                .collect(),
+            Err(error) => vec![Err(error)],
+        };
         // Templates before messages, messages before keys: a reader of a
         // half-copied target never finds a key naming a missing message.
         // Accounts before their numbers, which refer to them.
@@ -110,5 +117,6 @@ impl SledStore {
             .chain(early)
             .chain(accounts)
             .chain(numbers)
+            .chain(consent)
     }
 }

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod changes;
+mod consent;
 mod delivery;
 mod export;
 mod keys;
@@ -32,6 +33,7 @@ use super::{
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
+use crate::domain::consent::Consent;
 use crate::domain::delivery::Delivery;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
@@ -146,6 +148,7 @@ struct Trees {
     accounts: sled::Tree,
     business_numbers: sled::Tree,
     phone_number_ids: sled::Tree,
+    consent: sled::Tree,
 }
 
 impl Trees {
@@ -170,6 +173,7 @@ impl Trees {
             Tree::Accounts => &self.accounts,
             Tree::BusinessNumbers => &self.business_numbers,
             Tree::PhoneNumberIds => &self.phone_number_ids,
+            Tree::Consent => &self.consent,
         }
     }
 }
@@ -247,6 +251,7 @@ impl SledStore {
             accounts: db.open_tree("accounts/v1")?,
             business_numbers: db.open_tree("business_numbers/v1")?,
             phone_number_ids: db.open_tree("phone_number_ids/v1")?,
+            consent: db.open_tree(consent::CONSENT)?,
         };
         let trees = Arc::new(trees);
         // The log first: what it holds was acknowledged before any rekeying
@@ -418,6 +423,10 @@ impl Storage for SledStore {
             templates,
             sender,
             any_account,
+            consent: match request.content {
+                crate::domain::Content::Template { .. } => self.read_consent(&request.pair)?,
+                _ => None,
+            },
         })
     }
 
@@ -442,6 +451,10 @@ impl Storage for SledStore {
                 templates,
                 sender,
                 any_account,
+                consent: match request.content {
+                    crate::domain::Content::Template { .. } => consent::read_in(&w, &request.pair)?,
+                    _ => None,
+                },
             };
             match plan(&snapshot).map_err(StoreError::Rejected)? {
                 SendPlan::Replay { message_id } => {
@@ -569,6 +582,18 @@ impl Storage for SledStore {
     ) -> Result<NumberWrite, StoreError> {
         self.write_number(number, phone_number_id, account, plan)
             .await
+    }
+
+    async fn consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
+        self.read_consent(pair)
+    }
+
+    async fn change_consent(
+        &self,
+        pair: &Pair,
+        plan: Planner<'_, Option<Consent>, Option<Consent>>,
+    ) -> Result<Option<Consent>, StoreError> {
+        self.write_consent(pair, plan).await
     }
 
     async fn business_number(

@@ -33,10 +33,11 @@ pub enum Tree {
     Accounts = 17,
     BusinessNumbers = 18,
     PhoneNumberIds = 19,
+    Consent = 20,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 19] = [
+    pub const ALL: [Tree; 20] = [
         Tree::Windows,
         Tree::WindowExpiry,
         Tree::InboundIds,
@@ -56,6 +57,7 @@ impl Tree {
         Tree::Accounts,
         Tree::BusinessNumbers,
         Tree::PhoneNumberIds,
+        Tree::Consent,
     ];
 
     fn from_byte(byte: u8) -> Option<Tree> {

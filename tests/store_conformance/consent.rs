@@ -1,0 +1,144 @@
+//! Consent through the service on each backend: opt-outs refuse what their
+//! scope covers on every replica, opt-ins clear them, and WhatsApp's 131049
+//! and 131050 are kept for the pair.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use uuid::Uuid;
+use wagate::domain::consent::{Scope, Source};
+use wagate::domain::delivery::DeliveryError;
+use wagate::domain::template::{Category, ComponentParameters, SendParameters, Status, TemplateId};
+use wagate::domain::{Content, Reason, SendRequest};
+use wagate::service::Service;
+
+use crate::cases::{Harness, draft, reason, text_request};
+
+const CUSTOMER: &str = "+27821234567";
+
+async fn approved(store: &Service, name: &str, category: Category) -> TemplateId {
+    let t = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
+    let id = TemplateId::parse(name, "en").unwrap();
+    store
+        .upsert_template(&id, &draft("Hi {{1}}, thanks for your order.", category), t)
+        .await
+        .unwrap();
+    store
+        .set_template_status(&id, Status::Approved, "", t)
+        .await
+        .unwrap();
+    id
+}
+
+fn template_send(key: &str, id: &TemplateId) -> SendRequest {
+    SendRequest {
+        content: Content::Template {
+            id: id.clone(),
+            parameters: SendParameters {
+                body: ComponentParameters {
+                    positional: vec!["Ann".into()],
+                    named: BTreeMap::new(),
+                },
+                ..Default::default()
+            },
+        },
+        ..text_request(CUSTOMER, key, "unused")
+    }
+}
+
+pub async fn opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica(h: &dyn Harness) {
+    let now = Utc::now();
+    let store = h.open().await;
+    let other = h.another_replica(&store).await;
+    let marketing = approved(&store, "offer", Category::Marketing).await;
+    let utility = approved(&store, "receipt", Category::Utility).await;
+    let pair = template_send("k", &marketing).pair;
+    let send = |store: &Service, key: &str, id: &TemplateId| {
+        let (store, request) = (store.clone(), template_send(key, id));
+        async move { store.send(&request, Uuid::now_v7(), now, false).await }
+    };
+
+    // Opted out of marketing through one replica: refused through the other.
+    let kept = store
+        .opt_out(&pair, Scope::Marketing, Source::Request, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.opt_out.as_ref().unwrap().scope, Scope::Marketing);
+    assert_eq!(other.consent(&pair).await.unwrap(), Some(kept));
+    let refused = send(&other, "m-1", &marketing).await.unwrap_err();
+    assert_eq!(reason(refused), Reason::CustomerOptedOut);
+    send(&other, "u-1", &utility).await.expect("utility goes");
+    // Scope ALL refuses utility too; opting back in clears it.
+    other
+        .opt_out(&pair, Scope::All, Source::Request, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(send(&store, "u-2", &utility).await.unwrap_err()),
+        Reason::CustomerOptedOut
+    );
+    assert_eq!(store.opt_in(&pair).await.unwrap(), None);
+    assert_eq!(other.consent(&pair).await.unwrap(), None);
+    send(&other, "m-2", &marketing)
+        .await
+        .expect("opted back in");
+
+    // WhatsApp's 131049 on a marketing template backs marketing off.
+    let sent = send(&store, "m-3", &marketing).await.unwrap();
+    let failed = DeliveryError {
+        code: 131_049,
+        title: "This message was not delivered to maintain healthy ecosystem engagement.".into(),
+    };
+    store
+        .note_delivery_failure(sent.message(), &failed, now)
+        .await
+        .unwrap();
+    let limited = other.consent(&pair).await.unwrap().unwrap();
+    assert!(limited.marketing_limited_until.unwrap() >= now + TimeDelta::hours(23));
+    let refused = send(&other, "m-4", &marketing).await.unwrap_err();
+    assert_eq!(reason(refused), Reason::MarketingLimited);
+    // 131050: the customer stopped marketing, learned from WhatsApp.
+    let stopped = DeliveryError {
+        code: 131_050,
+        title: "User has stopped marketing messages".into(),
+    };
+    store
+        .note_delivery_failure(sent.message(), &stopped, now)
+        .await
+        .unwrap();
+    let out = other
+        .consent(&pair)
+        .await
+        .unwrap()
+        .unwrap()
+        .opt_out
+        .unwrap();
+    assert_eq!(
+        (out.scope, out.source),
+        (Scope::Marketing, Source::WhatsApp)
+    );
+
+    // A keyword is the customer's whole message.
+    let another = text_request("+27821234568", "x", "unused").pair;
+    assert!(
+        !store
+            .note_customer_text(&another, "please stop by", now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.consent(&another).await.unwrap(), None);
+    assert!(
+        store
+            .note_customer_text(&another, "Stop", now)
+            .await
+            .unwrap()
+    );
+    let by_keyword = other.consent(&another).await.unwrap().unwrap();
+    assert_eq!(by_keyword.opt_out.unwrap().source, Source::Keyword);
+
+    // Kept across a reopen.
+    drop((store, other));
+    let reopened = h.open().await;
+    assert!(reopened.consent(&pair).await.unwrap().is_some());
+}
