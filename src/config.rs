@@ -278,6 +278,17 @@ pub struct CloudConfig {
     #[arg(long, env = "WAGATE_DELIVERY_RATE", default_value_t = 80, value_parser = clap::value_parser!(u32).range(1..))]
     pub delivery_rate: u32,
 
+    /// WhatsApp's pair rate: one message from a business number to one
+    /// customer per this long (beyond the burst); the worker paces each pair
+    /// so 131056 does not happen.
+    #[arg(long, env = "WAGATE_PAIR_RATE_INTERVAL", default_value = "6s", value_parser = humantime::parse_duration)]
+    pub pair_rate_interval: Duration,
+
+    /// Messages to one customer that may go at once before the pair rate
+    /// applies.
+    #[arg(long, env = "WAGATE_PAIR_RATE_BURST", default_value_t = 45, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pair_rate_burst: u32,
+
     /// Longest a Cloud API call may take before it counts as failed (and is retried).
     #[arg(long, env = "WAGATE_DELIVERY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub delivery_timeout: Duration,

@@ -1426,3 +1426,68 @@ async fn whatsapps_131049_and_131050_and_a_stop_keyword_refuse_later_templates_u
         .await
         .expect("opted back in");
 }
+
+#[tokio::test]
+async fn a_burst_to_one_customer_is_paced_to_the_pair_rate_and_others_are_not_slowed() {
+    let (graph, url) = FakeGraph::start().await;
+    let interval = Duration::from_millis(400);
+    let server = start(
+        &url,
+        &["--pair-rate-interval", "400ms", "--pair-rate-burst", "3"],
+    );
+    let other = "+27821234568";
+    open_window(&server, CUSTOMER).await;
+    open_window(&server, other).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(send(&server, text(CUSTOMER, &format!("p-{n}"), "hi")).await);
+    }
+    for n in 0..3 {
+        ids.push(send(&server, text(other, &format!("q-{n}"), "hi")).await);
+    }
+    for id in &ids {
+        wait_for(&server, id, MessageStatus::Submitted).await;
+    }
+    let mut to_customer: Vec<Instant> = graph.to(CUSTOMER).iter().map(|r| r.at).collect();
+    to_customer.sort();
+    assert_eq!(to_customer.len(), 6);
+    // The burst goes at once; after it, none closer than the pair rate.
+    let slack = Duration::from_millis(50);
+    for (k, at) in to_customer.iter().enumerate().skip(3) {
+        let since_first = *at - to_customer[0];
+        assert!(
+            since_first + slack >= interval * (k as u32 - 2),
+            "send {k} came {since_first:?} after the first"
+        );
+    }
+    let mut to_other: Vec<Instant> = graph.to(other).iter().map(|r| r.at).collect();
+    to_other.sort();
+    assert_eq!(to_other.len(), 3);
+    assert!(
+        to_other[2] < to_customer[5],
+        "another customer waits for nobody's pair rate"
+    );
+}
+
+#[tokio::test]
+async fn a_pair_rate_error_makes_the_message_wait_not_fail() {
+    let (graph, url) = FakeGraph::start().await;
+    let server = start(&url, &[]);
+    open_window(&server, CUSTOMER).await;
+    graph.then(
+        400,
+        json!({ "error": { "message": "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+                           "code": 131056 } }),
+    );
+    let id = send(&server, text(CUSTOMER, "pr-1", "hello")).await;
+    // Waiting 4^1 seconds, not the general backoff of milliseconds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = get_message(&server, &id).await;
+    assert_eq!(waiting.status(), MessageStatus::Accepted, "{waiting:?}");
+    assert_eq!(waiting.attempts, 1);
+    assert_eq!(graph.to(CUSTOMER).len(), 1);
+    let sent = wait_for(&server, &id, MessageStatus::Submitted).await;
+    assert_eq!(sent.attempts, 2);
+    let calls = graph.to(CUSTOMER);
+    assert!(calls[1].at - calls[0].at >= Duration::from_millis(3900));
+}

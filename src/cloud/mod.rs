@@ -62,6 +62,11 @@ pub async fn start(
             access_token,
             phone_number_ids: config.phone_number_ids.iter().cloned().collect(),
             rate_per_second: config.delivery_rate,
+            pair_rate: crate::domain::delivery::SendRate::every(
+                chrono::TimeDelta::from_std(config.pair_rate_interval)
+                    .map_err(|e| format!("--pair-rate-interval: {e}"))?,
+                config.pair_rate_burst,
+            ),
             timeout: config.delivery_timeout,
             retry: RetryPolicy {
                 base: config.delivery_backoff,

@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 
 use crate::config::Secret;
 use crate::domain::account::{self, Credentials, PhoneNumberId, Route};
-use crate::domain::delivery::{Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
-use crate::domain::{OutboxMessage, PhoneNumber};
+use crate::domain::delivery::{self, Attempt, Delivery, DeliveryError, RetryPolicy, SendRate};
+use crate::domain::{OutboxMessage, Pair, PhoneNumber};
 use crate::service::Service;
 use crate::store::Claim;
 use crate::telemetry;
@@ -41,6 +41,8 @@ pub struct DeliverySettings {
     /// Business number (E.164) -> Cloud API phone number id.
     pub phone_number_ids: HashMap<String, String>,
     pub rate_per_second: u32,
+    /// Each (business number, customer) pair's rate: WhatsApp's pair rate.
+    pub pair_rate: SendRate,
     pub timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -117,15 +119,7 @@ impl Worker {
     async fn deliver(&self, claim: Claim) {
         let (message, delivery) = (&claim.message, &claim.delivery);
         let id = message.message_id;
-        let business = &message.request.pair.business;
-        let slot = self
-            .store
-            .take_send_slot(business, &self.rate, Utc::now())
-            .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "cannot read the send rate; trying again shortly");
-                Err(RATE_UNKNOWN_WAIT)
-            });
+        let slot = self.take_slots(&message.request.pair).await;
         let next = match slot {
             // Over the number's rate (on any replica): due again when a slot
             // frees up; not an attempt.
@@ -151,6 +145,29 @@ impl Worker {
                 tracing::error!(%error, message_id = %id, "cannot store a delivery outcome")
             }
         }
+    }
+
+    /// A send slot of the business number (its rate, on any replica) and
+    /// of the pair (WhatsApp's pair rate), or how long until both are free.
+    async fn take_slots(&self, pair: &Pair) -> Result<(), TimeDelta> {
+        let unknown = |error: crate::store::StoreError| {
+            tracing::warn!(%error, "cannot read the send rate; trying again shortly");
+            Err(RATE_UNKNOWN_WAIT)
+        };
+        let number = self
+            .store
+            .take_send_slot(pair.business.as_str(), &self.rate, Utc::now())
+            .await
+            .unwrap_or_else(unknown);
+        number?;
+        self.store
+            .take_send_slot(
+                &delivery::pair_rate_key(pair),
+                &self.settings.pair_rate,
+                Utc::now(),
+            )
+            .await
+            .unwrap_or_else(unknown)
     }
 
     async fn attempt(&self, message: &OutboxMessage, delivery: &Delivery) -> Delivery {
@@ -258,6 +275,12 @@ impl Worker {
                 tracing::warn!(message_id = %id, code = error.code, title = %error.title, "the provider refused the message");
                 telemetry::record_delivery("REFUSED");
                 delivery.refused(error, now())
+            }
+            Attempt::PairRateHit => {
+                let next = delivery.paced(now());
+                tracing::info!(message_id = %id, retry_at = ?next.next_attempt_at, "over WhatsApp's pair rate (131056); the message waits");
+                telemetry::record_delivery("PAIR_RATE");
+                next
             }
             Attempt::Retry { why } => {
                 let jitter = rand::rng().random::<f64>();

@@ -194,6 +194,12 @@ impl Delivery {
         }
     }
 
+    /// WhatsApp refused the attempt for the pair rate (131056): due again
+    /// after 4^n seconds, never failed for it.
+    pub fn paced(&self, now: DateTime<Utc>) -> Delivery {
+        self.retry(now + pair_rate_wait(self.attempts + 1), now)
+    }
+
     /// An attempt failed in a way worth retrying at `retry_at`.
     pub fn retry(&self, retry_at: DateTime<Utc>, now: DateTime<Utc>) -> Delivery {
         Delivery {
@@ -353,12 +359,18 @@ pub enum Attempt {
     Retry { why: String },
     /// Will never succeed as sent; the message fails with this error.
     Refused(DeliveryError),
+    /// Over WhatsApp's pair rate (131056): the message waits, growing on
+    /// repeats, and is never failed for it.
+    PairRateHit,
 }
+
+/// WhatsApp's error for too many messages to one person too fast.
+pub const PAIR_RATE_CODE: i64 = 131_056;
 
 /// Cloud API error codes that mean "not now" rather than "never": generic
 /// and service errors, throttling, and per-pair or spam rate limits.
 const RETRYABLE_CODES: &[i64] = &[
-    1, 2, 4, 17, 341, 80007, 130429, 131000, 131016, 131048, 131056, 133004,
+    1, 2, 4, 17, 341, 80007, 130429, 131000, 131016, 131048, 133004,
 ];
 
 /// Classifies a Cloud API answer: its HTTP status and body.
@@ -389,6 +401,9 @@ pub fn classify(http_status: u16, body: &str) -> Attempt {
         })
         .unwrap_or("")
         .to_owned();
+    if code == Some(PAIR_RATE_CODE) {
+        return Attempt::PairRateHit;
+    }
     let retryable = http_status == 429
         || http_status >= 500
         || code.is_some_and(|c| RETRYABLE_CODES.contains(&c));
@@ -433,27 +448,41 @@ pub fn backoff(attempts: u32, base: Duration, cap: Duration, jitter: f64) -> Dur
         .max(Duration::from_millis(10))
 }
 
-/// The per-business-number send rate: `per_second` sends a second, in
-/// bursts of up to one second's worth. Kept as GCRA (the generic cell rate
-/// algorithm), whose whole state is one instant per number (the
-/// theoretical arrival time), so replicas can share it in one stored row.
+/// A send rate kept as GCRA (the generic cell rate algorithm), whose whole
+/// state is one instant per key (the theoretical arrival time), so replicas
+/// can share it in one stored row: one send per `interval`, in bursts of up
+/// to `burst` borrowed from later time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendRate {
-    per_second: u32,
+    interval: TimeDelta,
+    burst: u32,
 }
 
+/// WhatsApp's pair rate: about one message every 6 seconds from a business
+/// number to one person, in bursts of up to 45 (error 131056 beyond it).
+pub const PAIR_INTERVAL: TimeDelta = TimeDelta::seconds(6);
+pub const PAIR_BURST: u32 = 45;
+
 impl SendRate {
+    /// A business number's rate: `per_second` sends a second, in bursts of
+    /// up to one second's worth.
     pub fn new(per_second: u32) -> SendRate {
+        let per_second = per_second.max(1);
         SendRate {
-            per_second: per_second.max(1),
+            interval: TimeDelta::microseconds(1_000_000 / i64::from(per_second)),
+            burst: per_second,
         }
     }
 
-    fn interval(&self) -> TimeDelta {
-        TimeDelta::microseconds(1_000_000 / i64::from(self.per_second))
+    /// One send per `interval` with bursts of `burst`: a pair's rate.
+    pub fn every(interval: TimeDelta, burst: u32) -> SendRate {
+        SendRate {
+            interval: interval.max(TimeDelta::microseconds(1)),
+            burst: burst.max(1),
+        }
     }
 
-    /// Takes a send slot at `now` given the number's stored arrival time
+    /// Takes a send slot at `now` given the key's stored arrival time
     /// (`None`: never sent): the arrival time to store, or how long until a
     /// slot frees up.
     pub fn take(
@@ -461,16 +490,26 @@ impl SendRate {
         tat: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, TimeDelta> {
-        let interval = self.interval();
-        let tolerance = interval * (self.per_second as i32 - 1);
+        let tolerance = self.interval * (self.burst as i32 - 1);
         let tat = tat.map_or(now, |tat| tat.max(now));
         let allowed_at = tat - tolerance;
         if now < allowed_at {
             Err(allowed_at - now)
         } else {
-            Ok(tat + interval)
+            Ok(tat + self.interval)
         }
     }
+}
+
+/// The key a pair's send rate is kept under, apart from any number's.
+pub fn pair_rate_key(pair: &super::Pair) -> String {
+    format!("{}>{}", pair.business.as_str(), pair.customer.as_str())
+}
+
+/// How long a message waits after WhatsApp's pair-rate error (131056) on
+/// its `attempt`-th try: 4^attempt seconds, at most 4^6 (about an hour).
+pub fn pair_rate_wait(attempt: u32) -> TimeDelta {
+    TimeDelta::seconds(4_i64.pow(attempt.clamp(1, 6)))
 }
 
 #[cfg(test)]

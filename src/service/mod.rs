@@ -316,17 +316,18 @@ impl Service {
             .await
     }
 
-    /// Takes a send slot for `business` under `rate`, shared by every
-    /// replica of the store: `Ok(Err(wait))` when none is free for `wait`.
+    /// Takes a send slot under `key` (a business number, or a pair's rate
+    /// key) at `rate`, shared by every replica of the store: `Ok(Err(wait))`
+    /// when none is free for `wait`.
     pub async fn take_send_slot(
         &self,
-        business: &crate::domain::PhoneNumber,
+        key: &str,
         rate: &delivery::SendRate,
         now: DateTime<Utc>,
     ) -> Result<Result<(), TimeDelta>, StoreError> {
         let now = time::stored(now);
         self.store
-            .take_send_slot(business, &|tat| rate.take(tat, now))
+            .take_send_slot(key, &|tat| rate.take(tat, now))
             .await
     }
 

@@ -332,12 +332,13 @@ pub trait Storage: Send + Sync + 'static {
         plan: StatusPlanner<'_>,
     ) -> Result<StatusReport, StoreError>;
 
-    /// Takes a send slot for `business` as `plan` (the rate rule) decides
-    /// from the number's stored arrival time; shared by every replica of
-    /// the store. `Ok(Err(wait))`: no slot for `wait` yet.
+    /// Takes a send slot under `key` (a business number, or a pair's
+    /// `delivery::pair_rate_key`) as `plan` (the rate rule) decides from the
+    /// key's stored arrival time; shared by every replica of the store.
+    /// `Ok(Err(wait))`: no slot for `wait` yet.
     async fn take_send_slot(
         &self,
-        business: &PhoneNumber,
+        key: &str,
         plan: RatePlanner<'_>,
     ) -> Result<Result<(), TimeDelta>, StoreError>;
 

@@ -925,26 +925,53 @@ pub async fn the_send_rate_is_shared_by_every_replica(h: &dyn Harness) {
     // A burst of four, taken through both replicas in turn.
     for (n, replica) in [&first, &second, &first, &second].iter().enumerate() {
         let slot = replica
-            .take_send_slot(&business, &rate, t0())
+            .take_send_slot(business.as_str(), &rate, t0())
             .await
             .unwrap();
         assert_eq!(slot, Ok(()), "slot {n}");
     }
     let wait = second
-        .take_send_slot(&business, &rate, t0())
+        .take_send_slot(business.as_str(), &rate, t0())
         .await
         .unwrap()
         .unwrap_err();
     assert_eq!(wait, TimeDelta::milliseconds(250));
     assert_eq!(
-        first.take_send_slot(&other, &rate, t0()).await.unwrap(),
+        first
+            .take_send_slot(other.as_str(), &rate, t0())
+            .await
+            .unwrap(),
         Ok(()),
         "another number has its own rate"
     );
     let later = t0() + TimeDelta::milliseconds(250);
     assert_eq!(
-        first.take_send_slot(&business, &rate, later).await.unwrap(),
+        first
+            .take_send_slot(business.as_str(), &rate, later)
+            .await
+            .unwrap(),
         Ok(())
+    );
+    // A pair has a rate of its own, beside its number's: WhatsApp's, one
+    // message per 6 s after a burst (two here).
+    let pair = wagate::domain::Pair {
+        business: business.clone(),
+        customer: PhoneNumber::parse("+27821234567").unwrap(),
+    };
+    let key = wagate::domain::delivery::pair_rate_key(&pair);
+    let pair_rate = SendRate::every(TimeDelta::seconds(6), 2);
+    for replica in [&first, &second] {
+        assert_eq!(
+            replica
+                .take_send_slot(&key, &pair_rate, t0())
+                .await
+                .unwrap(),
+            Ok(())
+        );
+    }
+    assert_eq!(
+        first.take_send_slot(&key, &pair_rate, t0()).await.unwrap(),
+        Err(TimeDelta::seconds(6))
     );
 }
 

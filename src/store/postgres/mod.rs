@@ -760,15 +760,17 @@ impl Storage for PgStore {
 
     async fn take_send_slot(
         &self,
-        business: &PhoneNumber,
+        key: &str,
         plan: RatePlanner<'_>,
     ) -> Result<Result<(), TimeDelta>, StoreError> {
+        // The column is named for the first key it held: a business number.
+        let business = key;
         in_transaction!(self, "take a send slot", |tx| {
             let tat: Option<DateTime<Utc>> = conn::query_opt(
                 &tx,
                 "read the send rate",
                 "SELECT tat FROM send_rate WHERE business = $1",
-                &[&business.as_str()],
+                &[&business],
             )
             .await?
             .map(|row| row.get(0));
@@ -779,7 +781,7 @@ impl Storage for PgStore {
                         "take a send slot",
                         "INSERT INTO send_rate (business, tat) VALUES ($1, $2) \
                          ON CONFLICT (business) DO UPDATE SET tat = EXCLUDED.tat",
-                        &[&business.as_str(), &next],
+                        &[&business, &next],
                     )
                     .await?;
                     Ok(())

@@ -732,16 +732,16 @@ impl Storage for SledStore {
 
     async fn take_send_slot(
         &self,
-        business: &PhoneNumber,
+        key: &str,
         plan: RatePlanner<'_>,
     ) -> Result<Result<(), TimeDelta>, StoreError> {
         let mut slots = self
             .send_slots
             .lock()
             .map_err(|_| StoreError::unavailable("send rate", "a holder panicked"))?;
-        let tat = slots.get(business.as_str()).copied();
+        let tat = slots.get(key).copied();
         Ok(plan(tat).map(|next| {
-            slots.insert(business.as_str().to_owned(), next);
+            slots.insert(key.to_owned(), next);
         }))
     }
 
