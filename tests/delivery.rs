@@ -1297,22 +1297,6 @@ async fn a_template_review_applies_to_the_template_of_the_account_it_came_from()
     );
 }
 
-/// The pair's consent as GetWindow shows it.
-async fn consent_of(server: &Server, customer: &str) -> pb::Consent {
-    server
-        .gateway()
-        .await
-        .get_window(pb::GetWindowRequest {
-            business_number: BUSINESS.into(),
-            customer_number: customer.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consent
-        .unwrap()
-}
-
 #[tokio::test]
 async fn whatsapps_131049_and_131050_and_a_stop_keyword_refuse_later_templates_up_front() {
     use tonic_types::StatusExt;
@@ -1414,13 +1398,7 @@ async fn whatsapps_131049_and_131050_and_a_stop_keyword_refuse_later_templates_u
             .await,
     );
     assert_eq!(refused.reason, "CUSTOMER_OPTED_OUT");
-    gateway
-        .record_opt_in(pb::RecordOptInRequest {
-            business_number: BUSINESS.into(),
-            customer_number: third.into(),
-        })
-        .await
-        .unwrap();
+    opt_in(&server, third).await;
     gateway
         .send_message(template_send(third, "m-6", "spring_sale", &["Cy"]))
         .await

@@ -211,19 +211,10 @@ async fn opt_outs_by_rpc_refuse_their_scope_across_a_restart_until_opt_in() {
             assert_eq!(refused.metadata["scope"], "ALL");
         }
     }
-    let shown = server
-        .gateway()
-        .await
-        .get_window(pb::GetWindowRequest {
-            business_number: BUSINESS.into(),
-            customer_number: customer.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consent
-        .unwrap();
-    assert_eq!(shown.opted_out(), pb::ConsentScope::All);
+    assert_eq!(
+        consent_of(&server, customer).await.opted_out(),
+        pb::ConsentScope::All
+    );
     let bad_scope = refusal(
         server
             .gateway()
@@ -236,19 +227,10 @@ async fn opt_outs_by_rpc_refuse_their_scope_across_a_restart_until_opt_in() {
             .await,
     );
     assert_eq!(bad_scope.reason, "INVALID_ENUM_VALUE");
-    let back = server
-        .gateway()
-        .await
-        .record_opt_in(pb::RecordOptInRequest {
-            business_number: BUSINESS.into(),
-            customer_number: customer.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consent
-        .unwrap();
-    assert_eq!(back.opted_out(), pb::ConsentScope::Unspecified);
+    assert_eq!(
+        opt_in(&server, customer).await.opted_out(),
+        pb::ConsentScope::Unspecified
+    );
     send_template(&server, customer, "o-3", "spring_sale", false)
         .await
         .expect("opted back in");

@@ -496,8 +496,8 @@ pub fn template(name: &str, category: pb::TemplateCategory, body: &str) -> pb::T
     }
 }
 
-/// The (BUSINESS, customer) window as GetWindow answers it now.
-pub async fn window(server: &Server, customer: &str) -> pb::Window {
+/// GetWindow's answer for (BUSINESS, customer) now.
+pub async fn get_window(server: &Server, customer: &str) -> pb::GetWindowResponse {
     server
         .gateway()
         .await
@@ -508,8 +508,32 @@ pub async fn window(server: &Server, customer: &str) -> pb::Window {
         .await
         .expect("get window")
         .into_inner()
-        .window
-        .expect("window")
+}
+
+/// The (BUSINESS, customer) window as GetWindow answers it now.
+pub async fn window(server: &Server, customer: &str) -> pb::Window {
+    get_window(server, customer).await.window.expect("window")
+}
+
+/// The (BUSINESS, customer) consent as GetWindow shows it now.
+pub async fn consent_of(server: &Server, customer: &str) -> pb::Consent {
+    get_window(server, customer).await.consent.expect("consent")
+}
+
+/// RecordOptIn for (BUSINESS, customer): the consent as kept.
+pub async fn opt_in(server: &Server, customer: &str) -> pb::Consent {
+    server
+        .gateway()
+        .await
+        .record_opt_in(pb::RecordOptInRequest {
+            business_number: BUSINESS.into(),
+            customer_number: customer.into(),
+        })
+        .await
+        .expect("opt in")
+        .into_inner()
+        .consent
+        .expect("consent")
 }
 
 /// Registers a template and approves it, as the review webhook would.
