@@ -839,6 +839,16 @@ impl Storage for PgStore {
                 &[&changes_before, &SWEEP_CHUNK],
             )
             .await?;
+            // A send rate whose arrival time has passed says nothing more
+            // (the next send starts afresh); pairs would pile up otherwise.
+            conn::execute(
+                &tx,
+                "sweep",
+                "DELETE FROM send_rate WHERE business IN (SELECT business FROM send_rate \
+                 WHERE tat <= $1 LIMIT $2)",
+                &[&changes_before, &SWEEP_CHUNK],
+            )
+            .await?;
             let visited = removed.windows
                 + removed.inbound_ids
                 + removed.idempotency_keys

@@ -178,6 +178,9 @@ impl Trees {
     }
 }
 
+/// Send rates kept in memory before the lapsed ones are dropped.
+const SEND_SLOTS_KEPT: usize = 65_536;
+
 const WINDOWS: &str = "windows/v1";
 const INBOUND_IDS: &str = "inbound_ids/v1";
 const TEMPLATES: &str = "templates/v1";
@@ -739,6 +742,12 @@ impl Storage for SledStore {
             .send_slots
             .lock()
             .map_err(|_| StoreError::unavailable("send rate", "a holder panicked"))?;
+        // A rate whose arrival time has passed says nothing more; drop
+        // those now and then, or one entry per pair ever served piles up.
+        if slots.len() >= SEND_SLOTS_KEPT {
+            let now = Utc::now();
+            slots.retain(|_, tat| *tat > now);
+        }
         let tat = slots.get(key).copied();
         Ok(plan(tat).map(|next| {
             slots.insert(key.to_owned(), next);

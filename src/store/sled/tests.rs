@@ -441,3 +441,36 @@ async fn templates_written_before_accounts_move_into_the_default_account() {
         .collect();
     assert_eq!(keys, [b"order_update\0en_US\0default".to_vec()]);
 }
+
+#[tokio::test]
+async fn lapsed_send_rates_are_dropped_so_pairs_do_not_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&config(&dir)).unwrap();
+    // Every pair ever served leaves an arrival time; these have all passed.
+    for n in 0..SEND_SLOTS_KEPT {
+        let taken = store
+            .take_send_slot(&format!("pair-{n}"), &|_| Ok(t0()))
+            .await
+            .unwrap();
+        assert_eq!(taken, Ok(()));
+    }
+    // One still ahead survives the next clean-up.
+    let ahead = Utc::now() + TimeDelta::hours(1);
+    store
+        .take_send_slot("busy", &|_| Ok(ahead))
+        .await
+        .unwrap()
+        .unwrap();
+    let kept = store.send_slots.lock().unwrap().len();
+    assert_eq!(kept, 1, "only the arrival time still ahead is kept");
+    let seen = std::sync::Mutex::new(None);
+    store
+        .take_send_slot("busy", &|tat| {
+            *seen.lock().unwrap() = tat;
+            Ok(ahead)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(ahead));
+}
