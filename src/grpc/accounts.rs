@@ -74,13 +74,11 @@ fn account_message(account: &Account) -> pb::Account {
         waba_id: account.id.as_str().to_owned(),
         display_name: account.display_name.clone(),
         delivery: account.delivery,
-        credentials: match &account.credentials {
-            Credentials::None => None,
-            Credentials::EnvVar(name) => Some(pb::account::Credentials::TokenEnv(name.clone())),
-            Credentials::File(path) => Some(pb::account::Credentials::TokenFile(
-                path.to_string_lossy().into_owned(),
-            )),
-        },
+        credentials: where_is(
+            &account.credentials,
+            pb::account::Credentials::TokenEnv,
+            pb::account::Credentials::TokenFile,
+        ),
         create_time: Some(convert::timestamp(account.created_at)),
         update_time: Some(convert::timestamp(account.updated_at)),
         template_sync: account.sync.as_ref().map(|s| pb::TemplateSync {

@@ -831,24 +831,17 @@ impl Storage for PgStore {
             ] {
                 *count = conn::execute(&tx, "sweep", sql, &[&cutoff, &SWEEP_CHUNK]).await?;
             }
-            conn::execute(
-                &tx,
-                "sweep",
+            // Not counted: the change feed, and send rates whose arrival
+            // time has passed (they say nothing more; the next send starts
+            // afresh, and one row per pair served would pile up otherwise).
+            for sql in [
                 "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes \
                  WHERE changed_at <= $1 LIMIT $2)",
-                &[&changes_before, &SWEEP_CHUNK],
-            )
-            .await?;
-            // A send rate whose arrival time has passed says nothing more
-            // (the next send starts afresh); pairs would pile up otherwise.
-            conn::execute(
-                &tx,
-                "sweep",
                 "DELETE FROM send_rate WHERE business IN (SELECT business FROM send_rate \
                  WHERE tat <= $1 LIMIT $2)",
-                &[&changes_before, &SWEEP_CHUNK],
-            )
-            .await?;
+            ] {
+                conn::execute(&tx, "sweep", sql, &[&changes_before, &SWEEP_CHUNK]).await?;
+            }
             let visited = removed.windows
                 + removed.inbound_ids
                 + removed.idempotency_keys
