@@ -69,6 +69,14 @@ pub struct Config {
     )]
     pub opt_out_keywords: String,
 
+    /// WhatsApp's messaging limit of the business portfolio this deployment
+    /// sends for: unique customers reached outside their window in a moving
+    /// 24 hours (250, 2000, 10000, 100000 or `unlimited`; any count works,
+    /// to keep a share for other senders). Beyond it, templates to new
+    /// customers are refused (RESOURCE_EXHAUSTED, MESSAGING_LIMIT_REACHED).
+    #[arg(long, env = "WAGATE_MESSAGING_LIMIT", default_value = "unlimited", value_parser = crate::domain::messaging_limit::MessagingLimit::parse)]
+    pub messaging_limit: crate::domain::messaging_limit::MessagingLimit,
+
     /// Connections each replica keeps to PostgreSQL at most.
     #[arg(long, env = "WAGATE_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,

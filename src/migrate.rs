@@ -41,6 +41,8 @@ fn kind(record: &Record) -> &'static str {
         Record::Account(_) => "accounts",
         Record::Number(_) => "business numbers",
         Record::Consent { .. } => "consent records",
+        Record::Reach { .. } => "messaging-limit reaches",
+        Record::LimitUsage { .. } => "messaging-limit usage records",
     }
 }
 

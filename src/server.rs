@@ -464,7 +464,10 @@ pub fn termination_signal() -> impl Future<Output = Stop> {
 
 /// The after-the-fact rules sends are checked against, as configured.
 fn send_policy(config: &Config) -> Result<crate::domain::policy::SendPolicy, BoxError> {
-    let mut policy = config.marketing_paused_regions.clone();
+    let mut policy = config
+        .marketing_paused_regions
+        .clone()
+        .with_messaging_limit(config.messaging_limit);
     policy.marketing_backoff = crate::domain::consent::MarketingBackoff {
         base: TimeDelta::from_std(config.marketing_backoff)?,
         cap: TimeDelta::from_std(config.marketing_backoff_max)?,

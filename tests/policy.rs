@@ -1,11 +1,12 @@
 //! Rules WhatsApp enforces after the fact, refused up front through the
 //! real binary: the marketing pause by region (a US and a Canadian number
-//! share +1).
+//! share +1), opt-outs, template text rules and the messaging limit.
 
 mod common;
 
 use common::*;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 const US_CUSTOMER: &str = "+12125550100";
 const CANADIAN_CUSTOMER: &str = "+14165550100";
@@ -234,4 +235,71 @@ async fn opt_outs_by_rpc_refuse_their_scope_across_a_restart_until_opt_in() {
     send_template(&server, customer, "o-3", "spring_sale", false)
         .await
         .expect("opted back in");
+}
+
+#[tokio::test]
+async fn the_messaging_limit_refuses_the_next_new_customer_but_serves_reached_ones() {
+    let mut server = Server::start_with(&["--messaging-limit", "3"]);
+    for template in marketing_and_utility() {
+        approve(&server, template).await;
+    }
+    let customer = |n: u32| format!("+2782555{n:04}");
+    for n in 0..3 {
+        send_template(
+            &server,
+            &customer(n),
+            &format!("new-{n}"),
+            "order_shipped",
+            false,
+        )
+        .await
+        .expect("within the limit");
+    }
+    // A customer who wrote in is answered inside the window, uncounted.
+    server
+        .gateway()
+        .await
+        .record_inbound(inbound(&customer(9), "wamid.limit-9"))
+        .await
+        .unwrap();
+    send_template(&server, &customer(9), "writer", "order_shipped", false)
+        .await
+        .expect("inside the window the limit does not apply");
+    for round in ["before a restart", "after a restart"] {
+        for dry_run in [true, false] {
+            let status = send_template(&server, &customer(3), "new-3", "order_shipped", dry_run)
+                .await
+                .unwrap_err();
+            let wait = status
+                .get_error_details()
+                .retry_info()
+                .expect("RetryInfo")
+                .retry_delay
+                .unwrap();
+            assert!(
+                (23 * 3600..=24 * 3600 + 60).contains(&wait.as_secs()),
+                "{round}: {wait:?}"
+            );
+            let refused = refusal::<()>(Err(status));
+            assert_eq!(
+                (refused.code, refused.reason.as_str()),
+                (Code::ResourceExhausted, "MESSAGING_LIMIT_REACHED"),
+                "{round}, dry run {dry_run}"
+            );
+            assert_eq!(refused.metadata["messaging_limit"], "3");
+        }
+        // A customer reached in the last 24 hours is served, any category.
+        send_template(
+            &server,
+            &customer(0),
+            &format!("again-{round}"),
+            "spring_sale",
+            false,
+        )
+        .await
+        .expect("a reached customer is not counted again");
+        server.restart().await;
+    }
+    let bad = refused_start(&[], &["--messaging-limit", "lots"]);
+    assert!(bad.contains("not a messaging limit"), "{bad}");
 }

@@ -256,8 +256,8 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
-    // State written by the embedded default.
-    let mut embedded = Server::start();
+    // State written by the embedded default (under a messaging limit).
+    let mut embedded = Server::start_with(&["--messaging-limit", "250"]);
     let customer = "+27820001004";
     let mut gateway = embedded.gateway().await;
     gateway
@@ -269,16 +269,18 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
         .await
         .unwrap()
         .into_inner();
-    embedded
-        .templates()
-        .await
-        .upsert_template(pb::UpsertTemplateRequest {
-            template: Some(template(
-                "moved",
-                pb::TemplateCategory::Utility,
-                "Hi {{1}}, thanks for your order.",
-            )),
-        })
+    approve(
+        &embedded,
+        template(
+            "moved",
+            pb::TemplateCategory::Utility,
+            "Hi {{1}}, thanks for your order.",
+        ),
+    )
+    .await;
+    // A customer reached outside a window: counted against the limit.
+    gateway
+        .send_message(template_send("+27820001005", "reach", "moved", &["Ann"]))
         .await
         .unwrap();
     let mut accounts = embedded.accounts().await;
@@ -315,9 +317,11 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
     let report = String::from_utf8_lossy(&out.stdout);
     for line in [
         "1 windows",
-        "1 messages",
+        "2 messages",
         "1 templates",
-        "1 idempotency keys",
+        "2 idempotency keys",
+        "1 messaging-limit reaches",
+        "1 messaging-limit usage records",
         "1 inbound ids",
         "1 accounts",
         "1 business numbers",
@@ -365,7 +369,16 @@ async fn a_sled_directory_moves_into_postgresql_with_wagate_migrate() {
     );
     assert_eq!(
         postgres.psql(&url_database(&url), "SELECT count(*) FROM outbox"),
-        "1"
+        "2"
+    );
+    assert_eq!(
+        postgres.psql(
+            &url_database(&url),
+            "SELECT customer || ' ' || (SELECT sum(n) FROM limit_usage, \
+             unnest(bucket_counts) n) FROM limit_reaches"
+        ),
+        "+27820001005 1",
+        "the reach and its count moved"
     );
 }
 

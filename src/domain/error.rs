@@ -15,6 +15,8 @@ pub enum RejectionKind {
     NotFound,
     /// The request collides with something already recorded.
     Conflict,
+    /// A quota is used up for now; the refusal says when to try again.
+    Exhausted,
 }
 
 /// The machine-readable reasons of SPEC §6 (`ErrorInfo.reason`).
@@ -56,10 +58,11 @@ pub enum Reason {
     MarketingPausedForRegion,
     CustomerOptedOut,
     MarketingLimited,
+    MessagingLimitReached,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 37] = [
         Reason::InvalidPhoneNumber,
         Reason::InvalidMessageId,
         Reason::ReceivedAtInFuture,
@@ -96,6 +99,7 @@ impl Reason {
         Reason::MarketingPausedForRegion,
         Reason::CustomerOptedOut,
         Reason::MarketingLimited,
+        Reason::MessagingLimitReached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +140,7 @@ impl Reason {
             Reason::MarketingPausedForRegion => "MARKETING_PAUSED_FOR_REGION",
             Reason::CustomerOptedOut => "CUSTOMER_OPTED_OUT",
             Reason::MarketingLimited => "MARKETING_LIMITED",
+            Reason::MessagingLimitReached => "MESSAGING_LIMIT_REACHED",
         }
     }
 
@@ -158,6 +163,7 @@ impl Reason {
             | Reason::AccountExists
             | Reason::BusinessNumberInOtherAccount
             | Reason::PhoneNumberIdInUse => RejectionKind::Conflict,
+            Reason::MessagingLimitReached => RejectionKind::Exhausted,
             _ => RejectionKind::Invalid,
         }
     }

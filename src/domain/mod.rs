@@ -8,6 +8,7 @@ pub mod consent;
 pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod messaging_limit;
 pub mod phone;
 pub mod placeholder;
 pub mod policy;

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use super::consent::MarketingBackoff;
 use super::error::{Reason, Rejection};
+use super::messaging_limit::MessagingLimit;
 use super::phone::PhoneNumber;
 use super::template::Category;
 
@@ -25,6 +26,9 @@ pub struct SendPolicy {
     pub marketing_backoff: MarketingBackoff,
     /// Whole messages that opt a customer out of marketing.
     pub opt_out_keywords: Vec<String>,
+    /// Unique customers the business may reach outside their window in a
+    /// moving 24 hours (WhatsApp's messaging limit).
+    pub messaging_limit: MessagingLimit,
 }
 
 /// Opt-out words in the languages WhatsApp businesses most often serve;
@@ -51,6 +55,7 @@ impl Default for SendPolicy {
                 .iter()
                 .map(|k| k.to_string())
                 .collect(),
+            messaging_limit: MessagingLimit::Unlimited,
         }
     }
 }
@@ -78,6 +83,14 @@ impl SendPolicy {
             paused_marketing_regions: paused,
             ..SendPolicy::default()
         })
+    }
+
+    /// This policy under another messaging limit.
+    pub fn with_messaging_limit(self, messaging_limit: MessagingLimit) -> SendPolicy {
+        SendPolicy {
+            messaging_limit,
+            ..self
+        }
     }
 
     pub fn paused_marketing_regions(&self) -> impl Iterator<Item = &str> {

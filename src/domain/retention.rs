@@ -41,6 +41,8 @@ pub struct Cutoffs {
     /// Window changes recorded before this: none can yield an event a
     /// resume token may still ask for.
     pub window_changes: DateTime<Utc>,
+    /// Messaging-limit reaches made at or before this no longer count.
+    pub reaches: DateTime<Utc>,
 }
 
 impl Retention {
@@ -51,6 +53,7 @@ impl Retention {
             idempotency_keys: now - IDEMPOTENCY_TTL,
             early_statuses: now - EARLY_STATUS_TTL,
             window_changes: WindowChange::kept_from(now - self.window_events),
+            reaches: now - super::messaging_limit::ROLLING,
         }
     }
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::account::{self, BusinessNumber, Route};
 use super::error::{Reason, Rejection};
 use super::ids::IdempotencyKey;
+use super::messaging_limit::{self, LimitScope, LimitSnapshot, ReachWrite};
 use super::phone::Pair;
 use super::policy::SendPolicy;
 use super::pricing::{Pricing, price};
@@ -417,6 +418,9 @@ pub struct SendSnapshot {
     /// The pair's opt-outs and marketing backoff; read for templates only
     /// (nothing else is refused for them).
     pub consent: Option<super::consent::Consent>,
+    /// The customer's reach and the scope's usage, read for templates when
+    /// a messaging limit applies.
+    pub limit: Option<LimitSnapshot>,
 }
 
 /// What one send writes.
@@ -439,6 +443,17 @@ pub struct AcceptPlan {
     pub window: Option<Window>,
     /// The delivery to queue; `None` when record-only.
     pub delivery: Option<super::delivery::Delivery>,
+    /// The customer newly reached under the messaging limit, if so.
+    pub reach: Option<ReachWrite>,
+}
+
+/// The messaging-limit scope a send is counted in, when one applies: only
+/// templates can reach a customer outside their window, and an unlimited
+/// deployment counts nothing (so reads and writes nothing for it).
+pub fn limit_scope(request: &SendRequest, policy: &SendPolicy) -> Option<LimitScope> {
+    let counted = policy.messaging_limit != messaging_limit::MessagingLimit::Unlimited
+        && request.content.template_id().is_some();
+    counted.then(LimitScope::portfolio)
 }
 
 /// Plans one send: a replay of the key's first answer, or the message to
@@ -489,6 +504,16 @@ pub fn plan(
         snapshot.window.as_ref().is_some_and(|w| w.is_open(now)),
         now,
     )?;
+    let reach = match limit_scope(request, policy) {
+        Some(scope) => messaging_limit::plan_reach(
+            policy.messaging_limit,
+            &scope,
+            !snapshot.window.as_ref().is_some_and(|w| w.is_open(now)),
+            snapshot.limit.as_ref(),
+            now,
+        )?,
+        None => None,
+    };
     Ok(SendPlan::Accept(Box::new(AcceptPlan {
         message: OutboxMessage {
             message_id,
@@ -506,6 +531,7 @@ pub fn plan(
         expired,
         window: decision.window_update,
         delivery: (mode == DeliveryMode::Deliver).then(|| super::delivery::Delivery::queued(now)),
+        reach,
     })))
 }
 

@@ -48,6 +48,7 @@ pub fn rejection(rejection: Rejection) -> Status {
         RejectionKind::Precondition => Code::FailedPrecondition,
         RejectionKind::NotFound => Code::NotFound,
         RejectionKind::Conflict => Code::AlreadyExists,
+        RejectionKind::Exhausted => Code::ResourceExhausted,
     };
     let message = rejection.description();
     let metadata: HashMap<String, String> = rejection.metadata.into_iter().collect();

@@ -105,10 +105,11 @@ impl Service {
         let plan = |snapshot: &send::SendSnapshot| {
             send::plan(snapshot, request, message_id, now, mode, policy)
         };
+        let limit = send::limit_scope(request, policy);
         if !dry_run {
-            return self.store.send(request, &plan).await;
+            return self.store.send(request, limit.as_ref(), &plan).await;
         }
-        let snapshot = self.store.send_snapshot(request).await?;
+        let snapshot = self.store.send_snapshot(request, limit.as_ref()).await?;
         match plan(&snapshot)? {
             SendPlan::Accept(accepted) => Ok(SendOutcome::DryRun(accepted.message)),
             SendPlan::Replay { message_id } => {

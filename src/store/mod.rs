@@ -21,6 +21,7 @@ use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
 use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
+use crate::domain::messaging_limit::LimitScope;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
@@ -245,6 +246,17 @@ pub enum Record {
         pair: Pair,
         consent: crate::domain::consent::Consent,
     },
+    /// A customer reached under the messaging limit.
+    Reach {
+        scope: LimitScope,
+        customer: PhoneNumber,
+        reached_at: DateTime<Utc>,
+    },
+    /// A messaging-limit scope's usage.
+    LimitUsage {
+        scope: LimitScope,
+        usage: crate::domain::messaging_limit::Usage,
+    },
 }
 
 #[async_trait]
@@ -263,13 +275,21 @@ pub trait Storage: Send + Sync + 'static {
     async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError>;
 
     /// What `send` would read, for a dry run that writes nothing.
-    async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError>;
+    async fn send_snapshot(
+        &self,
+        request: &SendRequest,
+        limit: Option<&LimitScope>,
+    ) -> Result<SendSnapshot, StoreError>;
 
-    /// Reads the key's first use, the window and the template, plans, and
-    /// writes an accepted plan (message, key, window, delivery) at once.
+    /// Reads the key's first use, the window and the template (and, with a
+    /// `limit` scope, the customer's reach and the scope's usage), plans,
+    /// and writes an accepted plan (message, key, window, delivery, reach)
+    /// at once. Two sends that both write a scope's usage never both
+    /// commit on the same reading of it.
     async fn send(
         &self,
         request: &SendRequest,
+        limit: Option<&LimitScope>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError>;
 

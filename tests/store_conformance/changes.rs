@@ -217,6 +217,7 @@ pub async fn window_changes_are_logged_read_in_order_and_swept(h: &dyn Harness) 
         idempotency_keys: long_ago,
         early_statuses: long_ago,
         window_changes,
+        reaches: long_ago,
     };
     let step = storage
         .sweep_step(&cutoffs(changes[1].recorded_at))

@@ -7,6 +7,7 @@ mod cancel;
 mod cases;
 mod changes;
 mod consent;
+mod limit;
 mod listing;
 #[path = "../pg/mod.rs"]
 mod pg;
@@ -122,6 +123,7 @@ macro_rules! conformance {
                 a_template_sync_writes_one_accounts_registry_at_once,
                 a_number_sent_for_by_clickatell_keeps_its_integration,
                 opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica,
+                the_messaging_limit_counts_each_customer_once_on_every_replica,
             );
         }
     };

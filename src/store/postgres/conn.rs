@@ -214,6 +214,7 @@ impl_pipelined!(A, B, C);
 impl_pipelined!(A, B, C, D);
 impl_pipelined!(A, B, C, D, E);
 impl_pipelined!(A, B, C, D, E, F);
+impl_pipelined!(A, B, C, D, E, F, G);
 
 /// Why a batch failed. Once one statement of a transaction fails, the
 /// server answers the ones sent after it "current transaction is aborted",

@@ -47,6 +47,16 @@ impl PgStore {
                 Record::Consent { pair, consent } => {
                     super::consent::write(&tx, pair, Some(consent)).await?
                 }
+                Record::Reach {
+                    scope,
+                    customer,
+                    reached_at,
+                } => {
+                    super::reach::write_reach(&tx, scope, customer, *reached_at).await?;
+                }
+                Record::LimitUsage { scope, usage } => {
+                    super::reach::write_usage(&tx, scope, usage).await?;
+                }
             }
         }
         tx.commit().await.map_err(db_error("commit an import"))?;

@@ -32,6 +32,7 @@ mod consent;
 mod feed;
 mod import;
 mod queries;
+mod reach;
 mod rows;
 mod schema;
 mod tls;
@@ -56,6 +57,7 @@ use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
 use crate::domain::delivery::{Delivery, StatusPlan, StatusTarget};
+use crate::domain::messaging_limit::LimitScope;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
@@ -296,19 +298,24 @@ impl Storage for PgStore {
         read_window(&client, pair).await
     }
 
-    async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
+    async fn send_snapshot(
+        &self,
+        request: &SendRequest,
+        limit: Option<&LimitScope>,
+    ) -> Result<SendSnapshot, StoreError> {
         in_transaction!(self, "read for a dry run", |tx| {
-            send_snapshot(&tx, request).await?
+            send_snapshot(&tx, request, limit).await?
         })
     }
 
     async fn send(
         &self,
         request: &SendRequest,
+        limit: Option<&LimitScope>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError> {
         in_transaction!(snapshot: self, "send", |tx| {
-            let snapshot = send_snapshot(&tx, request).await?;
+            let snapshot = send_snapshot(&tx, request, limit).await?;
             match plan(&snapshot)? {
                 SendPlan::Replay { message_id } => {
                     let state = message_state(&tx, message_id).await?.ok_or_else(|| {
@@ -334,6 +341,12 @@ impl Storage for PgStore {
                             match &accepted.delivery {
                                 Some(delivery) => write_delivery(&tx, m.message_id, delivery).await,
                                 None => note_change(&tx, m.message_id, None).await,
+                            }
+                        },
+                        async {
+                            match &accepted.reach {
+                                Some(r) => reach::write(&tx, &request.pair.customer, r).await,
+                                None => Ok(()),
                             }
                         },
                     );
@@ -834,15 +847,31 @@ impl Storage for PgStore {
             // Not counted: the change feed, and send rates whose arrival
             // time has passed (they say nothing more; the next send starts
             // afresh, and one row per pair served would pile up otherwise).
-            for sql in [
-                "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes \
-                 WHERE changed_at <= $1 LIMIT $2)",
-                "DELETE FROM send_rate WHERE business IN (SELECT business FROM send_rate \
-                 WHERE tat <= $1 LIMIT $2)",
+            // Nor messaging-limit reaches that no longer count. Each is
+            // visited, though, so a step that removed some is followed by
+            // another.
+            let mut uncounted = 0;
+            for (sql, cutoff) in [
+                (
+                    "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes \
+                     WHERE changed_at <= $1 LIMIT $2)",
+                    changes_before,
+                ),
+                (
+                    "DELETE FROM send_rate WHERE business IN (SELECT business FROM send_rate \
+                     WHERE tat <= $1 LIMIT $2)",
+                    changes_before,
+                ),
+                (
+                    "DELETE FROM limit_reaches WHERE (scope, customer) IN (SELECT scope, \
+                     customer FROM limit_reaches WHERE reached_at <= $1 LIMIT $2)",
+                    cutoffs.reaches,
+                ),
             ] {
-                conn::execute(&tx, "sweep", sql, &[&changes_before, &SWEEP_CHUNK]).await?;
+                uncounted += conn::execute(&tx, "sweep", sql, &[&cutoff, &SWEEP_CHUNK]).await?;
             }
-            let visited = removed.windows
+            let visited = uncounted
+                + removed.windows
                 + removed.inbound_ids
                 + removed.idempotency_keys
                 + removed.early_statuses

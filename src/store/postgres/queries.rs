@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{accounts, conn, consent, rows};
+use super::{accounts, conn, consent, reach, rows};
 use crate::domain::delivery::{Delivery, EarlyStatus};
+use crate::domain::messaging_limit::LimitScope;
 use crate::domain::send::{KeyRecord, SendSnapshot};
 use crate::domain::{
     Inbound, InboundKind, InboundMessageId, OutboxMessage, Pair, SendRequest, Template, TemplateId,
@@ -173,10 +174,11 @@ async fn read_templates_named(
 pub(super) async fn send_snapshot(
     tx: &impl conn::Connection,
     request: &SendRequest,
+    limit: Option<&LimitScope>,
 ) -> Result<SendSnapshot, StoreError> {
     let key = request.idempotency_key.as_str();
     let template = request.content.template_id();
-    let (first, window, templates, sender, any_account, consent) = conn::pipelined!(
+    let (first, window, templates, sender, any_account, consent, limit) = conn::pipelined!(
         read_key(tx, key),
         read_window(tx, &request.pair),
         async {
@@ -193,6 +195,14 @@ pub(super) async fn send_snapshot(
                 None => Ok(None),
             }
         },
+        async {
+            match limit {
+                Some(scope) => reach::read(tx, scope, &request.pair.customer)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        },
     )?;
     Ok(SendSnapshot {
         first,
@@ -201,6 +211,7 @@ pub(super) async fn send_snapshot(
         sender,
         any_account,
         consent,
+        limit,
     })
 }
 

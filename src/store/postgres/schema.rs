@@ -195,6 +195,22 @@ CREATE TABLE consent (
     PRIMARY KEY (business, customer)
 );
 "#,
+    // 11: the messaging limit: when each customer was last reached outside
+    // a window, and each scope's reaches per minute.
+    r#"
+CREATE TABLE limit_reaches (
+    scope      text NOT NULL,
+    customer   text NOT NULL,
+    reached_at timestamptz NOT NULL,
+    PRIMARY KEY (scope, customer)
+);
+CREATE INDEX limit_reaches_by_age ON limit_reaches (reached_at);
+CREATE TABLE limit_usage (
+    scope         text PRIMARY KEY,
+    bucket_starts bigint[] NOT NULL,
+    bucket_counts integer[] NOT NULL
+);
+"#,
 ];
 
 /// The newest schema this build understands.

@@ -106,6 +106,10 @@ impl SledStore {
                 .collect(),
             Err(error) => vec![Err(error)],
         };
+        let limit: Vec<Result<Record, StoreError>> = match self.limit_records() {
+            Ok(all) => all.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(error)],
+        };
         // Templates before messages, messages before keys: a reader of a
         // half-copied target never finds a key naming a missing message.
         // Accounts before their numbers, which refer to them.
@@ -118,5 +122,6 @@ impl SledStore {
             .chain(accounts)
             .chain(numbers)
             .chain(consent)
+            .chain(limit)
     }
 }

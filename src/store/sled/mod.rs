@@ -12,6 +12,7 @@ mod delivery;
 mod export;
 mod keys;
 mod listing;
+mod reach;
 mod records;
 mod rekey;
 mod sweep;
@@ -35,6 +36,7 @@ use crate::domain::account::{
 };
 use crate::domain::consent::Consent;
 use crate::domain::delivery::Delivery;
+use crate::domain::messaging_limit::LimitScope;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
@@ -149,6 +151,9 @@ struct Trees {
     business_numbers: sled::Tree,
     phone_number_ids: sled::Tree,
     consent: sled::Tree,
+    reaches: sled::Tree,
+    reach_age: sled::Tree,
+    limit_usage: sled::Tree,
 }
 
 impl Trees {
@@ -174,6 +179,9 @@ impl Trees {
             Tree::BusinessNumbers => &self.business_numbers,
             Tree::PhoneNumberIds => &self.phone_number_ids,
             Tree::Consent => &self.consent,
+            Tree::Reaches => &self.reaches,
+            Tree::ReachAge => &self.reach_age,
+            Tree::LimitUsage => &self.limit_usage,
         }
     }
 }
@@ -255,6 +263,9 @@ impl SledStore {
             business_numbers: db.open_tree("business_numbers/v1")?,
             phone_number_ids: db.open_tree("phone_number_ids/v1")?,
             consent: db.open_tree(consent::CONSENT)?,
+            reaches: db.open_tree(reach::REACHES)?,
+            reach_age: db.open_tree(reach::REACH_AGE)?,
+            limit_usage: db.open_tree(reach::LIMIT_USAGE)?,
         };
         let trees = Arc::new(trees);
         // The log first: what it holds was acknowledged before any rekeying
@@ -414,7 +425,11 @@ impl Storage for SledStore {
         self.read_window(pair)
     }
 
-    async fn send_snapshot(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
+    async fn send_snapshot(
+        &self,
+        request: &SendRequest,
+        limit: Option<&LimitScope>,
+    ) -> Result<SendSnapshot, StoreError> {
         let t = &*self.trees;
         let key = request.idempotency_key.as_str().as_bytes();
         let (templates, sender, any_account) = self.send_registry(request)?;
@@ -430,12 +445,16 @@ impl Storage for SledStore {
                 crate::domain::Content::Template { .. } => self.read_consent(&request.pair)?,
                 _ => None,
             },
+            limit: limit
+                .map(|scope| reach::read(t, scope, &request.pair.customer))
+                .transpose()?,
         })
     }
 
     async fn send(
         &self,
         request: &SendRequest,
+        limit: Option<&LimitScope>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError> {
         let key = request.idempotency_key.as_str().as_bytes();
@@ -458,6 +477,9 @@ impl Storage for SledStore {
                     crate::domain::Content::Template { .. } => consent::read_in(&w, &request.pair)?,
                     _ => None,
                 },
+                limit: limit
+                    .map(|scope| reach::read_in(&w, scope, &request.pair.customer))
+                    .transpose()?,
             };
             match plan(&snapshot).map_err(StoreError::Rejected)? {
                 SendPlan::Replay { message_id } => {
@@ -493,6 +515,9 @@ impl Storage for SledStore {
                     );
                     if let Some(window) = &accepted.window {
                         w.insert(Tree::Windows, pair_key, encode(&WindowRecord::from(window)));
+                    }
+                    if let Some(reach) = &accepted.reach {
+                        reach::write_in(&mut w, &request.pair.customer, reach)?;
                     }
                     if let Some(delivery) = &accepted.delivery {
                         w.insert(

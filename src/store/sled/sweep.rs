@@ -53,6 +53,15 @@ impl SledStore {
             |v| Ok(decode::<EarlyStatusRecord>(v)?.received_at),
         )?;
         let (visited_changes, window_changes) = self.sweep_changes(cutoffs.window_changes)?;
+        // Not counted: reaches say nothing once they no longer count.
+        let (visited_reaches, _) = sweep_chunk(
+            wal,
+            t,
+            Tree::ReachAge,
+            Tree::Reaches,
+            cutoffs.reaches,
+            super::reach::reached_at_micros,
+        )?;
         Ok(SweepStep {
             removed: SweepCounts {
                 windows,
@@ -61,7 +70,12 @@ impl SledStore {
                 early_statuses,
                 window_changes,
             },
-            visited: visited_windows + visited_ids + visited_keys + visited_early + visited_changes,
+            visited: visited_windows
+                + visited_ids
+                + visited_keys
+                + visited_early
+                + visited_changes
+                + visited_reaches,
         })
     }
 }

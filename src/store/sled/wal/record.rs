@@ -34,10 +34,13 @@ pub enum Tree {
     BusinessNumbers = 18,
     PhoneNumberIds = 19,
     Consent = 20,
+    Reaches = 21,
+    ReachAge = 22,
+    LimitUsage = 23,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 20] = [
+    pub const ALL: [Tree; 23] = [
         Tree::Windows,
         Tree::WindowExpiry,
         Tree::InboundIds,
@@ -58,6 +61,9 @@ impl Tree {
         Tree::BusinessNumbers,
         Tree::PhoneNumberIds,
         Tree::Consent,
+        Tree::Reaches,
+        Tree::ReachAge,
+        Tree::LimitUsage,
     ];
 
     fn from_byte(byte: u8) -> Option<Tree> {

@@ -1,0 +1,201 @@
+//! The messaging limit through the service on each backend: the count of
+//! customers reached outside their window is exact when replicas send at
+//! once, reached customers and window replies are not counted, and the
+//! count outlives a reopen and rolls off after a day.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use uuid::Uuid;
+use wagate::domain::messaging_limit::MessagingLimit;
+use wagate::domain::policy::SendPolicy;
+use wagate::domain::retention::Retention;
+use wagate::domain::template::{Category, ComponentParameters, SendParameters, Status, TemplateId};
+use wagate::domain::{
+    Content, EntryPoint, Inbound, InboundKind, InboundMessageId, Reason, SendRequest,
+};
+use wagate::service::Service;
+use wagate::store::StoreError;
+
+use crate::cases::{Harness, draft, reason, text_request};
+
+const LIMIT: u32 = 5;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap()
+}
+
+fn limited(store: Service) -> Service {
+    store.with_policy(SendPolicy::default().with_messaging_limit(MessagingLimit::Customers(LIMIT)))
+}
+
+fn template_send(customer: &str, key: &str, id: &TemplateId) -> SendRequest {
+    SendRequest {
+        content: Content::Template {
+            id: id.clone(),
+            parameters: SendParameters {
+                body: ComponentParameters {
+                    positional: vec!["Ann".into()],
+                    named: BTreeMap::new(),
+                },
+                ..Default::default()
+            },
+        },
+        ..text_request(customer, key, "unused")
+    }
+}
+
+fn customer(n: usize) -> String {
+    format!("+2782{n:07}")
+}
+
+async fn send(store: &Service, request: SendRequest, at: DateTime<Utc>) -> Result<(), StoreError> {
+    store
+        .send(&request, Uuid::now_v7(), at, false)
+        .await
+        .map(drop)
+}
+
+pub async fn the_messaging_limit_counts_each_customer_once_on_every_replica(h: &dyn Harness) {
+    let store = limited(h.open().await);
+    let other = limited(h.another_replica(&store).await);
+    let id = TemplateId::parse("receipt", "en").unwrap();
+    store
+        .upsert_template(
+            &id,
+            &draft("Hi {{1}}, thanks for your order.", Category::Utility),
+            t0(),
+        )
+        .await
+        .unwrap();
+    store
+        .set_template_status(&id, Status::Approved, "", t0())
+        .await
+        .unwrap();
+
+    // Twenty new customers at once, through two replicas: exactly LIMIT go.
+    let sends: Vec<_> = (0..20)
+        .map(|n| {
+            let replica = if n % 2 == 0 { &store } else { &other };
+            let (replica, request) = (
+                replica.clone(),
+                template_send(&customer(n), &format!("k{n}"), &id),
+            );
+            tokio::spawn(async move { send(&replica, request, t0()).await })
+        })
+        .collect();
+    let mut reached = Vec::new();
+    for (n, outcome) in sends.into_iter().enumerate() {
+        match outcome.await.unwrap() {
+            Ok(()) => reached.push(n),
+            Err(error) => {
+                let StoreError::Rejected(refused) = error else {
+                    panic!("send {n} failed: {error}");
+                };
+                assert_eq!(refused.reason, Reason::MessagingLimitReached);
+                let wait = refused.retry_after.expect("RetryInfo");
+                // The first reach's minute counts for a day and a minute.
+                assert_eq!(
+                    wait,
+                    (TimeDelta::hours(24) + TimeDelta::minutes(1))
+                        .to_std()
+                        .unwrap()
+                );
+            }
+        }
+    }
+    assert_eq!(reached.len(), LIMIT as usize, "reached: {reached:?}");
+
+    // A reached customer is served again, on either replica, and counts
+    // nothing more; a dry run for a new one is refused and stores nothing.
+    let later = t0() + TimeDelta::hours(3);
+    let again = customer(reached[0]);
+    send(&other, template_send(&again, "again-1", &id), later)
+        .await
+        .unwrap();
+    send(&store, template_send(&again, "again-2", &id), later)
+        .await
+        .unwrap();
+    let dry = store
+        .send(
+            &template_send(&customer(99), "dry", &id),
+            Uuid::now_v7(),
+            later,
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reason(dry), Reason::MessagingLimitReached);
+
+    // A customer who wrote in is answered inside the window, template or
+    // not, and is not counted.
+    let writer = customer(50);
+    let pair = text_request(&writer, "x", "x").pair;
+    let inbound = Inbound {
+        received_at: later,
+        kind: InboundKind::Message,
+        entry_point: EntryPoint::Organic,
+    };
+    store
+        .record_inbound(
+            &pair,
+            &InboundMessageId::parse("wamid.in-50").unwrap(),
+            &inbound,
+            later,
+        )
+        .await
+        .unwrap();
+    send(&other, template_send(&writer, "w-1", &id), later)
+        .await
+        .unwrap();
+    send(
+        &other,
+        text_request(&writer, "w-2", "Your parcel left."),
+        later,
+    )
+    .await
+    .unwrap();
+
+    // The count is stored: a reopened store still refuses a new customer.
+    drop((store, other));
+    let store = limited(h.open().await);
+    let refused = send(&store, template_send(&customer(20), "k20", &id), later).await;
+    assert_eq!(reason(refused.unwrap_err()), Reason::MessagingLimitReached);
+
+    // A day and a minute after the first reaches, new customers go again,
+    // the sweep drops the lapsed reaches, and the count starts afresh.
+    let next_day = t0() + TimeDelta::hours(24) + TimeDelta::minutes(1);
+    // Seen from just before the day is up, the first customers still count
+    // as reached; once the sweep at `next_day` has dropped their reaches,
+    // the same look finds them new (which shows the sweep removed them).
+    let just_before = t0() + TimeDelta::hours(23);
+    let first = customer(reached[0]);
+    let dry_send = |key: &str| {
+        let request = template_send(&first, key, &id);
+        let store = store.clone();
+        async move {
+            store
+                .send(&request, Uuid::now_v7(), just_before, true)
+                .await
+        }
+    };
+    dry_send("before-sweep")
+        .await
+        .expect("reached: not counted again");
+    wagate::service::sweep(&**store.store(), next_day, &Retention::default(), false)
+        .await
+        .unwrap();
+    let swept = dry_send("after-sweep").await.unwrap_err();
+    assert_eq!(reason(swept), Reason::MessagingLimitReached);
+    for n in 20..20 + LIMIT as usize {
+        send(
+            &store,
+            template_send(&customer(n), &format!("k{n}-b"), &id),
+            next_day,
+        )
+        .await
+        .unwrap();
+    }
+    let refused = send(&store, template_send(&customer(40), "k40", &id), next_day).await;
+    assert_eq!(reason(refused.unwrap_err()), Reason::MessagingLimitReached);
+}
