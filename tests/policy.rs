@@ -303,3 +303,91 @@ async fn the_messaging_limit_refuses_the_next_new_customer_but_serves_reached_on
     let bad = refused_start(&[], &["--messaging-limit", "lots"]);
     assert!(bad.contains("not a messaging limit"), "{bad}");
 }
+
+#[tokio::test]
+async fn an_account_of_its_own_portfolio_sends_under_its_own_messaging_limit() {
+    const BRAND: &str = "102290129340398";
+    // The deployment's portfolio is unlimited; the brand's is not.
+    let mut server = Server::start();
+    let mut accounts = server.accounts().await;
+    let limit = |limit| pb::Account {
+        waba_id: BRAND.into(),
+        display_name: "Brand".into(),
+        messaging_limit: Some(pb::MessagingLimit { limit: Some(limit) }),
+        ..Default::default()
+    };
+    let bad = refusal(
+        accounts
+            .create_account(pb::CreateAccountRequest {
+                account: Some(limit(pb::messaging_limit::Limit::Customers(0))),
+            })
+            .await,
+    );
+    assert_eq!(
+        (bad.code, bad.reason.as_str()),
+        (Code::InvalidArgument, "INVALID_ACCOUNT")
+    );
+    assert_eq!(bad.fields, ["account.messaging_limit"]);
+    accounts
+        .create_account(pb::CreateAccountRequest {
+            account: Some(limit(pb::messaging_limit::Limit::Customers(1))),
+        })
+        .await
+        .unwrap();
+    accounts
+        .register_number(pb::RegisterNumberRequest {
+            number: BUSINESS.into(),
+            phone_number_id: "106540352242922".into(),
+            waba_id: BRAND.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let [_, utility] = marketing_and_utility();
+    approve(
+        &server,
+        pb::Template {
+            waba_id: BRAND.into(),
+            ..utility
+        },
+    )
+    .await;
+    send_template(&server, "+27825550001", "first", "order_shipped", false)
+        .await
+        .expect("the brand's first customer");
+    server.restart().await;
+    let kept = server
+        .accounts()
+        .await
+        .get_account(pb::GetAccountRequest {
+            waba_id: BRAND.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(
+        kept.messaging_limit.and_then(|l| l.limit),
+        Some(pb::messaging_limit::Limit::Customers(1))
+    );
+    let refused =
+        refusal(send_template(&server, "+27825550002", "second", "order_shipped", false).await);
+    assert_eq!(
+        (refused.code, refused.reason.as_str()),
+        (Code::ResourceExhausted, "MESSAGING_LIMIT_REACHED")
+    );
+    assert_eq!(refused.metadata["messaging_limit"], "1");
+    // Unlimited, set through the API: the brand's next customer goes.
+    server
+        .accounts()
+        .await
+        .update_account(pb::UpdateAccountRequest {
+            account: Some(limit(pb::messaging_limit::Limit::Unlimited(true))),
+        })
+        .await
+        .unwrap();
+    send_template(&server, "+27825550002", "second", "order_shipped", false)
+        .await
+        .expect("unlimited");
+}

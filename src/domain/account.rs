@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use super::clickatell::Integration;
+use super::messaging_limit::MessagingLimit;
 use super::phone::PhoneNumber;
 use super::{Reason, Rejection};
 
@@ -109,6 +110,9 @@ pub struct AccountDraft {
     /// Whether its messages go out through the Cloud API.
     pub delivery: bool,
     pub credentials: Credentials,
+    /// The account's own messaging limit, when it is a business portfolio
+    /// of its own; `None`: it shares the deployment's.
+    pub messaging_limit: Option<MessagingLimit>,
 }
 
 const DISPLAY_NAME_MAX: usize = 256;
@@ -139,6 +143,8 @@ pub struct Account {
     pub display_name: String,
     pub delivery: bool,
     pub credentials: Credentials,
+    /// See [`AccountDraft::messaging_limit`].
+    pub messaging_limit: Option<MessagingLimit>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// How its last template sync went; none before the first.
@@ -258,6 +264,7 @@ pub fn plan_create(
         display_name: draft.display_name.clone(),
         delivery: draft.delivery,
         credentials: draft.credentials.clone(),
+        messaging_limit: draft.messaging_limit,
         created_at: now,
         updated_at: now,
         sync: None,
@@ -276,7 +283,8 @@ pub fn plan_update(
     };
     let unchanged = existing.display_name == draft.display_name
         && existing.delivery == draft.delivery
-        && existing.credentials == draft.credentials;
+        && existing.credentials == draft.credentials
+        && existing.messaging_limit == draft.messaging_limit;
     if unchanged {
         return Ok(AccountWrite::Keep(existing.clone()));
     }
@@ -284,6 +292,7 @@ pub fn plan_update(
         display_name: draft.display_name.clone(),
         delivery: draft.delivery,
         credentials: draft.credentials.clone(),
+        messaging_limit: draft.messaging_limit,
         updated_at: now,
         ..existing.clone()
     }))
@@ -313,6 +322,7 @@ pub fn plan_bootstrap_default(
                 display_name: "Default account (--phone-number-ids)".to_owned(),
                 delivery,
                 credentials: Credentials::None,
+                messaging_limit: None,
             },
             now,
         ),

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::account::{Account, AccountId};
 use super::error::{Reason, Rejection};
 
 /// How long a reached customer counts against the limit.
@@ -84,14 +85,19 @@ impl fmt::Display for MessagingLimit {
     }
 }
 
-/// Whose count a send is held to. WhatsApp counts per business portfolio;
-/// a deployment serves one portfolio, so today there is one scope.
+/// Whose count a send is held to. WhatsApp counts per business portfolio:
+/// the deployment's own portfolio (every account without a limit of its
+/// own shares it), or an account set up as a portfolio of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LimitScope(String);
 
 impl LimitScope {
     pub fn portfolio() -> LimitScope {
         LimitScope("portfolio".to_owned())
+    }
+
+    pub fn account(id: &AccountId) -> LimitScope {
+        LimitScope(format!("account:{id}"))
     }
 
     /// A scope as stored.
@@ -154,6 +160,20 @@ impl Usage {
 
 fn released_at(bucket_start: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(bucket_start, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) + BUCKET + ROLLING
+}
+
+/// The limit a send from `account` counts against, and where: the
+/// account's own when it has one, else the deployment's; `None` when that
+/// is unlimited (nothing is counted).
+pub fn applicable(
+    deployment: MessagingLimit,
+    account: Option<&Account>,
+) -> Option<(LimitScope, MessagingLimit)> {
+    let (scope, limit) = match account.and_then(|a| a.messaging_limit.map(|l| (a, l))) {
+        Some((account, own)) => (LimitScope::account(&account.id), own),
+        None => (LimitScope::portfolio(), deployment),
+    };
+    (limit != MessagingLimit::Unlimited).then_some((scope, limit))
 }
 
 /// What a send under a limit reads: when the customer was last reached

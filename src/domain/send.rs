@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::account::{self, BusinessNumber, Route};
 use super::error::{Reason, Rejection};
 use super::ids::IdempotencyKey;
-use super::messaging_limit::{self, LimitScope, LimitSnapshot, ReachWrite};
+use super::messaging_limit::{self, LimitScope, LimitSnapshot, MessagingLimit, ReachWrite};
 use super::phone::Pair;
 use super::policy::SendPolicy;
 use super::pricing::{Pricing, price};
@@ -418,8 +418,11 @@ pub struct SendSnapshot {
     /// The pair's opt-outs and marketing backoff; read for templates only
     /// (nothing else is refused for them).
     pub consent: Option<super::consent::Consent>,
+    /// The sending number's account and the default account, as stored
+    /// (for templates: their messaging limits).
+    pub accounts: Vec<super::account::Account>,
     /// The customer's reach and the scope's usage, read for templates when
-    /// a messaging limit applies.
+    /// a messaging limit applies (see [`messaging_limit_of`]).
     pub limit: Option<LimitSnapshot>,
 }
 
@@ -447,13 +450,24 @@ pub struct AcceptPlan {
     pub reach: Option<ReachWrite>,
 }
 
-/// The messaging-limit scope a send is counted in, when one applies: only
-/// templates can reach a customer outside their window, and an unlimited
-/// deployment counts nothing (so reads and writes nothing for it).
-pub fn limit_scope(request: &SendRequest, policy: &SendPolicy) -> Option<LimitScope> {
-    let counted = policy.messaging_limit != messaging_limit::MessagingLimit::Unlimited
-        && request.content.template_id().is_some();
-    counted.then(LimitScope::portfolio)
+/// The messaging limit a send counts against and its scope, from what was
+/// read: only templates can reach a customer outside their window; the
+/// sending account's own limit, else the deployment's; `None` when that is
+/// unlimited (then nothing more is read or written for it).
+pub fn messaging_limit_of(
+    request: &SendRequest,
+    policy: &SendPolicy,
+    snapshot: &SendSnapshot,
+) -> Option<(LimitScope, MessagingLimit)> {
+    request.content.template_id()?;
+    let sending = account::sending_account(
+        &request.pair.business,
+        snapshot.sender.as_ref(),
+        snapshot.any_account,
+    )
+    .ok()?;
+    let account = snapshot.accounts.iter().find(|a| a.id == sending);
+    messaging_limit::applicable(policy.messaging_limit, account)
 }
 
 /// Plans one send: a replay of the key's first answer, or the message to
@@ -504,9 +518,9 @@ pub fn plan(
         snapshot.window.as_ref().is_some_and(|w| w.is_open(now)),
         now,
     )?;
-    let reach = match limit_scope(request, policy) {
-        Some(scope) => messaging_limit::plan_reach(
-            policy.messaging_limit,
+    let reach = match messaging_limit_of(request, policy, snapshot) {
+        Some((scope, limit)) => messaging_limit::plan_reach(
+            limit,
             &scope,
             !snapshot.window.as_ref().is_some_and(|w| w.is_open(now)),
             snapshot.limit.as_ref(),

@@ -10,6 +10,7 @@ use crate::domain::account::{
     self, Account, AccountDraft, AccountId, BusinessNumber, Credentials, PhoneNumberId, Route,
 };
 use crate::domain::clickatell::{Integration, IntegrationId};
+use crate::domain::messaging_limit::MessagingLimit;
 use crate::domain::template_sync::SyncCounts;
 use crate::domain::{PhoneNumber, Reason, Rejection};
 use crate::pb;
@@ -58,10 +59,28 @@ fn draft(account: Option<pb::Account>) -> Result<(AccountId, AccountDraft), Stat
         Some(pb::account::Credentials::TokenFile(path)) => Credentials::file(path)
             .map_err(|e| status::rejection(e.at("token_file").within("account")))?,
     };
+    let messaging_limit = match account.messaging_limit.and_then(|l| l.limit) {
+        None => None,
+        Some(pb::messaging_limit::Limit::Customers(n)) if n > 0 => {
+            Some(MessagingLimit::Customers(n))
+        }
+        Some(pb::messaging_limit::Limit::Unlimited(true)) => Some(MessagingLimit::Unlimited),
+        Some(_) => {
+            return Err(status::rejection(
+                Rejection::new(
+                    Reason::InvalidAccount,
+                    "a messaging limit is a number of customers of at least 1, or unlimited: true",
+                )
+                .at("messaging_limit")
+                .within("account"),
+            ));
+        }
+    };
     let draft = AccountDraft {
         display_name: account.display_name,
         delivery: account.delivery,
         credentials,
+        messaging_limit,
     };
     draft
         .validate()
@@ -86,6 +105,12 @@ fn account_message(account: &Account) -> pb::Account {
             error: s.error.clone(),
             counts: Some(counts_message(&s.counts)),
             last_good_sync_time: s.last_good_at.map(convert::timestamp),
+        }),
+        messaging_limit: account.messaging_limit.map(|l| pb::MessagingLimit {
+            limit: Some(match l {
+                MessagingLimit::Customers(n) => pb::messaging_limit::Limit::Customers(n),
+                MessagingLimit::Unlimited => pb::messaging_limit::Limit::Unlimited(true),
+            }),
         }),
     }
 }

@@ -105,11 +105,13 @@ impl Service {
         let plan = |snapshot: &send::SendSnapshot| {
             send::plan(snapshot, request, message_id, now, mode, policy)
         };
-        let limit = send::limit_scope(request, policy);
+        let limit = |snapshot: &send::SendSnapshot| {
+            send::messaging_limit_of(request, policy, snapshot).map(|(scope, _)| scope)
+        };
         if !dry_run {
-            return self.store.send(request, limit.as_ref(), &plan).await;
+            return self.store.send(request, &limit, &plan).await;
         }
-        let snapshot = self.store.send_snapshot(request, limit.as_ref()).await?;
+        let snapshot = self.store.send_snapshot(request, &limit).await?;
         match plan(&snapshot)? {
             SendPlan::Accept(accepted) => Ok(SendOutcome::DryRun(accepted.message)),
             SendPlan::Replay { message_id } => {

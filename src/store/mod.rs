@@ -113,6 +113,10 @@ pub type AttachPlanner<'a> =
 pub type RatePlanner<'a> =
     &'a (dyn Fn(Option<DateTime<Utc>>) -> Result<DateTime<Utc>, TimeDelta> + Send + Sync);
 
+/// Names the messaging-limit scope a send counts in, from the rest of its
+/// snapshot; `None`: nothing is read for the limit.
+pub type LimitScoper<'a> = &'a (dyn Fn(&SendSnapshot) -> Option<LimitScope> + Send + Sync);
+
 /// Plans a status webhook from what is stored for its wamid.
 pub type StatusPlanner<'a> = &'a (dyn Fn(&StatusTarget) -> StatusPlan + Send + Sync);
 
@@ -278,18 +282,19 @@ pub trait Storage: Send + Sync + 'static {
     async fn send_snapshot(
         &self,
         request: &SendRequest,
-        limit: Option<&LimitScope>,
+        limit: LimitScoper<'_>,
     ) -> Result<SendSnapshot, StoreError>;
 
-    /// Reads the key's first use, the window and the template (and, with a
-    /// `limit` scope, the customer's reach and the scope's usage), plans,
-    /// and writes an accepted plan (message, key, window, delivery, reach)
-    /// at once. Two sends that both write a scope's usage never both
-    /// commit on the same reading of it.
+    /// Reads the key's first use, the window, the template and the
+    /// registry; then, when `limit` names a scope for what was read, the
+    /// customer's reach and the scope's usage; plans, and writes an
+    /// accepted plan (message, key, window, delivery, reach) at once. Two
+    /// sends that both write a scope's usage never both commit on the same
+    /// reading of it.
     async fn send(
         &self,
         request: &SendRequest,
-        limit: Option<&LimitScope>,
+        limit: LimitScoper<'_>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError>;
 

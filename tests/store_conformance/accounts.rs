@@ -48,6 +48,7 @@ fn account_draft(name: &str, token_env: Option<&str>) -> AccountDraft {
         credentials: token_env.map_or(Credentials::None, |name| {
             Credentials::env_var(name).unwrap()
         }),
+        messaging_limit: None,
     }
 }
 

@@ -31,7 +31,10 @@ pub use crate::accounts::{
 pub use crate::cancel::cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving;
 pub use crate::changes::window_changes_are_logged_read_in_order_and_swept;
 pub use crate::consent::opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica;
-pub use crate::limit::the_messaging_limit_counts_each_customer_once_on_every_replica;
+pub use crate::limit::{
+    an_account_with_its_own_messaging_limit_is_counted_apart,
+    the_messaging_limit_counts_each_customer_once_on_every_replica,
+};
 pub use crate::listing::windows_are_listed_by_expiry_a_page_at_a_time;
 pub use crate::rich::rich_contents_are_stored_and_read_back_as_sent;
 

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
+use wagate::domain::account::{AccountDraft, AccountId, Credentials, PhoneNumberId, Route};
 use wagate::domain::messaging_limit::MessagingLimit;
 use wagate::domain::policy::SendPolicy;
 use wagate::domain::retention::Retention;
 use wagate::domain::template::{Category, ComponentParameters, SendParameters, Status, TemplateId};
 use wagate::domain::{
-    Content, EntryPoint, Inbound, InboundKind, InboundMessageId, Reason, SendRequest,
+    Content, EntryPoint, Inbound, InboundKind, InboundMessageId, PhoneNumber, Reason, SendRequest,
 };
 use wagate::service::Service;
 use wagate::store::StoreError;
@@ -198,4 +199,131 @@ pub async fn the_messaging_limit_counts_each_customer_once_on_every_replica(h: &
     }
     let refused = send(&store, template_send(&customer(40), "k40", &id), next_day).await;
     assert_eq!(reason(refused.unwrap_err()), Reason::MessagingLimitReached);
+}
+
+/// A template send from `business`.
+fn send_from(business: &str, customer: &str, key: &str, id: &TemplateId) -> SendRequest {
+    let mut request = template_send(customer, key, id);
+    request.pair.business = PhoneNumber::parse(business).unwrap();
+    request
+}
+
+pub async fn an_account_with_its_own_messaging_limit_is_counted_apart(h: &dyn Harness) {
+    let store = limited(h.open().await);
+    let other = limited(h.another_replica(&store).await);
+    let (own, shared) = (
+        AccountId::parse("111").unwrap(),
+        AccountId::parse("222").unwrap(),
+    );
+    let draft = |limit| AccountDraft {
+        display_name: "Brand".into(),
+        delivery: false,
+        credentials: Credentials::None,
+        messaging_limit: limit,
+    };
+    let name = TemplateId::parse("receipt", "en").unwrap();
+    for (account, limit, business, phone_number_id) in [
+        (
+            &own,
+            Some(MessagingLimit::Customers(1)),
+            "+15550001111",
+            "1",
+        ),
+        (&shared, None, "+15550002222", "2"),
+    ] {
+        store
+            .create_account(account, &draft(limit), t0())
+            .await
+            .unwrap();
+        let route = Route::CloudApi(PhoneNumberId::parse(phone_number_id).unwrap());
+        store
+            .register_number(
+                &PhoneNumber::parse(business).unwrap(),
+                &route,
+                account,
+                t0(),
+            )
+            .await
+            .unwrap();
+        let id = name.clone().in_account(account.clone());
+        store
+            .upsert_template(&id, &draft_body(), t0())
+            .await
+            .unwrap();
+        store
+            .set_template_status(&id, Status::Approved, "", t0())
+            .await
+            .unwrap();
+    }
+    let (c1, c2, c3, c4) = (customer(1), customer(2), customer(3), customer(4));
+
+    // The account's own limit of 1, read through either replica.
+    send(&store, send_from("+15550001111", &c1, "a-1", &name), t0())
+        .await
+        .unwrap();
+    let refused = send(&other, send_from("+15550001111", &c2, "a-2", &name), t0())
+        .await
+        .unwrap_err();
+    let StoreError::Rejected(refused) = refused else {
+        panic!("{refused}");
+    };
+    assert_eq!(refused.reason, Reason::MessagingLimitReached);
+    assert_eq!(refused.metadata["messaging_limit"], "1");
+    // The other account shares the deployment's portfolio (limit 5): the
+    // account's count is not its, and a customer the first reached is new
+    // to it.
+    for (customer, key) in [(&c2, "b-2"), (&c1, "b-1")] {
+        send(
+            &other,
+            send_from("+15550002222", customer, key, &name),
+            t0(),
+        )
+        .await
+        .unwrap();
+    }
+    // Unlimited: nothing counted; back to sharing: the portfolio's count.
+    let set_own_limit = |limit| {
+        let store = store.clone();
+        let own = own.clone();
+        async move {
+            store
+                .update_account(&own, &draft(limit), t0())
+                .await
+                .unwrap()
+        }
+    };
+    let unlimited = set_own_limit(Some(MessagingLimit::Unlimited)).await;
+    assert_eq!(unlimited.messaging_limit, Some(MessagingLimit::Unlimited));
+    send(&other, send_from("+15550001111", &c3, "a-3", &name), t0())
+        .await
+        .unwrap();
+    set_own_limit(None).await;
+    for n in 0..3 {
+        let c = customer(10 + n);
+        send(
+            &store,
+            send_from("+15550001111", &c, &format!("s-{n}"), &name),
+            t0(),
+        )
+        .await
+        .unwrap();
+    }
+    let refused = send(&other, send_from("+15550002222", &c4, "b-4", &name), t0()).await;
+    assert_eq!(
+        reason(refused.unwrap_err()),
+        Reason::MessagingLimitReached,
+        "2 + 3 of the portfolio's 5 were used"
+    );
+    // The account's setting survives a reopen.
+    set_own_limit(Some(MessagingLimit::Customers(2_000))).await;
+    drop((store, other));
+    let store = h.open().await;
+    let kept = store.account(&own).await.unwrap().unwrap();
+    assert_eq!(kept.messaging_limit, Some(MessagingLimit::Customers(2_000)));
+    let kept = store.account(&shared).await.unwrap().unwrap();
+    assert_eq!(kept.messaging_limit, None);
+}
+
+fn draft_body() -> wagate::domain::template::TemplateContent {
+    draft("Hi {{1}}, thanks for your order.", Category::Utility)
 }

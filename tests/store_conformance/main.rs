@@ -124,6 +124,7 @@ macro_rules! conformance {
                 a_number_sent_for_by_clickatell_keeps_its_integration,
                 opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica,
                 the_messaging_limit_counts_each_customer_once_on_every_replica,
+                an_account_with_its_own_messaging_limit_is_counted_apart,
             );
         }
     };

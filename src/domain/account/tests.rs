@@ -16,6 +16,7 @@ fn draft(name: &str) -> AccountDraft {
         display_name: name.to_owned(),
         delivery: false,
         credentials: Credentials::None,
+        messaging_limit: None,
     }
 }
 

@@ -137,3 +137,42 @@ fn stored_usage_is_normalised() {
     let usage = Usage::from_buckets(vec![(120, 2), (60, 0), (0, 1)]);
     assert_eq!(usage.buckets(), &[(0, 1), (120, 2)]);
 }
+
+#[test]
+fn an_accounts_own_limit_wins_over_the_deployments() {
+    use crate::domain::account::{AccountDraft, AccountWrite, Credentials, plan_create};
+    let account = |limit| {
+        let draft = AccountDraft {
+            display_name: "Brand".into(),
+            delivery: false,
+            credentials: Credentials::None,
+            messaging_limit: limit,
+        };
+        let id = AccountId::parse("111").unwrap();
+        match plan_create(None, &id, &draft, now()).unwrap() {
+            AccountWrite::Put(account) => account,
+            other => panic!("{other:?}"),
+        }
+    };
+    let deployment = MessagingLimit::Customers(250);
+    let own = account(Some(MessagingLimit::Customers(2_000)));
+    assert_eq!(
+        applicable(deployment, Some(&own)),
+        Some((
+            LimitScope::stored("account:111"),
+            MessagingLimit::Customers(2_000)
+        ))
+    );
+    let sharing = account(None);
+    assert_eq!(
+        applicable(deployment, Some(&sharing)),
+        Some((LimitScope::portfolio(), deployment))
+    );
+    assert_eq!(
+        applicable(deployment, None),
+        Some((LimitScope::portfolio(), deployment))
+    );
+    let unlimited = account(Some(MessagingLimit::Unlimited));
+    assert_eq!(applicable(deployment, Some(&unlimited)), None);
+    assert_eq!(applicable(MessagingLimit::Unlimited, Some(&sharing)), None);
+}

@@ -8,9 +8,11 @@ use tokio_postgres::Row;
 use super::{conn, rows};
 use crate::domain::PhoneNumber;
 use crate::domain::account::{
-    Account, AccountId, BusinessNumber, Credentials, PhoneNumberId, Route, SyncReport,
+    Account, AccountId, BusinessNumber, Credentials, DEFAULT_ACCOUNT, PhoneNumberId, Route,
+    SyncReport,
 };
 use crate::domain::clickatell::{Integration, IntegrationId};
+use crate::domain::messaging_limit::MessagingLimit;
 use crate::domain::template_sync::SyncCounts;
 use crate::store::StoreError;
 
@@ -32,6 +34,10 @@ fn account(row: &Row) -> Result<Account, StoreError> {
         display_name: row.get("display_name"),
         delivery: row.get("delivery"),
         credentials,
+        messaging_limit: row
+            .get::<_, Option<&str>>("messaging_limit")
+            .map(|l| MessagingLimit::parse(l).map_err(|_| corrupt("messaging_limit")))
+            .transpose()?,
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
         sync: row
@@ -152,11 +158,12 @@ pub(super) async fn put_account(tx: &impl conn::Connection, a: &Account) -> Resu
         tx,
         "write an account",
         "INSERT INTO accounts (id, display_name, delivery, credentials_env, credentials_file, \
-            created_at, updated_at, sync) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            created_at, updated_at, sync, messaging_limit) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name, \
             delivery = EXCLUDED.delivery, credentials_env = EXCLUDED.credentials_env, \
             credentials_file = EXCLUDED.credentials_file, updated_at = EXCLUDED.updated_at, \
-            sync = EXCLUDED.sync",
+            sync = EXCLUDED.sync, messaging_limit = EXCLUDED.messaging_limit",
         &[
             &a.id.as_str(),
             &a.display_name,
@@ -166,10 +173,30 @@ pub(super) async fn put_account(tx: &impl conn::Connection, a: &Account) -> Resu
             &a.created_at,
             &a.updated_at,
             &a.sync.as_ref().map(sync_json),
+            &a.messaging_limit.map(|l| l.to_string()),
         ],
     )
     .await?;
     Ok(())
+}
+
+/// The account `business` is registered in and the default account, where
+/// stored: the accounts a send from it may run under.
+pub(super) async fn read_sending_accounts(
+    tx: &impl conn::Connection,
+    business: &PhoneNumber,
+) -> Result<Vec<Account>, StoreError> {
+    conn::query(
+        tx,
+        "read a sending number's accounts",
+        "SELECT * FROM accounts WHERE id = $2 \
+            OR id = (SELECT account FROM business_numbers WHERE number = $1)",
+        &[&business.as_str(), &DEFAULT_ACCOUNT],
+    )
+    .await?
+    .iter()
+    .map(account)
+    .collect()
 }
 
 pub(super) async fn list_accounts(

@@ -49,15 +49,14 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::{
-    AttachPlanner, Claim, FinishPlanner, MessageState, Planner, PoolStatus, RatePlanner,
-    SendOutcome, StatusPlanner, StatusReport, Storage, StoreError, SweepCounts, SweepStep,
-    TemplatePage,
+    AttachPlanner, Claim, FinishPlanner, LimitScoper, MessageState, Planner, PoolStatus,
+    RatePlanner, SendOutcome, StatusPlanner, StatusReport, Storage, StoreError, SweepCounts,
+    SweepStep, TemplatePage,
 };
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
 use crate::domain::delivery::{Delivery, StatusPlan, StatusTarget};
-use crate::domain::messaging_limit::LimitScope;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
@@ -71,8 +70,8 @@ use crate::domain::{
 
 use queries::{
     MESSAGE_COLUMNS, insert_inbound_id, insert_message, message_state, note_change, put_early,
-    put_key, put_template, read_inbound_id, read_template, read_window, send_snapshot, state_of,
-    write_delivery, write_window,
+    put_key, put_template, read_inbound_id, read_template, read_window, send_limit, send_snapshot,
+    state_of, write_delivery, write_window,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -301,21 +300,23 @@ impl Storage for PgStore {
     async fn send_snapshot(
         &self,
         request: &SendRequest,
-        limit: Option<&LimitScope>,
+        limit: LimitScoper<'_>,
     ) -> Result<SendSnapshot, StoreError> {
         in_transaction!(self, "read for a dry run", |tx| {
-            send_snapshot(&tx, request, limit).await?
+            let snapshot = send_snapshot(&tx, request).await?;
+            send_limit(&tx, request, snapshot, limit).await?
         })
     }
 
     async fn send(
         &self,
         request: &SendRequest,
-        limit: Option<&LimitScope>,
+        limit: LimitScoper<'_>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError> {
         in_transaction!(snapshot: self, "send", |tx| {
-            let snapshot = send_snapshot(&tx, request, limit).await?;
+            let snapshot = send_snapshot(&tx, request).await?;
+            let snapshot = send_limit(&tx, request, snapshot, limit).await?;
             match plan(&snapshot)? {
                 SendPlan::Replay { message_id } => {
                     let state = message_state(&tx, message_id).await?.ok_or_else(|| {

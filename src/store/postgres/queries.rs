@@ -7,13 +7,12 @@ use uuid::Uuid;
 
 use super::{accounts, conn, consent, reach, rows};
 use crate::domain::delivery::{Delivery, EarlyStatus};
-use crate::domain::messaging_limit::LimitScope;
 use crate::domain::send::{KeyRecord, SendSnapshot};
 use crate::domain::{
     Inbound, InboundKind, InboundMessageId, OutboxMessage, Pair, SendRequest, Template, TemplateId,
     Window,
 };
-use crate::store::{MessageState, StoreError};
+use crate::store::{LimitScoper, MessageState, StoreError};
 
 pub(super) const MESSAGE_COLUMNS: &str = "o.*, d.status AS d_status, d.updated_at AS d_updated_at, \
     d.wamid, d.attempts, d.next_attempt_at, d.error_code, d.error_title, d.fence";
@@ -171,14 +170,15 @@ async fn read_templates_named(
     .collect()
 }
 
+/// What a send reads in one round trip; the messaging limit's records,
+/// whose scope depends on what this read, come after (see `send_limit`).
 pub(super) async fn send_snapshot(
     tx: &impl conn::Connection,
     request: &SendRequest,
-    limit: Option<&LimitScope>,
 ) -> Result<SendSnapshot, StoreError> {
     let key = request.idempotency_key.as_str();
     let template = request.content.template_id();
-    let (first, window, templates, sender, any_account, consent, limit) = conn::pipelined!(
+    let (first, window, templates, sender, any_account, consent, accounts) = conn::pipelined!(
         read_key(tx, key),
         read_window(tx, &request.pair),
         async {
@@ -196,11 +196,9 @@ pub(super) async fn send_snapshot(
             }
         },
         async {
-            match limit {
-                Some(scope) => reach::read(tx, scope, &request.pair.customer)
-                    .await
-                    .map(Some),
-                None => Ok(None),
+            match template {
+                Some(_) => accounts::read_sending_accounts(tx, &request.pair.business).await,
+                None => Ok(Vec::new()),
             }
         },
     )?;
@@ -211,8 +209,23 @@ pub(super) async fn send_snapshot(
         sender,
         any_account,
         consent,
-        limit,
+        accounts,
+        limit: None,
     })
+}
+
+/// The send's snapshot with the messaging limit's records, when `limit`
+/// names a scope for it: one more round trip, for limited templates only.
+pub(super) async fn send_limit(
+    tx: &impl conn::Connection,
+    request: &SendRequest,
+    mut snapshot: SendSnapshot,
+    limit: LimitScoper<'_>,
+) -> Result<SendSnapshot, StoreError> {
+    if let Some(scope) = limit(&snapshot) {
+        snapshot.limit = Some(reach::read(tx, &scope, &request.pair.customer).await?);
+    }
+    Ok(snapshot)
 }
 
 async fn read_key(tx: &impl conn::Connection, key: &str) -> Result<Option<KeyRecord>, StoreError> {

@@ -195,9 +195,11 @@ CREATE TABLE consent (
     PRIMARY KEY (business, customer)
 );
 "#,
-    // 11: the messaging limit: when each customer was last reached outside
-    // a window, and each scope's reaches per minute.
+    // 11: the messaging limit: an account's own (NULL: it shares the
+    // deployment's), when each customer was last reached outside a window,
+    // and each scope's reaches per minute.
     r#"
+ALTER TABLE accounts ADD COLUMN messaging_limit text;
 CREATE TABLE limit_reaches (
     scope      text NOT NULL,
     customer   text NOT NULL,

@@ -14,6 +14,7 @@ use crate::domain::account::{
     PhoneNumberId, Route, SyncReport,
 };
 use crate::domain::clickatell::{Integration, IntegrationId};
+use crate::domain::messaging_limit::MessagingLimit;
 use crate::domain::template_sync::SyncCounts;
 use crate::store::Planner;
 
@@ -28,6 +29,35 @@ struct AccountRecord {
     created_at: i64,
     updated_at: i64,
     sync: Option<SyncRecord>,
+    /// As `MessagingLimit` prints it. The trailing field is what tells it
+    /// from a V1 record.
+    messaging_limit: Option<String>,
+}
+
+/// An account as written before messaging limits.
+#[derive(Serialize, Deserialize)]
+struct AccountRecordV1 {
+    display_name: String,
+    delivery: bool,
+    credentials: CredentialsRecord,
+    created_at: i64,
+    updated_at: i64,
+    sync: Option<SyncRecord>,
+}
+
+fn decode_account(bytes: &[u8]) -> Result<AccountRecord, DecodeError> {
+    decode::<AccountRecord>(bytes).or_else(|error| match decode::<AccountRecordV1>(bytes) {
+        Ok(v1) => Ok(AccountRecord {
+            display_name: v1.display_name,
+            delivery: v1.delivery,
+            credentials: v1.credentials,
+            created_at: v1.created_at,
+            updated_at: v1.updated_at,
+            sync: v1.sync,
+            messaging_limit: None,
+        }),
+        Err(_) => Err(error),
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,6 +133,7 @@ impl From<&Account> for AccountRecord {
                 ],
                 last_good_at: s.last_good_at.map(records::micros),
             }),
+            messaging_limit: account.messaging_limit.map(|l| l.to_string()),
         }
     }
 }
@@ -115,6 +146,10 @@ fn account(id: &[u8], record: AccountRecord) -> Result<Account, DecodeError> {
         display_name: record.display_name,
         delivery: record.delivery,
         credentials: credentials(record.credentials)?,
+        messaging_limit: record
+            .messaging_limit
+            .map(|l| MessagingLimit::parse(&l).map_err(DecodeError::Invalid))
+            .transpose()?,
         created_at: records::time(record.created_at)?,
         updated_at: records::time(record.updated_at)?,
         sync: match record.sync {
@@ -182,7 +217,7 @@ fn number(key: &[u8], record: NumberRecord) -> Result<BusinessNumber, DecodeErro
 
 fn account_from(id: &[u8], bytes: Option<sled::IVec>) -> Result<Option<Account>, StoreError> {
     bytes
-        .map(|bytes| decode(&bytes).and_then(|record| account(id, record)))
+        .map(|bytes| decode_account(&bytes).and_then(|record| account(id, record)))
         .transpose()
         .map_err(corrupt(ACCOUNTS))
 }
@@ -372,5 +407,28 @@ mod tests {
         let bytes = encode(&number_record(&clickatell));
         let read = number(b"+15550001111", decode_number(&bytes).unwrap()).unwrap();
         assert_eq!(read, clickatell);
+    }
+
+    #[test]
+    fn accounts_written_before_messaging_limits_share_the_deployments() {
+        let v1 = encode(&AccountRecordV1 {
+            display_name: "Brand".into(),
+            delivery: true,
+            credentials: CredentialsRecord::EnvVar("BRAND_TOKEN".into()),
+            created_at: 1_764_230_400_000_000,
+            updated_at: 1_764_230_400_000_000,
+            sync: None,
+        });
+        let old = account(b"102290129340398", decode_account(&v1).unwrap()).unwrap();
+        assert_eq!(old.messaging_limit, None);
+        assert_eq!(old.display_name, "Brand");
+        // Today's layout reads back as written.
+        let limited = Account {
+            messaging_limit: Some(MessagingLimit::Customers(2_000)),
+            ..old
+        };
+        let bytes = encode(&AccountRecord::from(&limited));
+        let read = account(b"102290129340398", decode_account(&bytes).unwrap()).unwrap();
+        assert_eq!(read, limited);
     }
 }

@@ -28,15 +28,14 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::{
-    AttachPlanner, Claim, FinishPlanner, MessageState, Planner, RatePlanner, SendOutcome,
-    StatusPlanner, StatusReport, Storage, StoreError, SweepStep, TemplatePage,
+    AttachPlanner, Claim, FinishPlanner, LimitScoper, MessageState, Planner, RatePlanner,
+    SendOutcome, StatusPlanner, StatusReport, Storage, StoreError, SweepStep, TemplatePage,
 };
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
 use crate::domain::consent::Consent;
 use crate::domain::delivery::Delivery;
-use crate::domain::messaging_limit::LimitScope;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
@@ -329,19 +328,34 @@ impl SledStore {
     /// account's template of its name, its business number, and whether any
     /// account exists. They change rarely and alone, so this reads sled
     /// rather than the send's log section.
-    fn send_registry(
-        &self,
-        request: &SendRequest,
-    ) -> Result<(Vec<Template>, Option<BusinessNumber>, bool), StoreError> {
-        let templates = match request.content.template_id() {
-            Some(id) => templates_named(&self.trees, id)?,
-            None => Vec::new(),
+    /// What a send reads of the registry: the template in every account,
+    /// the sending number, whether any account exists, and for templates
+    /// the number's account and the default one (their messaging limits).
+    fn send_registry(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
+        let Some(id) = request.content.template_id() else {
+            return Ok(SendSnapshot {
+                sender: self.read_number(&request.pair.business)?,
+                any_account: self.trees.accounts.first()?.is_some(),
+                ..SendSnapshot::default()
+            });
         };
-        Ok((
-            templates,
-            self.read_number(&request.pair.business)?,
-            self.trees.accounts.first()?.is_some(),
-        ))
+        let sender = self.read_number(&request.pair.business)?;
+        let mut accounts = Vec::new();
+        let default = AccountId::default_account();
+        for account in sender.iter().map(|n| &n.account).chain([&default]) {
+            if !accounts.iter().any(|a: &Account| a.id == *account)
+                && let Some(stored) = self.read_account(account)?
+            {
+                accounts.push(stored);
+            }
+        }
+        Ok(SendSnapshot {
+            templates: templates_named(&self.trees, id)?,
+            sender,
+            any_account: self.trees.accounts.first()?.is_some(),
+            accounts,
+            ..SendSnapshot::default()
+        })
     }
 
     fn read_template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
@@ -428,41 +442,39 @@ impl Storage for SledStore {
     async fn send_snapshot(
         &self,
         request: &SendRequest,
-        limit: Option<&LimitScope>,
+        limit: LimitScoper<'_>,
     ) -> Result<SendSnapshot, StoreError> {
         let t = &*self.trees;
         let key = request.idempotency_key.as_str().as_bytes();
-        let (templates, sender, any_account) = self.send_registry(request)?;
-        Ok(SendSnapshot {
+        let mut snapshot = SendSnapshot {
             first: read_record::<IdempotencyRecord>(IDEMPOTENCY, t.idempotency.get(key)?)?
                 .map(key_record)
                 .transpose()?,
             window: self.read_window(&request.pair)?,
-            templates,
-            sender,
-            any_account,
             consent: match request.content {
                 crate::domain::Content::Template { .. } => self.read_consent(&request.pair)?,
                 _ => None,
             },
-            limit: limit
-                .map(|scope| reach::read(t, scope, &request.pair.customer))
-                .transpose()?,
-        })
+            ..self.send_registry(request)?
+        };
+        if let Some(scope) = limit(&snapshot) {
+            snapshot.limit = Some(reach::read(t, &scope, &request.pair.customer)?);
+        }
+        Ok(snapshot)
     }
 
     async fn send(
         &self,
         request: &SendRequest,
-        limit: Option<&LimitScope>,
+        limit: LimitScoper<'_>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError> {
         let key = request.idempotency_key.as_str().as_bytes();
         let pair_key = keys::pair(&request.pair);
         let (outcome, stored, lsn) = {
-            let (templates, sender, any_account) = self.send_registry(request)?;
+            let registry = self.send_registry(request)?;
             let mut w = self.wal.section()?;
-            let snapshot = SendSnapshot {
+            let mut snapshot = SendSnapshot {
                 first: read_record::<IdempotencyRecord>(
                     IDEMPOTENCY,
                     w.get(Tree::Idempotency, key)?,
@@ -470,17 +482,15 @@ impl Storage for SledStore {
                 .map(key_record)
                 .transpose()?,
                 window: read::<WindowRecord, Window>(WINDOWS, w.get(Tree::Windows, &pair_key)?)?,
-                templates,
-                sender,
-                any_account,
                 consent: match request.content {
                     crate::domain::Content::Template { .. } => consent::read_in(&w, &request.pair)?,
                     _ => None,
                 },
-                limit: limit
-                    .map(|scope| reach::read_in(&w, scope, &request.pair.customer))
-                    .transpose()?,
+                ..registry
             };
+            if let Some(scope) = limit(&snapshot) {
+                snapshot.limit = Some(reach::read_in(&w, &scope, &request.pair.customer)?);
+            }
             match plan(&snapshot).map_err(StoreError::Rejected)? {
                 SendPlan::Replay { message_id } => {
                     let stored = w.get(Tree::Outbox, &message_id.into_bytes())?;
