@@ -1301,7 +1301,7 @@ async fn a_template_review_applies_to_the_template_of_the_account_it_came_from()
 async fn whatsapps_131049_and_131050_and_a_stop_keyword_refuse_later_templates_up_front() {
     use tonic_types::StatusExt;
     let (_graph, url) = FakeGraph::start().await;
-    let server = start(&url, &[]);
+    let mut server = start(&url, &[]);
     let mut gateway = server.gateway().await;
     approve(
         &server,
@@ -1403,6 +1403,22 @@ async fn whatsapps_131049_and_131050_and_a_stop_keyword_refuse_later_templates_u
         .send_message(template_send(third, "m-6", "spring_sale", &["Cy"]))
         .await
         .expect("opted back in");
+
+    // What WhatsApp said is kept: after a restart the same refusals hold.
+    drop(gateway);
+    server.restart().await;
+    let mut gateway = server.gateway().await;
+    for (customer, key, reason) in [
+        (CUSTOMER, "m-7", "MARKETING_LIMITED"),
+        (other, "m-8", "CUSTOMER_OPTED_OUT"),
+    ] {
+        let refused = refusal(
+            gateway
+                .send_message(template_send(customer, key, "spring_sale", &["Ann"]))
+                .await,
+        );
+        assert_eq!(refused.reason, reason, "{customer} after a restart");
+    }
 }
 
 #[tokio::test]
@@ -1444,6 +1460,35 @@ async fn a_burst_to_one_customer_is_paced_to_the_pair_rate_and_others_are_not_sl
     assert!(
         to_other[2] < to_customer[5],
         "another customer waits for nobody's pair rate"
+    );
+}
+
+#[tokio::test]
+async fn the_pair_rate_is_kept_across_a_restart() {
+    let (graph, url) = FakeGraph::start().await;
+    let interval = Duration::from_secs(4);
+    let mut server = start(
+        &url,
+        &["--pair-rate-interval", "4s", "--pair-rate-burst", "2"],
+    );
+    open_window(&server, CUSTOMER).await;
+    for n in 0..2 {
+        let id = send(&server, text(CUSTOMER, &format!("r-{n}"), "hi")).await;
+        wait_for(&server, &id, MessageStatus::Submitted).await;
+    }
+    // A rolling deploy: the burst was used before it, so the next message
+    // still waits its turn after it.
+    server.restart().await;
+    let id = send(&server, text(CUSTOMER, "r-2", "hi")).await;
+    wait_for(&server, &id, MessageStatus::Submitted).await;
+    let mut sent: Vec<Instant> = graph.to(CUSTOMER).iter().map(|r| r.at).collect();
+    sent.sort();
+    assert_eq!(sent.len(), 3);
+    let slack = Duration::from_millis(50);
+    assert!(
+        sent[2] - sent[0] + slack >= interval,
+        "the third came {:?} after the first",
+        sent[2] - sent[0]
     );
 }
 

@@ -15,6 +15,7 @@ mod listing;
 mod reach;
 mod records;
 mod rekey;
+mod send_rate;
 mod sweep;
 mod wal;
 
@@ -153,6 +154,8 @@ struct Trees {
     reaches: sled::Tree,
     reach_age: sled::Tree,
     limit_usage: sled::Tree,
+    send_rates: sled::Tree,
+    send_rate_age: sled::Tree,
 }
 
 impl Trees {
@@ -181,12 +184,11 @@ impl Trees {
             Tree::Reaches => &self.reaches,
             Tree::ReachAge => &self.reach_age,
             Tree::LimitUsage => &self.limit_usage,
+            Tree::SendRates => &self.send_rates,
+            Tree::SendRateAge => &self.send_rate_age,
         }
     }
 }
-
-/// Send rates kept in memory before the lapsed ones are dropped.
-const SEND_SLOTS_KEPT: usize = 65_536;
 
 const WINDOWS: &str = "windows/v1";
 const INBOUND_IDS: &str = "inbound_ids/v1";
@@ -204,9 +206,6 @@ pub struct SledStore {
     wal: Arc<Wal>,
     /// Every stored change to an outbound message, for watchers.
     updates: tokio::sync::broadcast::Sender<MessageState>,
-    /// Send-rate arrival times per business number. In memory: one process
-    /// shares nothing, and a restart forgetting them only allows a burst.
-    send_slots: Arc<std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>>,
 }
 
 impl SledStore {
@@ -265,6 +264,8 @@ impl SledStore {
             reaches: db.open_tree(reach::REACHES)?,
             reach_age: db.open_tree(reach::REACH_AGE)?,
             limit_usage: db.open_tree(reach::LIMIT_USAGE)?,
+            send_rates: db.open_tree(send_rate::SEND_RATES)?,
+            send_rate_age: db.open_tree(send_rate::SEND_RATE_AGE)?,
         };
         let trees = Arc::new(trees);
         // The log first: what it holds was acknowledged before any rekeying
@@ -301,7 +302,6 @@ impl SledStore {
             trees,
             wal: Arc::new(wal),
             updates: tokio::sync::broadcast::channel(super::UPDATES_BUFFERED).0,
-            send_slots: Arc::default(),
         })
     }
 
@@ -773,20 +773,7 @@ impl Storage for SledStore {
         key: &str,
         plan: RatePlanner<'_>,
     ) -> Result<Result<(), TimeDelta>, StoreError> {
-        let mut slots = self
-            .send_slots
-            .lock()
-            .map_err(|_| StoreError::unavailable("send rate", "a holder panicked"))?;
-        // A rate whose arrival time has passed says nothing more; drop
-        // those now and then, or one entry per pair ever served piles up.
-        if slots.len() >= SEND_SLOTS_KEPT {
-            let now = Utc::now();
-            slots.retain(|_, tat| *tat > now);
-        }
-        let tat = slots.get(key).copied();
-        Ok(plan(tat).map(|next| {
-            slots.insert(key.to_owned(), next);
-        }))
+        self.take_slot(key, plan)
     }
 
     async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {

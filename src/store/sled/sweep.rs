@@ -53,7 +53,9 @@ impl SledStore {
             |v| Ok(decode::<EarlyStatusRecord>(v)?.received_at),
         )?;
         let (visited_changes, window_changes) = self.sweep_changes(cutoffs.window_changes)?;
-        // Not counted: reaches say nothing once they no longer count.
+        // Not counted: reaches say nothing once they no longer count, nor
+        // send rates whose arrival time passed a day ago (the next send
+        // starts afresh; as PostgreSQL's sweep, a day late).
         let (visited_reaches, _) = sweep_chunk(
             wal,
             t,
@@ -61,6 +63,14 @@ impl SledStore {
             Tree::Reaches,
             cutoffs.reaches,
             super::reach::reached_at_micros,
+        )?;
+        let (visited_rates, _) = sweep_chunk(
+            wal,
+            t,
+            Tree::SendRateAge,
+            Tree::SendRates,
+            cutoffs.early_statuses,
+            super::send_rate::tat_micros,
         )?;
         Ok(SweepStep {
             removed: SweepCounts {
@@ -75,7 +85,8 @@ impl SledStore {
                 + visited_keys
                 + visited_early
                 + visited_changes
-                + visited_reaches,
+                + visited_reaches
+                + visited_rates,
         })
     }
 }

@@ -443,34 +443,49 @@ async fn templates_written_before_accounts_move_into_the_default_account() {
 }
 
 #[tokio::test]
-async fn lapsed_send_rates_are_dropped_so_pairs_do_not_pile_up() {
+async fn send_rates_outlive_a_restart_and_lapsed_ones_are_swept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(&config(&dir)).unwrap();
-    // Every pair ever served leaves an arrival time; these have all passed.
-    for n in 0..SEND_SLOTS_KEPT {
-        let taken = store
-            .take_send_slot(&format!("pair-{n}"), &|_| Ok(t0()))
+    // Stored to the microsecond, as every time.
+    let ahead = crate::domain::time::stored(Utc::now() + TimeDelta::hours(1));
+    {
+        let store = SledStore::open(&config(&dir)).unwrap();
+        // A pair served long ago, and one still paced.
+        for (key, tat) in [("pair-old", t0()), ("busy", ahead)] {
+            let taken = store.take_send_slot(key, &|_| Ok(tat)).await.unwrap();
+            assert_eq!(taken, Ok(()));
+        }
+        // A refused slot writes nothing.
+        let refused = store
+            .take_send_slot("busy", &|_| Err(TimeDelta::seconds(6)))
             .await
             .unwrap();
-        assert_eq!(taken, Ok(()));
+        assert_eq!(refused, Err(TimeDelta::seconds(6)));
+        store.flush().await.unwrap();
     }
-    // One still ahead survives the next clean-up.
-    let ahead = Utc::now() + TimeDelta::hours(1);
-    store
-        .take_send_slot("busy", &|_| Ok(ahead))
-        .await
-        .unwrap()
-        .unwrap();
-    let kept = store.send_slots.lock().unwrap().len();
-    assert_eq!(kept, 1, "only the arrival time still ahead is kept");
+    let store = SledStore::open(&config(&dir)).unwrap();
     let seen = std::sync::Mutex::new(None);
     store
         .take_send_slot("busy", &|tat| {
             *seen.lock().unwrap() = tat;
-            Ok(ahead)
+            Ok(ahead + TimeDelta::seconds(6))
         })
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(*seen.lock().unwrap(), Some(ahead));
+    assert_eq!(*seen.lock().unwrap(), Some(ahead), "the pacing survived");
+    let cutoffs = crate::domain::retention::Retention::default().cutoffs(Utc::now());
+    while store.sweep_step(&cutoffs).await.unwrap().visited > 0 {}
+    let kept: Vec<Vec<u8>> = store
+        .trees
+        .send_rates
+        .iter()
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    assert_eq!(
+        kept,
+        [b"busy".to_vec()],
+        "only the rate still ahead is kept"
+    );
+    assert_eq!(store.trees.send_rate_age.len(), 1, "one age entry a rate");
 }

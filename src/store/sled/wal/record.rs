@@ -37,10 +37,12 @@ pub enum Tree {
     Reaches = 21,
     ReachAge = 22,
     LimitUsage = 23,
+    SendRates = 24,
+    SendRateAge = 25,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 23] = [
+    pub const ALL: [Tree; 25] = [
         Tree::Windows,
         Tree::WindowExpiry,
         Tree::InboundIds,
@@ -64,6 +66,8 @@ impl Tree {
         Tree::Reaches,
         Tree::ReachAge,
         Tree::LimitUsage,
+        Tree::SendRates,
+        Tree::SendRateAge,
     ];
 
     fn from_byte(byte: u8) -> Option<Tree> {
