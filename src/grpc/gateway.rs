@@ -293,9 +293,11 @@ impl pb::gateway_server::Gateway for GatewayService {
         let request = request.into_inner();
         let pair = convert::pair(&request.business_number, &request.customer_number)
             .map_err(status::rejection)?;
-        let (window, consent) = tokio::join!(self.store.window(&pair), self.store.consent(&pair));
-        let window = window.map_err(status::store)?;
-        let consent = consent.map_err(status::store)?;
+        let (window, consent) = self
+            .store
+            .window_and_consent(&pair)
+            .await
+            .map_err(status::store)?;
         let view = Window::view(window.as_ref(), convert::now());
         Ok(Response::new(pb::GetWindowResponse {
             window: Some(convert::window(&pair, &view)),

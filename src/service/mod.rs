@@ -91,6 +91,14 @@ impl Service {
         self.store.window(pair).await
     }
 
+    /// The pair's window and consent, read at once (GetWindow).
+    pub async fn window_and_consent(
+        &self,
+        pair: &Pair,
+    ) -> Result<(Option<Window>, Option<crate::domain::consent::Consent>), StoreError> {
+        self.store.window_and_consent(pair).await
+    }
+
     /// Gates and records one send; a dry run plans on what is stored and
     /// writes nothing.
     pub async fn send(

@@ -451,6 +451,13 @@ pub trait Storage: Send + Sync + 'static {
         number: &PhoneNumber,
     ) -> Result<Option<BusinessNumber>, StoreError>;
 
+    /// The pair's window and consent together, for GetWindow: one read
+    /// (on PostgreSQL one round trip on one connection).
+    async fn window_and_consent(
+        &self,
+        pair: &Pair,
+    ) -> Result<(Option<Window>, Option<crate::domain::consent::Consent>), StoreError>;
+
     /// The consent kept for a pair (opt-outs, marketing backoff).
     async fn consent(
         &self,

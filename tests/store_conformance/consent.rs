@@ -65,7 +65,12 @@ pub async fn opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica(h:
         .unwrap()
         .unwrap();
     assert_eq!(kept.opt_out.as_ref().unwrap().scope, Scope::Marketing);
-    assert_eq!(other.consent(&pair).await.unwrap(), Some(kept));
+    assert_eq!(other.consent(&pair).await.unwrap(), Some(kept.clone()));
+    // GetWindow's read: the window (none yet) and the consent at once.
+    assert_eq!(
+        other.window_and_consent(&pair).await.unwrap(),
+        (None, Some(kept))
+    );
     let refused = send(&other, "m-1", &marketing).await.unwrap_err();
     assert_eq!(reason(refused), Reason::CustomerOptedOut);
     send(&other, "u-1", &utility).await.expect("utility goes");

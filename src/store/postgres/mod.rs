@@ -476,6 +476,14 @@ impl Storage for PgStore {
         })
     }
 
+    async fn window_and_consent(
+        &self,
+        pair: &Pair,
+    ) -> Result<(Option<Window>, Option<crate::domain::consent::Consent>), StoreError> {
+        let client = self.client().await?;
+        conn::pipelined!(read_window(&client, pair), consent::read(&client, pair))
+    }
+
     async fn consent(
         &self,
         pair: &Pair,

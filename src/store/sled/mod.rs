@@ -622,6 +622,13 @@ impl Storage for SledStore {
             .await
     }
 
+    async fn window_and_consent(
+        &self,
+        pair: &Pair,
+    ) -> Result<(Option<Window>, Option<Consent>), StoreError> {
+        Ok((self.read_window(pair)?, self.read_consent(pair)?))
+    }
+
     async fn consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
         self.read_consent(pair)
     }
