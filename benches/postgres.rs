@@ -162,7 +162,8 @@ fn script_file(dir: &Path, workload: Workload) -> std::path::PathBuf {
     let script = match workload {
         Workload::GetWindow => format!(
             "\\set c random(0, {last})\n\
-             SELECT * FROM windows WHERE business = '{BUSINESS}' AND customer = {SEEDED_CUSTOMER};\n",
+             SELECT * FROM windows WHERE business = '{BUSINESS}' AND customer = {SEEDED_CUSTOMER};\n\
+             SELECT * FROM consent WHERE business = '{BUSINESS}' AND customer = {SEEDED_CUSTOMER};\n",
             last = SEEDED - 1
         ),
         Workload::RecordInbound => format!(
@@ -193,6 +194,9 @@ fn script_file(dir: &Path, workload: Workload) -> std::path::PathBuf {
              SELECT * FROM templates WHERE name = '{TEMPLATE}' AND language = 'en_US';\n\
              SELECT * FROM business_numbers WHERE number = '{BUSINESS}';\n\
              SELECT EXISTS (SELECT 1 FROM accounts);\n\
+             SELECT * FROM consent WHERE business = '{BUSINESS}' AND customer = {SEEDED_CUSTOMER};\n\
+             SELECT * FROM accounts WHERE id = 'default' \
+                OR id = (SELECT account FROM business_numbers WHERE number = '{BUSINESS}');\n\
              INSERT INTO outbox (message_id, business, customer, idempotency_key, content, \
                 fingerprint, kind, rendered_text, template_category, pricing_category, billable, \
                 free_until, accepted_at, status) VALUES (md5((:n)::text)::uuid, '{BUSINESS}', \
