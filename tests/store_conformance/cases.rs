@@ -32,6 +32,7 @@ pub use crate::cancel::cancelled_calls_store_all_or_nothing_and_the_store_keeps_
 pub use crate::changes::window_changes_are_logged_read_in_order_and_swept;
 pub use crate::consent::opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica;
 pub use crate::limit::{
+    a_burst_of_new_customers_fills_the_limit_exactly_and_every_send_is_answered,
     an_account_with_its_own_messaging_limit_is_counted_apart,
     the_messaging_limit_counts_each_customer_once_on_every_replica,
 };

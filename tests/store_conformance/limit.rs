@@ -327,3 +327,48 @@ pub async fn an_account_with_its_own_messaging_limit_is_counted_apart(h: &dyn Ha
 fn draft_body() -> wagate::domain::template::TemplateContent {
     draft("Hi {{1}}, thanks for your order.", Category::Utility)
 }
+
+/// A campaign's burst: 256 new customers at once through three replicas
+/// under a limit of 200. Every send is answered (none runs out of tries on
+/// the contended usage record) and exactly 200 are accepted.
+pub async fn a_burst_of_new_customers_fills_the_limit_exactly_and_every_send_is_answered(
+    h: &dyn Harness,
+) {
+    let limit = |store: Service| {
+        store
+            .with_policy(SendPolicy::default().with_messaging_limit(MessagingLimit::Customers(200)))
+    };
+    let first = limit(h.open().await);
+    let replicas = [
+        first.clone(),
+        limit(h.another_replica(&first).await),
+        limit(h.another_replica(&first).await),
+    ];
+    let id = TemplateId::parse("receipt", "en").unwrap();
+    first
+        .upsert_template(&id, &draft_body(), t0())
+        .await
+        .unwrap();
+    first
+        .set_template_status(&id, Status::Approved, "", t0())
+        .await
+        .unwrap();
+    let sends: Vec<_> = (0..256)
+        .map(|n| {
+            let replica = replicas[n % 3].clone();
+            let request = template_send(&customer(1000 + n), &format!("burst-{n}"), &id);
+            tokio::spawn(async move { send(&replica, request, t0()).await })
+        })
+        .collect();
+    let (mut accepted, mut refused) = (0, 0);
+    for outcome in sends {
+        match outcome.await.unwrap() {
+            Ok(()) => accepted += 1,
+            Err(StoreError::Rejected(r)) if r.reason == Reason::MessagingLimitReached => {
+                refused += 1
+            }
+            Err(error) => panic!("a send failed instead of being answered: {error}"),
+        }
+    }
+    assert_eq!((accepted, refused), (200, 56));
+}

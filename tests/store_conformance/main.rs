@@ -125,6 +125,7 @@ macro_rules! conformance {
                 opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica,
                 the_messaging_limit_counts_each_customer_once_on_every_replica,
                 an_account_with_its_own_messaging_limit_is_counted_apart,
+                a_burst_of_new_customers_fills_the_limit_exactly_and_every_send_is_answered,
             );
         }
     };

@@ -206,6 +206,8 @@ pub fn migrations() -> &'static [&'static str] {
 pub struct PgStore {
     pool: Pool,
     updates: tokio::sync::broadcast::Sender<MessageState>,
+    /// Taken by retried sends under a messaging limit (see `send`).
+    limit_gate: Arc<tokio::sync::Mutex<()>>,
     _feed: Arc<feed::Feed>,
 }
 
@@ -242,6 +244,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             updates,
+            limit_gate: Arc::default(),
             _feed: Arc::new(feed),
         })
     }
@@ -314,9 +317,23 @@ impl Storage for PgStore {
         limit: LimitScoper<'_>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError> {
+        // Every new reach of a messaging-limit scope rewrites its usage row,
+        // so concurrent ones fail to serialize and run again. A try after
+        // such a failure first takes this process's limit gate, before its
+        // snapshot: this replica's contenders then take turns instead of
+        // failing each other until their tries run out (a burst of a
+        // campaign), and only other replicas' can still collide.
+        let limited = std::sync::atomic::AtomicBool::new(false);
         in_transaction!(snapshot: self, "send", |tx| {
+            let _turn = match limited.load(std::sync::atomic::Ordering::Relaxed) {
+                true => Some(self.limit_gate.lock().await),
+                false => None,
+            };
             let snapshot = send_snapshot(&tx, request).await?;
             let snapshot = send_limit(&tx, request, snapshot, limit).await?;
+            if snapshot.limit.is_some() {
+                limited.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             match plan(&snapshot)? {
                 SendPlan::Replay { message_id } => {
                     let state = message_state(&tx, message_id).await?.ok_or_else(|| {
