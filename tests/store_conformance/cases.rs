@@ -85,6 +85,23 @@ pub(crate) fn text_request(customer: &str, key: &str, body: &str) -> SendRequest
     }
 }
 
+/// A send of template `id` with one body value ("Ann").
+pub(crate) fn template_request(customer: &str, key: &str, id: &TemplateId) -> SendRequest {
+    SendRequest {
+        content: Content::Template {
+            id: id.clone(),
+            parameters: SendParameters {
+                body: ComponentParameters {
+                    positional: vec!["Ann".into()],
+                    named: std::collections::BTreeMap::new(),
+                },
+                ..Default::default()
+            },
+        },
+        ..text_request(customer, key, "unused")
+    }
+}
+
 pub(crate) fn reason(error: StoreError) -> Reason {
     match error {
         StoreError::Rejected(rejection) => rejection.reason,

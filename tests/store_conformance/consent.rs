@@ -2,17 +2,15 @@
 //! scope covers on every replica, opt-ins clear them, and WhatsApp's 131049
 //! and 131050 are kept for the pair.
 
-use std::collections::BTreeMap;
-
 use chrono::{TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 use wagate::domain::consent::{Scope, Source};
 use wagate::domain::delivery::DeliveryError;
-use wagate::domain::template::{Category, ComponentParameters, SendParameters, Status, TemplateId};
-use wagate::domain::{Content, Reason, SendRequest};
+use wagate::domain::template::{Category, Status, TemplateId};
+use wagate::domain::{Reason, SendRequest};
 use wagate::service::Service;
 
-use crate::cases::{Harness, draft, reason, text_request};
+use crate::cases::{Harness, draft, reason, template_request, text_request};
 
 const CUSTOMER: &str = "+27821234567";
 
@@ -31,19 +29,7 @@ async fn approved(store: &Service, name: &str, category: Category) -> TemplateId
 }
 
 fn template_send(key: &str, id: &TemplateId) -> SendRequest {
-    SendRequest {
-        content: Content::Template {
-            id: id.clone(),
-            parameters: SendParameters {
-                body: ComponentParameters {
-                    positional: vec!["Ann".into()],
-                    named: BTreeMap::new(),
-                },
-                ..Default::default()
-            },
-        },
-        ..text_request(CUSTOMER, key, "unused")
-    }
+    template_request(CUSTOMER, key, id)
 }
 
 pub async fn opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica(h: &dyn Harness) {

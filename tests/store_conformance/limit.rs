@@ -3,22 +3,20 @@
 //! once, reached customers and window replies are not counted, and the
 //! count outlives a reopen and rolls off after a day.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 use wagate::domain::account::{AccountDraft, AccountId, Credentials, PhoneNumberId, Route};
 use wagate::domain::messaging_limit::MessagingLimit;
 use wagate::domain::policy::SendPolicy;
 use wagate::domain::retention::Retention;
-use wagate::domain::template::{Category, ComponentParameters, SendParameters, Status, TemplateId};
+use wagate::domain::template::{Category, Status, TemplateId};
 use wagate::domain::{
-    Content, EntryPoint, Inbound, InboundKind, InboundMessageId, PhoneNumber, Reason, SendRequest,
+    EntryPoint, Inbound, InboundKind, InboundMessageId, PhoneNumber, Reason, SendRequest,
 };
 use wagate::service::Service;
 use wagate::store::StoreError;
 
-use crate::cases::{Harness, draft, reason, text_request};
+use crate::cases::{Harness, draft, reason, template_request, text_request};
 
 const LIMIT: u32 = 5;
 
@@ -31,19 +29,19 @@ fn limited(store: Service) -> Service {
 }
 
 fn template_send(customer: &str, key: &str, id: &TemplateId) -> SendRequest {
-    SendRequest {
-        content: Content::Template {
-            id: id.clone(),
-            parameters: SendParameters {
-                body: ComponentParameters {
-                    positional: vec!["Ann".into()],
-                    named: BTreeMap::new(),
-                },
-                ..Default::default()
-            },
-        },
-        ..text_request(customer, key, "unused")
-    }
+    template_request(customer, key, id)
+}
+
+/// Registers `id` with a utility body and approves it.
+async fn approved(store: &Service, id: &TemplateId) {
+    store
+        .upsert_template(id, &draft_body(), t0())
+        .await
+        .unwrap();
+    store
+        .set_template_status(id, Status::Approved, "", t0())
+        .await
+        .unwrap();
 }
 
 fn customer(n: usize) -> String {
@@ -61,18 +59,7 @@ pub async fn the_messaging_limit_counts_each_customer_once_on_every_replica(h: &
     let store = limited(h.open().await);
     let other = limited(h.another_replica(&store).await);
     let id = TemplateId::parse("receipt", "en").unwrap();
-    store
-        .upsert_template(
-            &id,
-            &draft("Hi {{1}}, thanks for your order.", Category::Utility),
-            t0(),
-        )
-        .await
-        .unwrap();
-    store
-        .set_template_status(&id, Status::Approved, "", t0())
-        .await
-        .unwrap();
+    approved(&store, &id).await;
 
     // Twenty new customers at once, through two replicas: exactly LIMIT go.
     let sends: Vec<_> = (0..20)
@@ -245,15 +232,7 @@ pub async fn an_account_with_its_own_messaging_limit_is_counted_apart(h: &dyn Ha
             )
             .await
             .unwrap();
-        let id = name.clone().in_account(account.clone());
-        store
-            .upsert_template(&id, &draft_body(), t0())
-            .await
-            .unwrap();
-        store
-            .set_template_status(&id, Status::Approved, "", t0())
-            .await
-            .unwrap();
+        approved(&store, &name.clone().in_account(account.clone())).await;
     }
     let (c1, c2, c3, c4) = (customer(1), customer(2), customer(3), customer(4));
 
@@ -345,14 +324,7 @@ pub async fn a_burst_of_new_customers_fills_the_limit_exactly_and_every_send_is_
         limit(h.another_replica(&first).await),
     ];
     let id = TemplateId::parse("receipt", "en").unwrap();
-    first
-        .upsert_template(&id, &draft_body(), t0())
-        .await
-        .unwrap();
-    first
-        .set_template_status(&id, Status::Approved, "", t0())
-        .await
-        .unwrap();
+    approved(&first, &id).await;
     let sends: Vec<_> = (0..256)
         .map(|n| {
             let replica = replicas[n % 3].clone();
