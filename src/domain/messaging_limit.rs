@@ -158,8 +158,17 @@ impl Usage {
     }
 }
 
+/// When a bucket's customers stop counting. A stored start outside the
+/// calendar (a corrupt record) does not panic: one in the far past has
+/// lapsed, one in the far future counts until the end of time.
 fn released_at(bucket_start: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(bucket_start, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) + BUCKET + ROLLING
+    DateTime::from_timestamp(bucket_start, 0)
+        .and_then(|start| start.checked_add_signed(BUCKET + ROLLING))
+        .unwrap_or(if bucket_start < 0 {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
 }
 
 /// The limit a send from `account` counts against, and where: the
@@ -195,7 +204,9 @@ pub struct ReachWrite {
 
 /// Whether a customer reached at `reached_at` still counts at `now`.
 pub fn still_reached(reached_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    now < reached_at + ROLLING
+    reached_at
+        .checked_add_signed(ROLLING)
+        .is_none_or(|until| now < until)
 }
 
 /// Plans a send under `limit`: nothing for a send inside an open window,

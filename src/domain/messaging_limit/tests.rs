@@ -133,6 +133,20 @@ fn usage_rolls_off_after_a_day_and_stays_small() {
 }
 
 #[test]
+fn times_at_the_end_of_the_calendar_do_not_panic() {
+    let usage = Usage::from_buckets(vec![(i64::MAX, 1), (i64::MIN, 1)]);
+    assert_eq!(usage.counted(now()), 1, "the far-future bucket counts");
+    assert_eq!(usage.next_release(now()), Some(DateTime::<Utc>::MAX_UTC));
+    assert!(still_reached(DateTime::<Utc>::MAX_UTC, now()));
+    let snapshot = LimitSnapshot {
+        reached_at: None,
+        usage,
+    };
+    let refused = reach(1, &snapshot, now()).unwrap_err();
+    assert_eq!(refused.reason, Reason::MessagingLimitReached);
+}
+
+#[test]
 fn stored_usage_is_normalised() {
     let usage = Usage::from_buckets(vec![(120, 2), (60, 0), (0, 1)]);
     assert_eq!(usage.buckets(), &[(0, 1), (120, 2)]);
