@@ -518,15 +518,24 @@ pub fn plan(
         snapshot.window.as_ref().is_some_and(|w| w.is_open(now)),
         now,
     )?;
-    let reach = match messaging_limit_of(request, policy, snapshot) {
-        Some((scope, limit)) => messaging_limit::plan_reach(
+    let reach = match (
+        messaging_limit_of(request, policy, snapshot),
+        &snapshot.limit,
+    ) {
+        (Some((scope, limit)), Some(read)) => messaging_limit::plan_reach(
             limit,
             &scope,
             !snapshot.window.as_ref().is_some_and(|w| w.is_open(now)),
-            snapshot.limit.as_ref(),
+            Some(read),
             now,
         )?,
-        None => None,
+        // A store that did not read the scope's usage: counting from an
+        // empty one would overwrite the real count, so count nothing.
+        (Some(_), None) => {
+            debug_assert!(false, "a limited send planned without its usage");
+            None
+        }
+        (None, _) => None,
     };
     Ok(SendPlan::Accept(Box::new(AcceptPlan {
         message: OutboxMessage {
