@@ -6,6 +6,11 @@ use super::delivery::EARLY_STATUS_TTL;
 use super::send::IDEMPOTENCY_TTL;
 use super::window_events::{DEFAULT_RESUME_RETENTION, WindowChange};
 
+/// How long a send rate is kept after its arrival time has passed: from
+/// then on it says nothing (the next send starts afresh), so a day is only
+/// slack for clocks and slow sweeps.
+const SEND_RATES_KEPT: TimeDelta = TimeDelta::hours(24);
+
 /// How long swept things are kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -43,6 +48,8 @@ pub struct Cutoffs {
     pub window_changes: DateTime<Utc>,
     /// Messaging-limit reaches made at or before this no longer count.
     pub reaches: DateTime<Utc>,
+    /// Send rates whose arrival time is at or before this are dropped.
+    pub send_rates: DateTime<Utc>,
 }
 
 impl Retention {
@@ -54,6 +61,7 @@ impl Retention {
             early_statuses: now - EARLY_STATUS_TTL,
             window_changes: WindowChange::kept_from(now - self.window_events),
             reaches: now - super::messaging_limit::ROLLING,
+            send_rates: now - SEND_RATES_KEPT,
         }
     }
 }

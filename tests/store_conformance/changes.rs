@@ -218,6 +218,7 @@ pub async fn window_changes_are_logged_read_in_order_and_swept(h: &dyn Harness) 
         early_statuses: long_ago,
         window_changes,
         reaches: long_ago,
+        send_rates: long_ago,
     };
     let step = storage
         .sweep_step(&cutoffs(changes[1].recorded_at))

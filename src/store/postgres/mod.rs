@@ -886,7 +886,7 @@ impl Storage for PgStore {
                 (
                     "DELETE FROM send_rate WHERE business IN (SELECT business FROM send_rate \
                      WHERE tat <= $1 LIMIT $2)",
-                    changes_before,
+                    cutoffs.send_rates,
                 ),
                 (
                     "DELETE FROM limit_reaches WHERE (scope, customer) IN (SELECT scope, \

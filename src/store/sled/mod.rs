@@ -324,44 +324,65 @@ impl SledStore {
         read::<WindowRecord, _>(WINDOWS, self.trees.windows.get(keys::pair(pair))?)
     }
 
-    /// What a send (or its dry run) reads of the registries: every
-    /// account's template of its name, its business number, and whether any
-    /// account exists. They change rarely and alone, so this reads sled
-    /// rather than the send's log section.
-    /// What a send reads of the registry: the template in every account,
-    /// the sending number, whether any account exists, and for templates
-    /// the number's account and the default one (their messaging limits).
+    /// What a send (or its dry run) reads of the registries: the sending
+    /// number, whether any account exists, and for a template its name in
+    /// every account and the accounts the send may run under (the number's
+    /// and the default; their messaging limits). They change rarely and
+    /// alone, so this reads sled rather than the send's log section.
     fn send_registry(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
-        let Some(id) = request.content.template_id() else {
-            return Ok(SendSnapshot {
-                sender: self.read_number(&request.pair.business)?,
-                any_account: self.trees.accounts.first()?.is_some(),
-                ..SendSnapshot::default()
-            });
-        };
         let sender = self.read_number(&request.pair.business)?;
-        let mut accounts = Vec::new();
+        let (templates, accounts) = match request.content.template_id() {
+            Some(id) => (
+                templates_named(&self.trees, id)?,
+                self.sending_accounts(sender.as_ref())?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(SendSnapshot {
+            templates,
+            any_account: self.trees.accounts.first()?.is_some(),
+            sender,
+            accounts,
+            ..SendSnapshot::default()
+        })
+    }
+
+    /// The number's account and the default account, where stored.
+    fn sending_accounts(
+        &self,
+        sender: Option<&BusinessNumber>,
+    ) -> Result<Vec<Account>, StoreError> {
         let default = AccountId::default_account();
-        for account in sender.iter().map(|n| &n.account).chain([&default]) {
-            if !accounts.iter().any(|a: &Account| a.id == *account)
-                && let Some(stored) = self.read_account(account)?
+        let mut accounts = Vec::new();
+        for id in sender.map(|n| &n.account).into_iter().chain([&default]) {
+            if !accounts.iter().any(|a: &Account| a.id == *id)
+                && let Some(stored) = self.read_account(id)?
             {
                 accounts.push(stored);
             }
         }
-        Ok(SendSnapshot {
-            templates: templates_named(&self.trees, id)?,
-            sender,
-            any_account: self.trees.accounts.first()?.is_some(),
-            accounts,
-            ..SendSnapshot::default()
-        })
+        Ok(accounts)
     }
 
     fn read_template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
         let key = keys::template(id);
         template_from(&key, self.trees.templates.get(&key)?)
     }
+}
+
+/// Moves `key`'s entry in the time index `index` from `old` (when it had
+/// one) to `new`, so the sweep finds the record at its new time only.
+fn reindex(
+    w: &mut wal::Section<'_>,
+    index: Tree,
+    key: &[u8],
+    old: Option<DateTime<Utc>>,
+    new: DateTime<Utc>,
+) {
+    if let Some(old) = old {
+        w.remove(index, keys::timed(old, key));
+    }
+    w.insert(index, keys::timed(new, key), IVec::default());
 }
 
 fn key_record(record: IdempotencyRecord) -> Result<KeyRecord, StoreError> {
@@ -415,16 +436,12 @@ impl Storage for SledStore {
                 changes::log(&mut w, &pair_key, kind, pair, next);
             }
             if let Some(next) = &plan.write_window {
-                if let Some(current) = &window {
-                    w.remove(
-                        Tree::WindowExpiry,
-                        keys::timed(current.expires_at, &pair_key),
-                    );
-                }
-                w.insert(
+                reindex(
+                    &mut w,
                     Tree::WindowExpiry,
-                    keys::timed(next.expires_at, &pair_key),
-                    IVec::default(),
+                    &pair_key,
+                    window.as_ref().map(|current| current.expires_at),
+                    next.expires_at,
                 );
                 w.insert(Tree::Windows, pair_key, encode(&WindowRecord::from(next)));
             }

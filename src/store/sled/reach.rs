@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{self, DecodeError, decode, encode};
 use super::wal::{Section, Tree};
-use super::{StoreError, corrupt, keys};
+use super::{StoreError, corrupt};
 use crate::domain::PhoneNumber;
 use crate::domain::messaging_limit::{LimitScope, LimitSnapshot, ReachWrite, Usage};
 
@@ -62,7 +62,7 @@ fn snapshot(
     usage: Option<sled::IVec>,
 ) -> Result<LimitSnapshot, StoreError> {
     let reached_at = reach
-        .map(|bytes| decode::<ReachRecord>(&bytes).and_then(|r| records::time(r.reached_at)))
+        .map(|bytes| reached_at(&bytes))
         .transpose()
         .map_err(corrupt(REACHES))?;
     let usage = usage
@@ -81,16 +81,12 @@ pub(super) fn write_in(
     reach: &ReachWrite,
 ) -> Result<(), StoreError> {
     let key = reach_key(&reach.scope, customer);
-    if let Some(old) = w.get(Tree::Reaches, &key)? {
-        let old: ReachRecord = decode(&old).map_err(corrupt(REACHES))?;
-        let old_at = records::time(old.reached_at).map_err(corrupt(REACHES))?;
-        w.remove(Tree::ReachAge, keys::timed(old_at, &key));
-    }
-    w.insert(
-        Tree::ReachAge,
-        keys::timed(reach.reached_at, &key),
-        sled::IVec::default(),
-    );
+    let old = w
+        .get(Tree::Reaches, &key)?
+        .map(|bytes| reached_at(&bytes))
+        .transpose()
+        .map_err(corrupt(REACHES))?;
+    super::reindex(w, Tree::ReachAge, &key, old, reach.reached_at);
     let record = ReachRecord {
         reached_at: records::micros(reach.reached_at),
     };
@@ -117,11 +113,10 @@ impl super::SledStore {
             let split = key.iter().position(|b| *b == 0).ok_or_else(bad_key)?;
             let scope = std::str::from_utf8(&key[..split]).map_err(|_| bad_key())?;
             let customer = std::str::from_utf8(&key[split + 1..]).map_err(|_| bad_key())?;
-            let record: ReachRecord = decode(&value).map_err(corrupt(REACHES))?;
             all.push(Record::Reach {
                 scope: LimitScope::stored(scope),
                 customer: records::phone(customer).map_err(corrupt(REACHES))?,
-                reached_at: records::time(record.reached_at).map_err(corrupt(REACHES))?,
+                reached_at: reached_at(&value).map_err(corrupt(REACHES))?,
             });
         }
         for entry in self.trees.get(Tree::LimitUsage).iter() {
@@ -141,4 +136,8 @@ impl super::SledStore {
 /// A reach record's time, for the sweep.
 pub(super) fn reached_at_micros(bytes: &[u8]) -> Result<i64, DecodeError> {
     Ok(decode::<ReachRecord>(bytes)?.reached_at)
+}
+
+fn reached_at(bytes: &[u8]) -> Result<chrono::DateTime<chrono::Utc>, DecodeError> {
+    records::time(reached_at_micros(bytes)?)
 }

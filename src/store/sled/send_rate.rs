@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{self, DecodeError, decode, encode};
 use super::wal::Tree;
-use super::{SledStore, StoreError, corrupt, keys};
+use super::{SledStore, StoreError, corrupt};
 use crate::store::RatePlanner;
 
 pub(super) const SEND_RATES: &str = "send_rates/v1";
@@ -47,14 +47,7 @@ impl SledStore {
             Ok(next) => next,
             Err(wait) => return Ok(Err(wait)),
         };
-        if let Some(old) = stored {
-            w.remove(Tree::SendRateAge, keys::timed(old, key));
-        }
-        w.insert(
-            Tree::SendRateAge,
-            keys::timed(next, key),
-            sled::IVec::default(),
-        );
+        super::reindex(&mut w, Tree::SendRateAge, key, stored, next);
         let record = SendRateRecord {
             tat: records::micros(next),
         };

@@ -53,9 +53,8 @@ impl SledStore {
             |v| Ok(decode::<EarlyStatusRecord>(v)?.received_at),
         )?;
         let (visited_changes, window_changes) = self.sweep_changes(cutoffs.window_changes)?;
-        // Not counted: reaches say nothing once they no longer count, nor
-        // send rates whose arrival time passed a day ago (the next send
-        // starts afresh; as PostgreSQL's sweep, a day late).
+        // Not counted: reaches that no longer count, and send rates whose
+        // arrival time has passed (both say nothing more).
         let (visited_reaches, _) = sweep_chunk(
             wal,
             t,
@@ -69,7 +68,7 @@ impl SledStore {
             t,
             Tree::SendRateAge,
             Tree::SendRates,
-            cutoffs.early_statuses,
+            cutoffs.send_rates,
             super::send_rate::tat_micros,
         )?;
         Ok(SweepStep {
