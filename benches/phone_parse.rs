@@ -4,7 +4,8 @@
 //! In one run: the median of 5,000 GetWindow calls on one stream against a
 //! release wagate over loopback, then `PhoneNumber::parse` over numbers from
 //! many countries: the first parse of each country (its patterns compile on
-//! first use), numbers not seen lately (distinct NANP numbers, the costliest:
+//! first use), numbers not seen lately (distinct NANP numbers: valid ones,
+//! and ones valid only after libphonenumber's full rules, the costliest as
 //! +1 is shared by 25 regions) and numbers seen lately (remembered). Prints
 //! each and its ratio to the call.
 
@@ -12,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{BUSINESS, Process, Sample, customer, get_window};
+use support::{BUSINESS, Process, Sample, customer, get_window, unusual_customer};
 use wagate::domain::PhoneNumber;
 
 const CALLS: u64 = 5_000;
@@ -62,6 +63,12 @@ fn main() {
     }
     let new = started.elapsed() / NEW_NUMBERS as u32;
 
+    let started = Instant::now();
+    for n in 0..NEW_NUMBERS {
+        std::hint::black_box(PhoneNumber::parse(&unusual_customer(n)).unwrap());
+    }
+    let unusual = started.elapsed() / NEW_NUMBERS as u32;
+
     println!("GetWindow, 1 stream, median     {:>10.1} µs", micros(call));
     println!(
         "parse, first use of a country   {:>10.1} µs  ({:.2} of a call)",
@@ -72,6 +79,11 @@ fn main() {
         "parse, a NANP number not seen lately {:>5.1} µs  ({:.3} of a call)",
         micros(new),
         ratio(new, call)
+    );
+    println!(
+        "  the same, not valid as written {:>5.1} µs  ({:.3} of a call; libphonenumber's full rules)",
+        micros(unusual),
+        ratio(unusual, call)
     );
     println!(
         "parse, a number seen lately     {:>10.1} µs  ({:.3} of a call; 2 per call: {:.3})",
