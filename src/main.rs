@@ -3,6 +3,14 @@ use clap::Parser;
 use wagate::config::Config;
 use wagate::{migrate, server, telemetry};
 
+/// mimalloc rather than glibc's malloc: a call allocates many small, short
+/// lived buffers on one worker thread and frees some on another (HTTP/2
+/// frames, protobuf messages, sled's copied nodes on the log thread), and
+/// glibc's arenas spent ~13% of wagate's CPU in `malloc`, `free` and their
+/// consolidation under a load of durable writes (`perf record`, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `wagate migrate --from <data-dir> --to <url>`.
 async fn migrate() -> std::process::ExitCode {
     let args = migrate::MigrateArgs::parse_from(std::env::args().skip(1));
