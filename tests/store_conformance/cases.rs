@@ -30,7 +30,10 @@ pub use crate::accounts::{
 };
 pub use crate::cancel::cancelled_calls_store_all_or_nothing_and_the_store_keeps_serving;
 pub use crate::changes::window_changes_are_logged_read_in_order_and_swept;
-pub use crate::consent::opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica;
+pub use crate::consent::{
+    many_window_reads_at_once_each_get_their_own_pair,
+    opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica,
+};
 pub use crate::limit::{
     a_burst_of_new_customers_fills_the_limit_exactly_and_every_send_is_answered,
     an_account_with_its_own_messaging_limit_is_counted_apart,
@@ -58,14 +61,14 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
 }
 
-fn pair(customer: &str) -> Pair {
+pub fn pair(customer: &str) -> Pair {
     Pair {
         business: PhoneNumber::parse("+15550001111").unwrap(),
         customer: PhoneNumber::parse(customer).unwrap(),
     }
 }
 
-fn inbound(at: DateTime<Utc>) -> Inbound {
+pub fn inbound(at: DateTime<Utc>) -> Inbound {
     Inbound {
         received_at: at,
         kind: InboundKind::Message,
@@ -73,7 +76,7 @@ fn inbound(at: DateTime<Utc>) -> Inbound {
     }
 }
 
-fn id(s: &str) -> InboundMessageId {
+pub fn id(s: &str) -> InboundMessageId {
     InboundMessageId::parse(s).unwrap()
 }
 

@@ -10,7 +10,7 @@ use wagate::domain::template::{Category, Status, TemplateId};
 use wagate::domain::{Reason, SendRequest};
 use wagate::service::Service;
 
-use crate::cases::{Harness, draft, reason, template_request, text_request};
+use crate::cases::{Harness, draft, id, inbound, pair, reason, template_request, text_request};
 
 const CUSTOMER: &str = "+27821234567";
 
@@ -132,4 +132,68 @@ pub async fn opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica(h:
     drop((store, other));
     let reopened = h.open().await;
     assert!(reopened.consent(&pair).await.unwrap().is_some());
+}
+
+/// Many GetWindow reads at once through a replica (PostgreSQL gathers them
+/// into shared statements under load): each gets its own pair's window and
+/// consent, a pair asked twice at once gets the same answer twice, and a
+/// pair with neither gets neither.
+pub async fn many_window_reads_at_once_each_get_their_own_pair(h: &dyn Harness) {
+    let store = h.open().await;
+    let other = h.another_replica(&store).await;
+    many_window_reads_at_once(&store, &other).await;
+}
+
+/// Writes through `writer`, then reads 2 × 300 pairs at once through
+/// `reader` and checks every answer.
+pub async fn many_window_reads_at_once(writer: &Service, reader: &Service) {
+    const PAIRS: usize = 300;
+    let now = Utc::now();
+    let customer = |i: usize| pair(&format!("+2782{i:07}"));
+    for i in 0..PAIRS {
+        // A window for two pairs in three, consent for one in five.
+        if i % 3 != 0 {
+            let at = now - chrono::TimeDelta::minutes(i as i64);
+            writer
+                .record_inbound(
+                    &customer(i),
+                    &id(&format!("wamid.many-{i}")),
+                    &inbound(at),
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+        if i % 5 == 0 {
+            writer
+                .opt_out(&customer(i), Scope::Marketing, Source::Request, now)
+                .await
+                .unwrap();
+        }
+    }
+    let reads: Vec<_> = (0..2 * PAIRS)
+        .map(|n| {
+            let (reader, i) = (reader.clone(), n % PAIRS);
+            tokio::spawn(async move { (i, reader.window_and_consent(&customer(i)).await) })
+        })
+        .collect();
+    for read in reads {
+        let (i, answer) = read.await.unwrap();
+        let (window, consent) = answer.unwrap();
+        match window {
+            Some(window) => {
+                assert_ne!(i % 3, 0, "pair {i} has no window");
+                let at = wagate::domain::time::stored(now - chrono::TimeDelta::minutes(i as i64));
+                assert_eq!(window.last_inbound_at, at, "pair {i}'s own window");
+            }
+            None => assert_eq!(i % 3, 0, "pair {i}'s window is missing"),
+        }
+        match consent {
+            Some(consent) => {
+                assert_eq!(i % 5, 0, "pair {i} has no consent");
+                assert_eq!(consent.opt_out.unwrap().scope, Scope::Marketing);
+            }
+            None => assert_ne!(i % 5, 0, "pair {i}'s consent is missing"),
+        }
+    }
 }

@@ -126,6 +126,7 @@ macro_rules! conformance {
                 the_messaging_limit_counts_each_customer_once_on_every_replica,
                 an_account_with_its_own_messaging_limit_is_counted_apart,
                 a_burst_of_new_customers_fills_the_limit_exactly_and_every_send_is_answered,
+                many_window_reads_at_once_each_get_their_own_pair,
             );
         }
     };
@@ -142,3 +143,28 @@ macro_rules! conformance {
 
 conformance!(sled, Sled::new());
 conformance!(postgres, Postgres::new());
+
+/// PostgreSQL answers many GetWindow reads at once with shared statements
+/// (`store::postgres::window_reads`), and each still gets its own pair's
+/// answer. Fails if no read was gathered, so the case above cannot pass
+/// by running every read on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gathers_window_reads_under_load() {
+    let harness = Postgres::new();
+    let writer = cases::Harness::open(&harness).await;
+    let store = std::sync::Arc::new(
+        PgStore::connect(&PgConfig {
+            url: harness.url.clone(),
+            pool_size: 8,
+        })
+        .await
+        .unwrap(),
+    );
+    let reader = Service::new(store.clone(), DeliveryMode::Deliver);
+    consent::many_window_reads_at_once(&writer, &reader).await;
+    let gathered = store.reads_gathered();
+    assert!(
+        gathered > 0 && gathered <= 600,
+        "{gathered} of 600 reads gathered"
+    );
+}

@@ -10,7 +10,7 @@ use crate::store::StoreError;
 
 const CONSENT: &str = "consent";
 
-fn consent(row: &Row) -> Result<Consent, StoreError> {
+pub(super) fn from_row(row: &Row) -> Result<Consent, StoreError> {
     let corrupt = |detail: &str| StoreError::corrupt(CONSENT, detail);
     let scope: Option<&str> = row.get("opt_out_scope");
     let source: Option<&str> = row.get("opt_out_source");
@@ -43,7 +43,7 @@ pub(super) async fn read(
         &[&pair.business.as_str(), &pair.customer.as_str()],
     )
     .await?
-    .map(|row| consent(&row))
+    .map(|row| from_row(&row))
     .transpose()
 }
 

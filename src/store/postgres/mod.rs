@@ -37,6 +37,7 @@ mod rows;
 mod schema;
 mod tls;
 mod tx;
+mod window_reads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,6 +209,8 @@ pub struct PgStore {
     updates: tokio::sync::broadcast::Sender<MessageState>,
     /// Taken by retried sends under a messaging limit (see `send`).
     limit_gate: Arc<tokio::sync::Mutex<()>>,
+    /// GetWindow's reads, gathered under load.
+    window_reads: Arc<window_reads::WindowReads>,
     _feed: Arc<feed::Feed>,
 }
 
@@ -242,11 +245,18 @@ impl PgStore {
         let updates = tokio::sync::broadcast::channel(super::UPDATES_BUFFERED).0;
         let feed = feed::Feed::start(pool.clone(), updates.clone()).await?;
         Ok(PgStore {
+            window_reads: Arc::new(window_reads::WindowReads::new(pool.clone())),
             pool,
             updates,
             limit_gate: Arc::default(),
             _feed: Arc::new(feed),
         })
+    }
+
+    /// How many GetWindow reads were answered by a gathered statement (see
+    /// `window_reads`).
+    pub fn reads_gathered(&self) -> u64 {
+        self.window_reads.gathered()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -497,8 +507,7 @@ impl Storage for PgStore {
         &self,
         pair: &Pair,
     ) -> Result<(Option<Window>, Option<crate::domain::consent::Consent>), StoreError> {
-        let client = self.client().await?;
-        conn::pipelined!(read_window(&client, pair), consent::read(&client, pair))
+        self.window_reads.read(pair).await
     }
 
     async fn consent(
