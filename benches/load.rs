@@ -37,7 +37,7 @@ async fn open_loop(server: &Process, workload: Workload, rate: f64, duration: Du
                     .latencies
                     .record(due.elapsed().as_micros().max(1) as u64)
                     .unwrap(),
-                Err(_) => sample.errors += 1,
+                Err(status) => sample.failed(&status),
             }
             drop(permit);
         }));
@@ -231,7 +231,7 @@ async fn run() {
                 sample.ms(0.99),
                 sample.ms(0.999),
                 cpu,
-                sample.errors,
+                sample.errors_shown(),
             );
         }
     }
@@ -271,7 +271,7 @@ async fn run() {
             sample.ms(0.5),
             sample.ms(0.99),
             sample.ms(0.999),
-            sample.errors
+            sample.errors_shown()
         );
     }
 

@@ -120,7 +120,7 @@ async fn run() {
             if s.errors == 0 {
                 String::new()
             } else {
-                format!(" ({} errors)", s.errors)
+                format!(" (errors: {})", s.errors_shown())
             }
         };
         let (raw, one_ratio, three_ratio) = match &row.raw_sql {

@@ -256,6 +256,8 @@ pub async fn channels(addr: SocketAddr, count: usize) -> Vec<GatewayClient<Chann
 pub struct Sample {
     pub latencies: Histogram<u64>,
     pub errors: u64,
+    /// Failed calls by gRPC code, so a table can say why they failed.
+    pub error_codes: std::collections::BTreeMap<String, u64>,
     pub elapsed: Duration,
 }
 
@@ -264,13 +266,38 @@ impl Sample {
         Sample {
             latencies: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
             errors: 0,
+            error_codes: Default::default(),
             elapsed: Duration::ZERO,
         }
+    }
+
+    pub fn failed(&mut self, status: &tonic::Status) {
+        self.errors += 1;
+        *self
+            .error_codes
+            .entry(format!("{:?}", status.code()))
+            .or_default() += 1;
+    }
+
+    /// The failed calls, with their codes: `42 (ResourceExhausted 42)`.
+    pub fn errors_shown(&self) -> String {
+        if self.errors == 0 {
+            return "0".into();
+        }
+        let codes: Vec<String> = self
+            .error_codes
+            .iter()
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        format!("{} ({})", self.errors, codes.join(", "))
     }
 
     pub fn merge(&mut self, other: &Sample) {
         self.latencies.add(&other.latencies).unwrap();
         self.errors += other.errors;
+        for (code, n) in &other.error_codes {
+            *self.error_codes.entry(code.clone()).or_default() += n;
+        }
     }
 
     pub fn rps(&self) -> f64 {

@@ -108,7 +108,7 @@ pub async fn closed_loop(
                             .latencies
                             .record(began.elapsed().as_micros().max(1) as u64)
                             .unwrap(),
-                        Err(_) => sample.errors += 1,
+                        Err(status) => sample.failed(&status),
                     }
                 }
                 sample
