@@ -17,6 +17,16 @@ use super::db_error;
 use super::tx::Ticket;
 use crate::store::StoreError;
 
+/// A connection from the pool, or why none could be had (the pool's error
+/// kept as the source, so the retry wrapper sees a lost connection).
+pub(super) async fn checkout(
+    pool: &deadpool_postgres::Pool,
+) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))
+}
+
 /// Parameters of one statement.
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 

@@ -38,10 +38,7 @@ impl Feed {
         pool: Pool,
         updates: tokio::sync::broadcast::Sender<MessageState>,
     ) -> Result<Feed, StoreError> {
-        let client = pool
-            .get()
-            .await
-            .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))?;
+        let client = conn::checkout(&pool).await?;
         let cursor: i64 = client
             .query_one("SELECT coalesce(max(seq), 0) FROM changes", &[])
             .await
@@ -75,11 +72,7 @@ struct Follower {
 
 impl Follower {
     async fn poll(&mut self) -> Result<(), StoreError> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))?;
+        let mut client = conn::checkout(&self.pool).await?;
         let holes: Vec<i64> = self.holes.keys().copied().collect();
         let rows = conn::query(
             &client,

@@ -237,10 +237,7 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|error| StoreError::unavailable("build the connection pool", error))?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))?;
+        let mut client = conn::checkout(&pool).await?;
         schema::migrate(&mut client).await?;
         let updates = tokio::sync::broadcast::channel(super::UPDATES_BUFFERED).0;
         let feed = feed::Feed::start(pool.clone(), updates.clone()).await?;
@@ -260,10 +257,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))
+        conn::checkout(&self.pool).await
     }
 }
 

@@ -136,10 +136,7 @@ impl Drop for Direct<'_> {
 }
 
 async fn read_one(pool: &Pool, pair: &Pair) -> Result<WindowAndConsent, StoreError> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|error| StoreError::unavailable("connect to PostgreSQL", error))?;
+    let client = conn::checkout(pool).await?;
     conn::pipelined!(
         queries::read_window(&client, pair),
         consent::read(&client, pair)
@@ -150,7 +147,7 @@ async fn read_one(pool: &Pool, pair: &Pair) -> Result<WindowAndConsent, StoreErr
 /// meanwhile), then answers everything queued.
 async fn gather(inner: Arc<Inner>) {
     let _turn = inner.gatherers.acquire().await;
-    let client = inner.pool.get().await;
+    let client = conn::checkout(&inner.pool).await;
     let waiting = {
         let mut queue = inner.lock();
         queue.called = false;
@@ -159,12 +156,8 @@ async fn gather(inner: Arc<Inner>) {
     let client = match client {
         Ok(client) => client,
         Err(error) => {
-            let error = error.to_string();
             for waiter in waiting {
-                let _ = waiter.answer.send(Err(StoreError::unavailable(
-                    "connect to PostgreSQL",
-                    error.clone(),
-                )));
+                let _ = waiter.answer.send(Err(share(&error)));
             }
             return;
         }
