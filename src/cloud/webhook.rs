@@ -241,15 +241,6 @@ impl Receiver {
             .report_status(provider_id, status, error, Utc::now())
             .await?;
         tracing::info!(%provider_id, ?status, outcome = ?report_name(&report), "webhook status");
-        // 131050 (stopped marketing) and 131049 (marketing not delivered)
-        // are kept for the pair, so the next template is refused up front.
-        if let StatusReport::Applied(state) = &report
-            && let Some(error) = state.delivery.as_ref().and_then(|d| d.error.as_ref())
-        {
-            self.store
-                .note_delivery_failure(&state.message, error, Utc::now())
-                .await?;
-        }
         let handled = match report {
             StatusReport::Applied(_) => Handled::Yes,
             // Providers deliver statuses again (and out of order): one

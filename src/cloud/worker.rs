@@ -129,21 +129,11 @@ impl Worker {
             },
             Ok(()) => self.attempt(message, delivery).await,
         };
-        match self.store.finish_attempt(&claim, &next, Utc::now()).await {
-            Ok(state) => {
-                if let Some(error) = state.delivery.as_ref().and_then(|d| d.error.as_ref())
-                    && let Err(store_error) = self
-                        .store
-                        .note_delivery_failure(&state.message, error, Utc::now())
-                        .await
-                {
-                    tracing::warn!(error = %store_error, message_id = %id, "cannot keep what a failed delivery says of the customer");
-                }
-            }
-            // The claim lapses and the message is tried again.
-            Err(error) => {
-                tracing::error!(%error, message_id = %id, "cannot store a delivery outcome")
-            }
+        // A failure's lesson for the pair's consent (131049, 131050) is
+        // kept in the same write. On an error the claim lapses and the
+        // message is tried again.
+        if let Err(error) = self.store.finish_attempt(&claim, &next, Utc::now()).await {
+            tracing::error!(%error, message_id = %id, "cannot store a delivery outcome")
         }
     }
 

@@ -6,9 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::Service;
 use crate::domain::consent::{self, Consent, Scope, Source};
-use crate::domain::delivery::DeliveryError;
-use crate::domain::{OutboxMessage, Pair, time};
-use crate::store::StoreError;
+use crate::domain::{Pair, time};
+use crate::store::{MessageState, StoreError};
 
 impl Service {
     pub async fn consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
@@ -54,28 +53,20 @@ impl Service {
         Ok(true)
     }
 
-    /// A failed delivery: WhatsApp's 131050 and 131049 are kept for the
-    /// pair (see `consent::plan_after_failure`).
-    pub async fn note_delivery_failure(
+    /// What a failed delivery stored at `now` teaches about its pair (see
+    /// `consent::plan_after_failure`): WhatsApp's 131050 and 131049 are kept
+    /// for the pair, in the same write as the delivery state, so the next
+    /// template is refused up front.
+    pub(super) fn consent_learner(
         &self,
-        message: &OutboxMessage,
-        error: &DeliveryError,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let now = time::stored(now);
-        let category = message.accepted.template_category;
+    ) -> impl Fn(&MessageState, Option<&Consent>) -> Option<Option<Consent>> + Send + Sync + use<>
+    {
         let backoff = self.policy.marketing_backoff;
-        if consent::plan_after_failure(None, error, category, &backoff, now).is_none() {
-            return Ok(());
+        move |state, current| {
+            let error = state.error()?;
+            let category = state.message.accepted.template_category;
+            consent::plan_after_failure(current, error, category, &backoff, now)
         }
-        self.store
-            .change_consent(&message.request.pair, &|current| {
-                Ok(
-                    consent::plan_after_failure(current.as_ref(), error, category, &backoff, now)
-                        .unwrap_or_else(|| current.clone()),
-                )
-            })
-            .await?;
-        Ok(())
     }
 }

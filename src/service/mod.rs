@@ -288,9 +288,12 @@ impl Service {
         // returned and published is what a read finds.
         let (next, now) = (&next.at_stored_precision(), time::stored(now));
         self.store
-            .finish_attempt(claim, next, &|next, early| {
-                delivery::plan_finish(next, early, now)
-            })
+            .finish_attempt(
+                claim,
+                next,
+                &|next, early| delivery::plan_finish(next, early, now),
+                &self.consent_learner(now),
+            )
             .await
     }
 
@@ -304,9 +307,11 @@ impl Service {
     ) -> Result<StatusReport, StoreError> {
         let now = time::stored(now);
         self.store
-            .report_status(wamid, &|target| {
-                delivery::plan_status(target, status, error, now)
-            })
+            .report_status(
+                wamid,
+                &|target| delivery::plan_status(target, status, error, now),
+                &self.consent_learner(now),
+            )
             .await
     }
 
@@ -321,9 +326,12 @@ impl Service {
     ) -> Result<Option<MessageState>, StoreError> {
         let now = time::stored(now);
         self.store
-            .attach_wamid(id, provider_id, &|current, early| {
-                delivery::plan_attach(current, provider_id, early, now)
-            })
+            .attach_wamid(
+                id,
+                provider_id,
+                &|current, early| delivery::plan_attach(current, provider_id, early, now),
+                &self.consent_learner(now),
+            )
             .await
     }
 

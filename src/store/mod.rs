@@ -120,6 +120,22 @@ pub type LimitScoper<'a> = &'a (dyn Fn(&SendSnapshot) -> Option<LimitScope> + Se
 /// Plans a status webhook from what is stored for its wamid.
 pub type StatusPlanner<'a> = &'a (dyn Fn(&StatusTarget) -> StatusPlan + Send + Sync);
 
+/// What a failed delivery teaches about its pair's consent
+/// (`consent::plan_after_failure`): from the state just stored and the
+/// pair's consent, the consent to keep, or `None` when it teaches nothing.
+/// A store asks it only of a stored state with an error, and keeps the
+/// answer in the same write as the state: a crash or a database failover
+/// between two writes would lose the lesson for good, since the provider's
+/// redelivered status then finds the state already stored.
+pub type ConsentLearner<'a> = &'a (
+        dyn Fn(
+    &MessageState,
+    Option<&crate::domain::consent::Consent>,
+) -> Option<Option<crate::domain::consent::Consent>>
+            + Send
+            + Sync
+    );
+
 /// What SendMessage did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
@@ -145,6 +161,13 @@ impl SendOutcome {
 pub struct MessageState {
     pub message: OutboxMessage,
     pub delivery: Option<Delivery>,
+}
+
+impl MessageState {
+    /// Why its delivery failed, if it did.
+    pub fn error(&self) -> Option<&crate::domain::delivery::DeliveryError> {
+        self.delivery.as_ref()?.error.as_ref()
+    }
 }
 
 /// What a status webhook did.
@@ -330,13 +353,15 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<Claim>, StoreError>;
 
     /// Stores an attempt's outcome under its claim: `plan` gets the status
-    /// that arrived before the outcome's wamid, if any. Refused with
+    /// that arrived before the outcome's wamid, if any; `learn` what a
+    /// failure teaches about the pair's consent. Refused with
     /// [`StoreError::LeaseLost`] when a later claim took the message.
     async fn finish_attempt(
         &self,
         claim: &Claim,
         next: &Delivery,
         plan: FinishPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<MessageState, StoreError>;
 
     /// Gives message `id` the provider's id `wamid` as `plan` decides from
@@ -348,13 +373,16 @@ pub trait Storage: Send + Sync + 'static {
         id: Uuid,
         wamid: &str,
         plan: AttachPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<Option<MessageState>, StoreError>;
 
-    /// Applies a status webhook for `wamid` as planned from what is known.
+    /// Applies a status webhook for `wamid` as planned from what is known,
+    /// with what a failure teaches about the pair's consent.
     async fn report_status(
         &self,
         wamid: &str,
         plan: StatusPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<StatusReport, StoreError>;
 
     /// Takes a send slot under `key` (a business number, or a pair's

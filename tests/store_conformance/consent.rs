@@ -2,13 +2,14 @@
 //! scope covers on every replica, opt-ins clear them, and WhatsApp's 131049
 //! and 131050 are kept for the pair.
 
-use chrono::{TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 use wagate::domain::consent::{Scope, Source};
-use wagate::domain::delivery::DeliveryError;
+use wagate::domain::delivery::{DeliveryError, DeliveryStatus};
 use wagate::domain::template::{Category, Status, TemplateId};
 use wagate::domain::{Reason, SendRequest};
 use wagate::service::Service;
+use wagate::store::StatusReport;
 
 use crate::cases::{Harness, draft, id, inbound, pair, reason, template_request, text_request};
 
@@ -30,6 +31,22 @@ async fn approved(store: &Service, name: &str, category: Category) -> TemplateId
 
 fn template_send(key: &str, id: &TemplateId) -> SendRequest {
     template_request(CUSTOMER, key, id)
+}
+
+/// Message `id`'s attempt as the worker stores it: claimed, then taken by
+/// WhatsApp as `wamid`.
+async fn submitted(store: &Service, id: Uuid, wamid: &str, now: DateTime<Utc>) {
+    let claim = store
+        .claim_due(now + TimeDelta::minutes(1), TimeDelta::seconds(30), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|claim| claim.message.message_id == id)
+        .expect("the message is due");
+    store
+        .finish_attempt(&claim, &claim.delivery.submitted(wamid.into(), now), now)
+        .await
+        .unwrap();
 }
 
 pub async fn opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica(h: &dyn Harness) {
@@ -75,29 +92,39 @@ pub async fn opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica(h:
         .await
         .expect("opted back in");
 
-    // WhatsApp's 131049 on a marketing template backs marketing off.
+    // WhatsApp's 131049 on a marketing template backs marketing off, kept
+    // in the write that stores the failed status.
     let sent = send(&store, "m-3", &marketing).await.unwrap();
+    submitted(&store, sent.message().message_id, "wamid.m-3", now).await;
     let failed = DeliveryError {
         code: 131_049,
         title: "This message was not delivered to maintain healthy ecosystem engagement.".into(),
     };
-    store
-        .note_delivery_failure(sent.message(), &failed, now)
-        .await
-        .unwrap();
+    let status = || store.report_status("wamid.m-3", DeliveryStatus::Failed, Some(&failed), now);
+    assert!(matches!(status().await.unwrap(), StatusReport::Applied(_)));
     let limited = other.consent(&pair).await.unwrap().unwrap();
     assert!(limited.marketing_limited_until.unwrap() >= now + TimeDelta::hours(23));
+    assert_eq!(limited.marketing_limits, 1);
+    // The same status delivered again teaches nothing more.
+    assert_eq!(status().await.unwrap(), StatusReport::Unchanged);
+    assert_eq!(other.consent(&pair).await.unwrap(), Some(limited));
     let refused = send(&other, "m-4", &marketing).await.unwrap_err();
     assert_eq!(reason(refused), Reason::MarketingLimited);
-    // 131050: the customer stopped marketing, learned from WhatsApp.
+    // 131050: the customer stopped marketing, learned from WhatsApp; here
+    // the status arrived before the API's answer, and is learned from when
+    // the attempt stores the wamid.
     let stopped = DeliveryError {
         code: 131_050,
         title: "User has stopped marketing messages".into(),
     };
-    store
-        .note_delivery_failure(sent.message(), &stopped, now)
+    let receipt = send(&store, "u-3", &utility).await.unwrap();
+    let early = store
+        .report_status("wamid.u-3", DeliveryStatus::Failed, Some(&stopped), now)
         .await
         .unwrap();
+    assert_eq!(early, StatusReport::Early);
+    assert_eq!(other.consent(&pair).await.unwrap().unwrap().opt_out, None);
+    submitted(&store, receipt.message().message_id, "wamid.u-3", now).await;
     let out = other
         .consent(&pair)
         .await
@@ -109,6 +136,24 @@ pub async fn opt_outs_and_whatsapps_limits_are_kept_per_pair_on_every_replica(h:
         (out.scope, out.source),
         (Scope::Marketing, Source::WhatsApp)
     );
+    // Also when the provider's id is learned from the status itself (the
+    // attempt timed out after the provider took the message).
+    let elsewhere = template_request("+27821234569", "u-5", &utility);
+    let timed_out = store
+        .send(&elsewhere, Uuid::now_v7(), now, false)
+        .await
+        .unwrap();
+    store
+        .report_status("api-u-5", DeliveryStatus::Failed, Some(&stopped), now)
+        .await
+        .unwrap();
+    store
+        .attach_provider_id(timed_out.message().message_id, "api-u-5", now)
+        .await
+        .unwrap()
+        .expect("the id is attached");
+    let out = other.consent(&elsewhere.pair).await.unwrap().unwrap();
+    assert_eq!(out.opt_out.unwrap().source, Source::WhatsApp);
 
     // A keyword is the customer's whole message.
     let another = text_request("+27821234568", "x", "unused").pair;

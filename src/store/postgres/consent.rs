@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use super::conn;
 use crate::domain::Pair;
 use crate::domain::consent::{Consent, OptOut, Scope, Source};
-use crate::store::StoreError;
+use crate::store::{ConsentLearner, MessageState, StoreError};
 
 const CONSENT: &str = "consent";
 
@@ -45,6 +45,26 @@ pub(super) async fn read(
     .await?
     .map(|row| from_row(&row))
     .transpose()
+}
+
+/// Keeps what the failure in `state`, if any, teaches about its pair's
+/// consent, in the transaction that stores the state.
+pub(super) async fn learn(
+    tx: &impl conn::Connection,
+    state: &MessageState,
+    learn: ConsentLearner<'_>,
+) -> Result<(), StoreError> {
+    if state.error().is_none() {
+        return Ok(());
+    }
+    let pair = &state.message.request.pair;
+    let current = read(tx, pair).await?;
+    if let Some(next) = learn(state, current.as_ref())
+        && next != current
+    {
+        write(tx, pair, next.as_ref()).await?;
+    }
+    Ok(())
 }
 
 /// Keeps `next` for the pair; `None` removes what was kept.

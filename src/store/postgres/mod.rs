@@ -50,9 +50,9 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::{
-    AttachPlanner, Claim, FinishPlanner, LimitScoper, MessageState, Planner, PoolStatus,
-    RatePlanner, SendOutcome, StatusPlanner, StatusReport, Storage, StoreError, SweepCounts,
-    SweepStep, TemplatePage,
+    AttachPlanner, Claim, ConsentLearner, FinishPlanner, LimitScoper, MessageState, Planner,
+    PoolStatus, RatePlanner, SendOutcome, StatusPlanner, StatusReport, Storage, StoreError,
+    SweepCounts, SweepStep, TemplatePage,
 };
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
@@ -647,6 +647,7 @@ impl Storage for PgStore {
         claim: &Claim,
         next: &Delivery,
         plan: FinishPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<MessageState, StoreError> {
         let id = claim.message.message_id;
         in_transaction!(self, "store a delivery outcome", |tx| {
@@ -675,9 +676,11 @@ impl Storage for PgStore {
             }
             let next = plan(next.clone(), early.as_ref());
             write_delivery(&tx, id, &next).await?;
-            message_state(&tx, id)
+            let state = message_state(&tx, id)
                 .await?
-                .ok_or_else(|| StoreError::corrupt("deliveries", "names a missing message"))?
+                .ok_or_else(|| StoreError::corrupt("deliveries", "names a missing message"))?;
+            consent::learn(&tx, &state, learn).await?;
+            state
         })
     }
 
@@ -686,6 +689,7 @@ impl Storage for PgStore {
         id: Uuid,
         wamid: &str,
         plan: AttachPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<Option<MessageState>, StoreError> {
         in_transaction!(self, "attach a provider id", |tx| {
             let (by_wamid, by_id): (conn::Params, conn::Params) = (&[&wamid], &[&id]);
@@ -734,10 +738,12 @@ impl Storage for PgStore {
                             by_wamid,
                         ),
                     )?;
-                    Some(MessageState {
+                    let state = MessageState {
                         message: state.message,
                         delivery: Some(next),
-                    })
+                    };
+                    consent::learn(&tx, &state, learn).await?;
+                    Some(state)
                 }
                 _ => None,
             }
@@ -748,6 +754,7 @@ impl Storage for PgStore {
         &self,
         wamid: &str,
         plan: StatusPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<StatusReport, StoreError> {
         in_transaction!(self, "apply a status", |tx| {
             let known = conn::query_opt(
@@ -770,10 +777,12 @@ impl Storage for PgStore {
                         StatusPlan::Apply(next) => {
                             let id = state.message.message_id;
                             write_delivery(&tx, id, &next).await?;
-                            StatusReport::Applied(Box::new(MessageState {
+                            let state = MessageState {
                                 message: state.message,
                                 delivery: Some(next),
-                            }))
+                            };
+                            consent::learn(&tx, &state, learn).await?;
+                            StatusReport::Applied(Box::new(state))
                         }
                         _ => StatusReport::Unchanged,
                     }

@@ -8,7 +8,7 @@ use super::wal::{Section, Tree};
 use super::{SledStore, StoreError, corrupt, keys};
 use crate::domain::Pair;
 use crate::domain::consent::{Consent, OptOut, Scope, Source};
-use crate::store::Planner;
+use crate::store::{ConsentLearner, MessageState, Planner};
 
 pub(super) const CONSENT: &str = "consent/v1";
 
@@ -69,6 +69,36 @@ pub(super) fn read_in(w: &Section<'_>, pair: &Pair) -> Result<Option<Consent>, S
     consent_from(w.get(Tree::Consent, &keys::pair(pair))?)
 }
 
+/// Stages `next` as the pair's consent when it differs from `current`.
+fn keep_in(w: &mut Section<'_>, pair: &Pair, current: &Option<Consent>, next: &Option<Consent>) {
+    if next == current {
+        return;
+    }
+    let key = keys::pair(pair);
+    match next {
+        Some(consent) => w.insert(Tree::Consent, key, encode(&ConsentRecord::from(consent))),
+        None => w.remove(Tree::Consent, key),
+    }
+}
+
+/// Stages what the failure in `state`, if any, teaches about its pair's
+/// consent, in the section that stores the state.
+pub(super) fn learn_in(
+    w: &mut Section<'_>,
+    state: &MessageState,
+    learn: ConsentLearner<'_>,
+) -> Result<(), StoreError> {
+    if state.error().is_none() {
+        return Ok(());
+    }
+    let pair = &state.message.request.pair;
+    let current = read_in(w, pair)?;
+    if let Some(next) = learn(state, current.as_ref()) {
+        keep_in(w, pair, &current, &next);
+    }
+    Ok(())
+}
+
 impl SledStore {
     pub(super) fn read_consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
         consent_from(self.trees.consent.get(keys::pair(pair))?)
@@ -79,19 +109,11 @@ impl SledStore {
         pair: &Pair,
         plan: Planner<'_, Option<Consent>, Option<Consent>>,
     ) -> Result<Option<Consent>, StoreError> {
-        let key = keys::pair(pair);
         let (next, lsn) = {
             let mut w = self.wal.section()?;
-            let current = consent_from(w.get(Tree::Consent, &key)?)?;
+            let current = read_in(&w, pair)?;
             let next = plan(&current).map_err(StoreError::Rejected)?;
-            if next != current {
-                match &next {
-                    Some(consent) => {
-                        w.insert(Tree::Consent, key, encode(&ConsentRecord::from(consent)))
-                    }
-                    None => w.remove(Tree::Consent, key),
-                }
-            }
+            keep_in(&mut w, pair, &current, &next);
             (next, w.commit())
         };
         self.durable(lsn).await?;

@@ -14,12 +14,14 @@ use uuid::Uuid;
 use super::records::{DeliveryRecord, EarlyStatusRecord, OutboxRecord, encode};
 use super::wal::{Section, Tree};
 use super::{
-    DELIVERIES, EARLY_STATUSES, OUTBOX, SledStore, WAMIDS, corrupt, keys, read, read_record,
+    DELIVERIES, EARLY_STATUSES, OUTBOX, SledStore, WAMIDS, consent, corrupt, keys, read,
+    read_record,
 };
 use crate::domain::OutboxMessage;
 use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
 use crate::store::{
-    AttachPlanner, Claim, FinishPlanner, MessageState, StatusPlanner, StatusReport, StoreError,
+    AttachPlanner, Claim, ConsentLearner, FinishPlanner, MessageState, StatusPlanner, StatusReport,
+    StoreError,
 };
 
 fn message_key(id: Uuid) -> [u8; 16] {
@@ -135,6 +137,7 @@ impl SledStore {
         claim: &Claim,
         next: &Delivery,
         plan: FinishPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<(MessageState, u64), StoreError> {
         let message_id = claim.message.message_id;
         let key = message_key(message_id);
@@ -162,12 +165,12 @@ impl SledStore {
             encode(&DeliveryRecord::new(&next, false)),
         );
         let message = known_message(&w, &key, DELIVERIES)?;
-        let lsn = w.commit();
         let state = MessageState {
             message,
             delivery: Some(next),
         };
-        Ok((state, lsn))
+        consent::learn_in(&mut w, &state, learn)?;
+        Ok((state, w.commit()))
     }
 
     /// Gives message `message_id` the provider id `wamid` as `plan` decides;
@@ -177,6 +180,7 @@ impl SledStore {
         message_id: Uuid,
         wamid: &str,
         plan: AttachPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<(Option<MessageState>, u64), StoreError> {
         let key = message_key(message_id);
         let mut w = self.wal.section()?;
@@ -214,6 +218,7 @@ impl SledStore {
             message,
             delivery: Some(next),
         };
+        consent::learn_in(&mut w, &state, learn)?;
         Ok((Some(state), w.commit()))
     }
 
@@ -222,6 +227,7 @@ impl SledStore {
         &self,
         wamid: &str,
         plan: StatusPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<(StatusReport, u64), StoreError> {
         let mut w = self.wal.section()?;
         let Some(id) = w.get(Tree::Wamids, wamid.as_bytes())? else {
@@ -270,6 +276,7 @@ impl SledStore {
             message,
             delivery: Some(next),
         };
+        consent::learn_in(&mut w, &state, learn)?;
         Ok((StatusReport::Applied(Box::new(state)), w.commit()))
     }
 }

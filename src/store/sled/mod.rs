@@ -29,8 +29,9 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::{
-    AttachPlanner, Claim, FinishPlanner, LimitScoper, MessageState, Planner, RatePlanner,
-    SendOutcome, StatusPlanner, StatusReport, Storage, StoreError, SweepStep, TemplatePage,
+    AttachPlanner, Claim, ConsentLearner, FinishPlanner, LimitScoper, MessageState, Planner,
+    RatePlanner, SendOutcome, StatusPlanner, StatusReport, Storage, StoreError, SweepStep,
+    TemplatePage,
 };
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
@@ -758,8 +759,9 @@ impl Storage for SledStore {
         claim: &Claim,
         next: &Delivery,
         plan: FinishPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<MessageState, StoreError> {
-        let (state, lsn) = self.store_attempt(claim, next, plan)?;
+        let (state, lsn) = self.store_attempt(claim, next, plan, learn)?;
         self.durable(lsn).await?;
         self.publish(state.clone());
         Ok(state)
@@ -770,8 +772,9 @@ impl Storage for SledStore {
         id: Uuid,
         wamid: &str,
         plan: AttachPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<Option<MessageState>, StoreError> {
-        let (state, lsn) = self.attach(id, wamid, plan)?;
+        let (state, lsn) = self.attach(id, wamid, plan, learn)?;
         self.durable(lsn).await?;
         if let Some(state) = &state {
             self.publish(state.clone());
@@ -783,8 +786,9 @@ impl Storage for SledStore {
         &self,
         wamid: &str,
         plan: StatusPlanner<'_>,
+        learn: ConsentLearner<'_>,
     ) -> Result<StatusReport, StoreError> {
-        let (report, lsn) = self.apply_status(wamid, plan)?;
+        let (report, lsn) = self.apply_status(wamid, plan, learn)?;
         self.durable(lsn).await?;
         if let StatusReport::Applied(state) = &report {
             self.publish((**state).clone());
