@@ -20,7 +20,8 @@ use uuid::Uuid;
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
-use crate::domain::delivery::{Delivery, EarlyStatus, StatusPlan, StatusTarget};
+use crate::domain::consent::Consent;
+use crate::domain::delivery::{Delivery, DeliveryError, EarlyStatus, StatusPlan, StatusTarget};
 use crate::domain::messaging_limit::LimitScope;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
@@ -127,14 +128,8 @@ pub type StatusPlanner<'a> = &'a (dyn Fn(&StatusTarget) -> StatusPlan + Send + S
 /// answer in the same write as the state: a crash or a database failover
 /// between two writes would lose the lesson for good, since the provider's
 /// redelivered status then finds the state already stored.
-pub type ConsentLearner<'a> = &'a (
-        dyn Fn(
-    &MessageState,
-    Option<&crate::domain::consent::Consent>,
-) -> Option<Option<crate::domain::consent::Consent>>
-            + Send
-            + Sync
-    );
+pub type ConsentLearner<'a> =
+    &'a (dyn Fn(&MessageState, Option<&Consent>) -> Option<Option<Consent>> + Send + Sync);
 
 /// What SendMessage did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +160,7 @@ pub struct MessageState {
 
 impl MessageState {
     /// Why its delivery failed, if it did.
-    pub fn error(&self) -> Option<&crate::domain::delivery::DeliveryError> {
+    pub fn error(&self) -> Option<&DeliveryError> {
         self.delivery.as_ref()?.error.as_ref()
     }
 }
@@ -271,7 +266,7 @@ pub enum Record {
     Number(BusinessNumber),
     Consent {
         pair: Pair,
-        consent: crate::domain::consent::Consent,
+        consent: Consent,
     },
     /// A customer reached under the messaging limit.
     Reach {
@@ -484,25 +479,18 @@ pub trait Storage: Send + Sync + 'static {
     async fn window_and_consent(
         &self,
         pair: &Pair,
-    ) -> Result<(Option<Window>, Option<crate::domain::consent::Consent>), StoreError>;
+    ) -> Result<(Option<Window>, Option<Consent>), StoreError>;
 
     /// The consent kept for a pair (opt-outs, marketing backoff).
-    async fn consent(
-        &self,
-        pair: &Pair,
-    ) -> Result<Option<crate::domain::consent::Consent>, StoreError>;
+    async fn consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError>;
 
     /// Reads the pair's consent, plans, and keeps what the plan answers
     /// (`None`: nothing to keep); returns it.
     async fn change_consent(
         &self,
         pair: &Pair,
-        plan: Planner<
-            '_,
-            Option<crate::domain::consent::Consent>,
-            Option<crate::domain::consent::Consent>,
-        >,
-    ) -> Result<Option<crate::domain::consent::Consent>, StoreError>;
+        plan: Planner<'_, Option<Consent>, Option<Consent>>,
+    ) -> Result<Option<Consent>, StoreError>;
 
     /// Registered numbers by number, of one account or of all.
     async fn list_numbers(
