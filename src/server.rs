@@ -233,8 +233,12 @@ fn spawn_readiness(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut up = true;
+        // The first tick is at once, so the first scrape already carries
+        // `wagate_store_up`.
+        let mut checks = tokio::time::interval(READINESS_CHECK);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::time::sleep(READINESS_CHECK).await;
+            checks.tick().await;
             let check = tokio::time::timeout(READINESS_CHECK * 3, store.check()).await;
             let now_up = matches!(check, Ok(Ok(())));
             metrics::gauge!(telemetry::STORE_UP).set(if now_up { 1.0 } else { 0.0 });
