@@ -106,6 +106,9 @@ pub const TEMPLATE_SYNCS: &str = "wagate_template_syncs_total";
 pub const POOL_CONNECTIONS: &str = "wagate_store_pool_connections";
 pub const POOL_IDLE: &str = "wagate_store_pool_idle_connections";
 pub const POOL_WAITING: &str = "wagate_store_pool_waiting";
+/// Histogram: GetWindow reads answered by one gathered statement
+/// (PostgreSQL, under load; see `store::postgres::window_reads`).
+pub const READS_GATHERED: &str = "wagate_store_window_reads_gathered";
 /// Gauge: 1 while the store answers its health check, 0 while it does not.
 pub const STORE_UP: &str = "wagate_store_up";
 /// Failed writes of the store's log, by cause (`disk_full`, `io`, `apply`).
@@ -139,6 +142,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(GRPC_HANDLING.to_owned()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_BATCH.to_owned()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(READS_GATHERED.to_owned()), BATCH_BUCKETS)?
         .install_recorder()?;
     metrics::describe_counter!(GRPC_STARTED, "gRPC calls started on the server");
     metrics::describe_counter!(
@@ -174,6 +178,10 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
     metrics::describe_gauge!(POOL_CONNECTIONS, "database connections open");
     metrics::describe_gauge!(POOL_IDLE, "database connections idle");
     metrics::describe_gauge!(POOL_WAITING, "callers waiting for a database connection");
+    metrics::describe_histogram!(
+        READS_GATHERED,
+        "GetWindow reads answered by one gathered database read"
+    );
     metrics::describe_counter!(
         CONNECTIONS_REFUSED,
         "connections closed at once because the listener had too many open"

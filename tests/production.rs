@@ -1083,27 +1083,5 @@ async fn a_stream_is_counted_when_it_ends_with_its_real_code_and_the_exposition_
         "the stream's duration is its life, not its headers': {duration:?}"
     );
 
-    // promtool (Debian `prometheus`) lints the exposition as Prometheus would.
-    let text = metrics_text(&server).await;
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian prometheus; scripts/test.sh installs it)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let linted = promtool.wait_with_output().unwrap();
-    assert!(
-        linted.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&linted.stdout),
-        String::from_utf8_lossy(&linted.stderr)
-    );
+    lint_metrics(&metrics_text(&server).await);
 }

@@ -611,3 +611,58 @@ async fn window_events_from_every_replica_reach_a_watcher_on_any_other() {
     let times: Vec<(i64, i32)> = events.iter().map(|e| (e.2.seconds, e.2.nanos)).collect();
     assert!(times.is_sorted(), "in the order they happened");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reports_its_pool_and_gathered_reads_as_metrics() {
+    let (replicas, _) = replicas(1);
+    let server = &replicas[0];
+    let customer = "+27820001004";
+    server
+        .gateway()
+        .await
+        .record_inbound(inbound(customer, "wamid.metrics"))
+        .await
+        .unwrap();
+    // Far more reads at once than a replica runs directly: most queue and
+    // are answered by gathered reads.
+    const CALLS: usize = 200;
+    let client = server.gateway().await;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .get_window(pb::GetWindowRequest {
+                        business_number: BUSINESS.into(),
+                        customer_number: customer.into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let window = call.await.unwrap().unwrap().into_inner().window.unwrap();
+        assert_eq!(window.state(), WindowState::Open);
+    }
+
+    let metric = |name: &'static str| async move {
+        metric_sum(server, name, &[])
+            .await
+            .unwrap_or_else(|| panic!("no {name} in the scrape"))
+    };
+    let open = metric("wagate_store_pool_connections").await;
+    let idle = metric("wagate_store_pool_idle_connections").await;
+    let waiting = metric("wagate_store_pool_waiting").await;
+    assert!((1.0..=16.0).contains(&open), "{open} connections open");
+    assert!(idle <= open, "{idle} idle of {open}");
+    assert!(waiting >= 0.0, "{waiting} waiting");
+    assert_eq!(metric("wagate_store_up").await, 1.0);
+    let batches = metric("wagate_store_window_reads_gathered_count").await;
+    let gathered = metric("wagate_store_window_reads_gathered_sum").await;
+    assert!(batches >= 1.0, "{batches} gathered reads");
+    assert!(
+        gathered >= batches && gathered <= CALLS as f64,
+        "{gathered} calls answered by {batches} gathered reads"
+    );
+    lint_metrics(&metrics_text(server).await);
+}

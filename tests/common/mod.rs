@@ -728,6 +728,32 @@ pub async fn metrics_text(server: &Server) -> String {
         .unwrap()
 }
 
+/// Lints a `/metrics` text as Prometheus would (`promtool check metrics`,
+/// Debian `prometheus`).
+pub fn lint_metrics(text: &str) {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian prometheus; scripts/test.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
+}
+
 /// The sum of the samples of `metric` whose labels include each of
 /// `labels` (written as exposed: `grpc_code="OK"`); `None` when none do.
 pub async fn metric_sum(server: &Server, metric: &str, labels: &[&str]) -> Option<f64> {

@@ -165,6 +165,7 @@ async fn gather(inner: Arc<Inner>) {
     inner
         .gathered
         .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+    metrics::histogram!(crate::telemetry::READS_GATHERED).record(waiting.len() as f64);
     let mut waiting = waiting.into_iter().peekable();
     while waiting.peek().is_some() {
         let chunk: Vec<Waiter> = waiting.by_ref().take(MOST_PER_STATEMENT).collect();
