@@ -138,9 +138,20 @@ async fn a_failover_to_a_synchronous_standby_loses_nothing_and_stores_nothing_tw
         )
         .parse()
         .unwrap();
+    // The switch shows in the replicas' metrics: transactions cut off by
+    // the kill, or sent to a standby not yet promoted, were run again.
+    let mut switched = 0.0;
+    for replica in &replicas {
+        for cause in ["cause=\"connection\"", "cause=\"failover\""] {
+            switched += metric_sum(replica, "wagate_store_transaction_retries_total", &[cause])
+                .await
+                .unwrap_or(0.0);
+        }
+    }
     eprintln!(
         "failover: {} acknowledged ({after} after the promotion), {lost} lost, \
-         {twice} stored twice, {} calls refused during the switch",
+         {twice} stored twice, {} calls refused during the switch, \
+         {switched} transactions run again (connection, failover)",
         all.len(),
         errors.load(Ordering::Relaxed)
     );
@@ -151,4 +162,5 @@ async fn a_failover_to_a_synchronous_standby_loses_nothing_and_stores_nothing_tw
         "the replicas did not serve again after the failover"
     );
     assert!(all.len() > after, "nothing was written before the failover");
+    assert!(switched >= 1.0, "no retry by cause connection or failover");
 }
