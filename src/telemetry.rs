@@ -106,8 +106,9 @@ pub const TEMPLATE_SYNCS: &str = "wagate_template_syncs_total";
 pub const POOL_CONNECTIONS: &str = "wagate_store_pool_connections";
 pub const POOL_IDLE: &str = "wagate_store_pool_idle_connections";
 pub const POOL_WAITING: &str = "wagate_store_pool_waiting";
-/// Histogram: GetWindow reads answered by one gathered statement
-/// (PostgreSQL, under load; see `store::postgres::window_reads`).
+/// Histogram: GetWindow reads answered by one gathered read of the
+/// database (PostgreSQL, under load; one statement pair per 256 reads; see
+/// `store::postgres::window_reads`).
 pub const READS_GATHERED: &str = "wagate_store_window_reads_gathered";
 /// Gauge: 1 while the store answers its health check, 0 while it does not.
 pub const STORE_UP: &str = "wagate_store_up";
