@@ -59,12 +59,23 @@ pub(super) async fn learn(
     }
     let pair = &state.message.request.pair;
     let current = read(tx, pair).await?;
-    if let Some(next) = learn(state, current.as_ref())
-        && next != current
-    {
-        write(tx, pair, next.as_ref()).await?;
+    match learn(state, current.as_ref()) {
+        Some(next) => keep(tx, pair, &current, &next).await,
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Writes `next` as the pair's consent when it differs from `current`.
+pub(super) async fn keep(
+    tx: &impl conn::Connection,
+    pair: &Pair,
+    current: &Option<Consent>,
+    next: &Option<Consent>,
+) -> Result<(), StoreError> {
+    if next == current {
+        return Ok(());
+    }
+    write(tx, pair, next.as_ref()).await
 }
 
 /// Keeps `next` for the pair; `None` removes what was kept.

@@ -524,9 +524,7 @@ impl Storage for PgStore {
         in_transaction!(self, "change consent", |tx| {
             let current = consent::read(&tx, pair).await?;
             let next = plan(&current)?;
-            if next != current {
-                consent::write(&tx, pair, next.as_ref()).await?;
-            }
+            consent::keep(&tx, pair, &current, &next).await?;
             next
         })
     }
