@@ -2,8 +2,9 @@
 //!
 //! Each use case is one [`wal::Section`]: it reads the planner's snapshot,
 //! runs the planner and stages its plan's changes; the call then waits for
-//! the log to sync and apply them ([`wal`]), so it answers only once the
-//! change is on disk.
+//! the log to sync them ([`wal`]), so it answers only once the change is on
+//! disk. The log applies them to sled just after, and every read of sled
+//! outside a section first waits for that ([`SledStore::caught_up`]).
 
 mod accounts;
 mod changes;
@@ -311,6 +312,13 @@ impl SledStore {
         self.wal.durable(lsn).await
     }
 
+    /// Returns once sled holds every change already answered. Every read of
+    /// sled outside a section starts here: the log answers a write when it
+    /// is on disk and applies it to sled just after.
+    async fn caught_up(&self) -> Result<(), StoreError> {
+        self.wal.caught_up().await
+    }
+
     /// Group commit at work: syncs and the records they covered.
     pub fn commit_counts(&self) -> CommitCounts {
         self.wal.counts()
@@ -454,6 +462,7 @@ impl Storage for SledStore {
     }
 
     async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
+        self.caught_up().await?;
         self.read_window(pair)
     }
 
@@ -462,6 +471,7 @@ impl Storage for SledStore {
         request: &SendRequest,
         limit: LimitScoper<'_>,
     ) -> Result<SendSnapshot, StoreError> {
+        self.caught_up().await?;
         let t = &*self.trees;
         let key = request.idempotency_key.as_str().as_bytes();
         let mut snapshot = SendSnapshot {
@@ -489,6 +499,7 @@ impl Storage for SledStore {
     ) -> Result<SendOutcome, StoreError> {
         let key = request.idempotency_key.as_str().as_bytes();
         let pair_key = keys::pair(&request.pair);
+        self.caught_up().await?;
         let (outcome, stored, lsn) = {
             let registry = self.send_registry(request)?;
             let mut w = self.wal.section()?;
@@ -578,14 +589,17 @@ impl Storage for SledStore {
     }
 
     async fn message(&self, id: Uuid) -> Result<Option<MessageState>, StoreError> {
+        self.caught_up().await?;
         self.message_state(id)
     }
 
     async fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
+        self.caught_up().await?;
         self.read_template(id)
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        self.caught_up().await?;
         self.read_account(id)
     }
 
@@ -594,6 +608,7 @@ impl Storage for SledStore {
         account: &AccountId,
         plan: Planner<'_, Vec<Template>, SyncPlan>,
     ) -> Result<SyncPlan, StoreError> {
+        self.caught_up().await?;
         let (written, lsn) = {
             let mut w = self.wal.section()?;
             let mut stored = Vec::new();
@@ -626,6 +641,7 @@ impl Storage for SledStore {
     }
 
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.caught_up().await?;
         self.all_accounts()
     }
 
@@ -644,10 +660,12 @@ impl Storage for SledStore {
         &self,
         pair: &Pair,
     ) -> Result<(Option<Window>, Option<Consent>), StoreError> {
+        self.caught_up().await?;
         Ok((self.read_window(pair)?, self.read_consent(pair)?))
     }
 
     async fn consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
+        self.caught_up().await?;
         self.read_consent(pair)
     }
 
@@ -663,6 +681,7 @@ impl Storage for SledStore {
         &self,
         number: &PhoneNumber,
     ) -> Result<Option<BusinessNumber>, StoreError> {
+        self.caught_up().await?;
         self.read_number(number)
     }
 
@@ -670,6 +689,7 @@ impl Storage for SledStore {
         &self,
         account: Option<&AccountId>,
     ) -> Result<Vec<BusinessNumber>, StoreError> {
+        self.caught_up().await?;
         self.numbers_of(account)
     }
 
@@ -711,6 +731,7 @@ impl Storage for SledStore {
         limit: usize,
         filter: &TemplateFilter,
     ) -> Result<TemplatePage, StoreError> {
+        self.caught_up().await?;
         let start = match after {
             Some(id) => std::ops::Bound::Excluded(keys::template(id)),
             None => std::ops::Bound::Unbounded,
@@ -747,6 +768,7 @@ impl Storage for SledStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Claim>, StoreError> {
+        self.caught_up().await?;
         let (claimed, lsn) = self.claim(now, lease_until, limit)?;
         // A lease is on disk before its attempt starts, so a restart never
         // hands the same delivery out again while the lease runs.
@@ -805,13 +827,15 @@ impl Storage for SledStore {
     }
 
     async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {
+        self.caught_up().await?;
         let store = self.clone();
         let cutoffs = *cutoffs;
         let step = tokio::task::spawn_blocking(move || store.sweep_chunks(&cutoffs))
             .await
             .map_err(|error| StoreError::unavailable("sweep task", error))??;
-        // Waited on so a read after the step sees what it removed.
-        self.durable(self.wal.last_lsn()).await?;
+        // Waited on so a read after the step sees what it removed, even
+        // one straight from sled.
+        self.wal.applied(self.wal.last_lsn()).await?;
         Ok(step)
     }
 
@@ -819,8 +843,9 @@ impl Storage for SledStore {
         self.updates.subscribe()
     }
 
+    /// Everything staged is on disk and in sled.
     async fn flush(&self) -> Result<(), StoreError> {
-        self.durable(self.wal.last_lsn()).await
+        self.wal.applied(self.wal.last_lsn()).await
     }
 
     async fn changes_settled(&self) -> Result<DateTime<Utc>, StoreError> {
@@ -834,6 +859,7 @@ impl Storage for SledStore {
         through: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WindowChange>, StoreError> {
+        self.caught_up().await?;
         self.window_changes_now(order, from, through, limit)
     }
 
@@ -841,10 +867,12 @@ impl Storage for SledStore {
         &self,
         changes: &[(Pair, ChangePosition)],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        self.caught_up().await?;
         self.next_changes_now(changes)
     }
 
     async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.caught_up().await?;
         let after = keys::instant(now + chrono::TimeDelta::microseconds(1));
         let mut open = 0;
         for entry in self.trees.window_expiry.range(after.as_slice()..).keys() {
@@ -864,6 +892,7 @@ impl Storage for SledStore {
         after: Option<&WindowCursor>,
         limit: usize,
     ) -> Result<Vec<(Pair, Window)>, StoreError> {
+        self.caught_up().await?;
         self.list_windows_now(query, after, limit)
     }
 

@@ -5,10 +5,12 @@
 //! caller: about 8k durable writes a second however many callers wait. Here
 //! a use case instead stages its changes in memory under one short lock
 //! ([`Section`]), and a single log thread appends every staged record to a
-//! segment file, syncs it with one `fdatasync` for the whole group, applies
-//! the records to sled (which is not flushed), and only then tells the
-//! callers, so an answer always means "on disk", and a read after the answer
-//! finds the change in sled.
+//! segment file, syncs it with one `fdatasync` for the whole group, tells
+//! the callers, and then applies the records to sled (which is not flushed).
+//! An answer always means "on disk". The apply is off the answer's path: a
+//! read of sled first waits until sled holds everything that was durable
+//! when the read began ([`Wal::caught_up`]), so a read after an answer still
+//! finds the change.
 //!
 //! sled never holds a change the log has not made durable, so after a crash
 //! sled holds a prefix of the logged records (possibly part of the last
@@ -77,11 +79,24 @@ struct Stats {
 /// How far the log has got, for callers waiting on their record.
 #[derive(Debug, Clone, Default)]
 struct Progress {
-    /// Every record up to this lsn is on disk and applied to sled.
+    /// Every record up to this lsn is on disk.
     durable: u64,
-    /// The last record of the most recent write that failed, and why.
+    /// Every record up to this lsn is in sled (never ahead of `durable`).
+    applied: u64,
+    /// The last record of the most recent write that failed.
     failed: u64,
+    /// The last record of the most recent group sled refused: on disk (the
+    /// next start applies it), not in sled.
+    apply_failed: u64,
+    /// Why the latest failure happened.
     error: Option<Arc<str>>,
+}
+
+impl Progress {
+    fn error(&self) -> StoreError {
+        let error = self.error.clone().unwrap_or_else(|| "write failed".into());
+        StoreError::unavailable("log", error.to_string())
+    }
 }
 
 /// What the log lock guards.
@@ -148,6 +163,10 @@ fn apply(trees: &Trees, changes: &[Change]) -> sled::Result<()> {
         }
     }
     Ok(())
+}
+
+fn stopped() -> StoreError {
+    StoreError::unavailable("log", "the log thread has stopped")
 }
 
 fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
@@ -262,29 +281,50 @@ impl Wal {
         room_left(&self.dir).map_err(|error| StoreError::unavailable("log", error.to_string()))?;
         let failing = self.shared.lock().failing;
         let progress = self.shared.progress.borrow();
-        let broken = progress.failed > progress.durable && !failing;
-        if failing || broken {
-            let error = progress
-                .error
-                .clone()
-                .unwrap_or_else(|| "write failed".into());
-            return Err(StoreError::unavailable("log", error.to_string()));
+        if failing || progress.apply_failed > progress.applied {
+            return Err(progress.error());
         }
         Ok(())
     }
 
-    /// Returns once every record up to `lsn` is on disk and in sled.
+    /// Returns once every record up to `lsn` is on disk.
     pub async fn durable(&self, lsn: u64) -> Result<(), StoreError> {
         let mut progress = self.shared.progress.subscribe();
         let seen = progress
             .wait_for(|p| p.durable >= lsn || p.failed >= lsn)
             .await
-            .map_err(|_| StoreError::unavailable("log", "the log thread has stopped"))?;
+            .map_err(|_| stopped())?;
         if seen.durable >= lsn {
             return Ok(());
         }
-        let error = seen.error.clone().unwrap_or_else(|| "write failed".into());
-        Err(StoreError::unavailable("log", error.to_string()))
+        Err(seen.error())
+    }
+
+    /// Returns once every record up to `lsn` is on disk and in sled.
+    pub async fn applied(&self, lsn: u64) -> Result<(), StoreError> {
+        let mut progress = self.shared.progress.subscribe();
+        let seen = progress
+            .wait_for(|p| p.applied >= lsn || p.failed >= lsn || p.apply_failed >= lsn)
+            .await
+            .map_err(|_| stopped())?;
+        if seen.applied >= lsn {
+            return Ok(());
+        }
+        Err(seen.error())
+    }
+
+    /// Returns once sled holds every record that was durable when called:
+    /// every change already answered. Each read of sled outside a section
+    /// starts here. Usually sled is caught up and this only looks.
+    pub async fn caught_up(&self) -> Result<(), StoreError> {
+        let target = {
+            let progress = self.shared.progress.borrow();
+            if progress.applied >= progress.durable {
+                return Ok(());
+            }
+            progress.durable
+        };
+        self.applied(target).await
     }
 
     /// Stamps come after every stamp already in the store.
@@ -411,12 +451,14 @@ fn housekeep(
 }
 
 /// The log thread: takes what is staged, writes and syncs it as one group,
-/// applies it to sled, tells the waiters; until closed and drained.
+/// tells the waiters, applies it to sled; until closed and drained.
 fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Housekeeper) {
     let mut next_seq = first.seq + 1;
     let mut segment = Some(first);
     let mut batch: Vec<Record> = Vec::new();
     let mut bytes = Vec::new();
+    // Only this thread sets `Staged::failing`, so it knows when to clear it.
+    let mut failing = false;
     loop {
         {
             let mut staged = shared.lock();
@@ -445,9 +487,10 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             let cause = if is_full(&error) { "disk_full" } else { "io" };
             metrics::counter!(crate::telemetry::STORE_WRITE_FAILURES, "cause" => cause)
                 .increment(1);
-            if !shared.lock().failing {
+            if !failing {
                 tracing::error!(%error, "log write failed; refusing writes and retrying");
             }
+            failing = true;
             segment = None;
             shared.progress.send_modify(|p| {
                 p.failed = last;
@@ -465,28 +508,10 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             std::thread::sleep(RETRY_AFTER);
             continue;
         }
-        let applied = batch
-            .iter()
-            .try_for_each(|record| apply(&shared.trees, &record.changes));
-        {
-            let mut staged = shared.lock();
-            if staged.failing {
-                tracing::info!("the log writes again");
-            }
-            staged.failing = false;
-            // Only what sled now has leaves the overlay: after a failed
-            // apply, sections still read the logged values.
-            if applied.is_ok() {
-                for record in &batch {
-                    for change in &record.changes {
-                        staged.overlay.applied(record.lsn, change);
-                    }
-                }
-                // Their stamps are settled: sled has the changes.
-                while staged.stamps.front().is_some_and(|&(lsn, _)| lsn <= last) {
-                    staged.stamps.pop_front();
-                }
-            }
+        if failing {
+            tracing::info!("the log writes again");
+            shared.lock().failing = false;
+            failing = false;
         }
         let size = batch.len() as u64;
         shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -496,13 +521,34 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             .largest_batch
             .fetch_max(size, Ordering::Relaxed);
         metrics::histogram!(crate::telemetry::GROUP_COMMIT_BATCH).record(size as f64);
+        // On disk: the callers may answer while sled catches up. Until it
+        // has, sections read these changes from the overlay, and other
+        // readers wait (`Wal::caught_up`).
+        shared.progress.send_modify(|p| p.durable = last);
+        let applied = batch
+            .iter()
+            .try_for_each(|record| apply(&shared.trees, &record.changes));
+        if applied.is_ok() {
+            let mut staged = shared.lock();
+            // Only what sled now has leaves the overlay: after a failed
+            // apply, sections still read the logged values.
+            for record in &batch {
+                for change in &record.changes {
+                    staged.overlay.applied(record.lsn, change);
+                }
+            }
+            // Their stamps are settled: sled has the changes.
+            while staged.stamps.front().is_some_and(|&(lsn, _)| lsn <= last) {
+                staged.stamps.pop_front();
+            }
+        }
         shared.progress.send_modify(|p| match &applied {
-            Ok(()) => p.durable = last,
+            Ok(()) => p.applied = last,
             Err(error) => {
                 metrics::counter!(crate::telemetry::STORE_WRITE_FAILURES, "cause" => "apply")
                     .increment(1);
                 // On disk, so the next start applies it; not in sled now.
-                p.failed = last;
+                p.apply_failed = last;
                 p.error = Some(format!("applying the log to sled: {error}").into());
             }
         });
