@@ -242,6 +242,7 @@ impl Wal {
                         chores,
                         spares: spares_in,
                         awaiting: false.into(),
+                        refused: false.into(),
                     };
                     housekeeper.prepare(first + 1);
                     write_loop(&shared, &dir, segment, &housekeeper)
@@ -377,7 +378,10 @@ impl Drop for Wal {
         if let Some(housekeeper) = self.housekeeper.take() {
             let _ = housekeeper.join();
         }
-        let clean = writer_ok && !self.shared.lock().failing;
+        // A group sled refused is only in the log: keep the log.
+        let clean = writer_ok
+            && !self.shared.lock().failing
+            && self.shared.progress.borrow().apply_failed == 0;
         if !clean {
             tracing::warn!("the log did not close cleanly; the next start replays it");
             return;
@@ -408,6 +412,10 @@ struct Housekeeper {
     spares: mpsc::Receiver<std::io::Result<Segment>>,
     /// Whether a spare was asked for and not yet taken.
     awaiting: std::cell::Cell<bool>,
+    /// Whether sled refused a group since start: that group is only in the
+    /// log, so no segment may be checkpointed away (the next start replays
+    /// them all).
+    refused: std::cell::Cell<bool>,
 }
 
 impl Housekeeper {
@@ -541,6 +549,8 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             while staged.stamps.front().is_some_and(|&(lsn, _)| lsn <= last) {
                 staged.stamps.pop_front();
             }
+        } else {
+            housekeeper.refused.set(true);
         }
         shared.progress.send_modify(|p| match &applied {
             Ok(()) => p.applied = last,
@@ -594,7 +604,10 @@ fn ready_segment<'a>(
     let full = segment
         .as_ref()
         .is_some_and(|segment| !segment.fits(len) && !segment.is_empty());
-    if full && let Some(sealed) = segment.take() {
+    if full
+        && let Some(sealed) = segment.take()
+        && !housekeeper.refused.get()
+    {
         let _ = housekeeper.chores.send(Chore::Checkpoint(sealed.seq));
     }
     if segment.is_none() {
