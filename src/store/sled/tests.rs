@@ -79,6 +79,36 @@ async fn concurrent_writes_share_flushes() {
     assert!(after.largest_batch > 1);
 }
 
+/// The log answers a write once it is on disk and applies it to sled just
+/// after: a read that follows the answer must still see the write, however
+/// soon it comes and whichever thread it runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_right_after_an_answer_sees_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&config(&dir)).unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut missed = 0;
+                for i in 0..100 {
+                    let customer = format!("+2782{task}{i:06}");
+                    record(&store, &customer, &format!("m{task}-{i}"), Utc::now()).await;
+                    if store.window(&pair(&customer)).await.unwrap().is_none() {
+                        missed += 1;
+                    }
+                }
+                missed
+            })
+        })
+        .collect();
+    let mut missed = 0;
+    for task in tasks {
+        missed += task.await.unwrap();
+    }
+    assert_eq!(missed, 0, "windows answered as opened and then not found");
+}
+
 #[tokio::test]
 async fn a_newer_schema_is_refused_and_corrupt_values_are_errors() {
     let dir = tempfile::tempdir().unwrap();
