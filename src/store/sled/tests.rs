@@ -521,3 +521,45 @@ async fn send_rates_outlive_a_restart_and_lapsed_ones_are_swept() {
     );
     assert_eq!(store.trees.send_rate_age.len(), 1, "one age entry a rate");
 }
+
+/// A group sled refuses is on disk only in the log: neither a full segment's
+/// checkpoint nor a clean close may delete it, so the next start has it.
+#[tokio::test]
+async fn a_group_sled_refused_is_kept_in_the_log_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pair("+27821234567");
+    let first_segment;
+    {
+        let store = SledStore::open(&config(&dir)).unwrap();
+        first_segment = wal::testing::segments(&config(&dir).path)[0];
+        // The store's handle on this tree now refuses every insert, as sled
+        // does after an I/O error.
+        assert!(store.db.drop_tree("inbound_age/v1").unwrap());
+        // On disk, so answered; sled refuses it after the answer.
+        record(&store, "+27821234567", "m1", t0()).await;
+        assert!(store.flush().await.is_err(), "sled does not have it");
+        assert!(store.check().await.is_err(), "health says so");
+        assert!(store.window(&p).await.is_err(), "reads refuse, not miss");
+        // Fill the first segment past its size, so it is sealed and would
+        // be checkpointed.
+        for i in 0..20 {
+            let mut w = store.wal.section().unwrap();
+            w.insert(Tree::Outbox, format!("filler-{i}"), vec![0u8; 1 << 20]);
+            let lsn = w.commit();
+            store.wal.durable(lsn).await.unwrap();
+        }
+        // The close joins the housekeeper, so any checkpoint has run.
+    }
+    let left = wal::testing::segments(&config(&dir).path);
+    assert!(
+        left.contains(&first_segment),
+        "the segment with the refused group is kept: {left:?}"
+    );
+    let store = SledStore::open(&config(&dir)).unwrap();
+    let window = store.window(&p).await.unwrap();
+    assert_eq!(
+        window.map(|w| w.last_inbound_at),
+        Some(t0()),
+        "the refused group was replayed at start"
+    );
+}
