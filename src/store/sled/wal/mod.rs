@@ -97,6 +97,13 @@ impl Progress {
         let error = self.error.clone().unwrap_or_else(|| "write failed".into());
         StoreError::unavailable("log", error.to_string())
     }
+
+    /// Whether sled refused a group since start. That group is only in the
+    /// log, so no segment may be checkpointed away, at a full segment or at
+    /// close: the next start replays them all.
+    fn log_only(&self) -> bool {
+        self.apply_failed != 0
+    }
 }
 
 /// What the log lock guards.
@@ -242,7 +249,6 @@ impl Wal {
                         chores,
                         spares: spares_in,
                         awaiting: false.into(),
-                        refused: false.into(),
                     };
                     housekeeper.prepare(first + 1);
                     write_loop(&shared, &dir, segment, &housekeeper)
@@ -378,10 +384,8 @@ impl Drop for Wal {
         if let Some(housekeeper) = self.housekeeper.take() {
             let _ = housekeeper.join();
         }
-        // A group sled refused is only in the log: keep the log.
-        let clean = writer_ok
-            && !self.shared.lock().failing
-            && self.shared.progress.borrow().apply_failed == 0;
+        let clean =
+            writer_ok && !self.shared.lock().failing && !self.shared.progress.borrow().log_only();
         if !clean {
             tracing::warn!("the log did not close cleanly; the next start replays it");
             return;
@@ -412,10 +416,6 @@ struct Housekeeper {
     spares: mpsc::Receiver<std::io::Result<Segment>>,
     /// Whether a spare was asked for and not yet taken.
     awaiting: std::cell::Cell<bool>,
-    /// Whether sled refused a group since start: that group is only in the
-    /// log, so no segment may be checkpointed away (the next start replays
-    /// them all).
-    refused: std::cell::Cell<bool>,
 }
 
 impl Housekeeper {
@@ -486,9 +486,17 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             record::encode(record, &mut bytes);
         }
         let last = batch.last().map_or(0, |record| record.lsn);
+        let keep = shared.progress.borrow().log_only();
         let written = room_left(dir)
             .and_then(|()| {
-                ready_segment(&mut segment, &mut next_seq, dir, bytes.len(), housekeeper)
+                ready_segment(
+                    &mut segment,
+                    &mut next_seq,
+                    dir,
+                    bytes.len(),
+                    keep,
+                    housekeeper,
+                )
             })
             .and_then(|segment| segment.append(&bytes));
         if let Err(error) = written {
@@ -549,8 +557,6 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
             while staged.stamps.front().is_some_and(|&(lsn, _)| lsn <= last) {
                 staged.stamps.pop_front();
             }
-        } else {
-            housekeeper.refused.set(true);
         }
         shared.progress.send_modify(|p| match &applied {
             Ok(()) => p.applied = last,
@@ -593,12 +599,13 @@ fn is_full(error: &std::io::Error) -> bool {
 
 /// The segment the next `len` bytes go to: the current one while they fit,
 /// else the spare the housekeeper prepared (and the full one goes to a
-/// checkpoint).
+/// checkpoint, unless the log must be kept whole: `keep`).
 fn ready_segment<'a>(
     segment: &'a mut Option<Segment>,
     next_seq: &mut u64,
     dir: &Path,
     len: usize,
+    keep: bool,
     housekeeper: &Housekeeper,
 ) -> std::io::Result<&'a mut Segment> {
     let full = segment
@@ -606,7 +613,7 @@ fn ready_segment<'a>(
         .is_some_and(|segment| !segment.fits(len) && !segment.is_empty());
     if full
         && let Some(sealed) = segment.take()
-        && !housekeeper.refused.get()
+        && !keep
     {
         let _ = housekeeper.chores.send(Chore::Checkpoint(sealed.seq));
     }
