@@ -67,7 +67,11 @@ pub async fn run(args: &MigrateArgs) -> Result<BTreeMap<&'static str, u64>, Stri
     .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
     let mut counts = BTreeMap::new();
     let mut batch = Vec::with_capacity(BATCH);
-    for record in source.export() {
+    let settled = source
+        .settled()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;
+    for record in settled.export() {
         let record = record.map_err(|e| format!("cannot read {}: {e}", args.from.display()))?;
         *counts.entry(kind(&record)).or_insert(0) += 1;
         batch.push(record);

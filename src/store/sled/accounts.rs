@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{self, DecodeError, decode, encode};
 use super::wal::Tree;
-use super::{SledStore, StoreError, corrupt};
+use super::{Settled, SledStore, StoreError, corrupt};
 use crate::domain::PhoneNumber;
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, Credentials, NumberSnapshot, NumberWrite,
@@ -253,11 +253,6 @@ fn number_record(n: &BusinessNumber) -> NumberRecord {
 }
 
 impl SledStore {
-    pub(super) fn read_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let key = id.as_str().as_bytes();
-        account_from(key, self.trees.accounts.get(key)?)
-    }
-
     pub(super) async fn write_account(
         &self,
         id: &AccountId,
@@ -275,17 +270,6 @@ impl SledStore {
         };
         self.durable(lsn).await?;
         Ok(write)
-    }
-
-    pub(super) fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.trees
-            .accounts
-            .iter()
-            .map(|entry| {
-                let (key, bytes) = entry?;
-                Ok(account_from(&key, Some(bytes))?.expect("a value was read"))
-            })
-            .collect()
     }
 
     pub(super) async fn write_number(
@@ -334,29 +318,6 @@ impl SledStore {
         Ok(write)
     }
 
-    pub(super) fn read_number(
-        &self,
-        number: &PhoneNumber,
-    ) -> Result<Option<BusinessNumber>, StoreError> {
-        let key = number.as_str().as_bytes();
-        number_from(key, self.trees.business_numbers.get(key)?)
-    }
-
-    pub(super) fn numbers_of(
-        &self,
-        account: Option<&AccountId>,
-    ) -> Result<Vec<BusinessNumber>, StoreError> {
-        let mut numbers = Vec::new();
-        for entry in self.trees.business_numbers.iter() {
-            let (key, bytes) = entry?;
-            let n = number_from(&key, Some(bytes))?.expect("a value was read");
-            if account.is_none_or(|a| *a == n.account) {
-                numbers.push(n);
-            }
-        }
-        Ok(numbers)
-    }
-
     pub(super) async fn delete_number(&self, number: &PhoneNumber) -> Result<bool, StoreError> {
         let key = number.as_str().as_bytes();
         let (removed, lsn) = {
@@ -372,6 +333,46 @@ impl SledStore {
         };
         self.durable(lsn).await?;
         Ok(removed)
+    }
+}
+
+impl Settled {
+    pub(super) fn read_account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let key = id.as_str().as_bytes();
+        account_from(key, self.accounts.get(key)?)
+    }
+
+    pub(super) fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.accounts
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                Ok(account_from(&key, Some(bytes))?.expect("a value was read"))
+            })
+            .collect()
+    }
+
+    pub(super) fn read_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<BusinessNumber>, StoreError> {
+        let key = number.as_str().as_bytes();
+        number_from(key, self.business_numbers.get(key)?)
+    }
+
+    pub(super) fn numbers_of(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<BusinessNumber>, StoreError> {
+        let mut numbers = Vec::new();
+        for entry in self.business_numbers.iter() {
+            let (key, bytes) = entry?;
+            let n = number_from(&key, Some(bytes))?.expect("a value was read");
+            if account.is_none_or(|a| *a == n.account) {
+                numbers.push(n);
+            }
+        }
+        Ok(numbers)
     }
 }
 

@@ -12,7 +12,7 @@ use sled::IVec;
 
 use super::records::{ChangeRecord, decode, encode};
 use super::wal::{Section, Tree};
-use super::{SledStore, Trees, keys};
+use super::{Settled, SledStore, Trees, keys};
 use crate::domain::window_events::{ChangeKind, ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::{Pair, Window};
 use crate::store::StoreError;
@@ -89,10 +89,10 @@ fn change(key: &[u8], value: &[u8]) -> Result<WindowChange, StoreError> {
         .map_err(|error| StoreError::corrupt(WINDOW_CHANGES, error))
 }
 
-impl SledStore {
+impl Settled {
     /// Reads the log itself in record order, or the expiry index (whose
     /// values name the log's keys) in expiry order.
-    pub(super) fn window_changes_now(
+    pub(super) fn window_changes(
         &self,
         order: ChangeOrder,
         from: ChangePosition,
@@ -102,8 +102,8 @@ impl SledStore {
         let start = position_key(from.at.timestamp_micros(), from.id);
         let end = position_key(through.timestamp_micros(), i64::MAX);
         let index = match order {
-            ChangeOrder::Recorded => &self.trees.window_changes,
-            ChangeOrder::Expiring => &self.trees.change_expiry,
+            ChangeOrder::Recorded => &self.window_changes,
+            ChangeOrder::Expiring => &self.change_expiry,
         };
         let mut found = Vec::new();
         for entry in index.range(start..=end) {
@@ -111,7 +111,7 @@ impl SledStore {
             let (key, value) = match order {
                 ChangeOrder::Recorded => (key, Some(value)),
                 // A change swept between the two reads is simply gone.
-                ChangeOrder::Expiring => (value.clone(), self.trees.window_changes.get(&value)?),
+                ChangeOrder::Expiring => (value.clone(), self.window_changes.get(&value)?),
             };
             if let Some(value) = value {
                 found.push(change(&key, &value)?);
@@ -123,7 +123,7 @@ impl SledStore {
         Ok(found)
     }
 
-    pub(super) fn next_changes_now(
+    pub(super) fn next_changes(
         &self,
         changes: &[(Pair, ChangePosition)],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
@@ -134,7 +134,6 @@ impl SledStore {
                 let mut start = prefix.clone();
                 start.extend_from_slice(&position_key(position.at.timestamp_micros(), position.id));
                 let next = self
-                    .trees
                     .change_pairs
                     .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
                     .keys()
@@ -150,13 +149,18 @@ impl SledStore {
             })
             .collect()
     }
+}
 
+impl SledStore {
     /// Removes up to a chunk of changes recorded before `cutoff`, with
     /// their index entries. Returns the changes visited and removed.
-    pub(super) fn sweep_changes(&self, cutoff: DateTime<Utc>) -> Result<(usize, u64), StoreError> {
+    pub(super) fn sweep_changes(
+        &self,
+        t: &Settled,
+        cutoff: DateTime<Utc>,
+    ) -> Result<(usize, u64), StoreError> {
         let end = keys::instant(cutoff);
-        let chunk: Vec<(IVec, IVec)> = self
-            .trees
+        let chunk: Vec<(IVec, IVec)> = t
             .window_changes
             .range(..end.as_slice())
             .take(SWEEP_CHUNK)

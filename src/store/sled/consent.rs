@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{self, DecodeError, decode, encode};
 use super::wal::{Section, Tree};
-use super::{SledStore, StoreError, corrupt, keys};
+use super::{Settled, SledStore, StoreError, corrupt, keys};
 use crate::domain::Pair;
 use crate::domain::consent::{Consent, OptOut, Scope, Source};
 use crate::store::{ConsentLearner, MessageState, Planner};
@@ -100,10 +100,6 @@ pub(super) fn learn_in(
 }
 
 impl SledStore {
-    pub(super) fn read_consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
-        consent_from(self.trees.consent.get(keys::pair(pair))?)
-    }
-
     pub(super) async fn write_consent(
         &self,
         pair: &Pair,
@@ -119,11 +115,17 @@ impl SledStore {
         self.durable(lsn).await?;
         Ok(next)
     }
+}
+
+impl Settled {
+    pub(super) fn read_consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
+        consent_from(self.consent.get(keys::pair(pair))?)
+    }
 
     /// Every kept consent, for `wagate migrate`.
     pub(super) fn all_consent(&self) -> Result<Vec<(Pair, Consent)>, StoreError> {
         let mut all = Vec::new();
-        for entry in self.trees.consent.iter() {
+        for entry in self.consent.iter() {
             let (key, value) = entry?;
             let consent = consent_from(Some(value))?.expect("a value was read");
             all.push((super::export::pair_of(&key)?, consent));

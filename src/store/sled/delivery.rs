@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::records::{DeliveryRecord, EarlyStatusRecord, OutboxRecord, encode};
 use super::wal::{Section, Tree};
 use super::{
-    DELIVERIES, EARLY_STATUSES, OUTBOX, SledStore, WAMIDS, consent, corrupt, keys, read,
+    DELIVERIES, EARLY_STATUSES, OUTBOX, Settled, SledStore, WAMIDS, consent, corrupt, keys, read,
     read_record,
 };
 use crate::domain::OutboxMessage;
@@ -58,9 +58,9 @@ fn fence(lease_until: DateTime<Utc>) -> u64 {
     lease_until.timestamp_micros() as u64
 }
 
-impl SledStore {
+impl Settled {
     pub(super) fn message_state(&self, id: Uuid) -> Result<Option<MessageState>, StoreError> {
-        let t = &*self.trees;
+        let t = &**self;
         let Some(message) =
             read::<OutboxRecord, OutboxMessage>(OUTBOX, t.outbox.get(message_key(id))?)?
         else {
@@ -70,16 +70,18 @@ impl SledStore {
             read::<DeliveryRecord, Delivery>(DELIVERIES, t.deliveries.get(message_key(id))?)?;
         Ok(Some(MessageState { message, delivery }))
     }
+}
 
+impl SledStore {
     /// Claims up to `limit` deliveries due at `now` (a lapsed lease is due)
-    /// until `lease_until`.
+    /// until `lease_until`: found in `t`, each checked again in the section.
     pub(super) fn claim(
         &self,
+        t: &Settled,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<(Vec<Claim>, u64), StoreError> {
-        let t = &*self.trees;
         let end = keys::instant(now + chrono::TimeDelta::microseconds(1));
         let due: Vec<sled::IVec> = t
             .delivery_queue

@@ -8,7 +8,7 @@ use super::records::{
     WindowRecord, decode,
 };
 use super::{
-    DELIVERIES, EARLY_STATUSES, IDEMPOTENCY, INBOUND_IDS, OUTBOX, SledStore, TEMPLATES, WINDOWS,
+    DELIVERIES, EARLY_STATUSES, IDEMPOTENCY, INBOUND_IDS, OUTBOX, Settled, TEMPLATES, WINDOWS,
     corrupt, key_record, read,
 };
 use crate::domain::delivery::Delivery;
@@ -33,10 +33,10 @@ pub(super) fn pair_of(key: &[u8]) -> Result<Pair, StoreError> {
     })
 }
 
-impl SledStore {
+impl Settled {
     /// Every record, kind by kind, each in key order.
-    pub fn export(&self) -> impl Iterator<Item = Result<Record, StoreError>> + '_ {
-        let t = &*self.trees;
+    pub(crate) fn export(&self) -> impl Iterator<Item = Result<Record, StoreError>> + '_ {
+        let t = &**self;
         let windows = t.windows.iter().map(|entry| {
             let (key, value) = entry?;
             Ok(Record::Window {

@@ -3,13 +3,13 @@
 
 use super::export::pair_of;
 use super::records::WindowRecord;
-use super::{SledStore, WINDOWS, keys, read};
+use super::{Settled, WINDOWS, keys, read};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{Pair, Window};
 use crate::store::StoreError;
 
-impl SledStore {
-    pub(super) fn list_windows_now(
+impl Settled {
+    pub(super) fn list_windows(
         &self,
         query: &WindowQuery,
         after: Option<&WindowCursor>,
@@ -33,10 +33,9 @@ impl SledStore {
             .unwrap_or_default();
         let entries = match query.to {
             Some(to) => self
-                .trees
                 .window_expiry
                 .range(start.as_slice()..keys::instant(to).as_slice()),
-            None => self.trees.window_expiry.range(start.as_slice()..),
+            None => self.window_expiry.range(start.as_slice()..),
         };
         for entry in entries {
             let (key, _) = entry?;
@@ -55,8 +54,7 @@ impl SledStore {
                     continue;
                 }
             }
-            let Some(window) =
-                read::<WindowRecord, Window>(WINDOWS, self.trees.windows.get(pair_key)?)?
+            let Some(window) = read::<WindowRecord, Window>(WINDOWS, self.windows.get(pair_key)?)?
             else {
                 continue;
             };

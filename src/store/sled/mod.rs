@@ -4,7 +4,7 @@
 //! runs the planner and stages its plan's changes; the call then waits for
 //! the log to sync them ([`wal`]), so it answers only once the change is on
 //! disk. The log applies them to sled just after, and every read of sled
-//! outside a section first waits for that ([`SledStore::caught_up`]).
+//! outside a section first waits for that ([`settled`]).
 
 mod accounts;
 mod changes;
@@ -17,6 +17,7 @@ mod reach;
 mod records;
 mod rekey;
 mod send_rate;
+mod settled;
 mod sweep;
 mod wal;
 
@@ -55,6 +56,7 @@ use records::{
     DecodeError, DeliveryRecord, IdempotencyRecord, InboundRecord, OutboxRecord, TemplateRecord,
     WindowRecord, decode, encode,
 };
+pub(crate) use settled::Settled;
 pub use wal::CommitCounts;
 use wal::{Tree, Wal};
 
@@ -132,7 +134,8 @@ where
         .map_err(corrupt(tree))
 }
 
-struct Trees {
+/// Each tree of the layout; fields private to this module's family.
+pub(crate) struct Trees {
     windows: sled::Tree,
     window_expiry: sled::Tree,
     inbound_ids: sled::Tree,
@@ -204,6 +207,8 @@ const EARLY_STATUSES: &str = "early_statuses/v1";
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// Read only through [`SledStore::settled`] (sections read through the
+    /// log, which holds the trees too).
     trees: Arc<Trees>,
     wal: Arc<Wal>,
     /// Every stored change to an outbound message, for watchers.
@@ -312,13 +317,6 @@ impl SledStore {
         self.wal.durable(lsn).await
     }
 
-    /// Returns once sled holds every change already answered. Every read of
-    /// sled outside a section starts here: the log answers a write when it
-    /// is on disk and applies it to sled just after.
-    async fn caught_up(&self) -> Result<(), StoreError> {
-        self.wal.caught_up().await
-    }
-
     /// Group commit at work: syncs and the records they covered.
     pub fn commit_counts(&self) -> CommitCounts {
         self.wal.counts()
@@ -327,55 +325,6 @@ impl SledStore {
     fn publish(&self, state: MessageState) {
         // No watchers is fine.
         let _ = self.updates.send(state);
-    }
-
-    fn read_window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
-        read::<WindowRecord, _>(WINDOWS, self.trees.windows.get(keys::pair(pair))?)
-    }
-
-    /// What a send (or its dry run) reads of the registries: the sending
-    /// number, whether any account exists, and for a template its name in
-    /// every account and the accounts the send may run under (the number's
-    /// and the default; their messaging limits). They change rarely and
-    /// alone, so this reads sled rather than the send's log section.
-    fn send_registry(&self, request: &SendRequest) -> Result<SendSnapshot, StoreError> {
-        let sender = self.read_number(&request.pair.business)?;
-        let (templates, accounts) = match request.content.template_id() {
-            Some(id) => (
-                templates_named(&self.trees, id)?,
-                self.sending_accounts(sender.as_ref())?,
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
-        Ok(SendSnapshot {
-            templates,
-            any_account: self.trees.accounts.first()?.is_some(),
-            sender,
-            accounts,
-            ..SendSnapshot::default()
-        })
-    }
-
-    /// The number's account and the default account, where stored.
-    fn sending_accounts(
-        &self,
-        sender: Option<&BusinessNumber>,
-    ) -> Result<Vec<Account>, StoreError> {
-        let default = AccountId::default_account();
-        let mut accounts = Vec::new();
-        for id in sender.map(|n| &n.account).into_iter().chain([&default]) {
-            if !accounts.iter().any(|a: &Account| a.id == *id)
-                && let Some(stored) = self.read_account(id)?
-            {
-                accounts.push(stored);
-            }
-        }
-        Ok(accounts)
-    }
-
-    fn read_template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
-        let key = keys::template(id);
-        template_from(&key, self.trees.templates.get(&key)?)
     }
 }
 
@@ -462,8 +411,7 @@ impl Storage for SledStore {
     }
 
     async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
-        self.caught_up().await?;
-        self.read_window(pair)
+        self.settled().await?.read_window(pair)
     }
 
     async fn send_snapshot(
@@ -471,22 +419,21 @@ impl Storage for SledStore {
         request: &SendRequest,
         limit: LimitScoper<'_>,
     ) -> Result<SendSnapshot, StoreError> {
-        self.caught_up().await?;
-        let t = &*self.trees;
+        let t = self.settled().await?;
         let key = request.idempotency_key.as_str().as_bytes();
         let mut snapshot = SendSnapshot {
             first: read_record::<IdempotencyRecord>(IDEMPOTENCY, t.idempotency.get(key)?)?
                 .map(key_record)
                 .transpose()?,
-            window: self.read_window(&request.pair)?,
+            window: t.read_window(&request.pair)?,
             consent: match request.content {
-                crate::domain::Content::Template { .. } => self.read_consent(&request.pair)?,
+                crate::domain::Content::Template { .. } => t.read_consent(&request.pair)?,
                 _ => None,
             },
-            ..self.send_registry(request)?
+            ..t.send_registry(request)?
         };
         if let Some(scope) = limit(&snapshot) {
-            snapshot.limit = Some(reach::read(t, &scope, &request.pair.customer)?);
+            snapshot.limit = Some(reach::read(&t, &scope, &request.pair.customer)?);
         }
         Ok(snapshot)
     }
@@ -499,9 +446,8 @@ impl Storage for SledStore {
     ) -> Result<SendOutcome, StoreError> {
         let key = request.idempotency_key.as_str().as_bytes();
         let pair_key = keys::pair(&request.pair);
-        self.caught_up().await?;
+        let registry = self.settled().await?.send_registry(request)?;
         let (outcome, stored, lsn) = {
-            let registry = self.send_registry(request)?;
             let mut w = self.wal.section()?;
             let mut snapshot = SendSnapshot {
                 first: read_record::<IdempotencyRecord>(
@@ -589,18 +535,15 @@ impl Storage for SledStore {
     }
 
     async fn message(&self, id: Uuid) -> Result<Option<MessageState>, StoreError> {
-        self.caught_up().await?;
-        self.message_state(id)
+        self.settled().await?.message_state(id)
     }
 
     async fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
-        self.caught_up().await?;
-        self.read_template(id)
+        self.settled().await?.read_template(id)
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        self.caught_up().await?;
-        self.read_account(id)
+        self.settled().await?.read_account(id)
     }
 
     async fn sync_templates(
@@ -608,11 +551,11 @@ impl Storage for SledStore {
         account: &AccountId,
         plan: Planner<'_, Vec<Template>, SyncPlan>,
     ) -> Result<SyncPlan, StoreError> {
-        self.caught_up().await?;
+        let t = self.settled().await?;
         let (written, lsn) = {
             let mut w = self.wal.section()?;
             let mut stored = Vec::new();
-            for entry in self.trees.templates.iter() {
+            for entry in t.templates.iter() {
                 let (key, bytes) = entry?;
                 if keys::template_account(&key) == Some(account.as_str()) {
                     stored.extend(template_from(&key, Some(bytes))?);
@@ -641,8 +584,7 @@ impl Storage for SledStore {
     }
 
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        self.caught_up().await?;
-        self.all_accounts()
+        self.settled().await?.all_accounts()
     }
 
     async fn register_number(
@@ -660,13 +602,12 @@ impl Storage for SledStore {
         &self,
         pair: &Pair,
     ) -> Result<(Option<Window>, Option<Consent>), StoreError> {
-        self.caught_up().await?;
-        Ok((self.read_window(pair)?, self.read_consent(pair)?))
+        let t = self.settled().await?;
+        Ok((t.read_window(pair)?, t.read_consent(pair)?))
     }
 
     async fn consent(&self, pair: &Pair) -> Result<Option<Consent>, StoreError> {
-        self.caught_up().await?;
-        self.read_consent(pair)
+        self.settled().await?.read_consent(pair)
     }
 
     async fn change_consent(
@@ -681,16 +622,14 @@ impl Storage for SledStore {
         &self,
         number: &PhoneNumber,
     ) -> Result<Option<BusinessNumber>, StoreError> {
-        self.caught_up().await?;
-        self.read_number(number)
+        self.settled().await?.read_number(number)
     }
 
     async fn list_numbers(
         &self,
         account: Option<&AccountId>,
     ) -> Result<Vec<BusinessNumber>, StoreError> {
-        self.caught_up().await?;
-        self.numbers_of(account)
+        self.settled().await?.numbers_of(account)
     }
 
     async fn remove_number(&self, number: &PhoneNumber) -> Result<bool, StoreError> {
@@ -731,7 +670,7 @@ impl Storage for SledStore {
         limit: usize,
         filter: &TemplateFilter,
     ) -> Result<TemplatePage, StoreError> {
-        self.caught_up().await?;
+        let t = self.settled().await?;
         let start = match after {
             Some(id) => std::ops::Bound::Excluded(keys::template(id)),
             None => std::ops::Bound::Unbounded,
@@ -739,11 +678,7 @@ impl Storage for SledStore {
         let mut fetched = Vec::with_capacity(limit.min(1024) + 1);
         // Keys sort by (name, language) first: other accounts' templates
         // are passed over (accounts are few).
-        for entry in self
-            .trees
-            .templates
-            .range((start, std::ops::Bound::Unbounded))
-        {
+        for entry in t.templates.range((start, std::ops::Bound::Unbounded)) {
             let (key, bytes) = entry?;
             if keys::template_account(&key) != Some(account.as_str()) {
                 continue;
@@ -768,8 +703,8 @@ impl Storage for SledStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Claim>, StoreError> {
-        self.caught_up().await?;
-        let (claimed, lsn) = self.claim(now, lease_until, limit)?;
+        let t = self.settled().await?;
+        let (claimed, lsn) = self.claim(&t, now, lease_until, limit)?;
         // A lease is on disk before its attempt starts, so a restart never
         // hands the same delivery out again while the lease runs.
         self.durable(lsn).await?;
@@ -827,10 +762,10 @@ impl Storage for SledStore {
     }
 
     async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {
-        self.caught_up().await?;
+        let t = self.settled().await?;
         let store = self.clone();
         let cutoffs = *cutoffs;
-        let step = tokio::task::spawn_blocking(move || store.sweep_chunks(&cutoffs))
+        let step = tokio::task::spawn_blocking(move || store.sweep_chunks(&t, &cutoffs))
             .await
             .map_err(|error| StoreError::unavailable("sweep task", error))??;
         // Waited on so a read after the step sees what it removed, even
@@ -859,23 +794,23 @@ impl Storage for SledStore {
         through: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WindowChange>, StoreError> {
-        self.caught_up().await?;
-        self.window_changes_now(order, from, through, limit)
+        self.settled()
+            .await?
+            .window_changes(order, from, through, limit)
     }
 
     async fn next_changes(
         &self,
         changes: &[(Pair, ChangePosition)],
     ) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
-        self.caught_up().await?;
-        self.next_changes_now(changes)
+        self.settled().await?.next_changes(changes)
     }
 
     async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.caught_up().await?;
+        let t = self.settled().await?;
         let after = keys::instant(now + chrono::TimeDelta::microseconds(1));
         let mut open = 0;
-        for entry in self.trees.window_expiry.range(after.as_slice()..).keys() {
+        for entry in t.window_expiry.range(after.as_slice()..).keys() {
             entry?;
             open += 1;
         }
@@ -892,8 +827,7 @@ impl Storage for SledStore {
         after: Option<&WindowCursor>,
         limit: usize,
     ) -> Result<Vec<(Pair, Window)>, StoreError> {
-        self.caught_up().await?;
-        self.list_windows_now(query, after, limit)
+        self.settled().await?.list_windows(query, after, limit)
     }
 
     /// Not ready while the log cannot write (reads still work).

@@ -102,12 +102,12 @@ pub(super) fn write_in(
     Ok(())
 }
 
-impl super::SledStore {
+impl super::Settled {
     /// Every reach and usage record, for `wagate migrate`.
     pub(super) fn limit_records(&self) -> Result<Vec<crate::store::Record>, StoreError> {
         use crate::store::Record;
         let mut all = Vec::new();
-        for entry in self.trees.get(Tree::Reaches).iter() {
+        for entry in self.get(Tree::Reaches).iter() {
             let (key, value) = entry?;
             let bad_key = || StoreError::corrupt(REACHES, "a key without scope and customer");
             let split = key.iter().position(|b| *b == 0).ok_or_else(bad_key)?;
@@ -119,7 +119,7 @@ impl super::SledStore {
                 reached_at: reached_at(&value).map_err(corrupt(REACHES))?,
             });
         }
-        for entry in self.trees.get(Tree::LimitUsage).iter() {
+        for entry in self.get(Tree::LimitUsage).iter() {
             let (key, value) = entry?;
             let scope = std::str::from_utf8(&key)
                 .map_err(|_| StoreError::corrupt(LIMIT_USAGE, "a scope that is not text"))?;

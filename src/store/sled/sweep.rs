@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::records::{EarlyStatusRecord, IdempotencyRecord, InboundRecord, WindowRecord, decode};
 use super::wal::{Tree, Wal};
-use super::{SledStore, Trees, keys};
+use super::{Settled, SledStore, Trees, keys};
 use crate::domain::retention::Cutoffs;
 use crate::store::{StoreError, SweepCounts, SweepStep};
 
@@ -18,8 +18,12 @@ const CHUNK: usize = 128;
 
 impl SledStore {
     /// At most one chunk from each index.
-    pub(super) fn sweep_chunks(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {
-        let (wal, t) = (&*self.wal, &*self.trees);
+    pub(super) fn sweep_chunks(
+        &self,
+        t: &Settled,
+        cutoffs: &Cutoffs,
+    ) -> Result<SweepStep, StoreError> {
+        let wal = &*self.wal;
         let (visited_windows, windows) = sweep_chunk(
             wal,
             t,
@@ -52,7 +56,7 @@ impl SledStore {
             cutoffs.early_statuses,
             |v| Ok(decode::<EarlyStatusRecord>(v)?.received_at),
         )?;
-        let (visited_changes, window_changes) = self.sweep_changes(cutoffs.window_changes)?;
+        let (visited_changes, window_changes) = self.sweep_changes(t, cutoffs.window_changes)?;
         // Not counted: reaches that no longer count, and send rates whose
         // arrival time has passed (both say nothing more).
         let (visited_reaches, _) = sweep_chunk(
