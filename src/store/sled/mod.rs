@@ -207,9 +207,8 @@ const EARLY_STATUSES: &str = "early_statuses/v1";
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
-    /// Read only through [`SledStore::settled`] (sections read through the
-    /// log, which holds the trees too).
-    trees: Arc<Trees>,
+    /// Holds sled's trees: a section reads them through the log's overlay,
+    /// any other read through [`SledStore::settled`].
     wal: Arc<Wal>,
     /// Every stored change to an outbound message, for watchers.
     updates: tokio::sync::broadcast::Sender<MessageState>,
@@ -306,7 +305,6 @@ impl SledStore {
         wal.stamps_after(changes::last_stamp(&trees)?);
         Ok(SledStore {
             db,
-            trees,
             wal: Arc::new(wal),
             updates: tokio::sync::broadcast::channel(super::UPDATES_BUFFERED).0,
         })

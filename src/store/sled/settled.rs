@@ -31,8 +31,7 @@ impl Deref for Settled {
 impl SledStore {
     /// sled, once it holds every change already answered.
     pub(crate) async fn settled(&self) -> Result<Settled, StoreError> {
-        self.wal.caught_up().await?;
-        Ok(Settled(self.trees.clone()))
+        Ok(Settled(self.wal.caught_up().await?))
     }
 }
 

@@ -119,7 +119,9 @@ async fn a_newer_schema_is_refused_and_corrupt_values_are_errors() {
         store.flush().await.unwrap();
         let p = pair("+27821234567");
         store
-            .trees
+            .settled()
+            .await
+            .unwrap()
             .windows
             .insert(keys::pair(&p), &[1, 0xff])
             .unwrap();
@@ -167,7 +169,7 @@ async fn keys_written_under_older_phone_rules_are_merged_at_start() {
     {
         let store = SledStore::open(&config(&dir)).unwrap();
         record(&store, "+442079460958", "wamid.new", h(0)).await;
-        let t = &store.trees;
+        let t = store.settled().await.unwrap();
         for (customer, opened) in [("+4402079460958", h(2)), ("+4402079460999", h(1))] {
             let key = old_key(customer);
             let w = window(opened);
@@ -204,7 +206,7 @@ async fn keys_written_under_older_phone_rules_are_merged_at_start() {
         Some(window(h(1))),
         "a window under the old key only moved"
     );
-    let t = &store.trees;
+    let t = store.settled().await.unwrap();
     for customer in ["+4402079460958", "+4402079460999"] {
         assert_eq!(t.windows.get(old_key(customer)).unwrap(), None);
     }
@@ -416,7 +418,16 @@ async fn the_log_is_replayed_before_keys_are_rekeyed() {
         Some(window),
         "the logged window moved to its normal key"
     );
-    assert_eq!(store.trees.windows.get(&old_key).unwrap(), None);
+    assert_eq!(
+        store
+            .settled()
+            .await
+            .unwrap()
+            .windows
+            .get(&old_key)
+            .unwrap(),
+        None
+    );
 }
 
 /// A data directory from before accounts keeps its templates as
@@ -445,7 +456,9 @@ async fn templates_written_before_accounts_move_into_the_default_account() {
         };
         // Written as a release before accounts did.
         store
-            .trees
+            .settled()
+            .await
+            .unwrap()
             .templates
             .insert(
                 b"order_update\0en_US",
@@ -465,7 +478,9 @@ async fn templates_written_before_accounts_move_into_the_default_account() {
     assert_eq!(moved.status, Status::Approved);
     assert_eq!(moved.content.body, "Hi {{1}}");
     let keys: Vec<Vec<u8>> = store
-        .trees
+        .settled()
+        .await
+        .unwrap()
         .templates
         .iter()
         .keys()
@@ -508,7 +523,9 @@ async fn send_rates_outlive_a_restart_and_lapsed_ones_are_swept() {
     let cutoffs = crate::domain::retention::Retention::default().cutoffs(Utc::now());
     while store.sweep_step(&cutoffs).await.unwrap().visited > 0 {}
     let kept: Vec<Vec<u8>> = store
-        .trees
+        .settled()
+        .await
+        .unwrap()
         .send_rates
         .iter()
         .keys()
@@ -519,7 +536,11 @@ async fn send_rates_outlive_a_restart_and_lapsed_ones_are_swept() {
         [b"busy".to_vec()],
         "only the rate still ahead is kept"
     );
-    assert_eq!(store.trees.send_rate_age.len(), 1, "one age entry a rate");
+    assert_eq!(
+        store.settled().await.unwrap().send_rate_age.len(),
+        1,
+        "one age entry a rate"
+    );
 }
 
 /// A group sled refuses is on disk only in the log: neither a full segment's

@@ -320,18 +320,19 @@ impl Wal {
         Err(seen.error())
     }
 
-    /// Returns once sled holds every record that was durable when called:
-    /// every change already answered. Each read of sled outside a section
-    /// starts here. Usually sled is caught up and this only looks.
-    pub async fn caught_up(&self) -> Result<(), StoreError> {
-        let target = {
+    /// sled's trees, once they hold every record that was durable when
+    /// called: every change already answered. The only way to the trees
+    /// outside a section (see `super::settled`). Usually sled is caught up
+    /// and this only looks.
+    pub async fn caught_up(&self) -> Result<Arc<Trees>, StoreError> {
+        let behind = {
             let progress = self.shared.progress.borrow();
-            if progress.applied >= progress.durable {
-                return Ok(());
-            }
-            progress.durable
+            (progress.applied < progress.durable).then_some(progress.durable)
         };
-        self.applied(target).await
+        if let Some(target) = behind {
+            self.applied(target).await?;
+        }
+        Ok(self.shared.trees.clone())
     }
 
     /// Stamps come after every stamp already in the store.
