@@ -22,6 +22,7 @@ as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$
 as_postgres "$bin/initdb" -D "$dir/data" -U postgres -E UTF8 --no-sync \
     --auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/password" >/dev/null
 cleanup() {
+    kill $(jobs -p) 2>/dev/null || true
     as_postgres "$bin/pg_ctl" -D "$dir/data" stop -m fast -s || true
     rm -rf "$dir"
 }
@@ -31,4 +32,5 @@ as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -s -w start \
 PGPASSWORD=wagate "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE wagate"
 echo "WAGATE_DATABASE_URL='postgres://postgres:wagate@127.0.0.1:$port/wagate'"
 echo "PostgreSQL is running (log: $dir/postgres.log); Ctrl-C stops and removes it." >&2
-while true; do sleep 3600; done
+# Waits in `wait`, so a TERM (not only a Ctrl-C) stops it at once.
+while true; do sleep 3600 & wait $!; done

@@ -666,3 +666,65 @@ async fn a_replica_reports_its_pool_and_gathered_reads_as_metrics() {
     );
     lint_metrics(&metrics_text(server).await);
 }
+
+/// README's way to try the PostgreSQL mode: `scripts/dev-postgres.sh`
+/// prints a URL wagate runs on, and a TERM stops PostgreSQL and removes
+/// its directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_postgres_script_gives_a_url_wagate_runs_on_and_cleans_up() {
+    use std::io::BufRead;
+    let mut script = Command::new("scripts/dev-postgres.sh")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scripts/dev-postgres.sh");
+    let mut out = std::io::BufReader::new(script.stdout.take().unwrap()).lines();
+    let mut err = std::io::BufReader::new(script.stderr.take().unwrap()).lines();
+    let printed = out.next().expect("a line").unwrap();
+    let url = printed
+        .strip_prefix("WAGATE_DATABASE_URL='")
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("not a URL line: {printed}"))
+        .to_owned();
+    let told = err.next().expect("a line").unwrap();
+    let dir = told
+        .split("(log: ")
+        .nth(1)
+        .and_then(|rest| rest.split("/postgres.log").next())
+        .unwrap_or_else(|| panic!("no log path in: {told}"))
+        .to_owned();
+    assert!(
+        std::path::Path::new(&dir).is_dir(),
+        "{dir} exists while it runs"
+    );
+
+    let server = replica(&url);
+    server
+        .gateway()
+        .await
+        .record_inbound(inbound("+27820001010", "wamid.dev-postgres"))
+        .await
+        .unwrap();
+    assert_eq!(
+        window(&server, "+27820001010").await.state(),
+        WindowState::Open
+    );
+    drop(server);
+
+    Command::new("kill")
+        .args(["-TERM", &script.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while script.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script outlived its TERM by 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "{dir} is removed after a TERM"
+    );
+}
