@@ -85,9 +85,11 @@ fn anchor_table(rows: &[Row]) {
     };
     println!("\ndurable writes against Redis (appendfsync always) in this run:");
     println!(
-        "| workload | streams | wagate req/s | Redis, same work in Lua | ratio | Redis SET | ratio | no-op | ratio | 1-stream goal p50 ms | wagate p50 ms |"
+        "| workload | streams | wagate req/s | Redis, same work in Lua | ratio | Redis SET | ratio | no-op | ratio | 1-stream goal p50 ms | wagate p50 ms | CPU µs a call: wagate / no-op |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for row in durable {
         let work = match row.workload {
             Workload::RecordInbound => anchors::RedisWork::Inbound,
@@ -105,14 +107,18 @@ fn anchor_table(rows: &[Row]) {
         } else {
             (String::new(), String::new())
         };
+        // What the server's process spent a call, user and system time.
+        let per_call = |cpu_percent: f64, sample: &Sample| cpu_percent / 100.0 / sample.rps() * 1e6;
         println!(
-            "| {} | {} | {wagate:.0} | {same:.0} | {:.2} | {set:.0} | {:.2} | {:.0} | {:.2} | {goal} | {p50} |",
+            "| {} | {} | {wagate:.0} | {same:.0} | {:.2} | {set:.0} | {:.2} | {:.0} | {:.2} | {goal} | {p50} | {:.0} / {:.0} |",
             row.workload.name(),
             row.streams,
             wagate / same,
             wagate / set,
             row.noop.rps(),
             wagate / row.noop.rps(),
+            per_call(row.wagate_cpu, &row.wagate),
+            per_call(row.noop_cpu, &row.noop),
         );
     }
 }
