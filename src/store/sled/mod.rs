@@ -768,7 +768,7 @@ impl Storage for SledStore {
             .map_err(|error| StoreError::unavailable("sweep task", error))??;
         // Waited on so a read after the step sees what it removed, even
         // one straight from sled.
-        self.wal.applied(self.wal.last_lsn()).await?;
+        self.flush().await?;
         Ok(step)
     }
 

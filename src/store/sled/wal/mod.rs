@@ -172,10 +172,6 @@ fn apply(trees: &Trees, changes: &[Change]) -> sled::Result<()> {
     Ok(())
 }
 
-fn stopped() -> StoreError {
-    StoreError::unavailable("log", "the log thread has stopped")
-}
-
 fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
     move |error| StoreError::unavailable(what, error)
 }
@@ -296,25 +292,29 @@ impl Wal {
 
     /// Returns once every record up to `lsn` is on disk.
     pub async fn durable(&self, lsn: u64) -> Result<(), StoreError> {
-        let mut progress = self.shared.progress.subscribe();
-        let seen = progress
-            .wait_for(|p| p.durable >= lsn || p.failed >= lsn)
-            .await
-            .map_err(|_| stopped())?;
-        if seen.durable >= lsn {
-            return Ok(());
-        }
-        Err(seen.error())
+        self.reached(lsn, |p| p.durable, |p| p.failed).await
     }
 
     /// Returns once every record up to `lsn` is on disk and in sled.
     pub async fn applied(&self, lsn: u64) -> Result<(), StoreError> {
+        self.reached(lsn, |p| p.applied, |p| p.failed.max(p.apply_failed))
+            .await
+    }
+
+    /// Waits until the watermark `mark` reaches `lsn` (then Ok) or the
+    /// failure mark `failed` does (then the failure's error).
+    async fn reached(
+        &self,
+        lsn: u64,
+        mark: impl Fn(&Progress) -> u64,
+        failed: impl Fn(&Progress) -> u64,
+    ) -> Result<(), StoreError> {
         let mut progress = self.shared.progress.subscribe();
         let seen = progress
-            .wait_for(|p| p.applied >= lsn || p.failed >= lsn || p.apply_failed >= lsn)
+            .wait_for(|p| mark(p) >= lsn || failed(p) >= lsn)
             .await
-            .map_err(|_| stopped())?;
-        if seen.applied >= lsn {
+            .map_err(|_| StoreError::unavailable("log", "the log thread has stopped"))?;
+        if mark(&seen) >= lsn {
             return Ok(());
         }
         Err(seen.error())
