@@ -113,14 +113,14 @@ async fn run() {
     for workload in selected(&MEASURED) {
         let script = script_file(scripts.path(), workload);
         for streams in STREAMS {
-            let (one_sample, _) = measure(&[&one], workload, streams).await;
+            let one_sample = measure(&[&one], workload, streams).await.sample;
             let targets: Vec<&Process> = three.iter().collect();
-            let (three_sample, _) = measure(&targets, workload, streams).await;
+            let three_sample = measure(&targets, workload, streams).await.sample;
             let raw_sql = pgbench(&server, &sql_db, &script, streams);
             let one_read = (workload == Workload::GetWindow)
                 .then(|| pgbench(&server, &sql_db, &one_read, streams))
                 .flatten();
-            let (noop_sample, _) = measure(&[&noop], workload, streams).await;
+            let noop_sample = measure(&[&noop], workload, streams).await.sample;
             rows.push(Row {
                 workload,
                 streams,

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -37,6 +37,9 @@ pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
     pub startup: Duration,
+    /// Where wagate serves Prometheus metrics, from its "serving metrics
+    /// on" line (which comes before "listening on"); other servers have none.
+    metrics: Arc<OnceLock<SocketAddr>>,
     /// Every stderr line, until taken by [`Process::log_lines`].
     log: Option<mpsc::Receiver<String>>,
 }
@@ -53,8 +56,15 @@ impl Process {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let (log_tx, log) = mpsc::channel();
+        let metrics = Arc::new(OnceLock::new());
+        let metrics_found = metrics.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving metrics on http://").nth(1)
+                    && let Some(addr) = rest.split('/').next().and_then(|a| a.parse().ok())
+                {
+                    let _ = metrics_found.set(addr);
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr: String = rest
                         .chars()
@@ -75,6 +85,7 @@ impl Process {
             startup: started.elapsed(),
             child,
             addr: addr.parse().unwrap(),
+            metrics,
             log: Some(log),
         }
     }
@@ -116,17 +127,39 @@ impl Process {
 
     /// CPU time (user + system) the process has used so far.
     pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the ")" that closes the command name; utime and stime
-        // are fields 14 and 15 of the whole line.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 1000 / clock_ticks_per_second())
+        stat_cpu(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// CPU time (user + system) the process's thread named `name` has used
+    /// so far; `None` when it has no such thread.
+    pub fn thread_cpu(&self, name: &str) -> Option<Duration> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;
+        tasks.filter_map(Result::ok).find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| stat_cpu(&task.path().join("stat").to_string_lossy()))
+        })
+    }
+
+    /// The sum of every sample of the Prometheus metric `name` (a counter,
+    /// or a histogram's `_count` or `_sum`) wagate exports now; `None` for a
+    /// server without metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let addr = self.metrics.get()?;
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let samples = text.lines().filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok())?
+        });
+        Some(samples.sum())
     }
 
     /// Peak resident set size so far (VmHWM), MiB.
@@ -164,12 +197,39 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) the load generator (this process) has used.
+pub fn own_cpu() -> Duration {
+    stat_cpu("/proc/self/stat")
+}
+
+/// User plus system time from a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the ")" that closes the command name; utime and stime
+    // are fields 14 and 15 of the whole line.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((field(11) + field(12)) * 1000 / clock_ticks_per_second())
+}
+
 fn clock_ticks_per_second() -> u64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output();
+        out.ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// Area codes in use (US and Canada), which customers' numbers have.

@@ -123,15 +123,58 @@ pub async fn closed_loop(
     total
 }
 
-/// A warm-up, then a measured closed loop over `targets`: the sample and
-/// the targets' CPU use together, in percent of one core.
-pub async fn measure(targets: &[&Process], workload: Workload, streams: usize) -> (Sample, f64) {
+/// What one measured closed loop found.
+pub struct Measured {
+    pub sample: Sample,
+    /// The targets' CPU, in percent of one core.
+    pub cpu: f64,
+    /// The load generator's own CPU (this process), in percent of one core.
+    pub generator_cpu: f64,
+    /// wagate's log thread (`wagate-wal`: sync and apply to sled), in
+    /// percent of one core; `None` for a server without one.
+    pub log_cpu: Option<f64>,
+    /// The log's groups synced in the run (one `fdatasync` each) and the
+    /// records they held, from wagate's metrics; `None` without them.
+    pub groups: Option<(f64, f64)>,
+}
+
+impl Measured {
+    /// CPU microseconds a call of `percent` of one core.
+    pub fn per_call(&self, percent: f64) -> f64 {
+        percent / 100.0 / self.sample.rps() * 1e6
+    }
+}
+
+/// The log's synced groups and the records in them so far.
+fn groups(target: &Process) -> Option<(f64, f64)> {
+    Some((
+        target.metric("wagate_group_commit_batch_size_count")?,
+        target.metric("wagate_group_commit_batch_size_sum")?,
+    ))
+}
+
+/// A warm-up, then a measured closed loop over `targets`: the sample, the
+/// targets' CPU use and, for one wagate on sled, its log's share.
+pub async fn measure(targets: &[&Process], workload: Workload, streams: usize) -> Measured {
     closed_loop(targets, workload, streams, WARMUP).await;
     let cpu = |targets: &[&Process]| targets.iter().map(|t| t.cpu()).sum::<Duration>();
-    let cpu_before = cpu(targets);
+    let single = (targets.len() == 1).then(|| targets[0]);
+    let log_cpu = || single.and_then(|t| t.thread_cpu("wagate-wal"));
+    let (cpu_before, generator_before) = (cpu(targets), own_cpu());
+    let (log_before, groups_before) = (log_cpu(), single.and_then(groups));
     let sample = closed_loop(targets, workload, streams, RUN).await;
-    let used = (cpu(targets) - cpu_before).as_secs_f64() / sample.elapsed.as_secs_f64() * 100.0;
-    (sample, used)
+    let percent = |used: Duration| used.as_secs_f64() / sample.elapsed.as_secs_f64() * 100.0;
+    let log_cpu = log_before.zip(log_cpu()).map(|(b, a)| percent(a - b));
+    let groups = groups_before
+        .zip(single.and_then(groups))
+        .map(|((count, sum), (count_after, sum_after))| (count_after - count, sum_after - sum));
+    Measured {
+        cpu: percent(cpu(targets) - cpu_before),
+        generator_cpu: percent(own_cpu() - generator_before),
+        log_cpu,
+        groups,
+        sample,
+    }
 }
 
 /// The approved template the sends use, and `SEEDED` open windows.
