@@ -160,18 +160,20 @@ pub async fn measure(targets: &[&Process], workload: Workload, streams: usize) -
     let cpu = |targets: &[&Process]| targets.iter().map(|t| t.cpu()).sum::<Duration>();
     let single = (targets.len() == 1).then(|| targets[0]);
     let log_cpu = || single.and_then(|t| t.thread_cpu("wagate-wal"));
-    let (cpu_before, generator_before) = (cpu(targets), own_cpu());
-    let (log_before, groups_before) = (log_cpu(), single.and_then(groups));
+    // The metrics are read outside the CPU readings: a scrape counts the
+    // open windows, which is not the workload's cost.
+    let groups_before = single.and_then(groups);
+    let (cpu_before, generator_before, log_before) = (cpu(targets), own_cpu(), log_cpu());
     let sample = closed_loop(targets, workload, streams, RUN).await;
+    let (cpu_after, generator_after, log_after) = (cpu(targets), own_cpu(), log_cpu());
     let percent = |used: Duration| used.as_secs_f64() / sample.elapsed.as_secs_f64() * 100.0;
-    let log_cpu = log_before.zip(log_cpu()).map(|(b, a)| percent(a - b));
     let groups = groups_before
         .zip(single.and_then(groups))
         .map(|((count, sum), (count_after, sum_after))| (count_after - count, sum_after - sum));
     Measured {
-        cpu: percent(cpu(targets) - cpu_before),
-        generator_cpu: percent(own_cpu() - generator_before),
-        log_cpu,
+        cpu: percent(cpu_after - cpu_before),
+        generator_cpu: percent(generator_after - generator_before),
+        log_cpu: log_before.zip(log_after).map(|(b, a)| percent(a - b)),
         groups,
         sample,
     }
