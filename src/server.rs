@@ -79,9 +79,10 @@ pub async fn run(
     });
     let cloud = cloud::start(&config.cloud, &service, limits).await?;
     let gauge_store = store.clone();
+    let recount = std::sync::Arc::new(std::sync::Mutex::new(telemetry::Recount::default()));
     let (metrics_address, metrics_server) =
         telemetry::serve(config.metrics_listen, metrics, move || {
-            refresh_store_gauges(&*gauge_store)
+            refresh_store_gauges(&*gauge_store, &recount)
         })
         .await?;
     let metrics_server = tokio::spawn(metrics_server);
@@ -387,8 +388,9 @@ async fn register_flag_numbers(
 
 /// Sets the gauges read at scrape time: the process's (CPU, memory, open
 /// files), and the store's: open windows (a walk of the open part of the
-/// expiry index) and size on disk. Runs on a blocking thread.
-fn refresh_store_gauges(store: &dyn Storage) {
+/// expiry index, so only as often as `recount` allows) and size on disk.
+/// Runs on a blocking thread.
+fn refresh_store_gauges(store: &dyn Storage, recount: &std::sync::Mutex<telemetry::Recount>) {
     // process_cpu_seconds_total, process_resident_memory_bytes,
     // process_open_fds, ...: the process collector's standard names.
     static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
@@ -398,10 +400,21 @@ fn refresh_store_gauges(store: &dyn Storage) {
             collector
         });
     PROCESS.collect();
+    let began = std::time::Instant::now();
+    let count = recount
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .begin(began);
     tokio::runtime::Handle::current().block_on(async {
-        match store.open_windows(chrono::Utc::now()).await {
-            Ok(open) => metrics::gauge!(telemetry::OPEN_WINDOWS).set(open as f64),
-            Err(error) => tracing::warn!(%error, "cannot count open windows"),
+        if count {
+            match store.open_windows(chrono::Utc::now()).await {
+                Ok(open) => metrics::gauge!(telemetry::OPEN_WINDOWS).set(open as f64),
+                Err(error) => tracing::warn!(%error, "cannot count open windows"),
+            }
+            recount
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .ended(began, began.elapsed());
         }
         if let Some(pool) = store.pool() {
             metrics::gauge!(telemetry::POOL_CONNECTIONS).set(pool.size as f64);
