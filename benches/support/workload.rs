@@ -160,7 +160,7 @@ pub async fn measure(targets: &[&Process], workload: Workload, streams: usize) -
     let cpu = |targets: &[&Process]| targets.iter().map(|t| t.cpu()).sum::<Duration>();
     let single = (targets.len() == 1).then(|| targets[0]);
     let log_cpu = || single.and_then(|t| t.thread_cpu("wagate-wal"));
-    // The metrics are read outside the CPU readings: a scrape counts the
+    // The metrics are read outside the CPU readings: a scrape may count the
     // open windows, which is not the workload's cost.
     let groups_before = single.and_then(groups);
     let (cpu_before, generator_before, log_before) = (cpu(targets), own_cpu(), log_cpu());
