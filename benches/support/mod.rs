@@ -152,14 +152,24 @@ impl Process {
             "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        let samples = text.lines().filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name).then(|| value.parse::<f64>().ok())?
-        });
-        Some(samples.sum())
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        // The exposition parser the tests use; a histogram's `_count` and
+        // `_sum` come out as samples of their own.
+        let scrape =
+            prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).ok()?;
+        let values = scrape.samples.iter().filter(|s| s.metric == name);
+        Some(
+            values
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => 0.0,
+                })
+                .sum(),
+        )
     }
 
     /// Peak resident set size so far (VmHWM), MiB.
