@@ -131,8 +131,8 @@ fn anchor_table(rows: &[Row]) {
 /// with the load generator, allow).
 ///
 /// The bound is the rate at which the cores would be full if a call cost
-/// wagate only the no-op server's whole call plus what wagate's log thread
-/// spends on it now (the sync and sled's inserts, which no change outside
+/// wagate only the no-op server's whole call plus what wagate's log threads
+/// spend on it now (the sync and sled's inserts, which no change outside
 /// the store removes), with the load generator at its cost against the
 /// no-op: an upper bound for any handler in front of this store. It binds
 /// where the cores are busy (256 streams); with fewer streams the loop's
@@ -143,7 +143,7 @@ fn limit_table(rows: &[(&Row, f64)], disk_syncs: f64) {
         "\nwhere the durable writes' limit lies (disk: {disk_syncs:.0} synced overwrites/s; {cores} cores):"
     );
     println!(
-        "| workload | streams | wagate req/s | log syncs/s | records a sync | disk's syncs/s × records a sync | CPU µs a call: generator / wagate / of it the log thread | cores busy | no-op µs a call, generator / server | bound req/s | Redis, same work | bound ÷ Redis |"
+        "| workload | streams | wagate req/s | log syncs/s | records a sync | disk's syncs/s × records a sync | CPU µs a call: generator / wagate / of it the log threads | cores busy | no-op µs a call, generator / server | bound req/s | Redis, same work | bound ÷ Redis |"
     );
     println!(
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

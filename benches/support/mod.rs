@@ -130,14 +130,17 @@ impl Process {
         stat_cpu(&format!("/proc/{}/stat", self.pid()))
     }
 
-    /// CPU time (user + system) the process's thread named `name` has used
-    /// so far; `None` when it has no such thread.
-    pub fn thread_cpu(&self, name: &str) -> Option<Duration> {
+    /// CPU time (user + system) the process's threads named in `names`
+    /// have used so far, together; `None` when it has none of them.
+    pub fn threads_cpu(&self, names: &[&str]) -> Option<Duration> {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;
-        tasks.filter_map(Result::ok).find_map(|task| {
+        let used = tasks.filter_map(Result::ok).filter_map(|task| {
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            (comm.trim_end() == name).then(|| stat_cpu(&task.path().join("stat").to_string_lossy()))
-        })
+            names
+                .contains(&comm.trim_end())
+                .then(|| stat_cpu(&task.path().join("stat").to_string_lossy()))
+        });
+        used.reduce(|a, b| a + b)
     }
 
     /// The sum of every sample of the Prometheus metric `name` (a counter,

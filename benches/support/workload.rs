@@ -123,6 +123,9 @@ pub async fn closed_loop(
     total
 }
 
+/// wagate's log threads, as `/proc` names them (15 bytes at most).
+const LOG_THREADS: &[&str] = &["wagate-wal", "wagate-wal-appl"];
+
 /// What one measured closed loop found.
 pub struct Measured {
     pub sample: Sample,
@@ -130,8 +133,10 @@ pub struct Measured {
     pub cpu: f64,
     /// The load generator's own CPU (this process), in percent of one core.
     pub generator_cpu: f64,
-    /// wagate's log thread (`wagate-wal`: sync and apply to sled), in
-    /// percent of one core; `None` for a server without one.
+    /// wagate's log threads (`wagate-wal` writes and syncs,
+    /// `wagate-wal-apply` applies to sled; builds before 2026-11-28 did both
+    /// on the first), in percent of one core; `None` for a server without
+    /// them.
     pub log_cpu: Option<f64>,
     /// The log's groups synced in the run (one `fdatasync` each) and the
     /// records they held, from wagate's metrics; `None` without them.
@@ -159,7 +164,7 @@ pub async fn measure(targets: &[&Process], workload: Workload, streams: usize) -
     closed_loop(targets, workload, streams, WARMUP).await;
     let cpu = |targets: &[&Process]| targets.iter().map(|t| t.cpu()).sum::<Duration>();
     let single = (targets.len() == 1).then(|| targets[0]);
-    let log_cpu = || single.and_then(|t| t.thread_cpu("wagate-wal"));
+    let log_cpu = || single.and_then(|t| t.threads_cpu(LOG_THREADS));
     // The metrics are read outside the CPU readings: a scrape may count the
     // open windows, which is not the workload's cost.
     let groups_before = single.and_then(groups);

@@ -270,7 +270,7 @@ async fn the_log_is_replayed_at_start_and_its_torn_tail_ignored() {
         Vec::<u64>::new(),
         "a clean close checkpoints"
     );
-    let put = |p: &Pair, w: &Window| wal::Change {
+    let put = |p: &Pair, w: &Window| wal::testing::Change {
         tree: Tree::Windows,
         key: keys::pair(p),
         value: Some(encode(&WindowRecord::from(w)).into()),
@@ -292,7 +292,7 @@ async fn the_log_is_replayed_at_start_and_its_torn_tail_ignored() {
         ],
         0,
     );
-    let remove_b = wal::Change {
+    let remove_b = wal::testing::Change {
         tree: Tree::Windows,
         key: keys::pair(&b),
         value: None,
@@ -398,12 +398,12 @@ async fn the_log_is_replayed_before_keys_are_rekeyed() {
         &[Record {
             lsn: 1,
             changes: vec![
-                wal::Change {
+                wal::testing::Change {
                     tree: Tree::Windows,
                     key: old_key.clone(),
                     value: Some(encode(&WindowRecord::from(&window)).into()),
                 },
-                wal::Change {
+                wal::testing::Change {
                     tree: Tree::WindowExpiry,
                     key: keys::timed(window.expires_at, &old_key),
                     value: Some(IVec::default()),

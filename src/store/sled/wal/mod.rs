@@ -6,7 +6,8 @@
 //! a use case instead stages its changes in memory under one short lock
 //! ([`Section`]), and a single log thread appends every staged record to a
 //! segment file, syncs it with one `fdatasync` for the whole group, tells
-//! the callers, and then applies the records to sled (which is not flushed).
+//! the callers, and hands the group to the applier, a thread that applies it
+//! to sled (which is not flushed) while the log syncs the next group.
 //! An answer always means "on disk". The apply is off the answer's path: a
 //! read of sled first waits until sled holds everything that was durable
 //! when the read began ([`Wal::caught_up`]), so a read after an answer still
@@ -16,13 +17,15 @@
 //! sled holds a prefix of the logged records (possibly part of the last
 //! one), and replaying every segment in order at start restores the rest:
 //! records are absolute puts and removals, so a record sled already has is
-//! harmless to apply again. Full segments are checkpointed in the background:
-//! sled is flushed, which makes every record already applied durable there,
-//! and the segment is deleted. A clean close does the same for the last one.
+//! harmless to apply again. Full segments are checkpointed in the background
+//! once the applier has applied every record in them: sled is flushed, which
+//! makes every record already applied durable there, and the segment is
+//! deleted. A clean close does the same for the last one.
 //!
 //! Until a record is applied to sled, a [`Section`] finds its changes in an
 //! in-memory overlay, so a use case always plans on the latest staged state.
 
+mod apply;
 mod overlay;
 mod record;
 mod section;
@@ -35,7 +38,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use record::{Change, Tree};
+use apply::{GROUPS_AHEAD, Job, apply};
+pub use record::Tree;
 use record::{Next, Record};
 pub use section::Section;
 use segment::Segment;
@@ -144,12 +148,14 @@ impl Shared {
     }
 }
 
-/// The log: owns the log thread and the background housekeeper.
+/// The log: owns the log thread, the applier and the background
+/// housekeeper.
 pub struct Wal {
     shared: Arc<Shared>,
     db: sled::Db,
     dir: PathBuf,
     writer: Option<JoinHandle<()>>,
+    applier: Option<JoinHandle<()>>,
     housekeeper: Option<JoinHandle<()>>,
 }
 
@@ -158,18 +164,6 @@ pub struct Wal {
 pub struct Replayed {
     pub segments: usize,
     pub records: u64,
-}
-
-/// Applies `changes` to sled, in order.
-fn apply(trees: &Trees, changes: &[Change]) -> sled::Result<()> {
-    for change in changes {
-        let tree = trees.get(change.tree);
-        match &change.value {
-            Some(value) => tree.insert(&change.key, value.clone()).map(drop)?,
-            None => tree.remove(&change.key).map(drop)?,
-        }
-    }
-    Ok(())
 }
 
 fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
@@ -208,8 +202,8 @@ enum Chore {
 }
 
 impl Wal {
-    /// Replays what an earlier process logged, then starts the log thread
-    /// and the housekeeper.
+    /// Replays what an earlier process logged, then starts the log thread,
+    /// the applier and the housekeeper.
     pub fn open(
         db: sled::Db,
         trees: Arc<Trees>,
@@ -235,6 +229,14 @@ impl Wal {
                 .spawn(move || housekeep(&db, &dir, &chores_in, &spares))
                 .map_err(io_error("log housekeeper"))?
         };
+        let (jobs, jobs_in) = mpsc::sync_channel(GROUPS_AHEAD);
+        let applier = {
+            let (shared, chores) = (shared.clone(), chores.clone());
+            std::thread::Builder::new()
+                .name("wagate-wal-apply".into())
+                .spawn(move || apply::apply_loop(&shared, &jobs_in, &chores))
+                .map_err(io_error("log applier"))?
+        };
         let writer = {
             let shared = shared.clone();
             let dir = dir.clone();
@@ -247,7 +249,7 @@ impl Wal {
                         awaiting: false.into(),
                     };
                     housekeeper.prepare(first + 1);
-                    write_loop(&shared, &dir, segment, &housekeeper)
+                    write_loop(&shared, &dir, segment, &housekeeper, &jobs)
                 })
                 .map_err(io_error("log writer"))?
         };
@@ -256,6 +258,7 @@ impl Wal {
             db,
             dir,
             writer: Some(writer),
+            applier: Some(applier),
             housekeeper: Some(housekeeper),
         };
         Ok((wal, replayed))
@@ -378,15 +381,24 @@ impl Drop for Wal {
     fn drop(&mut self) {
         self.shared.lock().closing = true;
         self.shared.wake.notify_all();
+        // The writer drains what is staged and stops; the applier then
+        // applies every group it was handed and stops, and only then can
+        // the housekeeper's last checkpoint have run.
         let writer_ok = self
             .writer
             .take()
             .is_some_and(|writer| writer.join().is_ok());
+        let applier_ok = self
+            .applier
+            .take()
+            .is_some_and(|applier| applier.join().is_ok());
         if let Some(housekeeper) = self.housekeeper.take() {
             let _ = housekeeper.join();
         }
-        let clean =
-            writer_ok && !self.shared.lock().failing && !self.shared.progress.borrow().log_only();
+        let clean = writer_ok
+            && applier_ok
+            && !self.shared.lock().failing
+            && !self.shared.progress.borrow().log_only();
         if !clean {
             tracing::warn!("the log did not close cleanly; the next start replays it");
             return;
@@ -460,8 +472,14 @@ fn housekeep(
 }
 
 /// The log thread: takes what is staged, writes and syncs it as one group,
-/// tells the waiters, applies it to sled; until closed and drained.
-fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Housekeeper) {
+/// tells the waiters, hands it to the applier; until closed and drained.
+fn write_loop(
+    shared: &Shared,
+    dir: &Path,
+    first: Segment,
+    housekeeper: &Housekeeper,
+    applier: &mpsc::SyncSender<Job>,
+) {
     let mut next_seq = first.seq + 1;
     let mut segment = Some(first);
     let mut batch: Vec<Record> = Vec::new();
@@ -497,6 +515,7 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
                     bytes.len(),
                     keep,
                     housekeeper,
+                    applier,
                 )
             })
             .and_then(|segment| segment.append(&bytes));
@@ -542,34 +561,18 @@ fn write_loop(shared: &Shared, dir: &Path, first: Segment, housekeeper: &Houseke
         // has, sections read these changes from the overlay, and other
         // readers wait (`Wal::caught_up`).
         shared.progress.send_modify(|p| p.durable = last);
-        let applied = batch
-            .iter()
-            .try_for_each(|record| apply(&shared.trees, &record.changes));
-        if applied.is_ok() {
-            let mut staged = shared.lock();
-            // Only what sled now has leaves the overlay: after a failed
-            // apply, sections still read the logged values.
-            for record in &batch {
-                for change in &record.changes {
-                    staged.overlay.applied(record.lsn, change);
-                }
-            }
-            // Their stamps are settled: sled has the changes.
-            while staged.stamps.front().is_some_and(|&(lsn, _)| lsn <= last) {
-                staged.stamps.pop_front();
-            }
-        }
-        shared.progress.send_modify(|p| match &applied {
-            Ok(()) => p.applied = last,
-            Err(error) => {
-                metrics::counter!(crate::telemetry::STORE_WRITE_FAILURES, "cause" => "apply")
-                    .increment(1);
-                // On disk, so the next start applies it; not in sled now.
+        if applier
+            .send(Job::Group(std::mem::take(&mut batch)))
+            .is_err()
+        {
+            // The applier has stopped (it panicked): nothing reaches sled
+            // any more, so readers waiting on it learn so; the log keeps
+            // every segment for the next start to replay.
+            shared.progress.send_modify(|p| {
                 p.apply_failed = last;
-                p.error = Some(format!("applying the log to sled: {error}").into());
-            }
-        });
-        batch.clear();
+                p.error = Some("the log's applier has stopped".into());
+            });
+        }
     }
 }
 
@@ -600,7 +603,8 @@ fn is_full(error: &std::io::Error) -> bool {
 
 /// The segment the next `len` bytes go to: the current one while they fit,
 /// else the spare the housekeeper prepared (and the full one goes to a
-/// checkpoint, unless the log must be kept whole: `keep`).
+/// checkpoint through the applier, unless the log must be kept whole:
+/// `keep`).
 fn ready_segment<'a>(
     segment: &'a mut Option<Segment>,
     next_seq: &mut u64,
@@ -608,6 +612,7 @@ fn ready_segment<'a>(
     len: usize,
     keep: bool,
     housekeeper: &Housekeeper,
+    applier: &mpsc::SyncSender<Job>,
 ) -> std::io::Result<&'a mut Segment> {
     let full = segment
         .as_ref()
@@ -616,7 +621,7 @@ fn ready_segment<'a>(
         && let Some(sealed) = segment.take()
         && !keep
     {
-        let _ = housekeeper.chores.send(Chore::Checkpoint(sealed.seq));
+        let _ = applier.send(Job::Checkpoint(sealed.seq));
     }
     if segment.is_none() {
         let spare = housekeeper
@@ -664,5 +669,5 @@ pub mod testing {
         segment::list(&data_dir.join("wal")).unwrap()
     }
 
-    pub use super::record::Record;
+    pub use super::record::{Change, Record};
 }
