@@ -549,15 +549,15 @@ impl Storage for SledStore {
         account: &AccountId,
         plan: Planner<'_, Vec<Template>, SyncPlan>,
     ) -> Result<SyncPlan, StoreError> {
-        let t = self.settled().await?;
         let (written, lsn) = {
             let mut w = self.wal.section()?;
+            // Read in the section, through what is staged: a template change
+            // answered a moment ago may not be in sled yet, and planning
+            // without it would write its old state back.
+            let in_account = |key: &[u8]| keys::template_account(key) == Some(account.as_str());
             let mut stored = Vec::new();
-            for entry in t.templates.iter() {
-                let (key, bytes) = entry?;
-                if keys::template_account(&key) == Some(account.as_str()) {
-                    stored.extend(template_from(&key, Some(bytes))?);
-                }
+            for (key, bytes) in w.entries(Tree::Templates, in_account)? {
+                stored.extend(template_from(&key, Some(bytes))?);
             }
             let written = plan(&stored).map_err(StoreError::Rejected)?;
             for template in &written.puts {

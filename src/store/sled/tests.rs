@@ -489,6 +489,77 @@ async fn templates_written_before_accounts_move_into_the_default_account() {
     assert_eq!(keys, [b"order_update\0en_US\0default".to_vec()]);
 }
 
+/// A template sync plans on the templates as answered, including a change
+/// that is on disk and not yet in sled, so it never writes an older state
+/// of a template back over a newer one.
+#[tokio::test]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the lock holds the applier, a thread of its own that no task here waits on"
+)]
+async fn a_template_sync_plans_on_changes_not_yet_in_sled() {
+    use crate::domain::template::{Category, Status, TemplateDraft, TemplateWrite};
+    use crate::domain::template_sync::SyncPlan;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&config(&dir)).unwrap();
+    let content = TemplateDraft {
+        category: Some(Category::Utility),
+        body: "Hi {{1}}".into(),
+        header_text: String::new(),
+        footer_text: String::new(),
+        buttons: vec![],
+        header_media: None,
+    }
+    .validate()
+    .unwrap();
+    let id = |name: &str| TemplateId::parse(name, "en_US").unwrap();
+    let put = |name: &str, status: Status| {
+        let (template, _) = Template::upsert(None, id(name), content.clone(), t0());
+        let template = Box::new(Template { status, ..template });
+        let store = store.clone();
+        let id = id(name);
+        async move {
+            store
+                .change_template(&id, &|_| Ok(TemplateWrite::Put(template.clone())))
+                .await
+                .unwrap();
+        }
+    };
+    put("in_sled", Status::Pending).await;
+    put("changed", Status::Pending).await;
+    store.settled().await.unwrap();
+
+    let held = store.wal.hold_apply();
+    // Answered, so on disk; kept out of sled while `held` lives.
+    put("changed", Status::Approved).await;
+    put("new", Status::Pending).await;
+    let seen = std::sync::Mutex::new(Vec::new());
+    let plan = |stored: &Vec<Template>| {
+        *seen.lock().unwrap() = stored
+            .iter()
+            .map(|t| (t.id.name().to_owned(), t.status))
+            .collect();
+        Ok(SyncPlan::default())
+    };
+    let account = AccountId::default_account();
+    let sync = store.sync_templates(&account, &plan);
+    tokio::time::timeout(std::time::Duration::from_secs(10), sync)
+        .await
+        .expect("the sync reads what is staged instead of waiting for sled")
+        .unwrap();
+    drop(held);
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("changed".to_owned(), Status::Approved),
+            ("in_sled".to_owned(), Status::Pending),
+            ("new".to_owned(), Status::Pending),
+        ],
+        "the plan saw every answered change"
+    );
+}
+
 #[tokio::test]
 async fn send_rates_outlive_a_restart_and_lapsed_ones_are_swept() {
     let dir = tempfile::tempdir().unwrap();

@@ -69,6 +69,8 @@ fn apply_group(shared: &Shared, group: &[Record]) {
     let Some(last) = group.last().map(|record| record.lsn) else {
         return;
     };
+    #[cfg(test)]
+    let _held = shared.apply_gate.lock();
     let applied = group
         .iter()
         .try_for_each(|record| apply(&shared.trees, &record.changes));

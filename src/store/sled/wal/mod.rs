@@ -136,6 +136,9 @@ struct Shared {
     trees: Arc<Trees>,
     progress: tokio::sync::watch::Sender<Progress>,
     stats: Stats,
+    /// Held by a test to keep durable groups out of sled for a while.
+    #[cfg(test)]
+    apply_gate: Mutex<()>,
 }
 
 impl Shared {
@@ -219,6 +222,8 @@ impl Wal {
             trees,
             progress: tokio::sync::watch::Sender::new(Progress::default()),
             stats: Stats::default(),
+            #[cfg(test)]
+            apply_gate: Mutex::default(),
         });
         let (chores, chores_in) = mpsc::channel();
         let (spares, spares_in) = mpsc::channel();
@@ -363,6 +368,17 @@ impl Wal {
     /// The last lsn staged: waiting on it waits for everything staged so far.
     pub fn last_lsn(&self) -> u64 {
         self.shared.lock().last_lsn
+    }
+
+    /// Keeps the applier from applying another group until the guard is
+    /// dropped: what is answered stays durable and out of sled meanwhile
+    /// (only in the overlay).
+    #[cfg(test)]
+    pub fn hold_apply(&self) -> MutexGuard<'_, ()> {
+        self.shared
+            .apply_gate
+            .lock()
+            .expect("the gate is never poisoned")
     }
 
     pub fn counts(&self) -> CommitCounts {

@@ -25,6 +25,13 @@ impl Overlay {
         self.0[slot(tree)].get(key).map(|(_, value)| value)
     }
 
+    /// Every staged key of `tree` with its staged value (`None`: removed).
+    pub fn entries(&self, tree: Tree) -> impl Iterator<Item = (&[u8], &Option<IVec>)> {
+        self.0[slot(tree)]
+            .iter()
+            .map(|(key, (_, value))| (key.as_slice(), value))
+    }
+
     pub fn stage(&mut self, lsn: u64, change: &Change) {
         self.0[slot(change.tree)].insert(change.key.clone(), (lsn, change.value.clone()));
     }

@@ -7,6 +7,7 @@
 //! Dropping a section without [`Section::commit`] stages nothing: a use case
 //! that stops early (a rejection, a lost lease) leaves no trace.
 
+use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 
 use sled::IVec;
@@ -45,6 +46,40 @@ impl<'a> Section<'a> {
             return Ok(value.clone());
         }
         Ok(self.shared.trees.get(tree).get(key)?)
+    }
+
+    /// Every entry of `tree` whose key `keep` accepts, in key order, as
+    /// the section sees them: sled's, with what is staged and not yet
+    /// applied, and this section's own changes, laid over them. It walks
+    /// the whole tree under the log lock: for small trees only (an
+    /// account's templates).
+    pub fn entries(
+        &self,
+        tree: Tree,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let mut entries = BTreeMap::new();
+        for entry in self.shared.trees.get(tree).iter() {
+            let (key, value) = entry?;
+            if keep(&key) {
+                entries.insert(key.to_vec(), Some(value));
+            }
+        }
+        let staged = self.staged.overlay.entries(tree);
+        let own = self
+            .changes
+            .iter()
+            .filter(|change| change.tree == tree)
+            .map(|change| (change.key.as_slice(), &change.value));
+        for (key, value) in staged.chain(own) {
+            if keep(key) {
+                entries.insert(key.to_vec(), value.clone());
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect())
     }
 
     pub fn insert(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<IVec>) {
