@@ -667,3 +667,55 @@ async fn a_group_sled_refused_is_kept_in_the_log_and_replayed() {
         "the refused group was replayed at start"
     );
 }
+
+/// A full segment's checkpoint flushes sled and deletes the segment, so it
+/// must wait until sled has every group the segment holds: the applier
+/// passes it on only after applying the groups handed over before it.
+#[tokio::test]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the lock holds the applier, a thread of its own that no task here waits on"
+)]
+async fn a_full_segment_is_checkpointed_only_once_sled_has_its_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&config(&dir)).unwrap();
+    let first_segment = wal::testing::segments(&config(&dir).path)[0];
+    let write = |key: &str, bytes: usize| {
+        let mut w = store.wal.section().unwrap();
+        w.insert(Tree::Outbox, key, vec![7u8; bytes]);
+        w.commit()
+    };
+
+    let held = store.wal.hold_apply();
+    // Answered (on disk in the first segment), held out of sled.
+    store.wal.durable(write("first", 1 << 20)).await.unwrap();
+    // Too big for what is left of the first segment: the first is sealed
+    // and its checkpoint handed to the applier, behind the held group.
+    store.wal.durable(write("second", 16 << 20)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        wal::testing::segments(&config(&dir).path).contains(&first_segment),
+        "the sealed segment is kept while sled lacks its group"
+    );
+
+    drop(held);
+    let mut waited = 0;
+    while wal::testing::segments(&config(&dir).path).contains(&first_segment) {
+        assert!(
+            waited < 100,
+            "the sealed segment is checkpointed once applied"
+        );
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Checkpointed: sled has the group itself now.
+    let t = store.settled().await.unwrap();
+    assert_eq!(
+        t.outbox.get("first").unwrap().map(|v| v.len()),
+        Some(1 << 20)
+    );
+    assert_eq!(
+        t.outbox.get("second").unwrap().map(|v| v.len()),
+        Some(16 << 20)
+    );
+}
