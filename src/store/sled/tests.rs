@@ -430,30 +430,33 @@ async fn the_log_is_replayed_before_keys_are_rekeyed() {
     );
 }
 
+/// A utility template "Hi {{1}}" of `id`, with `status`.
+fn utility_template(id: &TemplateId, status: crate::domain::template::Status) -> Template {
+    use crate::domain::template::{Category, TemplateDraft};
+    let content = TemplateDraft {
+        category: Some(Category::Utility),
+        body: "Hi {{1}}".into(),
+        header_text: String::new(),
+        footer_text: String::new(),
+        buttons: vec![],
+        header_media: None,
+    }
+    .validate()
+    .unwrap();
+    let (template, _) = Template::upsert(None, id.clone(), content, t0());
+    Template { status, ..template }
+}
+
 /// A data directory from before accounts keeps its templates as
 /// `name \0 language`; the first start moves each into the default account.
 #[tokio::test]
 async fn templates_written_before_accounts_move_into_the_default_account() {
-    use crate::domain::template::{Category, Status, TemplateDraft};
+    use crate::domain::template::Status;
     let dir = tempfile::tempdir().unwrap();
     let id = TemplateId::parse("order_update", "en_US").unwrap();
     {
         let store = SledStore::open(&config(&dir)).unwrap();
-        let content = TemplateDraft {
-            category: Some(Category::Utility),
-            body: "Hi {{1}}".into(),
-            header_text: String::new(),
-            footer_text: String::new(),
-            buttons: vec![],
-            header_media: None,
-        }
-        .validate()
-        .unwrap();
-        let (template, _) = Template::upsert(None, id.clone(), content, t0());
-        let template = Template {
-            status: Status::Approved,
-            ..template
-        };
+        let template = utility_template(&id, Status::Approved);
         // Written as a release before accounts did.
         store
             .settled()
@@ -498,26 +501,14 @@ async fn templates_written_before_accounts_move_into_the_default_account() {
     reason = "the lock holds the applier, a thread of its own that no task here waits on"
 )]
 async fn a_template_sync_plans_on_changes_not_yet_in_sled() {
-    use crate::domain::template::{Category, Status, TemplateDraft, TemplateWrite};
+    use crate::domain::template::{Status, TemplateWrite};
     use crate::domain::template_sync::SyncPlan;
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(&config(&dir)).unwrap();
-    let content = TemplateDraft {
-        category: Some(Category::Utility),
-        body: "Hi {{1}}".into(),
-        header_text: String::new(),
-        footer_text: String::new(),
-        buttons: vec![],
-        header_media: None,
-    }
-    .validate()
-    .unwrap();
-    let id = |name: &str| TemplateId::parse(name, "en_US").unwrap();
     let put = |name: &str, status: Status| {
-        let (template, _) = Template::upsert(None, id(name), content.clone(), t0());
-        let template = Box::new(Template { status, ..template });
+        let id = TemplateId::parse(name, "en_US").unwrap();
+        let template = Box::new(utility_template(&id, status));
         let store = store.clone();
-        let id = id(name);
         async move {
             store
                 .change_template(&id, &|_| Ok(TemplateWrite::Put(template.clone())))
