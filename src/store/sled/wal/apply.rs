@@ -26,9 +26,11 @@ pub(super) enum Job {
 
 /// The durable groups the log thread may hand over before it waits for the
 /// applier: two keep both threads busy; few keep the overlay, and how far a
-/// reader waiting in `Wal::caught_up` may be behind, small. Under a load the
-/// cores cannot carry, the log thread (and so every writer) slows to the
-/// applier's pace instead of letting the overlay grow.
+/// reader waiting in `Wal::caught_up` may be behind, small. With none, the
+/// log thread would wait out each apply before handing over the next group
+/// and sync no more often than with one thread (measured in BENCHMARKS.md).
+/// Under a load the cores cannot carry, the log thread (and so every
+/// writer) slows to the applier's pace instead of letting the overlay grow.
 pub(super) const GROUPS_AHEAD: usize = 2;
 
 /// Applies `changes` to sled, in order.
