@@ -521,7 +521,6 @@ fn write_loop(
             record::encode(record, &mut bytes);
         }
         let last = batch.last().map_or(0, |record| record.lsn);
-        let keep = shared.progress.borrow().log_only();
         let written = room_left(dir)
             .and_then(|()| {
                 ready_segment(
@@ -529,7 +528,6 @@ fn write_loop(
                     &mut next_seq,
                     dir,
                     bytes.len(),
-                    keep,
                     housekeeper,
                     applier,
                 )
@@ -618,25 +616,21 @@ fn is_full(error: &std::io::Error) -> bool {
 }
 
 /// The segment the next `len` bytes go to: the current one while they fit,
-/// else the spare the housekeeper prepared (and the full one goes to a
-/// checkpoint through the applier, unless the log must be kept whole:
-/// `keep`).
+/// else the spare the housekeeper prepared. The full one goes to the
+/// applier for a checkpoint, which it passes on only if the log need not be
+/// kept whole (see `apply::apply_loop`).
 fn ready_segment<'a>(
     segment: &'a mut Option<Segment>,
     next_seq: &mut u64,
     dir: &Path,
     len: usize,
-    keep: bool,
     housekeeper: &Housekeeper,
     applier: &mpsc::SyncSender<Job>,
 ) -> std::io::Result<&'a mut Segment> {
     let full = segment
         .as_ref()
         .is_some_and(|segment| !segment.fits(len) && !segment.is_empty());
-    if full
-        && let Some(sealed) = segment.take()
-        && !keep
-    {
+    if full && let Some(sealed) = segment.take() {
         let _ = applier.send(Job::Checkpoint(sealed.seq));
     }
     if segment.is_none() {
