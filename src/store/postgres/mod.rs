@@ -29,14 +29,19 @@ mod accounts;
 mod changes;
 mod conn;
 mod consent;
+mod delivery;
 mod feed;
 mod import;
 mod queries;
 mod reach;
+mod retry;
 mod rows;
 mod schema;
+mod sweep;
+mod templates;
 mod tls;
 mod tx;
+mod window_listing;
 mod window_reads;
 
 use std::sync::Arc;
@@ -45,19 +50,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::IsolationLevel;
-use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::{
     AttachPlanner, Claim, ConsentLearner, FinishPlanner, LimitScoper, MessageState, Planner,
     PoolStatus, RatePlanner, SendOutcome, StatusPlanner, StatusReport, Storage, StoreError,
-    SweepCounts, SweepStep, TemplatePage,
+    SweepStep, TemplatePage,
 };
 use crate::domain::account::{
     Account, AccountId, AccountWrite, BusinessNumber, NumberSnapshot, NumberWrite, PhoneNumberId,
 };
-use crate::domain::delivery::{Delivery, StatusPlan, StatusTarget};
+use crate::domain::delivery::Delivery;
 use crate::domain::retention::Cutoffs;
 use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
@@ -70,17 +73,14 @@ use crate::domain::{
 };
 
 use queries::{
-    MESSAGE_COLUMNS, insert_inbound_id, insert_message, message_state, note_change, put_early,
-    put_key, put_template, read_inbound_id, read_template, read_window, send_limit, send_snapshot,
-    state_of, write_delivery, write_window,
+    insert_inbound_id, insert_message, message_state, note_change, put_early, put_key,
+    put_template, read_inbound_id, read_window, send_limit, send_snapshot, write_delivery,
+    write_window,
 };
 
-pub use schema::SCHEMA_VERSION;
+use retry::in_transaction;
 
-/// Rows removed per table in one sweep step.
-const SWEEP_CHUNK: i64 = 128;
-/// Tries of one use case before its error is answered.
-const MAX_TRIES: u32 = 24;
+pub use schema::SCHEMA_VERSION;
 
 #[derive(Debug, Clone)]
 pub struct PgConfig {
@@ -93,107 +93,6 @@ pub struct PgConfig {
 /// Maps a database error to a store error with `context`.
 pub(crate) fn db_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |error| StoreError::unavailable(context, error)
-}
-
-/// The retry cause of a prepared statement the schema outgrew.
-const STALE_STATEMENT: &str = "stale_statement";
-
-/// Why a failed try may succeed when run again, as a metric label.
-fn retry_cause(error: &StoreError) -> Option<&'static str> {
-    let StoreError::Unavailable { source, .. } = error else {
-        return None;
-    };
-    if let Some(error) = source.downcast_ref::<tokio_postgres::Error>() {
-        return match error.code() {
-            Some(&SqlState::T_R_SERIALIZATION_FAILURE) => Some("serialization"),
-            Some(&SqlState::T_R_DEADLOCK_DETECTED) => Some("deadlock"),
-            // Two first writes of one key; the retry reads the winner's.
-            Some(&SqlState::UNIQUE_VIOLATION) => Some("unique"),
-            Some(&SqlState::ADMIN_SHUTDOWN)
-            | Some(&SqlState::CRASH_SHUTDOWN)
-            | Some(&SqlState::CANNOT_CONNECT_NOW)
-            | Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => Some("failover"),
-            // A replica of a newer wagate changed a table under a statement
-            // this connection had prepared ("cached plan must not change
-            // result type"): prepare again.
-            Some(&SqlState::FEATURE_NOT_SUPPORTED)
-                if error
-                    .as_db_error()
-                    .is_some_and(|e| e.message().starts_with("cached plan")) =>
-            {
-                Some(STALE_STATEMENT)
-            }
-            Some(_) => None,
-            None => Some("connection"),
-        };
-    }
-    source
-        .downcast_ref::<deadpool_postgres::PoolError>()
-        .map(|_| "connection")
-}
-
-/// How long to wait before try `attempt + 1`. Contention (two writers of
-/// one row, an index page both touched) is over as soon as the other
-/// transaction ends: a short random pause keeps the two apart. A lost
-/// connection or a failover takes the database a while: back off.
-fn backoff(cause: &str, attempt: u32) -> Duration {
-    match cause {
-        "serialization" | "deadlock" | "unique" | STALE_STATEMENT => {
-            Duration::from_micros(rand::random_range(0..=500 * u64::from(attempt)))
-        }
-        _ => Duration::from_millis((5u64 << attempt.min(7)).min(500)),
-    }
-}
-
-/// Runs `$body` in a SERIALIZABLE transaction named `$tx` (or, with
-/// `snapshot:` first, a REPEATABLE READ one; see the module comment) and
-/// commits; re-runs all of it while the failure is one a retry may cure.
-macro_rules! in_transaction {
-    (snapshot: $store:expr, $context:expr, |$tx:ident| $body:block) => {
-        in_transaction!(@run IsolationLevel::RepeatableRead, $store, $context, |$tx| $body)
-    };
-    ($store:expr, $context:expr, |$tx:ident| $body:block) => {
-        in_transaction!(@run IsolationLevel::Serializable, $store, $context, |$tx| $body)
-    };
-    (@run $isolation:expr, $store:expr, $context:expr, |$tx:ident| $body:block) => {{
-        let mut attempt = 0u32;
-        loop {
-            let result: Result<_, StoreError> = async {
-                let mut tx = crate::store::postgres::tx::Tx::new($store.client().await?, $isolation);
-                let outcome: Result<_, StoreError> = async {
-                    let $tx = &tx;
-                    Ok($body)
-                }
-                .await;
-                match outcome {
-                    Ok(value) => {
-                        tx.commit().await?;
-                        Ok(value)
-                    }
-                    Err(error) => {
-                        tx.rollback().await;
-                        Err(error)
-                    }
-                }
-            }
-            .await;
-            match result {
-                Err(error) if attempt + 1 < MAX_TRIES => match retry_cause(&error) {
-                    Some(cause) => {
-                        metrics::counter!(crate::telemetry::STORE_RETRIES, "cause" => cause)
-                            .increment(1);
-                        if cause == STALE_STATEMENT {
-                            $store.pool.manager().statement_caches.clear();
-                        }
-                        attempt += 1;
-                        tokio::time::sleep(backoff(cause, attempt)).await;
-                    }
-                    None => break Err(error),
-                },
-                other => break other,
-            }
-        }
-    }};
 }
 
 /// The schema's migrations, in order (version = index + 1): for tests that
@@ -385,9 +284,7 @@ impl Storage for PgStore {
     }
 
     async fn template(&self, id: &TemplateId) -> Result<Option<Template>, StoreError> {
-        in_transaction!(self, "read a template", |tx| {
-            read_template(&tx, id).await?
-        })
+        templates::template(self, id).await
     }
 
     async fn change_template(
@@ -395,25 +292,7 @@ impl Storage for PgStore {
         id: &TemplateId,
         plan: Planner<'_, Option<Template>, TemplateWrite>,
     ) -> Result<(Option<Template>, TemplateWrite), StoreError> {
-        in_transaction!(self, "change a template", |tx| {
-            let existing = read_template(&tx, id).await?;
-            let write = plan(&existing)?;
-            match &write {
-                TemplateWrite::Put(template) => put_template(&tx, template).await?,
-                TemplateWrite::Delete => {
-                    conn::execute(
-                        &tx,
-                        "delete a template",
-                        "DELETE FROM templates WHERE name = $1 AND language = $2 \
-                            AND account = $3",
-                        &[&id.name(), &id.language(), &id.account().as_str()],
-                    )
-                    .await?;
-                }
-                TemplateWrite::Keep => {}
-            }
-            (existing, write)
-        })
+        templates::change_template(self, id, plan).await
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
@@ -426,23 +305,7 @@ impl Storage for PgStore {
         account: &AccountId,
         plan: Planner<'_, Vec<Template>, SyncPlan>,
     ) -> Result<SyncPlan, StoreError> {
-        in_transaction!(self, "sync templates", |tx| {
-            let stored = conn::query(
-                &tx,
-                "read an account's templates",
-                "SELECT * FROM templates WHERE account = $1",
-                &[&account.as_str()],
-            )
-            .await?
-            .iter()
-            .map(rows::template)
-            .collect::<Result<Vec<_>, _>>()?;
-            let written = plan(&stored)?;
-            for template in &written.puts {
-                put_template(&tx, template).await?;
-            }
-            written
-        })
+        templates::sync_templates(self, account, plan).await
     }
 
     async fn change_account(
@@ -558,40 +421,7 @@ impl Storage for PgStore {
         limit: usize,
         filter: &TemplateFilter,
     ) -> Result<TemplatePage, StoreError> {
-        let (after_name, after_language) = match after {
-            Some(id) => (id.name(), id.language()),
-            None => ("", ""),
-        };
-        let status = filter.status.map(|s| rows::name(rows::STATUSES, s));
-        let category = filter.category.map(|c| rows::name(rows::CATEGORIES, c));
-        let fetch = limit as i64 + 1;
-        let client = self.client().await?;
-        // Byte order ("C"), the order sled keeps: pages are stable across
-        // backends and locales.
-        let rows = conn::query(
-            &client,
-            "list templates",
-            "SELECT * FROM templates \
-                 WHERE (name COLLATE \"C\", language COLLATE \"C\") > ($1, $2) \
-                   AND ($3::text IS NULL OR status = $3) \
-                   AND ($4::text IS NULL OR category = $4) \
-                   AND account = $6 \
-                 ORDER BY name COLLATE \"C\", language COLLATE \"C\" LIMIT $5",
-            &[
-                &after_name,
-                &after_language,
-                &status,
-                &category,
-                &fetch,
-                &account.as_str(),
-            ],
-        )
-        .await?;
-        let fetched = rows
-            .iter()
-            .map(rows::template)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(TemplatePage::from_fetched(fetched, limit))
+        templates::list_templates(self, account, after, limit, filter).await
     }
 
     async fn claim_due(
@@ -600,44 +430,7 @@ impl Storage for PgStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Claim>, StoreError> {
-        let limit = limit as i64;
-        in_transaction!(self, "claim deliveries", |tx| {
-            // SKIP LOCKED: replicas claiming at once take different rows.
-            let leased = conn::query(
-                &tx,
-                "claim deliveries",
-                "WITH due AS (SELECT message_id, next_attempt_at AS was FROM deliveries \
-                        WHERE next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3 \
-                        FOR UPDATE SKIP LOCKED) \
-                     UPDATE deliveries d SET next_attempt_at = $2, fence = d.fence + 1 \
-                     FROM due WHERE d.message_id = due.message_id \
-                     RETURNING d.message_id, due.was, d.fence",
-                &[&now, &lease_until, &limit],
-            )
-            .await?;
-            let mut claims = Vec::with_capacity(leased.len());
-            for row in leased {
-                let id: Uuid = row.get(0);
-                let was: Option<DateTime<Utc>> = row.get(1);
-                let fence: i64 = row.get(2);
-                let state = message_state(&tx, id).await?.ok_or_else(|| {
-                    StoreError::corrupt("deliveries", "a delivery names a missing message")
-                })?;
-                let delivery = state.delivery.ok_or_else(|| {
-                    StoreError::corrupt("deliveries", "a claimed delivery vanished")
-                })?;
-                claims.push(Claim {
-                    message: state.message,
-                    delivery: Delivery {
-                        next_attempt_at: was,
-                        ..delivery
-                    },
-                    lease_until,
-                    fence: fence as u64,
-                });
-            }
-            claims
-        })
+        delivery::claim_due(self, now, lease_until, limit).await
     }
 
     async fn finish_attempt(
@@ -647,39 +440,7 @@ impl Storage for PgStore {
         plan: FinishPlanner<'_>,
         learn: ConsentLearner<'_>,
     ) -> Result<MessageState, StoreError> {
-        let id = claim.message.message_id;
-        in_transaction!(self, "store a delivery outcome", |tx| {
-            let fence: Option<i64> = conn::query_opt(
-                &tx,
-                "read a delivery",
-                "SELECT fence FROM deliveries WHERE message_id = $1",
-                &[&id],
-            )
-            .await?
-            .map(|row| row.get(0));
-            if fence != Some(claim.fence as i64) {
-                return Err(StoreError::LeaseLost { message_id: id });
-            }
-            let mut early = None;
-            if let Some(wamid) = &next.wamid
-                && let Some(row) = conn::query_opt(
-                    &tx,
-                    "take an early status",
-                    "DELETE FROM early_statuses WHERE wamid = $1 RETURNING *",
-                    &[wamid],
-                )
-                .await?
-            {
-                early = Some(rows::early_status(&row)?);
-            }
-            let next = plan(next.clone(), early.as_ref());
-            write_delivery(&tx, id, &next).await?;
-            let state = message_state(&tx, id)
-                .await?
-                .ok_or_else(|| StoreError::corrupt("deliveries", "names a missing message"))?;
-            consent::learn(&tx, &state, learn).await?;
-            state
-        })
+        delivery::finish_attempt(self, claim, next, plan, learn).await
     }
 
     async fn attach_wamid(
@@ -689,63 +450,7 @@ impl Storage for PgStore {
         plan: AttachPlanner<'_>,
         learn: ConsentLearner<'_>,
     ) -> Result<Option<MessageState>, StoreError> {
-        in_transaction!(self, "attach a provider id", |tx| {
-            let (by_wamid, by_id): (conn::Params, conn::Params) = (&[&wamid], &[&id]);
-            let (state, taken, early) = conn::pipelined!(
-                message_state(&tx, id),
-                conn::query_opt(
-                    &tx,
-                    "find a wamid",
-                    "SELECT 1 FROM deliveries WHERE wamid = $1",
-                    by_wamid,
-                ),
-                conn::query_opt(
-                    &tx,
-                    "read an early status",
-                    "SELECT * FROM early_statuses WHERE wamid = $1",
-                    by_wamid,
-                ),
-            )?;
-            let early = early.map(|row| rows::early_status(&row)).transpose()?;
-            let planned = match (&state, taken) {
-                (
-                    Some(MessageState {
-                        delivery: Some(current),
-                        ..
-                    }),
-                    None,
-                ) => plan(current, early.as_ref()),
-                _ => None,
-            };
-            match (state, planned) {
-                (Some(state), Some(next)) => {
-                    // A new fence: a claim on the message can no longer
-                    // store its outcome.
-                    conn::pipelined!(
-                        write_delivery(&tx, id, &next),
-                        conn::execute(
-                            &tx,
-                            "fence off claims",
-                            "UPDATE deliveries SET fence = fence + 1 WHERE message_id = $1",
-                            by_id,
-                        ),
-                        conn::execute(
-                            &tx,
-                            "take an early status",
-                            "DELETE FROM early_statuses WHERE wamid = $1",
-                            by_wamid,
-                        ),
-                    )?;
-                    let state = MessageState {
-                        message: state.message,
-                        delivery: Some(next),
-                    };
-                    consent::learn(&tx, &state, learn).await?;
-                    Some(state)
-                }
-                _ => None,
-            }
-        })
+        delivery::attach_wamid(self, id, wamid, plan, learn).await
     }
 
     async fn report_status(
@@ -754,57 +459,7 @@ impl Storage for PgStore {
         plan: StatusPlanner<'_>,
         learn: ConsentLearner<'_>,
     ) -> Result<StatusReport, StoreError> {
-        in_transaction!(self, "apply a status", |tx| {
-            let known = conn::query_opt(
-                &tx,
-                "find a wamid",
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM deliveries d \
-                         JOIN outbox o ON o.message_id = d.message_id WHERE d.wamid = $1"
-                ),
-                &[&wamid],
-            )
-            .await?;
-            match known {
-                Some(row) => {
-                    let state = state_of(&row)?;
-                    let delivery = state.delivery.clone().ok_or_else(|| {
-                        StoreError::corrupt("deliveries", "a wamid without a delivery")
-                    })?;
-                    match plan(&StatusTarget::Known(delivery)) {
-                        StatusPlan::Apply(next) => {
-                            let id = state.message.message_id;
-                            write_delivery(&tx, id, &next).await?;
-                            let state = MessageState {
-                                message: state.message,
-                                delivery: Some(next),
-                            };
-                            consent::learn(&tx, &state, learn).await?;
-                            StatusReport::Applied(Box::new(state))
-                        }
-                        _ => StatusReport::Unchanged,
-                    }
-                }
-                None => {
-                    let seen = conn::query_opt(
-                        &tx,
-                        "read an early status",
-                        "SELECT * FROM early_statuses WHERE wamid = $1",
-                        &[&wamid],
-                    )
-                    .await?
-                    .map(|row| rows::early_status(&row))
-                    .transpose()?;
-                    match plan(&StatusTarget::Unknown(seen)) {
-                        StatusPlan::KeepEarly(keep) => {
-                            put_early(&tx, wamid, &keep).await?;
-                            StatusReport::Early
-                        }
-                        _ => StatusReport::Unchanged,
-                    }
-                }
-            }
-        })
+        delivery::report_status(self, wamid, plan, learn).await
     }
 
     async fn take_send_slot(
@@ -841,82 +496,7 @@ impl Storage for PgStore {
     }
 
     async fn sweep_step(&self, cutoffs: &Cutoffs) -> Result<SweepStep, StoreError> {
-        // Change-feed rows are kept as long as early statuses (24h): far
-        // longer than any replica's feed lags.
-        let changes_before = cutoffs.early_statuses;
-        in_transaction!(self, "sweep", |tx| {
-            let mut removed = SweepCounts::default();
-            for (count, sql, cutoff) in [
-                (
-                    &mut removed.windows,
-                    "DELETE FROM windows WHERE (business, customer) IN (SELECT business, customer \
-                     FROM windows WHERE expires_at <= $1 LIMIT $2)",
-                    cutoffs.windows,
-                ),
-                (
-                    &mut removed.inbound_ids,
-                    "DELETE FROM inbound_ids WHERE message_id IN (SELECT message_id \
-                     FROM inbound_ids WHERE recorded_at <= $1 LIMIT $2)",
-                    cutoffs.inbound_ids,
-                ),
-                (
-                    &mut removed.idempotency_keys,
-                    "DELETE FROM idempotency_keys WHERE key IN (SELECT key \
-                     FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",
-                    cutoffs.idempotency_keys,
-                ),
-                (
-                    &mut removed.early_statuses,
-                    "DELETE FROM early_statuses WHERE wamid IN (SELECT wamid \
-                     FROM early_statuses WHERE received_at <= $1 LIMIT $2)",
-                    cutoffs.early_statuses,
-                ),
-                (
-                    &mut removed.window_changes,
-                    "DELETE FROM window_changes WHERE id IN (SELECT id \
-                     FROM window_changes WHERE recorded_at < $1 LIMIT $2)",
-                    cutoffs.window_changes,
-                ),
-            ] {
-                *count = conn::execute(&tx, "sweep", sql, &[&cutoff, &SWEEP_CHUNK]).await?;
-            }
-            // Not counted: the change feed, and send rates whose arrival
-            // time has passed (they say nothing more; the next send starts
-            // afresh, and one row per pair served would pile up otherwise).
-            // Nor messaging-limit reaches that no longer count. Each is
-            // visited, though, so a step that removed some is followed by
-            // another.
-            let mut uncounted = 0;
-            for (sql, cutoff) in [
-                (
-                    "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes \
-                     WHERE changed_at <= $1 LIMIT $2)",
-                    changes_before,
-                ),
-                (
-                    "DELETE FROM send_rate WHERE business IN (SELECT business FROM send_rate \
-                     WHERE tat <= $1 LIMIT $2)",
-                    cutoffs.send_rates,
-                ),
-                (
-                    "DELETE FROM limit_reaches WHERE (scope, customer) IN (SELECT scope, \
-                     customer FROM limit_reaches WHERE reached_at <= $1 LIMIT $2)",
-                    cutoffs.reaches,
-                ),
-            ] {
-                uncounted += conn::execute(&tx, "sweep", sql, &[&cutoff, &SWEEP_CHUNK]).await?;
-            }
-            let visited = uncounted
-                + removed.windows
-                + removed.inbound_ids
-                + removed.idempotency_keys
-                + removed.early_statuses
-                + removed.window_changes;
-            SweepStep {
-                removed,
-                visited: visited as usize,
-            }
-        })
+        sweep::sweep_step(self, cutoffs).await
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<MessageState> {
@@ -957,59 +537,11 @@ impl Storage for PgStore {
         after: Option<&WindowCursor>,
         limit: usize,
     ) -> Result<Vec<(Pair, Window)>, StoreError> {
-        if query.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let client = self.client().await?;
-        let business = query.business.as_ref().map(PhoneNumber::as_str);
-        let cursor_at = after.map(|cursor| cursor.expires_at);
-        let cursor_business = after.map(|cursor| cursor.pair.business.as_str());
-        let cursor_customer = after.map(|cursor| cursor.pair.customer.as_str());
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Numbers compare byte by byte ("C"), as sled's keys do, whatever
-        // the database's collation: both stores list in the same order.
-        let rows = conn::query(
-            &client,
-            "list windows",
-            r#"SELECT * FROM windows
-               WHERE ($1::timestamptz IS NULL OR expires_at >= $1)
-                 AND ($2::timestamptz IS NULL OR expires_at < $2)
-                 AND ($3::text IS NULL OR business = $3)
-                 AND ($4::timestamptz IS NULL
-                      OR (expires_at, business COLLATE "C", customer COLLATE "C")
-                         > ($4, $5::text COLLATE "C", $6::text COLLATE "C"))
-               ORDER BY expires_at, business COLLATE "C", customer COLLATE "C"
-               LIMIT $7"#,
-            &[
-                &query.from,
-                &query.to,
-                &business,
-                &cursor_at,
-                &cursor_business,
-                &cursor_customer,
-                &limit,
-            ],
-        )
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let pair = rows::pair("windows", row.get("business"), row.get("customer"))?;
-                Ok((pair, rows::window(row)))
-            })
-            .collect()
+        window_listing::list_windows(self, query, after, limit).await
     }
 
     async fn open_windows(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let open: i64 = conn::query_one(
-            &client,
-            "count open windows",
-            "SELECT count(*) FROM windows WHERE expires_at > $1",
-            &[&now],
-        )
-        .await?
-        .get(0);
-        Ok(open as u64)
+        window_listing::open_windows(self, now).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
