@@ -19,6 +19,8 @@ mod rekey;
 mod send_rate;
 mod settled;
 mod sweep;
+mod templates;
+mod trees;
 mod wal;
 
 use std::path::PathBuf;
@@ -53,10 +55,12 @@ use crate::domain::{
 };
 
 use records::{
-    DecodeError, DeliveryRecord, IdempotencyRecord, InboundRecord, OutboxRecord, TemplateRecord,
-    WindowRecord, decode, encode,
+    DecodeError, DeliveryRecord, IdempotencyRecord, InboundRecord, OutboxRecord, WindowRecord,
+    decode, encode,
 };
 pub(crate) use settled::Settled;
+use templates::{template_from, templates_named};
+pub(crate) use trees::Trees;
 pub use wal::CommitCounts;
 use wal::{Tree, Wal};
 
@@ -96,32 +100,6 @@ fn read_record<R: DeserializeOwned>(
         .map_err(corrupt(tree))
 }
 
-/// Decodes a stored template, of either layout (`records::decode_template`),
-/// in the account its key names.
-fn template_from(key: &[u8], bytes: Option<sled::IVec>) -> Result<Option<Template>, StoreError> {
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    let account = keys::template_account(key)
-        .and_then(|account| AccountId::parse(account).ok())
-        .ok_or_else(|| StoreError::corrupt(TEMPLATES, "a key without its account"))?;
-    let mut template = records::decode_template(&bytes)
-        .and_then(Template::try_from)
-        .map_err(corrupt(TEMPLATES))?;
-    template.id = template.id.in_account(account);
-    Ok(Some(template))
-}
-
-/// Every account's template of `id`'s name and language (one prefix scan).
-fn templates_named(t: &Trees, id: &TemplateId) -> Result<Vec<Template>, StoreError> {
-    let mut found = Vec::new();
-    for entry in t.templates.scan_prefix(keys::template_name(id)) {
-        let (key, bytes) = entry?;
-        found.extend(template_from(&key, Some(bytes))?);
-    }
-    Ok(found)
-}
-
 /// Decodes a stored value into its domain type.
 fn read<R, D>(tree: &'static str, bytes: Option<sled::IVec>) -> Result<Option<D>, StoreError>
 where
@@ -132,67 +110,6 @@ where
         .map(D::try_from)
         .transpose()
         .map_err(corrupt(tree))
-}
-
-/// Each tree of the layout; fields private to this module's family.
-pub(crate) struct Trees {
-    windows: sled::Tree,
-    window_expiry: sled::Tree,
-    inbound_ids: sled::Tree,
-    inbound_age: sled::Tree,
-    templates: sled::Tree,
-    outbox: sled::Tree,
-    idempotency: sled::Tree,
-    idempotency_age: sled::Tree,
-    deliveries: sled::Tree,
-    delivery_queue: sled::Tree,
-    wamids: sled::Tree,
-    early_statuses: sled::Tree,
-    early_status_age: sled::Tree,
-    window_changes: sled::Tree,
-    change_expiry: sled::Tree,
-    change_pairs: sled::Tree,
-    accounts: sled::Tree,
-    business_numbers: sled::Tree,
-    phone_number_ids: sled::Tree,
-    consent: sled::Tree,
-    reaches: sled::Tree,
-    reach_age: sled::Tree,
-    limit_usage: sled::Tree,
-    send_rates: sled::Tree,
-    send_rate_age: sled::Tree,
-}
-
-impl Trees {
-    fn get(&self, tree: Tree) -> &sled::Tree {
-        match tree {
-            Tree::Windows => &self.windows,
-            Tree::WindowExpiry => &self.window_expiry,
-            Tree::InboundIds => &self.inbound_ids,
-            Tree::InboundAge => &self.inbound_age,
-            Tree::Templates => &self.templates,
-            Tree::Outbox => &self.outbox,
-            Tree::Idempotency => &self.idempotency,
-            Tree::IdempotencyAge => &self.idempotency_age,
-            Tree::Deliveries => &self.deliveries,
-            Tree::DeliveryQueue => &self.delivery_queue,
-            Tree::Wamids => &self.wamids,
-            Tree::EarlyStatuses => &self.early_statuses,
-            Tree::EarlyStatusAge => &self.early_status_age,
-            Tree::WindowChanges => &self.window_changes,
-            Tree::ChangeExpiry => &self.change_expiry,
-            Tree::ChangePairs => &self.change_pairs,
-            Tree::Accounts => &self.accounts,
-            Tree::BusinessNumbers => &self.business_numbers,
-            Tree::PhoneNumberIds => &self.phone_number_ids,
-            Tree::Consent => &self.consent,
-            Tree::Reaches => &self.reaches,
-            Tree::ReachAge => &self.reach_age,
-            Tree::LimitUsage => &self.limit_usage,
-            Tree::SendRates => &self.send_rates,
-            Tree::SendRateAge => &self.send_rate_age,
-        }
-    }
 }
 
 const WINDOWS: &str = "windows/v1";
@@ -246,33 +163,7 @@ impl SledStore {
                 ));
             }
         }
-        let trees = Trees {
-            windows: db.open_tree(WINDOWS)?,
-            window_expiry: db.open_tree("window_expiry/v1")?,
-            inbound_ids: db.open_tree(INBOUND_IDS)?,
-            inbound_age: db.open_tree("inbound_age/v1")?,
-            templates: db.open_tree(TEMPLATES)?,
-            outbox: db.open_tree(OUTBOX)?,
-            idempotency: db.open_tree(IDEMPOTENCY)?,
-            idempotency_age: db.open_tree("idempotency_age/v1")?,
-            deliveries: db.open_tree(DELIVERIES)?,
-            delivery_queue: db.open_tree("delivery_queue/v1")?,
-            wamids: db.open_tree(WAMIDS)?,
-            early_statuses: db.open_tree(EARLY_STATUSES)?,
-            early_status_age: db.open_tree("early_status_age/v1")?,
-            window_changes: db.open_tree(changes::WINDOW_CHANGES)?,
-            change_expiry: db.open_tree("window_change_expiry/v1")?,
-            change_pairs: db.open_tree("window_change_pairs/v1")?,
-            accounts: db.open_tree("accounts/v1")?,
-            business_numbers: db.open_tree("business_numbers/v1")?,
-            phone_number_ids: db.open_tree("phone_number_ids/v1")?,
-            consent: db.open_tree(consent::CONSENT)?,
-            reaches: db.open_tree(reach::REACHES)?,
-            reach_age: db.open_tree(reach::REACH_AGE)?,
-            limit_usage: db.open_tree(reach::LIMIT_USAGE)?,
-            send_rates: db.open_tree(send_rate::SEND_RATES)?,
-            send_rate_age: db.open_tree(send_rate::SEND_RATE_AGE)?,
-        };
+        let trees = Trees::open(&db)?;
         let trees = Arc::new(trees);
         // The log first: what it holds was acknowledged before any rekeying
         // below, which must see it (a later change of phone rules would
@@ -549,28 +440,7 @@ impl Storage for SledStore {
         account: &AccountId,
         plan: Planner<'_, Vec<Template>, SyncPlan>,
     ) -> Result<SyncPlan, StoreError> {
-        let (written, lsn) = {
-            let mut w = self.wal.section()?;
-            // Read in the section, through what is staged: a template change
-            // answered a moment ago may not be in sled yet, and planning
-            // without it would write its old state back.
-            let in_account = |key: &[u8]| keys::template_account(key) == Some(account.as_str());
-            let mut stored = Vec::new();
-            for (key, bytes) in w.entries(Tree::Templates, in_account)? {
-                stored.extend(template_from(&key, Some(bytes))?);
-            }
-            let written = plan(&stored).map_err(StoreError::Rejected)?;
-            for template in &written.puts {
-                w.insert(
-                    Tree::Templates,
-                    keys::template(&template.id),
-                    encode(&TemplateRecord::from(template)),
-                );
-            }
-            (written, w.commit())
-        };
-        self.durable(lsn).await?;
-        Ok(written)
+        self.sync_account_templates(account, plan).await
     }
 
     async fn change_account(
@@ -639,26 +509,7 @@ impl Storage for SledStore {
         id: &TemplateId,
         plan: Planner<'_, Option<Template>, TemplateWrite>,
     ) -> Result<(Option<Template>, TemplateWrite), StoreError> {
-        let key = keys::template(id);
-        let (outcome, lsn) = {
-            let mut w = self.wal.section()?;
-            let existing = template_from(&key, w.get(Tree::Templates, &key)?)?;
-            let write = plan(&existing).map_err(StoreError::Rejected)?;
-            match &write {
-                TemplateWrite::Put(template) => {
-                    w.insert(
-                        Tree::Templates,
-                        key,
-                        encode(&TemplateRecord::from(&**template)),
-                    );
-                }
-                TemplateWrite::Delete => w.remove(Tree::Templates, key),
-                TemplateWrite::Keep => {}
-            }
-            ((existing, write), w.commit())
-        };
-        self.durable(lsn).await?;
-        Ok(outcome)
+        self.write_template(id, plan).await
     }
 
     async fn list_templates(
@@ -668,31 +519,7 @@ impl Storage for SledStore {
         limit: usize,
         filter: &TemplateFilter,
     ) -> Result<TemplatePage, StoreError> {
-        let t = self.settled().await?;
-        let start = match after {
-            Some(id) => std::ops::Bound::Excluded(keys::template(id)),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut fetched = Vec::with_capacity(limit.min(1024) + 1);
-        // Keys sort by (name, language) first: other accounts' templates
-        // are passed over (accounts are few).
-        for entry in t.templates.range((start, std::ops::Bound::Unbounded)) {
-            let (key, bytes) = entry?;
-            if keys::template_account(&key) != Some(account.as_str()) {
-                continue;
-            }
-            let Some(template) = template_from(&key, Some(bytes))? else {
-                continue;
-            };
-            if !filter.keeps(&template) {
-                continue;
-            }
-            fetched.push(template);
-            if fetched.len() > limit {
-                break;
-            }
-        }
-        Ok(TemplatePage::from_fetched(fetched, limit))
+        self.templates_page(account, after, limit, filter).await
     }
 
     async fn claim_due(
