@@ -4,6 +4,7 @@
 
 use chrono::{TimeZone, Utc};
 
+use super::records::TemplateRecord;
 use super::*;
 use crate::domain::{EntryPoint, InboundKind, PhoneNumber};
 
