@@ -1,7 +1,7 @@
 //! The template registry's rules (SPEC §5): what a well-formed template is,
 //! how its status changes, and how a send fills and renders it (SPEC §3.2).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,20 +12,17 @@ use super::phone::PhoneNumber;
 use super::placeholder::{self, ParameterFormat, Placeholders, Segment};
 use super::rich::{Location, MediaSource};
 
+mod draft;
+mod parameters;
+
+use draft::check_chars;
+pub use draft::{ButtonDraft, TemplateDraft};
+pub use parameters::{ComponentParameters, SendParameters, check_value};
+
 const MAX_NAME_LEN: usize = 512;
-const MAX_BODY_CHARS: usize = 1024;
-const MAX_HEADER_CHARS: usize = 60;
-const MAX_FOOTER_CHARS: usize = 60;
-const MAX_BUTTONS: usize = 10;
-const MAX_URL_BUTTONS: usize = 2;
-const MAX_PHONE_BUTTONS: usize = 1;
-const MAX_BUTTON_TEXT_CHARS: usize = 25;
-const MAX_URL_CHARS: usize = 2000;
 const MAX_STATUS_REASON_CHARS: usize = 1024;
-const MAX_PARAMETER_CHARS: usize = 1024;
 /// WhatsApp's limit for a one-time passcode in a copy-code button.
 const MAX_CODE_CHARS: usize = 15;
-const MAX_CONSECUTIVE_SPACES: usize = 4;
 
 fn invalid(message: impl Into<String>) -> Rejection {
     Rejection::new(Reason::InvalidTemplate, message)
@@ -257,222 +254,6 @@ pub struct TemplateContent {
     pub header_media: Option<HeaderMedia>,
     pub footer_text: Option<String>,
     pub buttons: Vec<Button>,
-}
-
-/// A button as submitted, before validation (the phone is still raw text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ButtonDraft {
-    QuickReply { text: String },
-    Url { text: String, url: String },
-    PhoneNumber { text: String, phone_number: String },
-    CopyCode { text: String },
-}
-
-/// A template's content as submitted; empty header or footer means none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateDraft {
-    pub category: Option<Category>,
-    pub body: String,
-    pub header_text: String,
-    pub header_media: Option<HeaderMedia>,
-    pub footer_text: String,
-    pub buttons: Vec<ButtonDraft>,
-}
-
-impl TemplateDraft {
-    /// Checks every rule of SPEC §5 and refuses with the first problem named.
-    pub fn validate(self) -> Result<TemplateContent, Rejection> {
-        let category = self.category.ok_or_else(|| {
-            invalid("is required: MARKETING, UTILITY or AUTHENTICATION").at("category")
-        })?;
-
-        let body_chars = self.body.chars().count();
-        if !(1..=MAX_BODY_CHARS).contains(&body_chars) {
-            return Err(invalid(format!(
-                "must be 1-{MAX_BODY_CHARS} characters, got {body_chars}"
-            ))
-            .at("body"));
-        }
-        super::text::refuse_controls(&self.body).map_err(|rule| invalid(rule).at("body"))?;
-        let body = component_placeholders(&self.body, "body")?;
-
-        let header_text = non_empty(self.header_text);
-        if header_text.is_some() && self.header_media.is_some() {
-            return Err(invalid(
-                "a template has a text header or a media header, not both: clear header_text",
-            )
-            .at("header_format"));
-        }
-        let mut header = Placeholders::default();
-        if let Some(text) = &header_text {
-            check_chars(text, MAX_HEADER_CHARS, "header_text")?;
-            if text.contains(['\n', '\r']) {
-                return Err(invalid("must be a single line").at("header_text"));
-            }
-            let segments = parse_at(text, "header_text")?;
-            let occurrences = segments
-                .iter()
-                .filter(|s| !matches!(s, Segment::Text(_)))
-                .count();
-            if occurrences > 1 {
-                return Err(invalid("may hold at most one placeholder").at("header_text"));
-            }
-            header = Placeholders::of(&segments);
-            if header.positional.iter().any(|&n| n != 1) {
-                return Err(
-                    invalid("a positional header placeholder must be {{1}}").at("header_text")
-                );
-            }
-        }
-
-        let footer_text = non_empty(self.footer_text);
-        if let Some(text) = &footer_text {
-            check_chars(text, MAX_FOOTER_CHARS, "footer_text")?;
-            if Placeholders::of(&parse_at(text, "footer_text")?).count() > 0 {
-                return Err(invalid("may not hold placeholders").at("footer_text"));
-            }
-        }
-
-        if body.format() != ParameterFormat::None
-            && header.format() != ParameterFormat::None
-            && body.format() != header.format()
-        {
-            return Err(invalid(
-                "header and body mix positional {{1}} and named {{name}} placeholders; use one style",
-            )
-            .at("header_text"));
-        }
-
-        let buttons = validate_buttons(self.buttons)?;
-        if let Some(index) = buttons
-            .iter()
-            .position(|b| matches!(b, Button::CopyCode { .. }))
-            && category != Category::Authentication
-        {
-            return Err(
-                invalid("a copy-code button belongs to AUTHENTICATION templates only")
-                    .at(format!("buttons[{index}]")),
-            );
-        }
-        Ok(TemplateContent {
-            category,
-            body: self.body,
-            header_text,
-            header_media: self.header_media,
-            footer_text,
-            buttons,
-        })
-    }
-}
-
-fn non_empty(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
-}
-
-fn check_chars(text: &str, max: usize, field: &str) -> Result<(), Rejection> {
-    let chars = text.chars().count();
-    if chars > max {
-        return Err(invalid(format!("must be at most {max} characters, got {chars}")).at(field));
-    }
-    super::text::refuse_controls(text).map_err(|rule| invalid(rule).at(field))
-}
-
-fn parse_at(text: &str, field: &str) -> Result<Vec<Segment>, Rejection> {
-    placeholder::parse(text).map_err(|problem| invalid(problem).at(field))
-}
-
-fn component_placeholders(text: &str, field: &str) -> Result<Placeholders, Rejection> {
-    let placeholders = Placeholders::of(&parse_at(text, field)?);
-    placeholders
-        .check_consistent()
-        .map_err(|problem| invalid(problem).at(field))?;
-    Ok(placeholders)
-}
-
-fn validate_buttons(drafts: Vec<ButtonDraft>) -> Result<Vec<Button>, Rejection> {
-    if drafts.len() > MAX_BUTTONS {
-        return Err(invalid(format!(
-            "at most {MAX_BUTTONS} buttons, got {}",
-            drafts.len()
-        ))
-        .at("buttons"));
-    }
-    let count = |want: fn(&ButtonDraft) -> bool| drafts.iter().filter(|b| want(b)).count();
-    if count(|b| matches!(b, ButtonDraft::Url { .. })) > MAX_URL_BUTTONS {
-        return Err(invalid(format!("at most {MAX_URL_BUTTONS} URL buttons")).at("buttons"));
-    }
-    if count(|b| matches!(b, ButtonDraft::PhoneNumber { .. })) > MAX_PHONE_BUTTONS {
-        return Err(
-            invalid(format!("at most {MAX_PHONE_BUTTONS} phone number button")).at("buttons"),
-        );
-    }
-    if count(|b| matches!(b, ButtonDraft::CopyCode { .. })) > 1 {
-        return Err(invalid("at most 1 copy-code button").at("buttons"));
-    }
-    drafts
-        .into_iter()
-        .enumerate()
-        .map(|(index, draft)| {
-            validate_button(draft).map_err(|e| e.within(&format!("buttons[{index}]")))
-        })
-        .collect()
-}
-
-fn validate_button(draft: ButtonDraft) -> Result<Button, Rejection> {
-    let label = |text: &str| {
-        let chars = text.chars().count();
-        if !(1..=MAX_BUTTON_TEXT_CHARS).contains(&chars) {
-            return Err(invalid(format!(
-                "must be 1-{MAX_BUTTON_TEXT_CHARS} characters, got {chars}"
-            ))
-            .at("text"));
-        }
-        if text.contains("{{") || text.contains("}}") || text.contains('\n') {
-            return Err(invalid("must be a single line without placeholders").at("text"));
-        }
-        Ok(())
-    };
-    match draft {
-        ButtonDraft::QuickReply { text } => {
-            label(&text)?;
-            Ok(Button::QuickReply { text })
-        }
-        ButtonDraft::Url { text, url } => {
-            label(&text)?;
-            check_url(&url).map_err(|e| e.at("url"))?;
-            Ok(Button::Url { text, url })
-        }
-        ButtonDraft::PhoneNumber { text, phone_number } => {
-            label(&text)?;
-            let phone_number = PhoneNumber::parse(&phone_number)
-                .map_err(|e| invalid(e.message).at("phone_number"))?;
-            Ok(Button::PhoneNumber { text, phone_number })
-        }
-        ButtonDraft::CopyCode { text } => {
-            label(&text)?;
-            Ok(Button::CopyCode { text })
-        }
-    }
-}
-
-/// An http(s) URL that may end in one `{{1}}` placeholder (WhatsApp's
-/// dynamic URL suffix).
-fn check_url(url: &str) -> Result<(), Rejection> {
-    check_chars(url, MAX_URL_CHARS, "url").map_err(|e| Rejection { field: None, ..e })?;
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid("must start with https:// or http://"))?;
-    if rest.is_empty() || url.chars().any(char::is_whitespace) {
-        return Err(invalid("must be a URL with a host and no spaces"));
-    }
-    let fixed = url.strip_suffix("{{1}}").unwrap_or(url);
-    if fixed.contains("{{") || fixed.contains("}}") {
-        return Err(invalid(
-            "may hold one placeholder only, {{1}} at the very end",
-        ));
-    }
-    Ok(())
 }
 
 impl Button {
@@ -790,98 +571,6 @@ impl TemplateFilter {
         self.status.is_none_or(|s| template.status == s)
             && self.category.is_none_or(|c| template.content.category == c)
     }
-}
-
-/// The values a send supplies for one component's placeholders.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ComponentParameters {
-    pub positional: Vec<String>,
-    pub named: BTreeMap<String, String>,
-}
-
-/// Everything a template send supplies.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SendParameters {
-    pub body: ComponentParameters,
-    pub header: ComponentParameters,
-    /// The media or location of a template with such a header.
-    pub header_media: Option<HeaderValue>,
-    /// Button index -> a URL button's `{{1}}` suffix, or a copy-code
-    /// button's code (the Cloud API takes both as a URL button parameter).
-    pub buttons: BTreeMap<u32, String>,
-    /// Quick-reply button index -> the payload WhatsApp returns when the
-    /// customer taps it (optional per button).
-    pub quick_replies: BTreeMap<u32, String>,
-}
-
-impl ComponentParameters {
-    fn check_matches(&self, expected: &Placeholders, field: &str) -> Result<(), Rejection> {
-        let given_named: BTreeSet<&String> = self.named.keys().collect();
-        let expected_named: BTreeSet<&String> = expected.named.iter().collect();
-        let problem = if !self.positional.is_empty() && !self.named.is_empty() {
-            Some("give positional or named values, not both".to_owned())
-        } else if self.positional.len() != expected.positional.len() {
-            Some(format!(
-                "template expects {} positional values, got {}",
-                expected.positional.len(),
-                self.positional.len()
-            ))
-        } else if given_named != expected_named {
-            let missing: Vec<_> = expected_named.difference(&given_named).collect();
-            let unexpected: Vec<_> = given_named.difference(&expected_named).collect();
-            Some(format!(
-                "template expects named values {expected_named:?}; missing {missing:?}, unexpected {unexpected:?}"
-            ))
-        } else {
-            None
-        };
-        match problem {
-            Some(problem) => Err(mismatch(problem).at(field)),
-            None => Ok(()),
-        }
-    }
-
-    fn check_values(&self, field: &str) -> Result<(), Rejection> {
-        for (index, value) in self.positional.iter().enumerate() {
-            check_value(value).map_err(|e| e.at(format!("{field}.positional[{index}]")))?;
-        }
-        for (name, value) in &self.named {
-            check_value(value).map_err(|e| e.at(format!("{field}.named[{name}]")))?;
-        }
-        Ok(())
-    }
-
-    fn value(&self, segment: &Segment) -> Option<&str> {
-        match segment {
-            Segment::Positional(n) => self.positional.get(*n as usize - 1).map(String::as_str),
-            Segment::Named(name) => self.named.get(name).map(String::as_str),
-            Segment::Text(_) => None,
-        }
-    }
-}
-
-/// WhatsApp's rules for a parameter value: non-empty, at most 1024
-/// characters, no newline or tab, at most 4 consecutive spaces.
-pub fn check_value(value: &str) -> Result<(), Rejection> {
-    let bad = |rule: &str| {
-        Err(Rejection::new(
-            Reason::InvalidTemplateParameter,
-            rule.to_owned(),
-        ))
-    };
-    if value.is_empty() {
-        return bad("must not be empty");
-    }
-    if value.chars().count() > MAX_PARAMETER_CHARS {
-        return bad("must be at most 1024 characters");
-    }
-    if value.contains(['\n', '\r', '\t']) {
-        return bad("must not contain newlines or tabs");
-    }
-    if value.contains(&" ".repeat(MAX_CONSECUTIVE_SPACES + 1)) {
-        return bad("must not contain more than 4 consecutive spaces");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
