@@ -26,23 +26,26 @@
 //! in-memory overlay, so a use case always plans on the latest staged state.
 
 mod apply;
+mod housekeeper;
 mod overlay;
 mod record;
 mod section;
 mod segment;
+mod writer;
 
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use apply::{GROUPS_AHEAD, Job, apply};
+use apply::{GROUPS_AHEAD, apply};
+use housekeeper::{Chore, Housekeeper, housekeep};
 pub use record::Tree;
 use record::{Next, Record};
 pub use section::Section;
 use segment::Segment;
+use writer::{room_left, write_loop};
 
 use super::Trees;
 use crate::store::StoreError;
@@ -53,14 +56,6 @@ use crate::store::StoreError;
 /// feeding sled before sled's own writes can hit a full disk; with this
 /// much left, sled can still write out what it was given.
 pub const MIN_FREE_BYTES: u64 = 16 << 20;
-
-/// The pause after each piece of a spare segment the housekeeper zero-fills
-/// (64 pieces: the spare is ready in well under a second, long before a
-/// busy log fills the current segment).
-const SPARE_PAUSE: Duration = Duration::from_millis(2);
-
-/// How long the log thread waits before retrying a failed write.
-const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// Counters that show group commit at work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,13 +190,6 @@ fn replay(db: &sled::Db, trees: &Trees, dir: &Path) -> Result<(Replayed, u64), S
         segment::remove_through(dir, last).map_err(io_error("log"))?;
     }
     Ok((replayed, found.last().map_or(1, |last| last + 1)))
-}
-
-enum Chore {
-    /// Make segment `seq` ready and hand it back.
-    Prepare(u64),
-    /// Flush sled and delete segments up to this one.
-    Checkpoint(u64),
 }
 
 impl Wal {
@@ -437,221 +425,6 @@ impl Drop for Wal {
             tracing::warn!(%error, "closing checkpoint failed; the next start replays the log");
         }
     }
-}
-
-/// The log thread's line to the housekeeper.
-struct Housekeeper {
-    chores: mpsc::Sender<Chore>,
-    spares: mpsc::Receiver<std::io::Result<Segment>>,
-    /// Whether a spare was asked for and not yet taken.
-    awaiting: std::cell::Cell<bool>,
-}
-
-impl Housekeeper {
-    fn prepare(&self, seq: u64) {
-        self.awaiting
-            .set(self.chores.send(Chore::Prepare(seq)).is_ok());
-    }
-}
-
-fn housekeep(
-    db: &sled::Db,
-    dir: &Path,
-    chores: &mpsc::Receiver<Chore>,
-    spares: &mpsc::Sender<std::io::Result<Segment>>,
-) {
-    for chore in chores {
-        match chore {
-            Chore::Prepare(seq) => {
-                if spares
-                    .send(Segment::create(dir, seq, Some(SPARE_PAUSE)))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Chore::Checkpoint(through) => {
-                let done = db
-                    .flush()
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        segment::remove_through(dir, through).map_err(|e| e.to_string())
-                    });
-                if let Err(error) = done {
-                    // The segments stay; the next checkpoint or start covers them.
-                    tracing::warn!(%error, through, "log checkpoint failed");
-                }
-            }
-        }
-    }
-}
-
-/// The log thread: takes what is staged, writes and syncs it as one group,
-/// tells the waiters, hands it to the applier; until closed and drained.
-fn write_loop(
-    shared: &Shared,
-    dir: &Path,
-    first: Segment,
-    housekeeper: &Housekeeper,
-    applier: &mpsc::SyncSender<Job>,
-) {
-    let mut next_seq = first.seq + 1;
-    let mut segment = Some(first);
-    let mut batch: Vec<Record> = Vec::new();
-    let mut bytes = Vec::new();
-    // Only this thread sets `Staged::failing`, so it knows when to clear it.
-    let mut failing = false;
-    loop {
-        {
-            let mut staged = shared.lock();
-            while staged.records.is_empty() && !staged.closing {
-                staged = shared
-                    .wake
-                    .wait(staged)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            if staged.records.is_empty() {
-                return;
-            }
-            std::mem::swap(&mut batch, &mut staged.records);
-        }
-        bytes.clear();
-        for record in &batch {
-            record::encode(record, &mut bytes);
-        }
-        let last = batch.last().map_or(0, |record| record.lsn);
-        let written = room_left(dir)
-            .and_then(|()| {
-                ready_segment(
-                    &mut segment,
-                    &mut next_seq,
-                    dir,
-                    bytes.len(),
-                    housekeeper,
-                    applier,
-                )
-            })
-            .and_then(|segment| segment.append(&bytes));
-        if let Err(error) = written {
-            let cause = if is_full(&error) { "disk_full" } else { "io" };
-            metrics::counter!(crate::telemetry::STORE_WRITE_FAILURES, "cause" => cause)
-                .increment(1);
-            if !failing {
-                tracing::error!(%error, "log write failed; refusing writes and retrying");
-            }
-            failing = true;
-            segment = None;
-            shared.progress.send_modify(|p| {
-                p.failed = last;
-                p.error = Some(format!("log write failed: {error}").into());
-            });
-            let mut staged = shared.lock();
-            staged.failing = true;
-            batch.append(&mut staged.records);
-            staged.records = std::mem::take(&mut batch);
-            let closing = staged.closing;
-            drop(staged);
-            if closing {
-                return;
-            }
-            std::thread::sleep(RETRY_AFTER);
-            continue;
-        }
-        if failing {
-            tracing::info!("the log writes again");
-            shared.lock().failing = false;
-            failing = false;
-        }
-        let size = batch.len() as u64;
-        shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        shared.stats.writes.fetch_add(size, Ordering::Relaxed);
-        shared
-            .stats
-            .largest_batch
-            .fetch_max(size, Ordering::Relaxed);
-        metrics::histogram!(crate::telemetry::GROUP_COMMIT_BATCH).record(size as f64);
-        // On disk: the callers may answer while sled catches up. Until it
-        // has, sections read these changes from the overlay, and other
-        // readers wait (`Wal::caught_up`).
-        shared.progress.send_modify(|p| p.durable = last);
-        if applier
-            .send(Job::Group(std::mem::take(&mut batch)))
-            .is_err()
-        {
-            // The applier has stopped (it panicked): nothing reaches sled
-            // any more, so readers waiting on it learn so; the log keeps
-            // every segment for the next start to replay.
-            shared.progress.send_modify(|p| {
-                p.apply_failed = last;
-                p.error = Some("the log's applier has stopped".into());
-            });
-        }
-    }
-}
-
-/// Refuses to write when the data directory's disk is nearly full (see
-/// [`MIN_FREE_BYTES`]), with the error a full disk gives.
-fn room_left(dir: &Path) -> std::io::Result<()> {
-    let stats = rustix::fs::statvfs(dir)?;
-    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
-    // A filesystem that reports no size at all (some FUSE ones) says
-    // nothing about space: write, and let a real error speak.
-    if free >= MIN_FREE_BYTES || stats.f_blocks == 0 {
-        return Ok(());
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::StorageFull,
-        format!(
-            "the disk holding the data directory is full: {} KiB free, writes stop below {} MiB",
-            free >> 10,
-            MIN_FREE_BYTES >> 20
-        ),
-    ))
-}
-
-fn is_full(error: &std::io::Error) -> bool {
-    error.kind() == std::io::ErrorKind::StorageFull
-        || error.kind() == std::io::ErrorKind::QuotaExceeded
-}
-
-/// The segment the next `len` bytes go to: the current one while they fit,
-/// else the spare the housekeeper prepared. The full one goes to the
-/// applier for a checkpoint, which it passes on only if the log need not be
-/// kept whole (see `apply::apply_loop`).
-fn ready_segment<'a>(
-    segment: &'a mut Option<Segment>,
-    next_seq: &mut u64,
-    dir: &Path,
-    len: usize,
-    housekeeper: &Housekeeper,
-    applier: &mpsc::SyncSender<Job>,
-) -> std::io::Result<&'a mut Segment> {
-    let full = segment
-        .as_ref()
-        .is_some_and(|segment| !segment.fits(len) && !segment.is_empty());
-    if full && let Some(sealed) = segment.take() {
-        let _ = applier.send(Job::Checkpoint(sealed.seq));
-    }
-    if segment.is_none() {
-        let spare = housekeeper
-            .awaiting
-            .replace(false)
-            .then(|| housekeeper.spares.recv());
-        let fresh = match spare {
-            Some(Ok(Ok(spare))) if spare.seq == *next_seq => spare,
-            // The spare could not be made (or is stale after a failure):
-            // make one here, numbered past it.
-            _ => {
-                *next_seq += 1;
-                Segment::create(dir, *next_seq, None)?
-            }
-        };
-        *next_seq = fresh.seq + 1;
-        housekeeper.prepare(*next_seq);
-        *segment = Some(fresh);
-    }
-    Ok(segment.as_mut().expect("set above"))
 }
 
 /// Writes log segments by hand, as a process that died before its
