@@ -11,12 +11,14 @@ mod changes;
 mod consent;
 mod delivery;
 mod export;
+mod inbound;
 mod keys;
 mod listing;
 mod reach;
 mod records;
 mod rekey;
 mod send_rate;
+mod sends;
 mod settled;
 mod sweep;
 mod templates;
@@ -43,21 +45,18 @@ use crate::domain::account::{
 use crate::domain::consent::Consent;
 use crate::domain::delivery::Delivery;
 use crate::domain::retention::Cutoffs;
-use crate::domain::send::{KeyRecord, SendPlan, SendSnapshot};
+use crate::domain::send::{SendPlan, SendSnapshot};
 use crate::domain::template::{TemplateFilter, TemplateWrite};
 use crate::domain::template_sync::SyncPlan;
 use crate::domain::window::{InboundPlan, InboundSnapshot};
 use crate::domain::window_events::{ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{
-    Inbound, InboundMessageId, OutboxMessage, Pair, PhoneNumber, SendRequest, Template, TemplateId,
-    Window,
+    Inbound, InboundMessageId, Pair, PhoneNumber, SendRequest, Template, TemplateId, Window,
 };
 
-use records::{
-    DecodeError, DeliveryRecord, IdempotencyRecord, InboundRecord, OutboxRecord, WindowRecord,
-    decode, encode,
-};
+use records::{DecodeError, InboundRecord, WindowRecord, decode, encode};
+use sends::key_record;
 pub(crate) use settled::Settled;
 use templates::{template_from, templates_named};
 pub(crate) use trees::Trees;
@@ -232,19 +231,6 @@ fn reindex(
     w.insert(index, keys::timed(new, key), IVec::default());
 }
 
-fn key_record(record: IdempotencyRecord) -> Result<KeyRecord, StoreError> {
-    Ok(KeyRecord {
-        fingerprint: record.fingerprint,
-        message_id: Uuid::from_bytes(record.message_id),
-        created_at: DateTime::from_timestamp_micros(record.created_at).ok_or_else(|| {
-            StoreError::corrupt(
-                IDEMPOTENCY,
-                format!("created_at {} out of range", record.created_at),
-            )
-        })?,
-    })
-}
-
 #[async_trait]
 impl Storage for SledStore {
     async fn record_inbound(
@@ -254,49 +240,7 @@ impl Storage for SledStore {
         inbound: &Inbound,
         plan: Planner<'_, InboundSnapshot, InboundPlan>,
     ) -> Result<InboundPlan, StoreError> {
-        let pair_key = keys::pair(pair);
-        let id = message_id.as_str().as_bytes();
-        let (plan, lsn) = {
-            let mut w = self.wal.section()?;
-            let window: Option<Window> =
-                read::<WindowRecord, _>(WINDOWS, w.get(Tree::Windows, &pair_key)?)?;
-            let seen_for = read_record::<InboundRecord>(INBOUND_IDS, w.get(Tree::InboundIds, id)?)?
-                .map(|seen| seen.pair().map_err(corrupt(INBOUND_IDS)))
-                .transpose()?;
-            let plan = plan(&InboundSnapshot {
-                seen_for,
-                window: window.clone(),
-            })
-            .map_err(StoreError::Rejected)?;
-            if let Some(at) = plan.remember_at {
-                let record = InboundRecord::new(
-                    pair,
-                    inbound.received_at,
-                    inbound.kind,
-                    inbound.entry_point,
-                    at,
-                );
-                w.insert(Tree::InboundIds, id, encode(&record));
-                w.insert(Tree::InboundAge, keys::timed(at, id), IVec::default());
-            }
-            if let Some((kind, next)) = plan.logged_change() {
-                changes::log(&mut w, &pair_key, kind, pair, next);
-            }
-            if let Some(next) = &plan.write_window {
-                reindex(
-                    &mut w,
-                    Tree::WindowExpiry,
-                    &pair_key,
-                    window.as_ref().map(|current| current.expires_at),
-                    next.expires_at,
-                );
-                w.insert(Tree::Windows, pair_key, encode(&WindowRecord::from(next)));
-            }
-            (plan, w.commit())
-        };
-        // Duplicates wait too: the first recording may still be in flight.
-        self.durable(lsn).await?;
-        Ok(plan)
+        self.write_inbound(pair, message_id, inbound, plan).await
     }
 
     async fn window(&self, pair: &Pair) -> Result<Option<Window>, StoreError> {
@@ -308,23 +252,7 @@ impl Storage for SledStore {
         request: &SendRequest,
         limit: LimitScoper<'_>,
     ) -> Result<SendSnapshot, StoreError> {
-        let t = self.settled().await?;
-        let key = request.idempotency_key.as_str().as_bytes();
-        let mut snapshot = SendSnapshot {
-            first: read_record::<IdempotencyRecord>(IDEMPOTENCY, t.idempotency.get(key)?)?
-                .map(key_record)
-                .transpose()?,
-            window: t.read_window(&request.pair)?,
-            consent: match request.content {
-                crate::domain::Content::Template { .. } => t.read_consent(&request.pair)?,
-                _ => None,
-            },
-            ..t.send_registry(request)?
-        };
-        if let Some(scope) = limit(&snapshot) {
-            snapshot.limit = Some(reach::read(&t, &scope, &request.pair.customer)?);
-        }
-        Ok(snapshot)
+        self.read_send_snapshot(request, limit).await
     }
 
     async fn send(
@@ -333,94 +261,7 @@ impl Storage for SledStore {
         limit: LimitScoper<'_>,
         plan: Planner<'_, SendSnapshot, SendPlan>,
     ) -> Result<SendOutcome, StoreError> {
-        let key = request.idempotency_key.as_str().as_bytes();
-        let pair_key = keys::pair(&request.pair);
-        let registry = self.settled().await?.send_registry(request)?;
-        let (outcome, stored, lsn) = {
-            let mut w = self.wal.section()?;
-            let mut snapshot = SendSnapshot {
-                first: read_record::<IdempotencyRecord>(
-                    IDEMPOTENCY,
-                    w.get(Tree::Idempotency, key)?,
-                )?
-                .map(key_record)
-                .transpose()?,
-                window: read::<WindowRecord, Window>(WINDOWS, w.get(Tree::Windows, &pair_key)?)?,
-                consent: match request.content {
-                    crate::domain::Content::Template { .. } => consent::read_in(&w, &request.pair)?,
-                    _ => None,
-                },
-                ..registry
-            };
-            if let Some(scope) = limit(&snapshot) {
-                snapshot.limit = Some(reach::read_in(&w, &scope, &request.pair.customer)?);
-            }
-            match plan(&snapshot).map_err(StoreError::Rejected)? {
-                SendPlan::Replay { message_id } => {
-                    let stored = w.get(Tree::Outbox, &message_id.into_bytes())?;
-                    let Some(message) = read::<OutboxRecord, OutboxMessage>(OUTBOX, stored)? else {
-                        return Err(StoreError::corrupt(
-                            OUTBOX,
-                            "idempotency record names a missing message",
-                        ));
-                    };
-                    (SendOutcome::Replayed(message), None, w.commit())
-                }
-                SendPlan::Accept(accepted) => {
-                    let message = &accepted.message;
-                    let id = message.message_id.into_bytes();
-                    if let Some(expired) = &accepted.expired {
-                        w.remove(Tree::IdempotencyAge, keys::timed(expired.created_at, key));
-                    }
-                    // The message before the key that names it, the delivery
-                    // before its queue entry: a reader never follows a
-                    // reference to nothing.
-                    w.insert(Tree::Outbox, id, encode(&OutboxRecord::from(message)));
-                    let record = IdempotencyRecord {
-                        fingerprint: accepted.key.fingerprint,
-                        message_id: accepted.key.message_id.into_bytes(),
-                        created_at: accepted.key.created_at.timestamp_micros(),
-                    };
-                    w.insert(Tree::Idempotency, key, encode(&record));
-                    w.insert(
-                        Tree::IdempotencyAge,
-                        keys::timed(accepted.key.created_at, key),
-                        IVec::default(),
-                    );
-                    if let Some(window) = &accepted.window {
-                        w.insert(Tree::Windows, pair_key, encode(&WindowRecord::from(window)));
-                    }
-                    if let Some(reach) = &accepted.reach {
-                        reach::write_in(&mut w, &request.pair.customer, reach)?;
-                    }
-                    if let Some(delivery) = &accepted.delivery {
-                        w.insert(
-                            Tree::Deliveries,
-                            id,
-                            encode(&DeliveryRecord::new(delivery, false)),
-                        );
-                        if let Some(at) = delivery.next_attempt_at {
-                            w.insert(Tree::DeliveryQueue, keys::timed(at, &id), IVec::default());
-                        }
-                    }
-                    let state = MessageState {
-                        message: message.clone(),
-                        delivery: accepted.delivery.clone(),
-                    };
-                    (
-                        SendOutcome::Accepted(message.clone()),
-                        Some(state),
-                        w.commit(),
-                    )
-                }
-            }
-        };
-        // Replays wait too: the first send may still be in flight.
-        self.durable(lsn).await?;
-        if let Some(state) = stored {
-            self.publish(state);
-        }
-        Ok(outcome)
+        self.write_send(request, limit, plan).await
     }
 
     async fn message(&self, id: Uuid) -> Result<Option<MessageState>, StoreError> {
