@@ -70,6 +70,7 @@ impl SledStore {
         self.durable(lsn).await?;
         Ok(written)
     }
+
     pub(super) async fn write_template(
         &self,
         id: &TemplateId,
@@ -96,6 +97,7 @@ impl SledStore {
         self.durable(lsn).await?;
         Ok(outcome)
     }
+
     pub(super) async fn templates_page(
         &self,
         account: &AccountId,
