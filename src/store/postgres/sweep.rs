@@ -1,6 +1,6 @@
-//! The sweep in PostgreSQL: one transaction removes a chunk of each kind of
-//! expired row, oldest first, so a large backlog goes in small steps that
-//! calls interleave with.
+//! The sweep in PostgreSQL: one transaction removes up to a chunk of each
+//! kind of row past its retention (in no particular order), so a large
+//! backlog goes in small steps that calls interleave with.
 
 use super::retry::in_transaction;
 use super::{PgStore, conn};
