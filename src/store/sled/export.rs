@@ -7,9 +7,11 @@ use super::records::{
     DeliveryRecord, EarlyStatusRecord, IdempotencyRecord, InboundRecord, OutboxRecord,
     WindowRecord, decode,
 };
+use super::sends::key_record;
+use super::templates::template_from;
 use super::{
     DELIVERIES, EARLY_STATUSES, IDEMPOTENCY, INBOUND_IDS, OUTBOX, Settled, TEMPLATES, WINDOWS,
-    corrupt, key_record, read,
+    corrupt, read,
 };
 use crate::domain::delivery::Delivery;
 use crate::domain::{IdempotencyKey, InboundMessageId, OutboxMessage, Pair, PhoneNumber};
@@ -59,7 +61,7 @@ impl Settled {
         });
         let templates = t.templates.iter().map(|entry| {
             let (key, value) = entry?;
-            let template = super::template_from(&key, Some(value))?
+            let template = template_from(&key, Some(value))?
                 .ok_or_else(|| StoreError::corrupt(TEMPLATES, "empty"))?;
             Ok(Record::Template(Box::new(template)))
         });

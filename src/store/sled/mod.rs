@@ -56,9 +56,7 @@ use crate::domain::{
 };
 
 use records::{DecodeError, InboundRecord, WindowRecord, decode, encode};
-use sends::key_record;
 pub(crate) use settled::Settled;
-use templates::{template_from, templates_named};
 pub(crate) use trees::Trees;
 pub use wal::CommitCounts;
 use wal::{Tree, Wal};

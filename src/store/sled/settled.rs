@@ -9,7 +9,8 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use super::{SledStore, Trees, WINDOWS, WindowRecord, keys, read, template_from, templates_named};
+use super::templates::{template_from, templates_named};
+use super::{SledStore, Trees, WINDOWS, WindowRecord, keys, read};
 use crate::domain::account::{Account, AccountId, BusinessNumber};
 use crate::domain::send::SendSnapshot;
 use crate::domain::{Pair, SendRequest, Template, TemplateId, Window};

@@ -51,8 +51,8 @@ impl<'a> Section<'a> {
     /// Every entry of `tree` whose key `keep` accepts, in key order, as
     /// the section sees them: sled's, with what is staged and not yet
     /// applied, and this section's own changes, laid over them. It walks
-    /// the whole tree under the log lock: for small trees only (an
-    /// account's templates).
+    /// the whole tree under the log lock, so it is for small trees only
+    /// (the templates tree, for a sync).
     pub fn entries(
         &self,
         tree: Tree,
