@@ -4,9 +4,11 @@
 //! Runs the same shape of transaction that `Store::record_inbound` runs (two
 //! reads, four inserts across four trees) straight on sled with durability
 //! switched off, on one thread and on two, next to plain single-tree inserts
-//! as the baseline in the same run. No gRPC, no flush, no wagate code: this is
-//! the ceiling the durable-write targets of issue #3 meet before any network
-//! or disk cost, and why they are compared with it in BENCHMARKS.md.
+//! as the baseline in the same run, and what an insert costs by kind of key
+//! (an overwrite, a rising key, an entry packed with others). No gRPC, no
+//! flush, no wagate code: this is the ceiling the durable-write targets of
+//! issue #3 meet before any network or disk cost, and why they are compared
+//! with it in BENCHMARKS.md.
 
 use std::time::Instant;
 
@@ -86,6 +88,50 @@ fn main() {
     println!(
         "{:<44} {:>10.0} {:>12.2}",
         "one insert, 1 thread (baseline)", baseline, 1.0
+    );
+    // What a key costs by kind (packed age indexes, `store/sled/packed.rs`,
+    // rest on an insert costing about the same whatever the key).
+    let overwrite = rate(1, |i| {
+        trees
+            .windows
+            .insert(key("plain", i), &[8u8; 40][..])
+            .expect("overwrite");
+    });
+    println!(
+        "{:<44} {:>10.0} {:>12.2}",
+        "overwriting an existing key, 1 thread",
+        overwrite,
+        overwrite / baseline
+    );
+    let rising = rate(1, |i| {
+        let entry = [&(i as u64).to_be_bytes()[..], &key("rising", i)].concat();
+        trees.inbound_age.insert(entry, &[][..]).expect("insert");
+    });
+    println!(
+        "{:<44} {:>10.0} {:>12.2}",
+        "a rising key (a time index), 1 thread",
+        rising,
+        rising / baseline
+    );
+    // A group at load puts ~25 age entries in one millisecond's bucket:
+    // one insert of their concatenation stands for them all.
+    let bucket = std::sync::Mutex::new(Vec::new());
+    let packed = rate(1, |i| {
+        let mut bucket = bucket.lock().expect("bucket");
+        bucket.extend_from_slice(&key("packed", i));
+        if i % 25 == 24 {
+            let at = ((i / 25) as u64).to_be_bytes();
+            trees
+                .window_expiry
+                .insert(at, std::mem::take(&mut *bucket))
+                .expect("insert");
+        }
+    });
+    println!(
+        "{:<44} {:>10.0} {:>12.2}",
+        "an entry packed 25 to an insert, 1 thread",
+        packed,
+        packed / baseline
     );
     for threads in [1, 2] {
         let run = format!("tx{threads}");
