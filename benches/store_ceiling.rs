@@ -85,34 +85,25 @@ fn main() {
             .insert(key("plain", i), &[9u8; 40][..])
             .expect("insert");
     });
-    println!(
-        "{:<44} {:>10.0} {:>12.2}",
-        "one insert, 1 thread (baseline)", baseline, 1.0
-    );
-    // What a key costs by kind (packed age indexes, `store/sled/packed.rs`,
-    // rest on an insert costing about the same whatever the key).
+    let row = |write: &str, writes: f64| {
+        println!("{write:<44} {writes:>10.0} {:>12.2}", writes / baseline);
+    };
+    row("one insert, 1 thread (baseline)", baseline);
+    // What a key costs by kind: the packed time indexes
+    // (`store/sled/packed.rs`) rest on a rising key costing what a random
+    // one does, and on a packed entry costing a fraction of either.
     let overwrite = rate(1, |i| {
         trees
             .windows
             .insert(key("plain", i), &[8u8; 40][..])
             .expect("overwrite");
     });
-    println!(
-        "{:<44} {:>10.0} {:>12.2}",
-        "overwriting an existing key, 1 thread",
-        overwrite,
-        overwrite / baseline
-    );
+    row("overwriting an existing key, 1 thread", overwrite);
     let rising = rate(1, |i| {
         let entry = [&(i as u64).to_be_bytes()[..], &key("rising", i)].concat();
         trees.inbound_age.insert(entry, &[][..]).expect("insert");
     });
-    println!(
-        "{:<44} {:>10.0} {:>12.2}",
-        "a rising key (a time index), 1 thread",
-        rising,
-        rising / baseline
-    );
+    row("a rising key (a time index), 1 thread", rising);
     // A group at load puts ~25 age entries in one millisecond's bucket:
     // one insert of their concatenation stands for them all.
     let bucket = std::sync::Mutex::new(Vec::new());
@@ -127,20 +118,13 @@ fn main() {
                 .expect("insert");
         }
     });
-    println!(
-        "{:<44} {:>10.0} {:>12.2}",
-        "an entry packed 25 to an insert, 1 thread",
-        packed,
-        packed / baseline
-    );
+    row("an entry packed 25 to an insert, 1 thread", packed);
     for threads in [1, 2] {
         let run = format!("tx{threads}");
         let writes = rate(threads, |i| record_inbound_shape(&trees, &run, i));
-        println!(
-            "{:<44} {:>10.0} {:>12.2}",
-            format!("RecordInbound's transaction, {threads} thread(s)"),
+        row(
+            &format!("RecordInbound's transaction, {threads} thread(s)"),
             writes,
-            writes / baseline
         );
     }
 }
