@@ -133,6 +133,9 @@ impl<'a> Lookup<'a> {
 
 /// Applies puts (`Some`) and removals (`None`) of entries, in order: one
 /// read and one write (or removal, once empty) for each bucket they touch.
+/// The read and the write are not one atomic step, which holds because a
+/// packed tree has one writer at a time: the applier, or before it starts,
+/// the replay and the layout upgrade.
 pub fn apply<'a>(
     tree: &sled::Tree,
     changes: impl IntoIterator<Item = Put<'a>>,
