@@ -89,9 +89,9 @@ fn main() {
         println!("{write:<44} {writes:>10.0} {:>12.2}", writes / baseline);
     };
     row("one insert, 1 thread (baseline)", baseline);
-    // What a key costs by kind: the packed time indexes
-    // (`store/sled/packed.rs`) rest on a rising key costing what a random
-    // one does, and on a packed entry costing a fraction of either.
+    // What a key costs by kind: a time index's rising key costs what a
+    // random one does, and an entry packed with others a fraction of either
+    // (BENCHMARKS.md, "Packing the time indexes").
     let overwrite = rate(1, |i| {
         trees
             .windows
