@@ -1,23 +1,26 @@
 //! The window-change log on sled (see `domain::window_events`): three
 //! trees written together by the section that records the inbound.
 //!
-//! - `window_changes/v1`: `recorded_at ++ id` → the change (pair, kind,
+//! - `window_changes/v2`: `recorded_at ++ id` → the change (pair, kind,
 //!   window). On sled a change's id is its stamp, unique in the store.
-//! - `window_change_expiry/v1`: `expires_at ++ id` → the change's key.
+//! - `window_change_expiry/v2`: `expires_at ++ id` → the change's key.
 //! - `window_change_pairs/v1`: `pair \0 recorded_at ++ id` → nothing; a
 //!   pair's changes in order, to tell whether a state was superseded.
+//!
+//! The first two are packed up to 64 entries to a sled entry (`packed`): they
+//! grow as time goes and are swept, and are read only in key ranges.
 
 use chrono::{DateTime, Utc};
 use sled::IVec;
 
 use super::records::{ChangeRecord, decode, encode};
 use super::wal::{Section, Tree};
-use super::{Settled, SledStore, Trees, keys};
+use super::{Settled, SledStore, Trees, keys, packed};
 use crate::domain::window_events::{ChangeKind, ChangeOrder, ChangePosition, WindowChange};
 use crate::domain::{Pair, Window};
 use crate::store::StoreError;
 
-pub const WINDOW_CHANGES: &str = "window_changes/v1";
+pub const WINDOW_CHANGES: &str = "window_changes/v2";
 
 /// Entries removed per sweep step.
 const SWEEP_CHUNK: usize = 128;
@@ -76,8 +79,8 @@ pub(super) fn log(
 
 /// The latest stamp in the log, so stamps keep rising across restarts.
 pub(super) fn last_stamp(trees: &Trees) -> Result<i64, StoreError> {
-    match trees.window_changes.last()? {
-        Some((key, _)) => Ok(position_of(&key)?.1),
+    match packed::last_key(&trees.window_changes)? {
+        Some(key) => Ok(position_of(&key)?.1),
         None => Ok(i64::MIN),
     }
 }
@@ -106,12 +109,13 @@ impl Settled {
             ChangeOrder::Expiring => &self.change_expiry,
         };
         let mut found = Vec::new();
-        for entry in index.range(start..=end) {
+        let mut log = packed::Lookup::new(&self.window_changes);
+        for entry in packed::range(index, &start, &end) {
             let (key, value) = entry?;
             let (key, value) = match order {
                 ChangeOrder::Recorded => (key, Some(value)),
                 // A change swept between the two reads is simply gone.
-                ChangeOrder::Expiring => (value.clone(), self.window_changes.get(&value)?),
+                ChangeOrder::Expiring => (value.clone(), log.get(&value)?),
             };
             if let Some(value) = value {
                 found.push(change(&key, &value)?);
@@ -160,11 +164,7 @@ impl SledStore {
         cutoff: DateTime<Utc>,
     ) -> Result<(usize, u64), StoreError> {
         let end = keys::instant(cutoff);
-        let chunk: Vec<(IVec, IVec)> = t
-            .window_changes
-            .range(..end.as_slice())
-            .take(SWEEP_CHUNK)
-            .collect::<Result<_, _>>()?;
+        let chunk = packed::entries_before(&t.window_changes, &end, SWEEP_CHUNK)?;
         if chunk.is_empty() {
             return Ok((0, 0));
         }

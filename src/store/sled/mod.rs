@@ -13,7 +13,9 @@ mod delivery;
 mod export;
 mod inbound;
 mod keys;
+mod layout;
 mod listing;
+mod packed;
 mod reach;
 mod records;
 mod rekey;
@@ -68,7 +70,12 @@ use wal::{Tree, Wal};
 /// miss acknowledged writes until the log is replayed. A build of layout 1
 /// would ignore the log, so it must refuse the directory, which it does for
 /// any version above its own. Layout 1 needs no change to become 2.
-const SCHEMA_VERSION: u8 = 2;
+///
+/// 3: the age indexes of inbound ids and idempotency keys and the window
+/// change log's two orders are packed up to 64 entries to a sled entry
+/// (`packed`), in new trees a build of layout 2 would not read. [`layout`]
+/// moves a layout 1 or 2 directory's entries.
+const SCHEMA_VERSION: u8 = 3;
 
 #[derive(Debug, Clone)]
 pub struct SledConfig {
@@ -142,8 +149,13 @@ impl SledStore {
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")?.as_deref() {
             Some([SCHEMA_VERSION]) => {}
-            None | Some([1]) => {
-                // New, or layout 1: from here on the log comes first.
+            None => {
+                meta.insert("schema_version", &[SCHEMA_VERSION])?;
+                db.flush()?;
+            }
+            Some([1 | 2]) => {
+                let moved = layout::pack_time_indexes(&db)?;
+                tracing::info!(entries = moved, "packed the time indexes (layout 3)");
                 meta.insert("schema_version", &[SCHEMA_VERSION])?;
                 db.flush()?;
             }

@@ -111,12 +111,7 @@ fn sweep_chunk(
     indexed_micros: impl Fn(&[u8]) -> Result<i64, super::records::DecodeError>,
 ) -> Result<(usize, u64), StoreError> {
     let end = keys::instant(cutoff + TimeDelta::microseconds(1));
-    let chunk: Vec<sled::IVec> = trees
-        .get(index)
-        .range(..end.as_slice())
-        .keys()
-        .take(CHUNK)
-        .collect::<Result<_, _>>()?;
+    let chunk = trees.keys_before(index, &end, CHUNK)?;
     if chunk.is_empty() {
         return Ok((0, 0));
     }

@@ -146,7 +146,7 @@ async fn a_newer_schema_is_refused_and_corrupt_values_are_errors() {
             err,
             StoreError::SchemaTooNew {
                 found: 9,
-                supported: 2
+                supported: 3
             }
         ),
         "{err}"
@@ -368,8 +368,185 @@ async fn a_layout_1_directory_opens_and_is_migrated_in_place() {
             state.message.accepted.rendered_text,
             "Made by the v1 layout."
         );
-        assert_eq!(layout(&store.db).as_deref(), Some(&[2][..]));
+        assert_eq!(layout(&store.db).as_deref(), Some(&[SCHEMA_VERSION][..]));
+        let names = store.db.tree_names();
+        assert!(!names.iter().any(|name| name == b"inbound_age/v1"));
+        let age = packed::len(&store.settled().await.unwrap().inbound_age).unwrap();
+        assert_eq!(age, 1, "the fixture's inbound id is in the packed index");
     }
+}
+
+/// Layout 2 kept an entry a key in its age indexes and the window-change
+/// log; layout 3 packs them. A layout 2 directory's entries move at its
+/// first start, where the watch and the sweep find them.
+#[tokio::test]
+async fn a_layout_2_directory_has_its_time_indexes_packed() {
+    let dir = tempfile::tempdir().unwrap();
+    let idempotency_entry = keys::timed(t0(), b"an-idempotency-key");
+    {
+        // Layout 3 as written today, turned back into layout 2.
+        let store = SledStore::open(&config(&dir)).unwrap();
+        record(&store, "+27821234567", "m1", t0()).await;
+        record(&store, "+27821234568", "m2", t0() + TimeDelta::seconds(1)).await;
+        store.flush().await.unwrap();
+        let db = &store.db;
+        for (packed_name, v1_name) in [
+            (trees::INBOUND_AGE, "inbound_age/v1"),
+            (changes::WINDOW_CHANGES, "window_changes/v1"),
+            (trees::CHANGE_EXPIRY, "window_change_expiry/v1"),
+        ] {
+            let packed_tree = db.open_tree(packed_name).unwrap();
+            let v1 = db.open_tree(v1_name).unwrap();
+            for (key, value) in packed::entries_before(&packed_tree, &[0xff; 17], 100).unwrap() {
+                v1.insert(key, value).unwrap();
+            }
+            assert_eq!(v1.len(), 2, "{v1_name}: an entry a call");
+            assert!(db.drop_tree(packed_name).unwrap());
+        }
+        db.open_tree("idempotency_age/v1")
+            .unwrap()
+            .insert(&idempotency_entry, IVec::default())
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &[2])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(&config(&dir)).unwrap();
+    let names = store.db.tree_names();
+    for old in [
+        "inbound_age/v1",
+        "idempotency_age/v1",
+        "window_changes/v1",
+        "window_change_expiry/v1",
+    ] {
+        assert!(
+            !names.iter().any(|name| name == old.as_bytes()),
+            "{old} dropped"
+        );
+    }
+    let meta = store.db.open_tree("meta").unwrap();
+    assert_eq!(
+        meta.get("schema_version").unwrap().as_deref(),
+        Some(&[SCHEMA_VERSION][..])
+    );
+    {
+        let t = store.settled().await.unwrap();
+        assert_eq!(packed::len(&t.inbound_age).unwrap(), 2);
+        assert_eq!(
+            packed::get(&t.idempotency_age, &idempotency_entry).unwrap(),
+            Some(IVec::default())
+        );
+    }
+    // The window-change log reads back in both orders.
+    let start = ChangePosition {
+        at: t0() - TimeDelta::days(1),
+        id: i64::MIN,
+    };
+    let far = t0() + TimeDelta::days(400);
+    for order in [ChangeOrder::Recorded, ChangeOrder::Expiring] {
+        let found = store.window_changes(order, start, far, 10).await.unwrap();
+        let pairs: Vec<&Pair> = found.iter().map(|change| &change.pair).collect();
+        assert_eq!(
+            pairs,
+            [&pair("+27821234567"), &pair("+27821234568")],
+            "{order:?}"
+        );
+    }
+    // Sweeping at a cutoff between the two removes the older id only.
+    let mut cutoffs = crate::domain::retention::Retention::default().cutoffs(Utc::now());
+    cutoffs.inbound_ids = t0();
+    cutoffs.idempotency_keys = t0();
+    let mut removed = 0;
+    loop {
+        let step = store.sweep_step(&cutoffs).await.unwrap();
+        removed += step.removed.inbound_ids;
+        if step.visited == 0 {
+            break;
+        }
+    }
+    assert_eq!(removed, 1);
+    let t = store.settled().await.unwrap();
+    assert_eq!(t.inbound_ids.len(), 1, "m2 is younger than the cutoff");
+    assert!(t.inbound_ids.get("m2").unwrap().is_some());
+    assert_eq!(packed::len(&t.inbound_age).unwrap(), 1);
+    assert!(t.idempotency_age.is_empty(), "the stray entry is swept too");
+}
+
+/// Many entries can share an instant: the scale bench seeds a million
+/// inbounds at one, and Cloud API times come in whole seconds. Buckets stay
+/// bounded however many do, the log reads back in order after a restart
+/// (replayed or not), and the sweep still empties the indexes.
+#[tokio::test]
+async fn time_indexes_stay_bounded_when_many_entries_share_an_instant() {
+    const CALLS: usize = 1_500;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = &SledStore::open(&config(&dir)).unwrap();
+        for chunk in (0..CALLS).collect::<Vec<_>>().chunks(100) {
+            futures_util::future::join_all(chunk.iter().map(|i| {
+                let (customer, id) = (format!("+2782{:07}", i), format!("m{i}"));
+                async move { record(store, &customer, &id, t0()).await }
+            }))
+            .await;
+        }
+        // Not flushed: what sled lacks at the next start comes from the log.
+    }
+    let store = SledStore::open(&config(&dir)).unwrap();
+    let t = store.settled().await.unwrap();
+    for (name, tree) in [
+        ("inbound age", &t.inbound_age),
+        ("window changes", &t.window_changes),
+        ("change expiry", &t.change_expiry),
+    ] {
+        assert_eq!(packed::len(tree).unwrap(), CALLS, "{name}");
+        assert!(
+            tree.len() <= CALLS.div_ceil(packed::MAX_ENTRIES / 2),
+            "{name}: {} buckets for {CALLS} entries",
+            tree.len()
+        );
+        let sizes = packed::bucket_sizes(tree).unwrap();
+        assert!(
+            sizes.iter().all(|&n| n <= packed::MAX_ENTRIES),
+            "{name}: {sizes:?}"
+        );
+    }
+    drop(t);
+    let start = ChangePosition {
+        at: t0() - TimeDelta::days(1),
+        id: i64::MIN,
+    };
+    let found = store
+        .window_changes(ChangeOrder::Recorded, start, Utc::now(), CALLS + 1)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), CALLS);
+    let order: Vec<_> = found.iter().map(|c| (c.recorded_at, c.id)).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+    let expiring = store
+        .window_changes(
+            ChangeOrder::Expiring,
+            start,
+            t0() + TimeDelta::days(2),
+            CALLS + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(expiring.len(), CALLS, "all expire at one instant");
+    let mut cutoffs = crate::domain::retention::Retention::default().cutoffs(Utc::now());
+    cutoffs.inbound_ids = t0();
+    let mut removed = 0;
+    loop {
+        let step = store.sweep_step(&cutoffs).await.unwrap();
+        removed += step.removed.inbound_ids;
+        if step.visited == 0 {
+            break;
+        }
+    }
+    assert_eq!(removed, CALLS as u64);
+    let t = store.settled().await.unwrap();
+    assert!(t.inbound_age.is_empty() && t.inbound_ids.is_empty());
 }
 
 /// Rekeying at start must see what the log holds: a window logged under a
@@ -618,7 +795,7 @@ async fn a_group_sled_refused_is_kept_in_the_log_and_replayed() {
         first_segment = wal::testing::segments(&config(&dir).path)[0];
         // The store's handle on this tree now refuses every insert, as sled
         // does after an I/O error.
-        assert!(store.db.drop_tree("inbound_age/v1").unwrap());
+        assert!(store.db.drop_tree(trees::INBOUND_AGE).unwrap());
         // On disk, so answered; sled refuses it after the answer.
         record(&store, "+27821234567", "m1", t0()).await;
         assert!(store.flush().await.is_err(), "sled does not have it");

@@ -2,11 +2,19 @@
 //! with its layout version (a later layout gets new trees and migrates into
 //! them).
 
+use sled::IVec;
+
+use super::packed;
 use super::wal::Tree;
 use super::{
     DELIVERIES, EARLY_STATUSES, IDEMPOTENCY, INBOUND_IDS, OUTBOX, TEMPLATES, WAMIDS, WINDOWS,
     changes, consent, reach, send_rate,
 };
+
+/// The packed trees (layout 3); see [`packed`].
+pub(super) const INBOUND_AGE: &str = "inbound_age/v2";
+pub(super) const IDEMPOTENCY_AGE: &str = "idempotency_age/v2";
+pub(super) const CHANGE_EXPIRY: &str = "window_change_expiry/v2";
 
 /// Each tree of the layout, open. The fields are the sled store's own:
 /// sections reach them through the log (`Tree`), other reads through
@@ -47,18 +55,18 @@ impl Trees {
             windows: db.open_tree(WINDOWS)?,
             window_expiry: db.open_tree("window_expiry/v1")?,
             inbound_ids: db.open_tree(INBOUND_IDS)?,
-            inbound_age: db.open_tree("inbound_age/v1")?,
+            inbound_age: db.open_tree(INBOUND_AGE)?,
             templates: db.open_tree(TEMPLATES)?,
             outbox: db.open_tree(OUTBOX)?,
             idempotency: db.open_tree(IDEMPOTENCY)?,
-            idempotency_age: db.open_tree("idempotency_age/v1")?,
+            idempotency_age: db.open_tree(IDEMPOTENCY_AGE)?,
             deliveries: db.open_tree(DELIVERIES)?,
             delivery_queue: db.open_tree("delivery_queue/v1")?,
             wamids: db.open_tree(WAMIDS)?,
             early_statuses: db.open_tree(EARLY_STATUSES)?,
             early_status_age: db.open_tree("early_status_age/v1")?,
             window_changes: db.open_tree(changes::WINDOW_CHANGES)?,
-            change_expiry: db.open_tree("window_change_expiry/v1")?,
+            change_expiry: db.open_tree(CHANGE_EXPIRY)?,
             change_pairs: db.open_tree("window_change_pairs/v1")?,
             accounts: db.open_tree("accounts/v1")?,
             business_numbers: db.open_tree("business_numbers/v1")?,
@@ -99,6 +107,30 @@ impl Trees {
             Tree::LimitUsage => &self.limit_usage,
             Tree::SendRates => &self.send_rates,
             Tree::SendRateAge => &self.send_rate_age,
+        }
+    }
+
+    /// The value of `key` in `tree`, packed or not.
+    pub(super) fn read(&self, tree: Tree, key: &[u8]) -> sled::Result<Option<IVec>> {
+        if packed::is_packed(tree) {
+            packed::get(self.get(tree), key)
+        } else {
+            self.get(tree).get(key)
+        }
+    }
+
+    /// Up to `limit` keys of `tree` below `end`, in key order, packed or
+    /// not.
+    pub(super) fn keys_before(
+        &self,
+        tree: Tree,
+        end: &[u8],
+        limit: usize,
+    ) -> sled::Result<Vec<IVec>> {
+        if packed::is_packed(tree) {
+            packed::keys_before(self.get(tree), end, limit)
+        } else {
+            self.get(tree).range(..end).keys().take(limit).collect()
         }
     }
 }

@@ -12,9 +12,9 @@
 
 use std::sync::mpsc;
 
-use super::record::{Change, Record};
+use super::record::{Change, Record, Tree};
 use super::{Chore, Shared};
-use crate::store::sled::Trees;
+use crate::store::sled::{Trees, packed};
 
 /// What the log thread hands the applier, in log order.
 pub(super) enum Job {
@@ -33,13 +33,35 @@ pub(super) enum Job {
 /// writer) slows to the applier's pace instead of letting the overlay grow.
 pub(super) const GROUPS_AHEAD: usize = 2;
 
-/// Applies `changes` to sled, in order.
-pub(super) fn apply(trees: &Trees, changes: &[Change]) -> sled::Result<()> {
+/// Applies `changes` to sled: each in order, but a packed index's all
+/// together, bucket by bucket (see `packed`), which is what makes packing
+/// pay when `changes` are a whole group's.
+pub(super) fn apply<'a>(
+    trees: &Trees,
+    changes: impl IntoIterator<Item = &'a Change>,
+) -> sled::Result<()> {
+    let mut packed_changes: Vec<&Change> = Vec::new();
     for change in changes {
+        if packed::is_packed(change.tree) {
+            packed_changes.push(change);
+            continue;
+        }
         let tree = trees.get(change.tree);
         match &change.value {
             Some(value) => tree.insert(&change.key, value.clone()).map(drop)?,
             None => tree.remove(&change.key).map(drop)?,
+        }
+    }
+    for tree in Tree::ALL
+        .into_iter()
+        .filter(|tree| packed::is_packed(*tree))
+    {
+        let mine = packed_changes.iter().filter(|change| change.tree == tree);
+        let mut mine = mine
+            .map(|change| (change.key.as_slice(), &change.value))
+            .peekable();
+        if mine.peek().is_some() {
+            packed::apply(trees.get(tree), mine)?;
         }
     }
     Ok(())
@@ -73,9 +95,10 @@ fn apply_group(shared: &Shared, group: &[Record]) {
     };
     #[cfg(test)]
     let _held = shared.apply_gate.lock();
-    let applied = group
-        .iter()
-        .try_for_each(|record| apply(&shared.trees, &record.changes));
+    let applied = apply(
+        &shared.trees,
+        group.iter().flat_map(|record| &record.changes),
+    );
     if applied.is_ok() {
         let mut staged = shared.lock();
         // Only what sled now has leaves the overlay: after a failed apply,

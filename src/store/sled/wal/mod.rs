@@ -176,13 +176,16 @@ fn replay(db: &sled::Db, trees: &Trees, dir: &Path) -> Result<(Replayed, u64), S
     for &seq in &found {
         let bytes = std::fs::read(segment::path(dir, seq)).map_err(io_error("log"))?;
         let mut offset = 0;
+        let mut records = Vec::new();
         while let Next::Record(record, next) = record::decode(&bytes, offset)
             .map_err(|error| StoreError::corrupt("log", format!("segment {seq}: {error}")))?
         {
-            apply(trees, &record.changes)?;
-            replayed.records += 1;
+            records.push(record);
             offset = next;
         }
+        // A segment at a time, so packed indexes take it bucket by bucket.
+        apply(trees, records.iter().flat_map(|record| &record.changes))?;
+        replayed.records += records.len() as u64;
         replayed.segments += 1;
     }
     if let Some(&last) = found.last() {

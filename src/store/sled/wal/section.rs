@@ -45,19 +45,20 @@ impl<'a> Section<'a> {
         if let Some(value) = self.staged.overlay.get(tree, key) {
             return Ok(value.clone());
         }
-        Ok(self.shared.trees.get(tree).get(key)?)
+        Ok(self.shared.trees.read(tree, key)?)
     }
 
     /// Every entry of `tree` whose key `keep` accepts, in key order, as
     /// the section sees them: sled's, with what is staged and not yet
     /// applied, and this section's own changes, laid over them. It walks
     /// the whole tree under the log lock, so it is for small trees only
-    /// (the templates tree, for a sync).
+    /// (the templates tree, for a sync), and never for a packed one.
     pub fn entries(
         &self,
         tree: Tree,
         keep: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        debug_assert!(!crate::store::sled::packed::is_packed(tree));
         let mut entries = BTreeMap::new();
         for entry in self.shared.trees.get(tree).iter() {
             let (key, value) = entry?;
