@@ -3,8 +3,8 @@
 //! sled stores them, so they replay into either layout).
 //!
 //! - 1 → 2: nothing to move; from 2 on the log comes first.
-//! - 2 → 3: the age indexes of inbound ids and idempotency keys and the
-//!   window-change log's two orders are packed (see `packed`): each `…/v1`
+//! - 2 → 3: the windows' expiry index, the age indexes of inbound ids and
+//!   idempotency keys and the window-change log's two orders are packed (see `packed`): each `…/v1`
 //!   tree's entries move into its `…/v2` tree, then the `…/v1` tree is
 //!   dropped. Moving is idempotent, and the old tree is dropped only once
 //!   the new one is flushed, so a start cut short redoes the move.
@@ -13,7 +13,7 @@ use sled::IVec;
 
 use super::changes::WINDOW_CHANGES;
 use super::packed;
-use super::trees::{CHANGE_EXPIRY, IDEMPOTENCY_AGE, INBOUND_AGE};
+use super::trees::{CHANGE_EXPIRY, IDEMPOTENCY_AGE, INBOUND_AGE, WINDOW_EXPIRY};
 
 /// Entries moved per batch, bounding the memory a large index needs.
 const BATCH: usize = 16_384;
@@ -24,6 +24,7 @@ pub(super) fn pack_time_indexes(db: &sled::Db) -> sled::Result<usize> {
     let names = db.tree_names();
     let mut moved = 0;
     for (old, new) in [
+        ("window_expiry/v1", WINDOW_EXPIRY),
         ("inbound_age/v1", INBOUND_AGE),
         ("idempotency_age/v1", IDEMPOTENCY_AGE),
         ("window_changes/v1", WINDOW_CHANGES),

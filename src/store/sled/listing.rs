@@ -1,9 +1,11 @@
 //! ListWindows on sled: one scan of the expiry index, which sorts by expiry
 //! and then by pair key (`business \0 customer`), the listing order.
 
+use sled::IVec;
+
 use super::export::pair_of;
 use super::records::WindowRecord;
-use super::{Settled, WINDOWS, keys, read};
+use super::{Settled, WINDOWS, keys, packed, read};
 use crate::domain::window_query::{WindowCursor, WindowQuery};
 use crate::domain::{Pair, Window};
 use crate::store::StoreError;
@@ -31,12 +33,11 @@ impl Settled {
             .chain(past_cursor)
             .max()
             .unwrap_or_default();
-        let entries = match query.to {
-            Some(to) => self
-                .window_expiry
-                .range(start.as_slice()..keys::instant(to).as_slice()),
-            None => self.window_expiry.range(start.as_slice()..),
-        };
+        let end = query.to.map(keys::instant);
+        let entries = packed::from(&self.window_expiry, &start).take_while(|entry| {
+            let before_end = |(key, _): &(IVec, IVec)| end.is_none_or(|end| key[..] < end[..]);
+            entry.as_ref().map_or(true, before_end)
+        });
         for entry in entries {
             let (key, _) = entry?;
             let Some((_, pair_key)) = keys::split_timed(&key) else {

@@ -71,10 +71,10 @@ use wal::{Tree, Wal};
 /// would ignore the log, so it must refuse the directory, which it does for
 /// any version above its own. Layout 1 needs no change to become 2.
 ///
-/// 3: the age indexes of inbound ids and idempotency keys and the window
-/// change log's two orders are packed up to 64 entries to a sled entry
-/// (`packed`), in new trees a build of layout 2 would not read. [`layout`]
-/// moves a layout 1 or 2 directory's entries.
+/// 3: the windows' expiry index, the age indexes of inbound ids and
+/// idempotency keys and the window change log's two orders are packed up
+/// to 64 entries to a sled entry (`packed`), in new trees a build of layout
+/// 2 would not read. [`layout`] moves a layout 1 or 2 directory's entries.
 const SCHEMA_VERSION: u8 = 3;
 
 #[derive(Debug, Clone)]
@@ -486,7 +486,7 @@ impl Storage for SledStore {
         let t = self.settled().await?;
         let after = keys::instant(now + chrono::TimeDelta::microseconds(1));
         let mut open = 0;
-        for entry in t.window_expiry.range(after.as_slice()..).keys() {
+        for entry in packed::from(&t.window_expiry, &after) {
             entry?;
             open += 1;
         }

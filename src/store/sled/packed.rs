@@ -44,11 +44,16 @@ use super::wal::Tree;
 pub const MAX_ENTRIES: usize = 64;
 
 /// The trees stored packed: keyed from an instant on, written as time
-/// goes, and swept: the age indexes and the window-change log's two orders.
+/// goes, and swept: the windows' expiry index, the age indexes and the
+/// window-change log's two orders.
 pub fn is_packed(tree: Tree) -> bool {
     matches!(
         tree,
-        Tree::InboundAge | Tree::IdempotencyAge | Tree::WindowChanges | Tree::ChangeExpiry
+        Tree::WindowExpiry
+            | Tree::InboundAge
+            | Tree::IdempotencyAge
+            | Tree::WindowChanges
+            | Tree::ChangeExpiry
     )
 }
 
@@ -334,16 +339,24 @@ impl Iterator for Scan<'_> {
     }
 }
 
+/// The entries from `start` on, in key order, read a bucket at a time as
+/// the caller goes.
+pub fn from<'a>(
+    tree: &'a sled::Tree,
+    start: &[u8],
+) -> impl Iterator<Item = sled::Result<(IVec, IVec)>> + 'a {
+    Scan::new(tree, start).map(|entry| entry.map(|(key, value)| (IVec::from(key), value)))
+}
+
 /// Up to `limit` entries below `end`, in key order.
 pub fn entries_before(
     tree: &sled::Tree,
     end: &[u8],
     limit: usize,
 ) -> sled::Result<Vec<(IVec, IVec)>> {
-    Scan::new(tree, &[])
+    from(tree, &[])
         .take_while(|entry| entry.as_ref().map_or(true, |(key, _)| &key[..] < end))
         .take(limit)
-        .map(|entry| entry.map(|(key, value)| (IVec::from(key), value)))
         .collect()
 }
 
@@ -361,9 +374,8 @@ pub fn range<'a>(
     end: &[u8],
 ) -> impl Iterator<Item = sled::Result<(IVec, IVec)>> + 'a {
     let end = end.to_vec();
-    Scan::new(tree, start)
-        .take_while(move |entry| entry.as_ref().map_or(true, |(key, _)| *key <= end))
-        .map(|entry| entry.map(|(key, value)| (IVec::from(key), value)))
+    from(tree, start)
+        .take_while(move |entry| entry.as_ref().map_or(true, |(key, _)| **key <= end[..]))
 }
 
 /// The last key the index holds (buckets are never left empty, and the

@@ -59,16 +59,18 @@ pub(super) fn normalise_phone_keys(
             Some(there) => window::merge(there, &moving),
             None => moving.clone(),
         };
+        // The expiry index is packed: entries change through `packed`.
+        let indexed = Some(IVec::default());
         if let Some(there) = &there {
-            t.window_expiry
-                .remove(keys::timed(there.expires_at, &normal))?;
+            let old = keys::timed(there.expires_at, &normal);
+            packed::apply(&t.window_expiry, [(&old[..], &None)])?;
         }
-        t.window_expiry
-            .insert(keys::timed(merged.expires_at, &normal), &[])?;
+        let new = keys::timed(merged.expires_at, &normal);
+        packed::apply(&t.window_expiry, [(&new[..], &indexed)])?;
         t.windows
             .insert(normal.as_slice(), encode(&WindowRecord::from(&merged)))?;
-        t.window_expiry
-            .remove(keys::timed(moving.expires_at, &key))?;
+        let moved = keys::timed(moving.expires_at, &key);
+        packed::apply(&t.window_expiry, [(&moved[..], &None)])?;
         t.windows.remove(&*key)?;
         done.windows += 1;
         done.merged += usize::from(there.is_some());

@@ -177,9 +177,8 @@ async fn keys_written_under_older_phone_rules_are_merged_at_start() {
             t.windows
                 .insert(&key, encode(&WindowRecord::from(&w)))
                 .unwrap();
-            t.window_expiry
-                .insert(keys::timed(w.expires_at, &key), &[])
-                .unwrap();
+            let indexed = keys::timed(w.expires_at, &key);
+            packed::apply(&t.window_expiry, [(&indexed[..], &Some(IVec::default()))]).unwrap();
         }
         let mut seen = InboundRecord::new(
             &pair("+442079460958"),
@@ -211,11 +210,8 @@ async fn keys_written_under_older_phone_rules_are_merged_at_start() {
     for customer in ["+4402079460958", "+4402079460999"] {
         assert_eq!(t.windows.get(old_key(customer)).unwrap(), None);
     }
-    let indexed: Vec<Vec<u8>> = t
-        .window_expiry
-        .iter()
-        .keys()
-        .map(|k| keys::split_timed(&k.unwrap()).unwrap().1.to_vec())
+    let indexed: Vec<Vec<u8>> = packed::from(&t.window_expiry, &[])
+        .map(|entry| keys::split_timed(&entry.unwrap().0).unwrap().1.to_vec())
         .collect();
     let stored: Vec<Vec<u8>> = t
         .windows
@@ -376,8 +372,8 @@ async fn a_layout_1_directory_opens_and_is_migrated_in_place() {
     }
 }
 
-/// Layout 2 kept an entry a key in its age indexes and the window-change
-/// log; layout 3 packs them. A layout 2 directory's entries move at its
+/// Layout 2 kept an entry a key in its expiry and age indexes and the
+/// window-change log; layout 3 packs them. A layout 2 directory's entries move at its
 /// first start, where the watch and the sweep find them.
 #[tokio::test]
 async fn a_layout_2_directory_has_its_time_indexes_packed() {
@@ -391,6 +387,7 @@ async fn a_layout_2_directory_has_its_time_indexes_packed() {
         store.flush().await.unwrap();
         let db = &store.db;
         for (packed_name, v1_name) in [
+            (trees::WINDOW_EXPIRY, "window_expiry/v1"),
             (trees::INBOUND_AGE, "inbound_age/v1"),
             (changes::WINDOW_CHANGES, "window_changes/v1"),
             (trees::CHANGE_EXPIRY, "window_change_expiry/v1"),
@@ -416,6 +413,7 @@ async fn a_layout_2_directory_has_its_time_indexes_packed() {
     let store = SledStore::open(&config(&dir)).unwrap();
     let names = store.db.tree_names();
     for old in [
+        "window_expiry/v1",
         "inbound_age/v1",
         "idempotency_age/v1",
         "window_changes/v1",
@@ -439,6 +437,8 @@ async fn a_layout_2_directory_has_its_time_indexes_packed() {
             Some(IVec::default())
         );
     }
+    // Both windows are open, found through the expiry index.
+    assert_eq!(store.open_windows(t0()).await.unwrap(), 2);
     // The window-change log reads back in both orders.
     let start = ChangePosition {
         at: t0() - TimeDelta::days(1),
@@ -477,7 +477,8 @@ async fn a_layout_2_directory_has_its_time_indexes_packed() {
 /// Many entries can share an instant: the scale bench seeds a million
 /// inbounds at one, and Cloud API times come in whole seconds. Buckets stay
 /// bounded however many do, the log reads back in order after a restart
-/// (replayed or not), and the sweep still empties the indexes.
+/// (replayed or not), the windows count and the sweep still empties the
+/// indexes.
 #[tokio::test]
 async fn time_indexes_stay_bounded_when_many_entries_share_an_instant() {
     const CALLS: usize = 1_500;
@@ -496,6 +497,7 @@ async fn time_indexes_stay_bounded_when_many_entries_share_an_instant() {
     let store = SledStore::open(&config(&dir)).unwrap();
     let t = store.settled().await.unwrap();
     for (name, tree) in [
+        ("window expiry", &t.window_expiry),
         ("inbound age", &t.inbound_age),
         ("window changes", &t.window_changes),
         ("change expiry", &t.change_expiry),
@@ -534,6 +536,7 @@ async fn time_indexes_stay_bounded_when_many_entries_share_an_instant() {
         .await
         .unwrap();
     assert_eq!(expiring.len(), CALLS, "all expire at one instant");
+    assert_eq!(store.open_windows(t0()).await.unwrap(), CALLS as u64);
     let mut cutoffs = crate::domain::retention::Retention::default().cutoffs(Utc::now());
     cutoffs.inbound_ids = t0();
     let mut removed = 0;

@@ -12,6 +12,7 @@ use super::{
 };
 
 /// The packed trees (layout 3); see [`packed`].
+pub(super) const WINDOW_EXPIRY: &str = "window_expiry/v2";
 pub(super) const INBOUND_AGE: &str = "inbound_age/v2";
 pub(super) const IDEMPOTENCY_AGE: &str = "idempotency_age/v2";
 pub(super) const CHANGE_EXPIRY: &str = "window_change_expiry/v2";
@@ -53,7 +54,7 @@ impl Trees {
     pub(super) fn open(db: &sled::Db) -> sled::Result<Trees> {
         Ok(Trees {
             windows: db.open_tree(WINDOWS)?,
-            window_expiry: db.open_tree("window_expiry/v1")?,
+            window_expiry: db.open_tree(WINDOW_EXPIRY)?,
             inbound_ids: db.open_tree(INBOUND_IDS)?,
             inbound_age: db.open_tree(INBOUND_AGE)?,
             templates: db.open_tree(TEMPLATES)?,
