@@ -109,16 +109,28 @@ async fn accounts_and_numbers_are_kept_listed_and_survive_a_restart() {
         .map(|a| (a.waba_id.as_str(), a.display_name.as_str()))
         .collect();
     assert_eq!(names, [(BRAND_A, "Brand A"), (BRAND_B, "Brand B")]);
-    let got = accounts
-        .get_account(pb::GetAccountRequest {
-            waba_id: BRAND_A.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let got_account = got.account.unwrap();
-    // The start synced the account's templates; its token is not set here,
-    // so that sync failed and says why.
+    // The start syncs the account's templates in the background; its token
+    // is not set here, so that sync fails and says why. Under a loaded
+    // machine the first read can come before it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (got, got_account) = loop {
+        let got = accounts
+            .get_account(pb::GetAccountRequest {
+                waba_id: BRAND_A.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got_account = got.account.clone().unwrap();
+        if got_account.template_sync.is_some() {
+            break (got, got_account);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start's template sync recorded nothing in 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let start_sync = got_account.template_sync.clone().unwrap();
     assert!(
         start_sync.error.contains("BRAND_A_TOKEN is not set"),
