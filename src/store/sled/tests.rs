@@ -34,6 +34,18 @@ fn inbound(at: DateTime<Utc>) -> Inbound {
     }
 }
 
+/// Sweeps until nothing is left to visit; returns the inbound ids removed.
+async fn sweep_inbound_ids(store: &SledStore, cutoffs: &Cutoffs) -> u64 {
+    let mut removed = 0;
+    loop {
+        let step = store.sweep_step(cutoffs).await.unwrap();
+        removed += step.removed.inbound_ids;
+        if step.visited == 0 {
+            return removed;
+        }
+    }
+}
+
 async fn record(store: &SledStore, customer: &str, id: &str, at: DateTime<Utc>) {
     let (p, inbound) = (pair(customer), inbound(at));
     store
@@ -458,15 +470,7 @@ async fn a_layout_2_directory_has_its_time_indexes_packed() {
     let mut cutoffs = crate::domain::retention::Retention::default().cutoffs(Utc::now());
     cutoffs.inbound_ids = t0();
     cutoffs.idempotency_keys = t0();
-    let mut removed = 0;
-    loop {
-        let step = store.sweep_step(&cutoffs).await.unwrap();
-        removed += step.removed.inbound_ids;
-        if step.visited == 0 {
-            break;
-        }
-    }
-    assert_eq!(removed, 1);
+    assert_eq!(sweep_inbound_ids(&store, &cutoffs).await, 1);
     let t = store.settled().await.unwrap();
     assert_eq!(t.inbound_ids.len(), 1, "m2 is younger than the cutoff");
     assert!(t.inbound_ids.get("m2").unwrap().is_some());
@@ -539,15 +543,7 @@ async fn time_indexes_stay_bounded_when_many_entries_share_an_instant() {
     assert_eq!(store.open_windows(t0()).await.unwrap(), CALLS as u64);
     let mut cutoffs = crate::domain::retention::Retention::default().cutoffs(Utc::now());
     cutoffs.inbound_ids = t0();
-    let mut removed = 0;
-    loop {
-        let step = store.sweep_step(&cutoffs).await.unwrap();
-        removed += step.removed.inbound_ids;
-        if step.visited == 0 {
-            break;
-        }
-    }
-    assert_eq!(removed, CALLS as u64);
+    assert_eq!(sweep_inbound_ids(&store, &cutoffs).await, CALLS as u64);
     let t = store.settled().await.unwrap();
     assert!(t.inbound_age.is_empty() && t.inbound_ids.is_empty());
 }
