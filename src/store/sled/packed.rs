@@ -1,6 +1,7 @@
 //! Packed time indexes: an index whose entries all begin with an instant
-//! (`keys::timed`) and are only ever added and swept, stored as sled
-//! entries ("buckets") of up to [`MAX_ENTRIES`] index entries each.
+//! (`keys::timed`), added as time goes and removed when swept (or, for the
+//! windows' expiry index, when a window moves on), stored as sled entries
+//! ("buckets") of up to [`MAX_ENTRIES`] index entries each.
 //!
 //! Why: sled 0.34 spends as much on a new key that sorts last (a time
 //! index's) as on a random one, about 8 µs on this machine, and an entry
@@ -14,8 +15,8 @@
 //! greatest key at or below its own. A bucket that outgrows [`MAX_ENTRIES`]
 //! is split, so no bucket grows with how many entries share an instant (a
 //! million inbounds at one instant, as `bench/run.sh --scale` seeds, make
-//! ~16,000 buckets, not one). Layout 3's first build keyed buckets by the
-//! millisecond instead, which bounded nothing (BENCHMARKS.md).
+//! at least 15,625 buckets, not one). Layout 3's first build keyed buckets
+//! by the millisecond instead, which bounded nothing (BENCHMARKS.md).
 //!
 //! A split writes the new buckets first and then the shortened old one, so
 //! a reader between the two finds every entry. Entries a bucket still holds
@@ -28,8 +29,9 @@
 //! value is its entries in key order, each `key_len: u32 LE`, key,
 //! `value_len: u32 LE`, value. Applying a put or a removal is idempotent, so
 //! replaying the log over a bucket that already has part of it is harmless.
-//! Only the applier writes a packed tree (or, before it starts, the replay
-//! and the layout upgrade), so a bucket's read and write need no lock.
+//! Only the applier writes a packed tree (or, before it starts, the replay,
+//! the layout upgrade and the rekey), so a bucket's read and write need no
+//! lock.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
