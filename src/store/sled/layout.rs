@@ -4,10 +4,11 @@
 //!
 //! - 1 → 2: nothing to move; from 2 on the log comes first.
 //! - 2 → 3: the windows' expiry index, the age indexes of inbound ids and
-//!   idempotency keys and the window-change log's two orders are packed (see `packed`): each `…/v1`
-//!   tree's entries move into its `…/v2` tree, then the `…/v1` tree is
-//!   dropped. Moving is idempotent, and the old tree is dropped only once
-//!   the new one is flushed, so a start cut short redoes the move.
+//!   idempotency keys and the window-change log's two orders are packed
+//!   (see `packed`): each `…/v1` tree's entries move into its `…/v2` tree,
+//!   then the `…/v1` tree is dropped. Moving is idempotent, and the old
+//!   tree is dropped only once the new one is flushed, so a start cut short
+//!   redoes the move.
 
 use sled::IVec;
 
