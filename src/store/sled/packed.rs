@@ -33,7 +33,6 @@
 //! the layout upgrade and the rekey), so a bucket's read and write need no
 //! lock.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use sled::IVec;
@@ -66,34 +65,53 @@ fn corrupt(what: &str) -> sled::Error {
     ))
 }
 
-type Entries = BTreeMap<Vec<u8>, IVec>;
+/// One entry as slices of the bytes it was read from.
+type Entry<'b> = (&'b [u8], &'b [u8]);
 
 /// A put (`Some`) or a removal (`None`) of one entry.
 type Put<'a> = (&'a [u8], &'a Option<IVec>);
 
-fn decode(bytes: &[u8]) -> sled::Result<Entries> {
-    let mut entries = BTreeMap::new();
-    let mut rest = bytes;
-    let take = |rest: &mut &[u8]| -> sled::Result<Vec<u8>> {
-        let (len, tail) = rest
+/// A bucket's entries, in the order stored (key order), read in place: a
+/// lookup or a merge allocates nothing for the entries it passes over.
+struct Entries<'b> {
+    rest: &'b [u8],
+}
+
+impl<'b> Entries<'b> {
+    fn of(bytes: &'b [u8]) -> Entries<'b> {
+        Entries { rest: bytes }
+    }
+
+    fn take(&mut self) -> sled::Result<&'b [u8]> {
+        let (len, tail) = self
+            .rest
             .split_first_chunk::<4>()
             .ok_or_else(|| corrupt("a length cut short"))?;
         let (bytes, tail) = tail
             .split_at_checked(u32::from_le_bytes(*len) as usize)
             .ok_or_else(|| corrupt("an entry cut short"))?;
-        *rest = tail;
-        Ok(bytes.to_vec())
-    };
-    while !rest.is_empty() {
-        let key = take(&mut rest)?;
-        let value = take(&mut rest)?;
-        entries.insert(key, IVec::from(value));
+        self.rest = tail;
+        Ok(bytes)
     }
-    Ok(entries)
 }
 
-fn encode<'a>(entries: impl Iterator<Item = (&'a Vec<u8>, &'a IVec)> + Clone) -> Vec<u8> {
-    let size = entries.clone().map(|(k, v)| 8 + k.len() + v.len()).sum();
+impl<'b> Iterator for Entries<'b> {
+    type Item = sled::Result<Entry<'b>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let entry = self.take().and_then(|key| Ok((key, self.take()?)));
+        if entry.is_err() {
+            self.rest = &[];
+        }
+        Some(entry)
+    }
+}
+
+fn encode(entries: &[Entry<'_>]) -> Vec<u8> {
+    let size = entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(size);
     for (key, value) in entries {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -102,6 +120,20 @@ fn encode<'a>(entries: impl Iterator<Item = (&'a Vec<u8>, &'a IVec)> + Clone) ->
         out.extend_from_slice(value);
     }
     out
+}
+
+/// The value stored under `key` in a bucket's bytes, found by walking its
+/// entries up to `key` (they are in key order).
+fn find(bytes: &[u8], key: &[u8]) -> sled::Result<Option<IVec>> {
+    for entry in Entries::of(bytes) {
+        let (stored, value) = entry?;
+        match stored.cmp(key) {
+            std::cmp::Ordering::Less => continue,
+            std::cmp::Ordering::Equal => return Ok(Some(IVec::from(value))),
+            std::cmp::Ordering::Greater => break,
+        }
+    }
+    Ok(None)
 }
 
 /// The bucket that would hold `key`: the one with the greatest key at or
@@ -121,19 +153,61 @@ fn bucket_after(tree: &sled::Tree, key: Option<&[u8]>) -> sled::Result<Option<(I
     }
 }
 
-/// A bucket's entries that are its own: below the next bucket's key.
-fn own_entries(bytes: &[u8], next: Option<&[u8]>) -> sled::Result<Entries> {
-    let mut entries = decode(bytes)?;
-    if let Some(next) = next {
-        entries.split_off(next);
-    }
-    Ok(entries)
+/// A bucket as read: its key, its bytes and the next bucket's key. Its own
+/// entries are those below the next bucket's key; any at or above it are
+/// leftovers of a split a crash cut short.
+struct Bucket {
+    from: IVec,
+    bytes: IVec,
+    next: Option<IVec>,
 }
 
-/// The value stored under `key`, if the index has it.
+impl Bucket {
+    /// Reads `bucket` (as found by a seek) with the key of the one after it.
+    fn read(tree: &sled::Tree, (from, bytes): (IVec, IVec)) -> sled::Result<Bucket> {
+        let next = bucket_after(tree, Some(&from))?.map(|(next, _)| next);
+        Ok(Bucket { from, bytes, next })
+    }
+
+    /// The bucket holding `key`, if any.
+    fn holding(tree: &sled::Tree, key: &[u8]) -> sled::Result<Option<Bucket>> {
+        bucket_for(tree, key)?
+            .map(|bucket| Bucket::read(tree, bucket))
+            .transpose()
+    }
+
+    /// The bucket holding `key`, or the first of all if `key` is below
+    /// every bucket.
+    fn holding_or_first(tree: &sled::Tree, key: &[u8]) -> sled::Result<Option<Bucket>> {
+        match bucket_for(tree, key)? {
+            Some(bucket) => Bucket::read(tree, bucket).map(Some),
+            None => bucket_after(tree, None)?
+                .map(|bucket| Bucket::read(tree, bucket))
+                .transpose(),
+        }
+    }
+
+    fn below_next(&self, key: &[u8]) -> bool {
+        self.next.as_ref().is_none_or(|next| key < &next[..])
+    }
+
+    fn holds(&self, key: &[u8]) -> bool {
+        self.from[..] <= *key && self.below_next(key)
+    }
+
+    /// Its own entries, in key order.
+    fn own(&self) -> impl Iterator<Item = sled::Result<Entry<'_>>> {
+        Entries::of(&self.bytes)
+            .take_while(|entry| entry.as_ref().map_or(true, |(key, _)| self.below_next(key)))
+    }
+}
+
+/// The value stored under `key`, if the index has it. The bucket found
+/// holds `key` and nothing of it is a leftover: the next bucket's key is
+/// above `key`, so its bytes are searched without reading the next.
 pub fn get(tree: &sled::Tree, key: &[u8]) -> sled::Result<Option<IVec>> {
     match bucket_for(tree, key)? {
-        Some((_, bucket)) => Ok(decode(&bucket)?.remove(key)),
+        Some((_, bucket)) => find(&bucket, key),
         None => Ok(None),
     }
 }
@@ -142,8 +216,7 @@ pub fn get(tree: &sled::Tree, key: &[u8]) -> sled::Result<Option<IVec>> {
 /// reader going in time order mostly finds the next entry in the same one.
 pub struct Lookup<'a> {
     tree: &'a sled::Tree,
-    /// The bucket read last: its key, the next bucket's key, its entries.
-    last: Option<(IVec, Option<IVec>, Entries)>,
+    last: Option<Bucket>,
 }
 
 impl<'a> Lookup<'a> {
@@ -152,22 +225,37 @@ impl<'a> Lookup<'a> {
     }
 
     pub fn get(&mut self, key: &[u8]) -> sled::Result<Option<IVec>> {
-        let holds = |(from, next, _): &(IVec, Option<IVec>, Entries)| {
-            &from[..] <= key && next.as_ref().is_none_or(|next| key < &next[..])
-        };
-        if !self.last.as_ref().is_some_and(holds) {
-            let Some((from, bucket)) = bucket_for(self.tree, key)? else {
-                return Ok(None);
-            };
-            let next = bucket_after(self.tree, Some(&from))?.map(|(next, _)| next);
-            let entries = own_entries(&bucket, next.as_deref())?;
-            self.last = Some((from, next, entries));
+        if !self.last.as_ref().is_some_and(|bucket| bucket.holds(key)) {
+            self.last = Bucket::holding(self.tree, key)?;
         }
-        Ok(self
-            .last
-            .as_ref()
-            .and_then(|(_, _, entries)| entries.get(key).cloned()))
+        match &self.last {
+            Some(bucket) => find(&bucket.bytes, key),
+            None => Ok(None),
+        }
     }
+}
+
+/// `entries` (in key order) with `changes` (sorted by key, a key's changes
+/// in the order made) applied: a put adds or replaces, a removal removes,
+/// and a key's last change wins.
+fn merge<'e>(entries: &[Entry<'e>], changes: &'e [Put<'e>]) -> Vec<Entry<'e>> {
+    let mut merged = Vec::with_capacity(entries.len() + changes.len());
+    let mut entries = entries.iter().peekable();
+    let mut changes = changes.iter().peekable();
+    while let Some(&(key, value)) = changes.next() {
+        if changes.peek().is_some_and(|(next, _)| *next == key) {
+            continue;
+        }
+        while let Some(&entry) = entries.next_if(|(stored, _)| *stored < key) {
+            merged.push(entry);
+        }
+        entries.next_if(|(stored, _)| *stored == key);
+        if let Some(value) = value {
+            merged.push((key, &value[..]));
+        }
+    }
+    merged.extend(entries);
+    merged
 }
 
 /// Applies puts (`Some`) and removals (`None`) of entries, each key's in
@@ -184,55 +272,51 @@ pub fn apply<'a>(
     while let Some(&(first, _)) = rest.first() {
         // Entries below every bucket join the first, which takes a lower
         // key, rather than starting a bucket of their own each time.
-        let (from, bytes) = match bucket_for(tree, first)? {
-            Some(bucket) => Some(bucket),
-            None => bucket_after(tree, None)?,
-        }
-        .unzip();
-        let next = bucket_after(tree, from.as_deref())?.map(|(next, _)| next);
-        let mut entries = match &bytes {
-            Some(bytes) => own_entries(bytes, next.as_deref())?,
-            None => Entries::new(),
+        let bucket = Bucket::holding_or_first(tree, first)?;
+        let mine = match &bucket {
+            Some(bucket) => rest.partition_point(|(key, _)| bucket.below_next(key)),
+            None => rest.len(),
         };
-        let mine = rest
-            .iter()
-            .take_while(|(key, _)| next.as_ref().is_none_or(|next| *key < &next[..]))
-            .count();
-        for &(key, value) in &rest[..mine] {
-            match value {
-                Some(value) => entries.insert(key.to_vec(), value.clone()),
-                None => entries.remove(key),
-            };
-        }
-        rest = &rest[mine..];
-        write(tree, from, bytes, next.is_none(), &entries)?;
+        let (here, after) = rest.split_at(mine);
+        rest = after;
+        let Some(bucket) = bucket else {
+            write(tree, None, true, &merge(&[], here))?;
+            continue;
+        };
+        let entries = bucket.own().collect::<sled::Result<Vec<_>>>()?;
+        write(
+            tree,
+            Some((&bucket.from, &bucket.bytes)),
+            bucket.next.is_none(),
+            &merge(&entries, here),
+        )?;
     }
     Ok(())
 }
 
-/// Stores `entries` as the bucket keyed `from`, or keyed by their first if
-/// that is lower (or there is no bucket yet), in buckets of at most
-/// [`MAX_ENTRIES`]: the new buckets first, then the first (left alone if
-/// unchanged), then the old key removed if the bucket left it.
+/// Stores `entries` as the bucket keyed `from` (stored as `old`), or keyed
+/// by their first if that is lower (or there is no bucket yet), in buckets
+/// of at most [`MAX_ENTRIES`]: the new buckets first, then the first (left
+/// alone if unchanged), then the old key removed if the bucket left it.
 ///
 /// The last bucket is split full first, since entries keep arriving after
 /// it (a time index's do); any other evenly, leaving room on both sides.
 fn write(
     tree: &sled::Tree,
-    from: Option<IVec>,
-    old: Option<IVec>,
+    bucket: Option<(&IVec, &IVec)>,
     last: bool,
-    entries: &Entries,
+    entries: &[Entry<'_>],
 ) -> sled::Result<()> {
-    let Some((first_key, _)) = entries.first_key_value() else {
+    let (from, old) = bucket.unzip();
+    let Some(&(first_key, _)) = entries.first() else {
         if let Some(from) = from {
             tree.remove(from)?;
         }
         return Ok(());
     };
-    let key = match &from {
-        Some(from) if from[..] <= first_key[..] => from.clone(),
-        _ => IVec::from(&first_key[..]),
+    let key = match from {
+        Some(from) if from[..] <= *first_key => &from[..],
+        _ => first_key,
     };
     let buckets = entries.len().div_ceil(MAX_ENTRIES);
     let size = if last {
@@ -240,26 +324,35 @@ fn write(
     } else {
         entries.len().div_ceil(buckets)
     };
-    let all: Vec<_> = entries.iter().collect();
-    let mut chunks = all.chunks(size);
+    let mut chunks = entries.chunks(size);
     let head = chunks.next().unwrap_or_default();
     let mut moved_to_from = false;
     for chunk in chunks {
-        let chunk_key = &chunk[0].0[..];
-        moved_to_from |= from.as_deref() == Some(chunk_key);
-        tree.insert(chunk_key, encode(chunk.iter().copied()))?;
+        let chunk_key = chunk[0].0;
+        moved_to_from |= from.is_some_and(|from| from[..] == *chunk_key);
+        tree.insert(chunk_key, encode(chunk))?;
     }
-    let head = encode(head.iter().copied());
-    if from.as_ref() != Some(&key) || old.as_deref() != Some(&head[..]) {
-        tree.insert(&key, head)?;
+    let head = encode(head);
+    if from.is_none_or(|from| from[..] != *key) || old.is_none_or(|old| old[..] != head[..]) {
+        tree.insert(key, head)?;
     }
     if let Some(from) = from
-        && from != key
+        && from[..] != *key
         && !moved_to_from
     {
         tree.remove(from)?;
     }
     Ok(())
+}
+
+/// Where a scan stands.
+enum Cursor {
+    /// Nothing read yet: the first bucket is the one holding the start.
+    Start,
+    /// The bucket to read next, read with the one before it.
+    Next((IVec, IVec)),
+    /// Past the last bucket, or stopped by an error.
+    End,
 }
 
 /// The entries from `start` on, in key order, one bucket read at a time as
@@ -268,14 +361,11 @@ fn write(
 struct Scan<'a> {
     tree: &'a sled::Tree,
     start: Vec<u8>,
-    /// The bucket to read next, read with the one before it, and whether
-    /// the scan has begun.
-    next: Option<(IVec, IVec)>,
-    begun: bool,
-    pending: std::collections::btree_map::IntoIter<Vec<u8>, IVec>,
+    cursor: Cursor,
+    pending: std::vec::IntoIter<(IVec, IVec)>,
     /// The last key handed out: a bucket read before a split and the one
     /// the split made may both hold it.
-    last: Option<Vec<u8>>,
+    last: Option<IVec>,
 }
 
 impl<'a> Scan<'a> {
@@ -283,44 +373,53 @@ impl<'a> Scan<'a> {
         Scan {
             tree,
             start: start.to_vec(),
-            next: None,
-            begun: false,
-            pending: Entries::new().into_iter(),
+            cursor: Cursor::Start,
+            pending: Vec::new().into_iter(),
             last: None,
         }
     }
 
-    /// The next bucket's own entries, or `None` once past the last bucket.
+    /// The next bucket's own entries past what was handed out, or `None`
+    /// once past the last bucket.
     fn refill(&mut self) -> sled::Result<Option<()>> {
-        let current = if self.begun {
-            self.next.take()
-        } else {
-            self.begun = true;
-            match bucket_for(self.tree, &self.start)? {
+        let current = match std::mem::replace(&mut self.cursor, Cursor::End) {
+            Cursor::Start => match bucket_for(self.tree, &self.start)? {
                 Some(bucket) => Some(bucket),
                 None => bucket_after(self.tree, None)?,
-            }
+            },
+            Cursor::Next(bucket) => Some(bucket),
+            Cursor::End => None,
         };
         let Some((from, bytes)) = current else {
             return Ok(None);
         };
-        self.next = bucket_after(self.tree, Some(&from))?;
-        let mut entries = own_entries(&bytes, self.next.as_ref().map(|(k, _)| &k[..]))?;
-        let floor = match &self.last {
-            Some(last) => {
-                let mut above = entries.split_off(last);
-                above.remove(last);
-                above
-            }
-            None => entries.split_off(&self.start),
+        let after = bucket_after(self.tree, Some(&from))?;
+        let bucket = Bucket {
+            from,
+            bytes,
+            next: after.as_ref().map(|(next, _)| next.clone()),
         };
-        self.pending = floor.into_iter();
+        let mut pending = Vec::new();
+        for entry in bucket.own() {
+            let (key, value) = entry?;
+            let fresh = match &self.last {
+                Some(last) => key > &last[..],
+                None => key >= &self.start[..],
+            };
+            if fresh {
+                pending.push((IVec::from(key), IVec::from(value)));
+            }
+        }
+        self.pending = pending.into_iter();
+        if let Some(after) = after {
+            self.cursor = Cursor::Next(after);
+        }
         Ok(Some(()))
     }
 }
 
 impl Iterator for Scan<'_> {
-    type Item = sled::Result<(Vec<u8>, IVec)>;
+    type Item = sled::Result<(IVec, IVec)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -332,8 +431,7 @@ impl Iterator for Scan<'_> {
                 Ok(Some(())) => {}
                 Ok(None) => return None,
                 Err(error) => {
-                    self.begun = true;
-                    self.next = None;
+                    self.cursor = Cursor::End;
                     return Some(Err(error));
                 }
             }
@@ -347,7 +445,7 @@ pub fn from<'a>(
     tree: &'a sled::Tree,
     start: &[u8],
 ) -> impl Iterator<Item = sled::Result<(IVec, IVec)>> + 'a {
-    Scan::new(tree, start).map(|entry| entry.map(|(key, value)| (IVec::from(key), value)))
+    Scan::new(tree, start)
 }
 
 /// Up to `limit` entries below `end`, in key order.
@@ -383,10 +481,14 @@ pub fn range<'a>(
 /// The last key the index holds (buckets are never left empty, and the
 /// last has no next bucket to leave entries to).
 pub fn last_key(tree: &sled::Tree) -> sled::Result<Option<IVec>> {
-    match tree.last()? {
-        Some((_, bucket)) => Ok(decode(&bucket)?.into_keys().next_back().map(IVec::from)),
-        None => Ok(None),
+    let Some((_, bucket)) = tree.last()? else {
+        return Ok(None);
+    };
+    let mut last = None;
+    for entry in Entries::of(&bucket) {
+        last = Some(entry?.0);
     }
+    Ok(last.map(IVec::from))
 }
 
 /// How many entries the index holds.
@@ -400,7 +502,7 @@ pub fn len(tree: &sled::Tree) -> sled::Result<usize> {
 pub fn bucket_sizes(tree: &sled::Tree) -> sled::Result<Vec<usize>> {
     tree.iter()
         .values()
-        .map(|bucket| Ok(decode(&bucket?)?.len()))
+        .map(|bucket| Entries::of(&bucket?).try_fold(0, |n, entry| entry.map(|_| n + 1)))
         .collect()
 }
 

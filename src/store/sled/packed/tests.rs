@@ -179,13 +179,9 @@ fn a_scan_sees_each_entry_once_when_a_split_comes_between_its_reads() {
 fn a_split_cut_short_leaves_nothing_that_can_be_read_or_come_back() {
     let (_dir, tree) = tree();
     let keys: Vec<Vec<u8>> = (0..10).map(|t| entry(t, "c")).collect();
-    let whole: Entries = keys
-        .iter()
-        .map(|k| (k.clone(), IVec::from(&k[8..])))
-        .collect();
-    tree.insert(&keys[0], encode(whole.iter())).unwrap();
-    tree.insert(&keys[5], encode(whole.range(keys[5].clone()..)))
-        .unwrap();
+    let whole: Vec<Entry> = keys.iter().map(|k| (&k[..], &k[8..])).collect();
+    tree.insert(&keys[0], encode(&whole)).unwrap();
+    tree.insert(&keys[5], encode(&whole[5..])).unwrap();
     assert_eq!(all(&tree), keys);
     apply_all(&tree, &[removed(&keys[7])]);
     let mut left = keys.clone();
@@ -229,4 +225,63 @@ fn a_damaged_bucket_is_an_error_not_a_panic() {
     assert!(keys_before(&tree, &entry(9_000, ""), 10).is_err());
     assert!(range(&tree, &a, &a).any(|entry| entry.is_err()));
     assert!(apply(&tree, [(a.as_slice(), &None)]).is_err());
+}
+
+#[test]
+fn a_merge_keeps_order_and_a_keys_last_change_wins() {
+    let stored: Vec<Entry> = vec![(b"b", b"1"), (b"d", b"2"), (b"f", b"3")];
+    let (one, two) = (Some(IVec::from("x")), Some(IVec::from("y")));
+    let changes: Vec<Put> = vec![
+        (b"a", &one),
+        (b"b", &None),
+        (b"c", &None),
+        (b"d", &one),
+        (b"d", &two),
+        (b"g", &one),
+        (b"g", &None),
+    ];
+    let merged = merge(&stored, &changes);
+    let expected: Vec<Entry> = vec![(b"a", b"x"), (b"d", b"y"), (b"f", b"3")];
+    assert_eq!(merged, expected);
+}
+
+proptest::proptest! {
+    /// Any run of put and removal batches leaves the index holding what a
+    /// plain map holds after the same changes, in buckets within the bound.
+    #[test]
+    fn batches_of_changes_leave_what_a_map_would_hold(
+        batches in proptest::collection::vec(
+            proptest::collection::vec((0i64..400, proptest::bool::weighted(0.7)), 1..90),
+            1..12,
+        )
+    ) {
+        let (_dir, tree) = tree();
+        let mut model = std::collections::BTreeMap::new();
+        for batch in &batches {
+            let changes: Vec<_> = batch
+                .iter()
+                .map(|&(t, put)| {
+                    let key = entry(t, "k");
+                    if put { added(&key) } else { removed(&key) }
+                })
+                .collect();
+            for (key, value) in &changes {
+                match value {
+                    Some(value) => model.insert(key.clone(), value.clone()),
+                    None => model.remove(key),
+                };
+            }
+            apply_all(&tree, &changes);
+        }
+        let read: Vec<(Vec<u8>, IVec)> = from(&tree, &[])
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v)).unwrap())
+            .collect();
+        let expected: Vec<(Vec<u8>, IVec)> = model.clone().into_iter().collect();
+        proptest::prop_assert_eq!(read, expected);
+        for t in 0..400 {
+            let key = entry(t, "k");
+            proptest::prop_assert_eq!(get(&tree, &key).unwrap(), model.get(&key).cloned());
+        }
+        proptest::prop_assert!(sizes(&tree).iter().all(|&n| (1..=MAX_ENTRIES).contains(&n)));
+    }
 }
