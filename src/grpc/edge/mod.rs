@@ -112,6 +112,8 @@ struct Method {
     /// `package.Service`, `Method`.
     service: SharedString,
     name: SharedString,
+    /// Its calls' metric handles.
+    series: Arc<telemetry::CallSeries>,
 }
 
 impl Method {
@@ -124,6 +126,7 @@ impl Method {
             qualified: SharedString::from_shared(Arc::from(qualified)),
             service: SharedString::from_shared(Arc::from(service)),
             name: SharedString::from_shared(Arc::from(name)),
+            series: Arc::default(),
         }
     }
 }
@@ -143,6 +146,8 @@ struct Shared {
     /// The methods served, by path; any other path is labelled "unknown"
     /// in metrics, so a caller cannot mint new time series.
     methods: HashMap<String, Method>,
+    /// The metric handles of calls to any other path.
+    unknown: Arc<telemetry::CallSeries>,
 }
 
 /// `/package.Service/Method` for every method wagate serves.
@@ -196,6 +201,7 @@ impl EdgeLayer {
                 request_message_timeout: policy.request_message_timeout,
                 max_request_bytes: policy.max_request_bytes,
                 methods: served_methods(),
+                unknown: Arc::default(),
             }),
         }
     }
@@ -252,7 +258,10 @@ where
         let served = self.shared.methods.get(&method);
         let shape = served.map(|served| served.shape);
         let span = trace::call_span(served, &logged_path(&method, served.is_some()), parent);
-        let mut call = observe::Call::start(call_labels(served, open), span.clone());
+        let mut call = observe::Call::start(
+            call_labels(served, &self.shared.unknown, open),
+            span.clone(),
+        );
         let caller = match (&self.shared.callers, open) {
             (Some(callers), false) => match request.headers().get(http::header::AUTHORIZATION) {
                 None => Err(refusal(
@@ -323,7 +332,11 @@ where
 
 /// The call's metric labels: served methods by service and method, any
 /// other path as `unknown` (a caller cannot mint series).
-fn call_labels(served: Option<&Method>, infrastructure: bool) -> telemetry::CallLabels {
+fn call_labels(
+    served: Option<&Method>,
+    unknown_series: &Arc<telemetry::CallSeries>,
+    infrastructure: bool,
+) -> telemetry::CallLabels {
     let unknown = || SharedString::const_str("unknown");
     telemetry::CallLabels {
         grpc_type: served.map_or("unknown", |served| served.shape.name()),
@@ -331,6 +344,7 @@ fn call_labels(served: Option<&Method>, infrastructure: bool) -> telemetry::Call
         method: served.map_or_else(unknown, |served| served.name.clone()),
         infrastructure,
         caller: String::new(),
+        series: served.map_or_else(|| unknown_series.clone(), |served| served.series.clone()),
     }
 }
 
