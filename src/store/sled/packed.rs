@@ -294,10 +294,11 @@ pub fn apply<'a>(
     Ok(())
 }
 
-/// Stores `entries` as the bucket keyed `from` (stored as `old`), or keyed
-/// by their first if that is lower (or there is no bucket yet), in buckets
-/// of at most [`MAX_ENTRIES`]: the new buckets first, then the first (left
-/// alone if unchanged), then the old key removed if the bucket left it.
+/// Stores `entries` in place of `bucket` (its key and its stored bytes),
+/// keyed as it was, or by their first if that is lower (or there is no
+/// bucket yet), in buckets of at most [`MAX_ENTRIES`]: the new buckets
+/// first, then the first (left alone if unchanged), then the old key
+/// removed if the bucket left it.
 ///
 /// The last bucket is split full first, since entries keep arriving after
 /// it (a time index's do); any other evenly, leaving room on both sides.
