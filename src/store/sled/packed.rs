@@ -153,6 +153,15 @@ fn bucket_after(tree: &sled::Tree, key: Option<&[u8]>) -> sled::Result<Option<(I
     }
 }
 
+/// The bucket holding `key`, or the first of all if `key` is below every
+/// bucket: where a write or a scan from `key` begins.
+fn bucket_for_or_first(tree: &sled::Tree, key: &[u8]) -> sled::Result<Option<(IVec, IVec)>> {
+    match bucket_for(tree, key)? {
+        Some(bucket) => Ok(Some(bucket)),
+        None => bucket_after(tree, None),
+    }
+}
+
 /// A bucket as read: its key, its bytes and the next bucket's key. Its own
 /// entries are those below the next bucket's key; any at or above it are
 /// leftovers of a split a crash cut short.
@@ -179,12 +188,9 @@ impl Bucket {
     /// The bucket holding `key`, or the first of all if `key` is below
     /// every bucket.
     fn holding_or_first(tree: &sled::Tree, key: &[u8]) -> sled::Result<Option<Bucket>> {
-        match bucket_for(tree, key)? {
-            Some(bucket) => Bucket::read(tree, bucket).map(Some),
-            None => bucket_after(tree, None)?
-                .map(|bucket| Bucket::read(tree, bucket))
-                .transpose(),
-        }
+        bucket_for_or_first(tree, key)?
+            .map(|bucket| Bucket::read(tree, bucket))
+            .transpose()
     }
 
     fn below_next(&self, key: &[u8]) -> bool {
@@ -384,10 +390,7 @@ impl<'a> Scan<'a> {
     /// once past the last bucket.
     fn refill(&mut self) -> sled::Result<Option<()>> {
         let current = match std::mem::replace(&mut self.cursor, Cursor::End) {
-            Cursor::Start => match bucket_for(self.tree, &self.start)? {
-                Some(bucket) => Some(bucket),
-                None => bucket_after(self.tree, None)?,
-            },
+            Cursor::Start => bucket_for_or_first(self.tree, &self.start)?,
             Cursor::Next(bucket) => Some(bucket),
             Cursor::End => None,
         };
